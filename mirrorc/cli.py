@@ -21,7 +21,7 @@ def main():
 def _register_all():
     import importlib
 
-    for name in ("mirrorc.cmd_core", "mirrorc.cmd_train", "mirrorc.cmd_secure", "mirrorc.cmd_attack"):
+    for name in ("mirrorc.cmd_core", "mirrorc.cmd_partition", "mirrorc.cmd_train", "mirrorc.cmd_secure", "mirrorc.cmd_attack"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
