@@ -1,0 +1,105 @@
+"""Compile C with the host compiler into a cached shared library, executable or object.
+
+Used by the kernel and lowering tests (load the .so with ctypes), by the simulated secure world and
+by the benchmarks. The cache key covers the compiler, every flag and the bytes of every source and
+of every header in the include directories, so a changed file always rebuilds and an unchanged one
+never does. Outputs are written beside their final name and renamed into place (no half-written
+library is ever loaded by a concurrent run)."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from mirrorc.errors import MirrorcError
+
+KERNEL_DIR = Path(__file__).resolve().parent.parent / "runtime_c" / "kernels"
+# Portable, warning-clean C99; -O3 lets gcc vectorise the conv/gemm inner loops.
+DEFAULT_CFLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror=implicit-function-declaration")
+_KINDS = {"shared": ".so", "exe": "", "object": ".o"}
+
+
+def kernel_sources() -> list[Path]:
+    """The kernel library's C files (compile them with include_dirs=[KERNEL_DIR])."""
+    return sorted(KERNEL_DIR.glob("*.c"))
+
+
+def cache_dir() -> Path:
+    """$MIRRORC_CACHE/cbuild, else ~/.cache/mirrorc/cbuild."""
+    root = os.environ.get("MIRRORC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mirrorc")
+    return Path(root) / "cbuild"
+
+
+def build(sources: Iterable[str | os.PathLike], *, kind: str = "shared", name: str = "lib",
+          include_dirs: Iterable[str | os.PathLike] = (), defines: Mapping[str, object] | None = None,
+          cflags: Iterable[str] = DEFAULT_CFLAGS, ldflags: Iterable[str] = (), compiler: str = "gcc",
+          out_dir: str | os.PathLike | None = None) -> Path:
+    """Compile `sources` into one output of `kind` ("shared" .so, "exe", or "object" .o: one source
+    only) and return its path; a cached build with the same inputs is reused.
+
+    `defines` maps macro names to values (None = just defined). The output is
+    `<out_dir or cache_dir()>/<name>-<hash><suffix>`."""
+    if kind not in _KINDS:
+        raise ValueError(f"cbuild: kind must be one of {sorted(_KINDS)}, not {kind!r}")
+    sources = [Path(s).resolve() for s in sources]
+    include_dirs = [Path(d).resolve() for d in include_dirs]
+    if kind == "object" and len(sources) != 1:
+        raise ValueError("cbuild: an object file is built from exactly one source")
+    for s in sources:
+        if not s.is_file():
+            raise MirrorcError(f"cbuild: source file not found: {s}")
+    if shutil.which(compiler) is None:
+        raise MirrorcError(f"cbuild: C compiler '{compiler}' not found on PATH")
+
+    args = list(cflags)
+    for key, value in sorted((defines or {}).items()):
+        args.append(f"-D{key}" if value is None else f"-D{key}={value}")
+    args += [f"-I{d}" for d in include_dirs]
+    if kind == "shared":
+        args += ["-shared", "-fPIC"]
+    elif kind == "object":
+        args += ["-c"]
+    link = list(ldflags)
+
+    digest = hashlib.sha256()
+    for part in [compiler, kind, *args, *link]:
+        digest.update(part.encode() + b"\0")
+    for s in sources:
+        digest.update(str(s).encode() + b"\0" + s.read_bytes())
+    for d in include_dirs:  # headers can change the build without any source changing
+        for h in sorted(d.glob("*.h")):
+            digest.update(h.name.encode() + b"\0" + h.read_bytes())
+    out_dir = Path(out_dir) if out_dir is not None else cache_dir()
+    out = out_dir / f"{name}-{digest.hexdigest()[:16]}{_KINDS[kind]}"
+    if out.exists():
+        return out
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out_dir)
+    os.close(fd)
+    cmd = [compiler, *args, *map(str, sources), "-o", tmp, *link]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            errors = [l for l in proc.stderr.splitlines() if "error" in l] or proc.stderr.splitlines()
+            raise MirrorcError(f"cbuild: {compiler} failed building {name}: {' ; '.join(errors[:3])}")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def load(path: str | os.PathLike) -> ctypes.CDLL:
+    """Load a shared library built by `build`."""
+    return ctypes.CDLL(str(path))
+
+
+def build_kernels(**kwargs) -> Path:
+    """The kernel library alone as a shared library (for kernel tests and ctypes callers)."""
+    return build(kernel_sources(), name="mirrorc_kernels", include_dirs=[KERNEL_DIR], **kwargs)

@@ -1,0 +1,111 @@
+/* Pooling, LRN and per-channel affine (unfolded BatchNormalization). */
+#include "mirrorc_kernels.h"
+
+#define MC_LOWEST (-3.40282347e38f) /* what onnxruntime starts a max from */
+
+void mc_maxpool2d(const float *x, float *y, int nc, int h, int w, int oh, int ow, int kh, int kw,
+                  int sh, int sw, int pt, int pl, int dh, int dw)
+{
+    int p, oy, ox, ky, kx;
+    for (p = 0; p < nc; p++) {
+        const float *xp = x + (long)p * h * w;
+        float *yp = y + (long)p * oh * ow;
+        for (oy = 0; oy < oh; oy++) {
+            for (ox = 0; ox < ow; ox++) {
+                float best = MC_LOWEST;
+                for (ky = 0; ky < kh; ky++) {
+                    int iy = oy * sh + ky * dh - pt;
+                    if (iy < 0 || iy >= h) continue;
+                    for (kx = 0; kx < kw; kx++) {
+                        int ix = ox * sw + kx * dw - pl;
+                        float v;
+                        if (ix < 0 || ix >= w) continue;
+                        v = xp[iy * w + ix];
+                        if (v > best) best = v;
+                    }
+                }
+                yp[oy * ow + ox] = best;
+            }
+        }
+    }
+}
+
+void mc_avgpool2d(const float *x, float *y, int nc, int h, int w, int oh, int ow, int kh, int kw,
+                  int sh, int sw, int pt, int pl, int pb, int pr, int count_include_pad)
+{
+    int p, oy, ox, iy, ix;
+    for (p = 0; p < nc; p++) {
+        const float *xp = x + (long)p * h * w;
+        float *yp = y + (long)p * oh * ow;
+        for (oy = 0; oy < oh; oy++) {
+            int y0 = oy * sh - pt, y1 = y0 + kh;
+            if (y1 > h + pb) y1 = h + pb;          /* the padded extent bounds the window */
+            for (ox = 0; ox < ow; ox++) {
+                int x0 = ox * sw - pl, x1 = x0 + kw, cy0, cy1, cx0, cx1, count;
+                float s = 0.0f;
+                if (x1 > w + pr) x1 = w + pr;
+                cy0 = y0 < 0 ? 0 : y0; cy1 = y1 > h ? h : y1;
+                cx0 = x0 < 0 ? 0 : x0; cx1 = x1 > w ? w : x1;
+                for (iy = cy0; iy < cy1; iy++)
+                    for (ix = cx0; ix < cx1; ix++) s += xp[iy * w + ix];
+                count = count_include_pad ? (y1 - y0) * (x1 - x0) : (cy1 - cy0) * (cx1 - cx0);
+                yp[oy * ow + ox] = count > 0 ? s / (float)count : 0.0f;
+            }
+        }
+    }
+}
+
+void mc_global_avgpool(const float *x, float *y, int nc, int hw)
+{
+    int p, i;
+    for (p = 0; p < nc; p++) {
+        float s = 0.0f;
+        for (i = 0; i < hw; i++) s += x[(long)p * hw + i];
+        y[p] = s / (float)hw;
+    }
+}
+
+void mc_global_maxpool(const float *x, float *y, int nc, int hw)
+{
+    int p, i;
+    for (p = 0; p < nc; p++) {
+        float best = MC_LOWEST;
+        for (i = 0; i < hw; i++) if (x[(long)p * hw + i] > best) best = x[(long)p * hw + i];
+        y[p] = best;
+    }
+}
+
+void mc_lrn(const float *x, float *y, int n, int c, int hw, int size, float alpha, float beta,
+            float bias)
+{
+    /* ONNX: window [c - floor((size-1)/2), c + ceil((size-1)/2)] */
+    int before = (size - 1) / 2, after = size - 1 - before;
+    int b, ch, j, i;
+    float a = alpha / (float)size;
+    for (b = 0; b < n; b++) {
+        const float *xb = x + (long)b * c * hw;
+        float *yb = y + (long)b * c * hw;
+        for (ch = 0; ch < c; ch++) {
+            int lo = ch - before < 0 ? 0 : ch - before;
+            int hi = ch + after > c - 1 ? c - 1 : ch + after;
+            for (i = 0; i < hw; i++) {
+                float sq = 0.0f, v;
+                for (j = lo; j <= hi; j++) { v = xb[(long)j * hw + i]; sq += v * v; }
+                yb[(long)ch * hw + i] = xb[(long)ch * hw + i] / mc_powf(bias + a * sq, beta);
+            }
+        }
+    }
+}
+
+void mc_channel_affine(const float *x, const float *scale, const float *shift, float *y, int n,
+                       int c, int hw)
+{
+    int b, ch, i;
+    for (b = 0; b < n; b++)
+        for (ch = 0; ch < c; ch++) {
+            const float *xp = x + ((long)b * c + ch) * hw;
+            float *yp = y + ((long)b * c + ch) * hw;
+            float s = scale[ch], t = shift[ch];
+            for (i = 0; i < hw; i++) yp[i] = xp[i] * s + t;
+        }
+}
