@@ -1,0 +1,538 @@
+"""What a thief gets: model-stealing attacks on a MirrorNet build, measured (issue 5).
+
+The attacker's view is the normal world only: `normal.onnx` (architecture and weights of the
+backbone, including which channels each tap selects, since those bytes cross the boundary in the
+clear), a labelled budget drawn from the *training* split, and label-only queries to the deployed
+protected model. Every attack is a real, seeded training run through the ONNX interpreter of
+`mirrorc.torchgraph` (the same source of truth as training): the result is written back to ONNX and
+scored by onnxruntime on the test split.
+
+Attacks (test accuracy each):
+  as_is         the stolen backbone's own logits (and its prediction histogram)
+  finetune_all  every backbone weight trained on the budget
+  retrain_head  conv features frozen, the dense head re-initialised and trained
+  replace_cpm   backbone frozen, a fresh CPM of the same shape (every cpm/* initializer random,
+                never the trained values) trained on the taps + backbone logits
+  distill       the stolen backbone fine-tuned on labels queried from the protected model
+  scratch       the backbone architecture re-initialised and trained on the same labelled budget
+  scratch_oracle  the same, on the distillation's oracle labels
+
+head start = best attack - its from-scratch baseline on the same labels (the number the product
+stands on: how much stealing the backbone is worth over not stealing it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from mirrorc.errors import MirrorcError
+
+LABELLED_ATTACKS = ("finetune_all", "retrain_head", "replace_cpm")
+ALL_ATTACKS = ("as_is", *LABELLED_ATTACKS, "distill", "scratch", "scratch_oracle")
+DENSE_OPS = ("Gemm", "MatMul")
+
+
+# --------------------------------------------------------------------------- the attacker's view
+
+
+@dataclass
+class AttackerView:
+    """What the thief holds: the normal-world model, plus handles to query the deployed model.
+
+    `mirrornet` is used for two things only: its label output as the oracle (when
+    mirrorc.runtime.ProtectedModel is not available) and the *shape* of the CPM for `replace_cpm`
+    (every cpm/* initializer is re-drawn before use)."""
+
+    build_dir: Path
+    normal: onnx.ModelProto
+    normal_source: str
+    mirrornet: onnx.ModelProto
+    taps: list[dict]
+    num_classes: int
+    input_name: str
+    input_shape: tuple[int, ...]  # without batch
+
+
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # a truncated or foreign file
+        raise MirrorcError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+
+
+def _meta(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def backbone_from_mirrornet(mirrornet: onnx.ModelProto) -> onnx.ModelProto:
+    """The normal-world part of mirrornet.onnx: outputs backbone_logits and mirrorc_tap1..n.
+
+    Used only while the split (normal.onnx) does not exist. The one-way property means the
+    extracted subgraph needs no CPM node; that is checked, not assumed."""
+    taps = json.loads(_meta(mirrornet).get("mirrorc.taps", "[]"))
+    outputs = ["backbone_logits", *[t["selected"] for t in taps]]
+    graph = mirrornet.graph
+    producer = {o: n for n in graph.node for o in n.output if o}
+    needed, stack = set(), list(outputs)
+    while stack:  # walk back from the outputs to what they need
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if name in producer:
+            stack.extend(i for i in producer[name].input if i)
+        elif name not in {t.name for t in graph.initializer} and name not in {i.name for i in graph.input}:
+            raise MirrorcError(f"mirrornet.onnx: tensor '{name}' has no producer")
+    nodes = [n for n in graph.node if any(o in needed for o in n.output)]
+    inits = [t for t in graph.initializer if t.name in needed]
+    leaked = [n.name for n in nodes if n.name.startswith("cpm/")] + [t.name for t in inits if t.name.startswith("cpm/")]
+    if leaked:
+        raise MirrorcError(f"mirrornet.onnx: backbone needs secure-world part '{leaked[0]}' (not one-way)")
+    inferred = onnx.shape_inference.infer_shapes(mirrornet)
+    infos = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    missing = [o for o in outputs if o not in infos]
+    if missing:
+        raise MirrorcError(f"mirrornet.onnx: no shape for tensor '{missing[0]}'")
+    backbone = helper.make_graph(nodes, f"{graph.name}_normal", list(graph.input), [infos[o] for o in outputs], inits)
+    model = helper.make_model(backbone, opset_imports=list(mirrornet.opset_import))
+    model.ir_version = mirrornet.ir_version
+    return model
+
+
+def load_view(build_dir: str | Path) -> AttackerView:
+    """Read a build directory written by `mirrorc compile`; raise MirrorcError if it has no trained model."""
+    build_dir = Path(build_dir)
+    if not build_dir.is_dir():
+        raise MirrorcError(f"{build_dir}: not a build directory")
+    mirrornet_path = build_dir / "mirrornet.onnx"
+    if not mirrornet_path.is_file():
+        raise MirrorcError(f"{build_dir}: no trained model (mirrornet.onnx missing); run `mirrorc compile` first")
+    mirrornet = _load_onnx(mirrornet_path)
+    meta = _meta(mirrornet)
+    if "mirrorc.taps" not in meta or "mirrorc.num_classes" not in meta:
+        raise MirrorcError(f"{mirrornet_path}: no mirrorc.taps/mirrorc.num_classes metadata; not a mirrorc build")
+    if meta.get("mirrorc.trained", "1").lower() in ("0", "false", "no"):
+        raise MirrorcError(f"{mirrornet_path}: model is not trained (mirrorc.trained={meta['mirrorc.trained']})")
+    outputs = {o.name for o in mirrornet.graph.output}
+    for needed in ("label", "backbone_logits", "mirrornet_logits"):
+        if needed not in outputs:
+            raise MirrorcError(f"{mirrornet_path}: output '{needed}' missing (see docs/ARCHITECTURE.md)")
+
+    normal_path = build_dir / "normal.onnx"
+    if normal_path.is_file():
+        normal, source = _load_onnx(normal_path), "normal.onnx"
+        if any(t.name.startswith("cpm/") for t in normal.graph.initializer):
+            raise MirrorcError(f"{normal_path}: holds CPM weights; not a valid normal-world model")
+    else:
+        normal, source = backbone_from_mirrornet(mirrornet), "mirrornet.onnx (normal-world nodes)"
+    if "backbone_logits" not in {o.name for o in normal.graph.output}:
+        raise MirrorcError(f"{source}: output 'backbone_logits' missing")
+
+    inp = normal.graph.input[0]
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim][1:]
+    if not dims or any(d <= 0 for d in dims):
+        raise MirrorcError(f"{source}: input '{inp.name}' needs a fixed shape after the batch dimension")
+    return AttackerView(build_dir=build_dir, normal=normal, normal_source=source, mirrornet=mirrornet,
+                        taps=json.loads(meta["mirrorc.taps"]), num_classes=int(meta["mirrorc.num_classes"]),
+                        input_name=inp.name, input_shape=tuple(dims))
+
+
+# --------------------------------------------------------------------------- initializers
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, int]]:
+    """initializer name -> (first node that reads it, input position)."""
+    found: dict[str, tuple[onnx.NodeProto, int]] = {}
+    for node in model.graph.node:
+        for pos, name in enumerate(node.input):
+            found.setdefault(name, (node, pos))
+    return found
+
+
+def _fresh_value(shape: tuple[int, ...], node: onnx.NodeProto | None, pos: int, rng: np.random.Generator) -> np.ndarray:
+    """A new random value for a parameter, by the role it plays (He-normal weights, zero biases,
+    identity BatchNorm), as a from-scratch training run would start."""
+    op = node.op_type if node is not None else ""
+    if op == "BatchNormalization":
+        return (np.ones if pos in (1, 4) else np.zeros)(shape, np.float32)  # scale, var = 1; bias, mean = 0
+    if op in ("Conv", "ConvTranspose") and pos == 1:
+        fan_in = int(np.prod(shape[1:]))
+    elif op == "Gemm" and pos == 1:
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        fan_in = shape[1] if trans_b else shape[0]
+    elif op == "MatMul" and len(shape) == 2:
+        fan_in = shape[0]
+    elif len(shape) <= 1:  # biases and other per-channel offsets
+        return np.zeros(shape, np.float32)
+    else:
+        fan_in = int(np.prod(shape[1:]))
+    return rng.normal(0.0, math.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32)
+
+
+def reinitialize(model: onnx.ModelProto, select: Callable[[str], bool], seed: int) -> onnx.ModelProto:
+    """A copy of `model` whose float initializers chosen by `select` are drawn afresh (seeded)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    rng = np.random.default_rng(seed)
+    users = _consumers(out)
+    for i, init in enumerate(out.graph.initializer):
+        if not select(init.name) or init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        node, pos = users.get(init.name, (None, 0))
+        value = _fresh_value(tuple(init.dims), node, pos, rng)
+        out.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, init.name))
+    return out
+
+
+def float_initializers(model: onnx.ModelProto) -> list[str]:
+    return [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+
+
+def dense_head(model: onnx.ModelProto) -> list[str]:
+    """Initializers of the dense head: every Gemm/MatMul after the last convolution, and what they read."""
+    nodes = list(model.graph.node)
+    last_conv = max((i for i, n in enumerate(nodes) if n.op_type in ("Conv", "ConvTranspose")), default=-1)
+    params = set(float_initializers(model))
+    head = [name for n in nodes[last_conv + 1:] if n.op_type in DENSE_OPS for name in n.input if name in params]
+    if not head:
+        raise MirrorcError("normal.onnx: no dense layer after the last convolution; retrain_head needs one")
+    return head
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    """Indices into the training split for one (budget, seed)."""
+
+    labelled: np.ndarray   # the attacker's labelled budget
+    pool: np.ndarray       # unlabelled images for the oracle, same size
+
+
+def draw_budget(n_train: int, budget: int, seed: int) -> Split:
+    if budget > n_train:
+        raise MirrorcError(f"--budget: {budget} is larger than the training split ({n_train} images)")
+    if budget < 10:
+        raise MirrorcError(f"--budget: {budget} is too small (at least 10 images)")
+    rng = np.random.default_rng([seed, budget])
+    return Split(labelled=np.sort(rng.permutation(n_train)[:budget]), pool=np.sort(rng.permutation(n_train)[:budget]))
+
+
+def holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) positions in a budget of n: validation is the attacker's own, never the test set."""
+    perm = np.random.default_rng([seed, n, 7]).permutation(n)
+    n_val = max(1, int(round(n * fraction)))
+    return perm[n_val:], perm[:n_val]
+
+
+# --------------------------------------------------------------------------- training and scoring
+
+
+@dataclass
+class Schedule:
+    """How long and how each attack trains. `steps` is max(min_steps, epochs * batches per epoch):
+    long enough for a from-scratch run on a small budget to converge."""
+
+    epochs: int = 20
+    min_steps: int = 500
+    batch: int = 64
+    lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    val_fraction: float = 0.2
+    trial_fraction: float = 0.5  # learning-rate trials run this share of the steps (the final run: all)
+
+    def steps(self, n: int) -> int:
+        return max(self.min_steps, self.epochs * math.ceil(n / self.batch))
+
+
+def run_onnx(model: onnx.ModelProto, output: str, x: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """One output of `model` on `x`, by onnxruntime (the deployment's runtime, not the trainer)."""
+    import onnxruntime as ort
+
+    keep = onnx.ModelProto()
+    keep.CopyFrom(model)
+    if output not in {o.name for o in keep.graph.output}:
+        raise MirrorcError(f"model has no output '{output}'")
+    del keep.graph.output[:]
+    keep.graph.output.extend([o for o in model.graph.output if o.name == output])
+    sess = ort.InferenceSession(keep.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run([output], {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def accuracy(model: onnx.ModelProto, output: str, x: np.ndarray, y: np.ndarray) -> float:
+    logits = run_onnx(model, output, x)
+    pred = logits if logits.ndim == 1 else logits.argmax(axis=1)
+    return float((pred == y).mean() * 100.0)
+
+
+def train(model: onnx.ModelProto, output: str, trainable: Callable[[str], bool], x: np.ndarray, y: np.ndarray,
+          *, lr: float, steps: int, batch: int, seed: int, desc: str = "") -> onnx.ModelProto:
+    """Train the initializers chosen by `trainable` with Adam + cosine decay, cross-entropy on `output`;
+    return the model with the trained values written back."""
+    import torch
+
+    from mirrorc.clikit import progress
+    from mirrorc.torchgraph import OnnxModule
+
+    torch.manual_seed(seed)
+    module = OnnxModule(model, outputs=[output], trainable=trainable)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise MirrorcError(f"{desc or 'attack'}: nothing to train (no initializer selected)")
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(xt), generator=gen)
+    cursor = 0
+    module.train()
+    for _ in progress(range(steps), desc=desc, leave=False):
+        if cursor + batch > len(order):
+            order, cursor = torch.randperm(len(xt), generator=gen), 0
+        idx = order[cursor:cursor + batch]
+        cursor += batch
+        loss = torch.nn.functional.cross_entropy(module(xt[idx])[output], yt[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    module.eval()
+    trained = module.write_back()
+    # A frozen part stays frozen: BatchNorm running statistics move in train() mode, put them back.
+    original = {t.name: t for t in model.graph.initializer}
+    for init in trained.graph.initializer:
+        if not trainable(init.name) and init.name in original:
+            init.CopyFrom(original[init.name])
+    return trained
+
+
+@dataclass
+class Attack:
+    """One trainable attack: which model it starts from, what it trains, which output it scores."""
+
+    name: str
+    start: onnx.ModelProto
+    output: str
+    trainable: Callable[[str], bool]
+    labels: str = "true"  # "true" (the budget's own labels) or "oracle"
+
+
+@dataclass
+class Result:
+    attack: str
+    budget: int
+    seed: int
+    accuracy: float
+    lr: float | None = None
+    val_accuracy: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def fit_and_score(attack: Attack, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                  schedule: Schedule, seed: int, budget: int) -> Result:
+    """Choose the learning rate on a validation part of the attacker's own data, retrain on all of it
+    with that rate, score on the test split."""
+    fit_idx, val_idx = holdout(len(x), schedule.val_fraction, seed)
+    steps = schedule.steps(len(x))
+    best_lr, best_val = schedule.lr_grid[0], -1.0
+    if len(schedule.lr_grid) > 1:
+        for lr in schedule.lr_grid:
+            trial = train(attack.start, attack.output, attack.trainable, x[fit_idx], y[fit_idx], lr=lr,
+                          steps=max(1, int(schedule.steps(len(fit_idx)) * schedule.trial_fraction)), batch=schedule.batch, seed=seed,
+                          desc=f"{attack.name} b={budget} s={seed} lr={lr:g}")
+            val = accuracy(trial, attack.output, x[val_idx], y[val_idx])
+            if val > best_val:
+                best_lr, best_val = lr, val
+    final = train(attack.start, attack.output, attack.trainable, x, y, lr=best_lr, steps=steps,
+                  batch=schedule.batch, seed=seed, desc=f"{attack.name} b={budget} s={seed}")
+    return Result(attack.name, budget, seed, accuracy(final, attack.output, x_test, y_test), best_lr,
+                  best_val if best_val >= 0 else None)
+
+
+# --------------------------------------------------------------------------- the oracle
+
+
+def oracle_labels(view: AttackerView, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """Labels from the deployed protected model, label-only. Returns (labels, what answered)."""
+    try:
+        from mirrorc.runtime import ProtectedModel  # split execution: normal.onnx + the TA
+    except ImportError:
+        ProtectedModel = None
+    if ProtectedModel is not None:
+        with ProtectedModel(view.build_dir) as deployed:
+            return np.asarray([int(deployed.predict(xi[None])) for xi in x], dtype=np.int64), \
+                "mirrorc.runtime.ProtectedModel (split execution)"
+    labels = run_onnx(view.mirrornet, "label", x).astype(np.int64)
+    return labels, "mirrornet.onnx 'label' output in onnxruntime"
+
+
+# --------------------------------------------------------------------------- the whole measurement
+
+
+def histogram(pred: np.ndarray, num_classes: int) -> list[int]:
+    return np.bincount(pred.astype(np.int64), minlength=num_classes)[:num_classes].tolist()
+
+
+def attacks_for(view: AttackerView, seed: int) -> list[Attack]:
+    """The trainable attacks for one seed; every random start is seeded from `seed`."""
+    normal = view.normal
+    every = set(float_initializers(normal))
+    head = set(dense_head(normal))
+    cpm = [t for t in float_initializers(view.mirrornet) if t.startswith("cpm/")]
+    if not cpm:
+        raise MirrorcError("mirrornet.onnx: no cpm/* initializer; replace_cpm has nothing to re-draw")
+    fresh_cpm = reinitialize(view.mirrornet, lambda n: n.startswith("cpm/"), seed=1000 + seed)
+    scratch = reinitialize(normal, lambda n: n in every, seed=2000 + seed)
+    return [
+        Attack("finetune_all", normal, "backbone_logits", lambda n: n in every),
+        Attack("retrain_head", reinitialize(normal, lambda n: n in head, seed=3000 + seed), "backbone_logits",
+               lambda n: n in head),
+        Attack("replace_cpm", fresh_cpm, "mirrornet_logits", lambda n: n.startswith("cpm/")),
+        Attack("distill", normal, "backbone_logits", lambda n: n in every, labels="oracle"),
+        Attack("scratch", scratch, "backbone_logits", lambda n: n in every),
+        Attack("scratch_oracle", scratch, "backbone_logits", lambda n: n in every, labels="oracle"),
+    ]
+
+
+def head_starts(results: list[Result]) -> dict[int, dict]:
+    """Per budget: head start per seed (best attack - matching scratch), and which attack was best."""
+    out: dict[int, dict] = {}
+    for budget in sorted({r.budget for r in results}):
+        per_seed, best_names = [], []
+        for seed in sorted({r.seed for r in results if r.budget == budget}):
+            acc = {r.attack: r.accuracy for r in results if r.budget == budget and r.seed == seed}
+            gains = {a: acc[a] - acc["scratch"] for a in LABELLED_ATTACKS if a in acc and "scratch" in acc}
+            if "distill" in acc and "scratch_oracle" in acc:
+                gains["distill"] = acc["distill"] - acc["scratch_oracle"]
+            if not gains:
+                continue
+            best = max(gains, key=gains.get)
+            per_seed.append(gains[best])
+            best_names.append(best)
+        if per_seed:
+            arr = np.array(per_seed)
+            out[budget] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+                           "min": float(arr.min()), "max": float(arr.max()), "per_seed": per_seed,
+                           "best_attack": best_names}
+    return out
+
+
+def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, schedule: Schedule | None = None,
+        attacks: tuple[str, ...] = ALL_ATTACKS) -> dict:
+    """Every attack at every budget and seed. `dataset` is a mirrorc.data Dataset; returns a JSON-able dict."""
+    schedule = schedule or Schedule()
+    view = load_view(build_dir)
+    if tuple(dataset.x_test.shape[1:]) != view.input_shape:
+        raise MirrorcError(f"--data: images of shape {list(dataset.x_test.shape[1:])} do not fit "
+                           f"'{view.input_name}' {list(view.input_shape)}")
+    unknown = [a for a in attacks if a not in ALL_ATTACKS]
+    if unknown:
+        raise MirrorcError(f"--attacks: unknown attack '{unknown[0]}' (choose from {', '.join(ALL_ATTACKS)})")
+    n_train = len(dataset.x_train)
+    for b in budgets:
+        draw_budget(n_train, b, 0)  # fail on a bad budget before any training
+    x_test, y_test = dataset.x_test, dataset.y_test
+
+    as_is_logits = run_onnx(view.normal, "backbone_logits", x_test)
+    as_is_pred = as_is_logits.argmax(axis=1)
+    mirrornet_acc = accuracy(view.mirrornet, "label", x_test, y_test)
+    results: list[Result] = []
+    oracle_source = None
+    for budget in budgets:
+        for seed in range(seeds):
+            split = draw_budget(n_train, budget, seed)
+            x_lab, y_lab = dataset.x_train[split.labelled], dataset.y_train[split.labelled]
+            y_oracle = None
+            if "as_is" in attacks:
+                results.append(Result("as_is", budget, seed, float((as_is_pred == y_test).mean() * 100)))
+            for attack in attacks_for(view, seed):
+                if attack.name not in attacks:
+                    continue
+                if attack.labels == "oracle":
+                    if y_oracle is None:
+                        x_pool = dataset.x_train[split.pool]
+                        y_oracle, oracle_source = oracle_labels(view, x_pool)
+                    res = fit_and_score(attack, x_pool, y_oracle, x_test, y_test, schedule, seed, budget)
+                    res.extra["oracle_agreement_with_truth"] = float(
+                        (y_oracle == dataset.y_train[split.pool]).mean() * 100)
+                else:
+                    res = fit_and_score(attack, x_lab, y_lab, x_test, y_test, schedule, seed, budget)
+                results.append(res)
+    return {
+        "build": str(view.build_dir),
+        "backbone_source": view.normal_source,
+        "oracle": oracle_source,
+        "num_classes": view.num_classes,
+        "taps": [{"index": t["index"], "tensor": t["tensor"], "channels": t["channels"]} for t in view.taps],
+        "mirrornet_accuracy": mirrornet_acc,
+        "backbone_accuracy": float((as_is_pred == y_test).mean() * 100),
+        "delta_p": mirrornet_acc - float((as_is_pred == y_test).mean() * 100),
+        "as_is_histogram": histogram(as_is_pred, view.num_classes),
+        "schedule": {"epochs": schedule.epochs, "min_steps": schedule.min_steps, "batch": schedule.batch,
+                     "lr_grid": list(schedule.lr_grid), "val_fraction": schedule.val_fraction,
+                     "trial_fraction": schedule.trial_fraction},
+        "budgets": budgets,
+        "seeds": seeds,
+        "results": [r.__dict__ for r in results],
+        "head_start": {str(b): v for b, v in head_starts(results).items()},
+    }
+
+
+# --------------------------------------------------------------------------- the text report
+
+
+def _spread(values: list[float]) -> str:
+    arr = np.array(values)
+    if len(arr) == 1:
+        return f"{arr[0]:6.2f}"
+    return f"{arr.mean():6.2f} ± {arr.std(ddof=1):4.2f}"
+
+
+def format_report(report: dict) -> tuple[str, str]:
+    """(table, head-start line): the caller prints the last line in bold."""
+    lines = [
+        f"build: {report['build']}   backbone from {report['backbone_source']}",
+        f"MirrorNet {report['mirrornet_accuracy']:.2f}%   backbone alone {report['backbone_accuracy']:.2f}%   "
+        f"Δp {report['delta_p']:.2f}",
+    ]
+    hist = report["as_is_histogram"]
+    total = max(sum(hist), 1)
+    top = int(np.argmax(hist))
+    lines.append("as-is predictions per class (% of test): " +
+                 " ".join(f"{k}:{100 * c / total:.0f}" for k, c in enumerate(hist)) +
+                 (f"   <- answers class {top} for {100 * hist[top] / total:.0f}%" if hist[top] / total > 0.5 else ""))
+    if report.get("oracle"):
+        lines.append(f"oracle: {report['oracle']}")
+    taps = ", ".join(f"tap{t['index']} {t['tensor']}{t['channels']}" for t in report["taps"])
+    lines.append(f"tapped channels (visible to the attacker): {taps}")
+    budgets = report["budgets"]
+    width = 17
+    lines.append("")
+    lines.append(f"{'test accuracy %':<16}" + "".join(f"{'budget ' + str(b):>{width}}" for b in budgets))
+    results = report["results"]
+    for attack in ALL_ATTACKS:
+        row = [[r["accuracy"] for r in results if r["attack"] == attack and r["budget"] == b] for b in budgets]
+        if not any(row):
+            continue
+        lines.append(f"{attack:<16}" + "".join(f"{_spread(v) if v else '-':>{width}}" for v in row))
+    hs = report["head_start"]
+    lines.append("")
+    parts = []
+    for b in budgets:
+        h = hs.get(str(b))
+        if h:
+            best = max(set(h["best_attack"]), key=h["best_attack"].count)
+            spread = f" ± {h['std']:.2f} (min {h['min']:.2f}, max {h['max']:.2f})" if len(h["per_seed"]) > 1 else ""
+            parts.append(f"{b} images: {h['mean']:+.2f}{spread} [{best}]")
+    head = ("head start (best attack - from scratch, points): " + "; ".join(parts)) if parts else \
+        "head start: not measured (needs scratch and at least one attack)"
+    return "\n".join(lines), head

@@ -1,0 +1,69 @@
+"""`mirrorc attack`: measure what a thief who steals the normal world gets (mirrorc.attack)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from mirrorc.clikit import echo_json, user_errors
+from mirrorc.errors import MirrorcError
+
+
+def _budgets(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise MirrorcError(f"--budget: '{text}' is not a comma-separated list of image counts") from None
+    if not values or any(v <= 0 for v in values):
+        raise MirrorcError(f"--budget: '{text}' needs positive image counts")
+    return values
+
+
+def register(main: click.Group) -> None:
+    @main.command("attack")
+    @click.argument("build_dir", type=click.Path(file_okay=False, path_type=str))
+    @click.option("--data", "data", required=True, help="dataset name (mnist, fashion-mnist, cifar10) or path")
+    @click.option("--data-dir", default=lambda: os.environ.get("MIRRORC_DATA", "."), show_default="$MIRRORC_DATA",
+                  help="folder holding the datasets")
+    @click.option("--budget", "budget", default="600,3000", show_default=True,
+                  help="labelled images (and oracle queries) per attack, comma-separated; drawn from the training split")
+    @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1, 100), help="seeds per budget")
+    @click.option("--epochs", default=20, show_default=True, type=click.IntRange(1), help="epochs per training run")
+    @click.option("--min-steps", default=500, show_default=True, type=click.IntRange(1),
+                  help="at least this many optimizer steps per run (so from-scratch converges on small budgets)")
+    @click.option("--lr-grid", default="3e-4,1e-3,3e-3", show_default=True,
+                  help="learning rates tried on the attacker's validation part")
+    @click.option("--attacks", default=",".join(("as_is", "finetune_all", "retrain_head", "replace_cpm", "distill",
+                                                  "scratch", "scratch_oracle")), show_default=True,
+                  help="which attacks to run, comma-separated")
+    @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
+    @user_errors
+    def attack_cmd(build_dir, data, data_dir, budget, seeds, epochs, min_steps, lr_grid, attacks, as_json):
+        """Steal the normal world of BUILD_DIR and measure every attack against training from scratch.
+
+        The attacker holds normal.onnx (architecture, weights, tapped channels), a labelled budget from
+        the training split and label-only queries to the protected model. The last line, the head
+        start, is what stealing the backbone is worth over not stealing it."""
+        from mirrorc import attack as atk
+
+        budgets = _budgets(budget)
+        try:
+            grid = tuple(float(v) for v in lr_grid.split(",") if v.strip())
+        except ValueError:
+            raise MirrorcError(f"--lr-grid: '{lr_grid}' is not a comma-separated list of numbers") from None
+        if not grid or any(v <= 0 for v in grid):
+            raise MirrorcError(f"--lr-grid: '{lr_grid}' needs positive learning rates")
+        view = atk.load_view(build_dir)  # fail on a bad build before reading the dataset
+        from mirrorc.data import load_dataset
+
+        dataset = load_dataset(data, data_dir=data_dir, input_shape=view.input_shape)
+        schedule = atk.Schedule(epochs=epochs, min_steps=min_steps, lr_grid=grid)
+        report = atk.run(build_dir, dataset, budgets=budgets, seeds=seeds, schedule=schedule,
+                         attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()))
+        if as_json:
+            echo_json(report)
+            return
+        table, head = atk.format_report(report)
+        click.echo(table)
+        click.secho(head, bold=True)
