@@ -1,0 +1,144 @@
+"""OnnxModule must compute what onnxruntime computes, train its weights and write them back."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+torch = pytest.importorskip("torch")
+
+from examples.make_models import lenet5, vgg7  # noqa: E402
+from mirrorc.errors import MirrorcError  # noqa: E402
+from mirrorc.torchgraph import OnnxModule  # noqa: E402
+
+ZOO = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+# small enough for CI, and between them they cover LRN, Concat, Sum, Transpose, BN, AveragePool, Dropout
+ZOO_MODELS = ["light_bvlc_alexnet.onnx", "light_squeezenet.onnx", "light_shufflenet.onnx",
+              "light_inception_v1.onnx", "light_resnet50.onnx"]
+
+
+def randomize_zoo(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """The 'light' zoo files fill every weight with 0.02 via ConstantOfShape, which makes all outputs
+    equal; give them random initializers instead so the comparison means something."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    keep, new_inits = [], []
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in inits:
+            shape = [int(v) for v in inits[node.input[0]]]
+            if len(shape) >= 2:
+                fan_in = int(np.prod(shape[1:]))
+                arr = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+            else:
+                arr = rng.uniform(0.5, 1.5, shape)  # positive: also valid as BN scale / variance
+            new_inits.append(numpy_helper.from_array(arr.astype(np.float32), node.output[0]))
+        else:
+            keep.append(node)
+    used = {i for n in keep for i in n.input}
+    init_names = set(inits) | {t.name for t in new_inits}
+    graph_inputs = [i for i in model.graph.input if i.name not in init_names and i.name in used]
+    graph = helper.make_graph(keep, model.graph.name, graph_inputs, list(model.graph.output),
+                              [t for t in model.graph.initializer if t.name in used] + new_inits)
+    out = helper.make_model(graph, opset_imports=list(model.opset_import))
+    out.ir_version = 8  # initializers need not be listed as graph inputs
+    return out
+
+
+def run_ort(model: onnx.ModelProto, x: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    known = {o.name for o in m.graph.output}
+    for name in outputs:
+        if name not in known:
+            m.graph.output.append(helper.make_empty_tensor_value_info(name))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(outputs, {sess.get_inputs()[0].name: x})
+
+
+def compare(model: onnx.ModelProto, x: np.ndarray, outputs: list[str], label: str) -> None:
+    module = OnnxModule(model, outputs=outputs).eval()
+    with torch.no_grad():
+        got = module(torch.from_numpy(x))
+    for name, ref in zip(outputs, run_ort(model, x, outputs)):
+        val = got[name].numpy()
+        assert val.shape == ref.shape, (label, name)
+        scale = max(float(np.abs(ref).max()), 1e-6)
+        diff = float(np.abs(val - ref).max())
+        print(f"{label} {name}: max |torch - ort| = {diff:.3g} (relative {diff / scale:.3g})")
+        assert float(np.std(ref)) > 0, f"{label} {name}: degenerate output, comparison meaningless"
+        assert diff / scale < 2e-5, (label, name, diff)
+
+
+@pytest.mark.parametrize("builder,shape", [(lenet5, (4, 1, 28, 28)), (vgg7, (3, 3, 32, 32))])
+def test_examples_match_onnxruntime(builder, shape):
+    model = builder(seed=3)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    outputs = [o.name for o in model.graph.output] + [model.graph.node[2].output[0]]  # an intermediate too
+    compare(model, x, outputs, builder.__name__)
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_models_match_onnxruntime(name):
+    path = os.path.join(ZOO, name)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not shipped with this onnx version")
+    model = randomize_zoo(onnx.load(path))
+    x = np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    # the logits before the final Softmax carry the information; compare them and the output
+    softmax = [n for n in model.graph.node if n.op_type == "Softmax"]
+    outputs = [model.graph.output[0].name] + ([softmax[-1].input[0]] if softmax else [])
+    compare(model, x, outputs, name)
+
+
+def test_write_back_round_trip_and_bn_statistics():
+    model = vgg7(seed=0)
+    module = OnnxModule(model).train()
+    x = torch.randn(8, 3, 32, 32) * 3 + 1
+    before = {name: b.clone() for name, b in module.named_buffers()}
+    module(x)["logits"].sum().backward()
+    with torch.no_grad():
+        for p in module.weights:
+            p -= 0.01 * p.grad
+    changed = [n for n, b in module.named_buffers() if not torch.equal(b, before[n])]
+    assert len(changed) == len(before) > 0, "train() mode must update every BN running statistic"
+
+    trained = module.write_back()
+    onnx.checker.check_model(trained, full_check=True)
+    module.eval()
+    xe = np.random.default_rng(4).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ours = module(torch.from_numpy(xe))["logits"].numpy()
+    ref = run_ort(trained, xe, ["logits"])[0]
+    print("write_back round trip: max diff", float(np.abs(ours - ref).max()))
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+    # the original model is untouched, the trained copy differs
+    orig = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    new = {t.name: numpy_helper.to_array(t) for t in trained.graph.initializer}
+    assert any(not np.array_equal(orig[k], new[k]) for k in orig)
+
+
+def test_trainable_predicate_freezes_weights():
+    model = lenet5(seed=0)
+    module = OnnxModule(model, trainable=lambda name: not name.startswith("conv"))
+    frozen = {n for n, p in module.named_onnx_parameters() if not p.requires_grad}
+    assert frozen == {t.name for t in model.graph.initializer if t.name.startswith("conv")}
+
+
+def test_unsupported_op_is_named():
+    graph = helper.make_graph(
+        [helper.make_node("Erf", ["x"], ["y"], name="weird")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])])
+    with pytest.raises(MirrorcError, match="'weird'.*Erf"):
+        OnnxModule(helper.make_model(graph))
+
+
+def test_unknown_output_is_named():
+    with pytest.raises(MirrorcError, match="nonexistent"):
+        OnnxModule(lenet5(), outputs=["nonexistent"])
