@@ -92,33 +92,40 @@ def as_model(model) -> onnx.ModelProto:
     raise TypeError(f"expected onnx.ModelProto, onnx_graphsurgeon.Graph or a path, got {type(model).__name__}")
 
 
-def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Run shape inference unless every node output already has a known shape."""
-    known = {vi.name for vi in (*model.graph.value_info, *model.graph.output, *model.graph.input)
-             if vi.type.tensor_type.HasField("shape")}
-    if all(o in known for n in model.graph.node for o in n.output if o):
-        return model
+def _value_infos(model: onnx.ModelProto) -> list:
+    """Value infos with shapes for every tensor: the model's own when complete, else inferred on a
+    weight-free skeleton (passes.shapes) so big models are not serialized and the model is not touched."""
+    g = model.graph
+    known = {vi.name for vi in (*g.value_info, *g.output, *g.input) if vi.type.tensor_type.HasField("shape")}
+    if all(o in known for n in g.node for o in n.output if o):
+        return [*g.input, *g.value_info, *g.output]
+    from passes.shapes import skeleton
+
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), data_prop=True)
     except Exception as e:
-        raise MirrorcError(f"layers: shape inference failed on graph '{model.graph.name}': {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MirrorcError(f"layers: graph '{g.name}': shape inference failed: {first}") from None
+    return [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
 
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                 onnx.TensorProto.BFLOAT16}
 
 
-class _Shapes:
-    """Shapes (lists of int or None per dim) of a model's tensors, and which tensors are weights.
+class Shapes:
+    """Shapes (lists of int or None per dim) and element types of a model's tensors, and which
+    tensors are weights. Build one with `Shapes(model)` and pass it to `layers()` to infer once.
 
     A weight is a float tensor computable from initializers alone: an initializer, a Constant, or the
     output of nodes fed only by weights (the model zoo's "light" files build their weights with
     ConstantOfShape). Integer constants (Reshape shapes, Gather indices) are not parameters."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model):
+        model = as_model(model)
         self.shape: dict[str, list] = {}
         self.elem: dict[str, int] = {}
-        for vi in (*model.graph.input, *model.graph.value_info, *model.graph.output):
+        for vi in _value_infos(model):
             t = vi.type.tensor_type
             self.elem[vi.name] = t.elem_type
             if t.HasField("shape"):
@@ -157,7 +164,7 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def _conv(node: onnx.NodeProto, shapes: _Shapes, params: int) -> Layer:
+def _conv(node: onnx.NodeProto, shapes: Shapes, params: int) -> Layer:
     x = shapes.need(node, node.input[0], 4)
     w = shapes.need(node, node.input[1], 4)
     y = shapes.need(node, node.output[0], 4)
@@ -168,7 +175,7 @@ def _conv(node: onnx.NodeProto, shapes: _Shapes, params: int) -> Layer:
                  fi=(x[2], x[3]), fo=(y[2], y[3]), groups=groups)
 
 
-def _dense(node: onnx.NodeProto, shapes: _Shapes, params: int) -> Layer:
+def _dense(node: onnx.NodeProto, shapes: Shapes, params: int) -> Layer:
     a, b = node.input[0], node.input[1]
     y = shapes.need(node, node.output[0])
     if node.op_type == "Gemm":
@@ -179,19 +186,17 @@ def _dense(node: onnx.NodeProto, shapes: _Shapes, params: int) -> Layer:
         bs = shapes.need(node, b)
         ic, oc = bs[-2] if len(bs) >= 2 else bs[0], bs[-1] if len(bs) >= 2 else 1
         rows = int(np.prod([d for d in y[1:-1]], dtype=np.int64)) if len(y) > 2 else 1
-        if len(bs) > 2:  # batched weights: each batch of the weight is its own matrix
-            rows *= int(np.prod(bs[:-2], dtype=np.int64))
     kind = "dense" if b in shapes.const else "matmul"
     return Layer(node.name, node.op_type, kind, params, int(rows * ic * oc), ic=int(ic), oc=int(oc))
 
 
-def layers(model) -> list[Layer]:
+def layers(model, shapes: Shapes | None = None) -> list[Layer]:
     """Every node of `model` (ModelProto, gs.Graph or path) in graph order, described as a Layer.
 
     Conv, and Gemm/MatMul with a weight initializer, get the paper's notation and MACs; everything
     else is listed as kind "other" with its initializer parameter count."""
-    model = _with_shapes(as_model(model))
-    shapes = _Shapes(model)
+    model = as_model(model)
+    shapes = shapes or Shapes(model)
     out = []
     for i, node in enumerate(model.graph.node):
         # Weights are counted at the node that uses them, not at the nodes that build them.
@@ -225,4 +230,4 @@ def fmt_count(n: int | float) -> str:
     return str(int(n)) if float(n).is_integer() else f"{n:.3g}"
 
 
-__all__ = ["Layer", "Totals", "layers", "compute_layers", "totals", "as_model", "fmt_count"]
+__all__ = ["Layer", "Totals", "layers", "Shapes", "compute_layers", "totals", "as_model", "fmt_count"]

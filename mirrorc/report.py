@@ -1,0 +1,236 @@
+"""The partition report: what runs where, what crosses the world boundary, and what the secure world
+costs (time from the Performance Emulator, memory from a liveness plan) for one `mirrornet.onnx`.
+
+`build_report(model, device)` reads a mirrornet that follows docs/ARCHITECTURE.md (node metadata
+`mirrorc.world`/`mirrorc.stage`, model metadata `mirrorc.taps`, `cpm/` names) and returns a plain
+dict (the `--json` form); `format_report(report)` renders it as aligned text."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import onnx
+
+from mirrorc import emulator, layers as L
+from mirrorc.errors import MirrorcError
+
+FINAL_NODES = ("cpm/final_add", "cpm/argmax")  # run by the final command whatever their stage says
+
+
+def parse_size(text: str | int, field: str = "--tee-memory") -> int:
+    """Bytes from `123`, `64K`, `16M`, `1G` (binary units, as the TEE's 16 MB is 16 MiB)."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*", str(text))
+    if not m:
+        raise MirrorcError(f"{field}: '{text}' is not a size (e.g. 16777216, 512K, 16M)")
+    unit = (m.group(2) or "b")[0].lower()
+    return int(float(m.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit])
+
+
+def _meta(node) -> dict:
+    return {p.key: p.value for p in node.metadata_props}
+
+
+def _model_meta(model: onnx.ModelProto, where: str) -> tuple[int, int, list[dict]]:
+    meta = {p.key: p.value for p in model.metadata_props}
+    for key in ("mirrorc.channels", "mirrorc.num_classes", "mirrorc.taps"):
+        if key not in meta:
+            raise MirrorcError(f"{where}: not a mirrornet: model metadata '{key}' is missing")
+    try:
+        taps = json.loads(meta["mirrorc.taps"])
+        taps = sorted(taps, key=lambda t: int(t["index"]))
+        for t in taps:
+            t["bytes"] = int(t["bytes"])
+        return int(meta["mirrorc.channels"]), int(meta["mirrorc.num_classes"]), taps
+    except (ValueError, KeyError, TypeError) as e:
+        raise MirrorcError(f"{where}: model metadata 'mirrorc.taps'/'mirrorc.channels' is malformed: {e}") from None
+
+
+def _floats_of(shapes: L.Shapes, name: str) -> int:
+    """Elements in one sample of tensor `name` (the batch dimension dropped)."""
+    shape = shapes.shape.get(name)
+    if shape is None or any(d is None for d in shape[1:]):
+        raise MirrorcError(f"report: shape of secure tensor '{name}' is unknown")
+    n = 1
+    for d in shape[1:]:
+        n *= d
+    return n
+
+
+def _layer_row(layer: L.Layer) -> dict:
+    return {"name": layer.name, "notation": layer.notation, "macs": layer.macs, "params": layer.params}
+
+
+def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_layers) -> dict:
+    """Weights after BatchNorm folding, and the arena and per-session carry from the project's
+    liveness planner (passes.memplan) on the schedule the TA runs: command k runs the nodes that
+    need tap k and nothing later, the final command the rest (docs/ARCHITECTURE.md)."""
+    from passes.memplan import Step, plan
+
+    n = len(taps)
+    nodes = model.graph.node
+    producer = {o: i for i, node in enumerate(nodes) for o in node.output if o}
+    when = {t["selected"]: int(t["index"]) for t in taps} | {"backbone_logits": n + 1}
+    inputs = dict(when)
+    scheduled = []
+    for i, node in secure:  # graph order is topological
+        c = max([when.get(x, 1) for x in node.input if x in when] + [1])
+        if node.name in FINAL_NODES:
+            c = n + 1
+        when.update({o: c for o in node.output if o})
+        scheduled.append((c, i))
+    scheduled.sort(key=lambda ci: ci[0])  # stable: keeps topological order within a command
+    steps = [Step(c, [x for x in nodes[i].input if x in when], [o for o in nodes[i].output if o])
+             for c, i in scheduled]
+    floats = {t: _floats_of(shapes, t) for step in steps for t in (*step.inputs, *step.outputs)}
+    mp = plan(steps, floats, inputs, external={"label"})
+
+    weights = 0
+    for i, node in secure:
+        if node.op_type == "BatchNormalization":
+            # Folded into the Conv before it (passes/fold_bn); adds a bias only if that Conv had none.
+            src = producer.get(node.input[0])
+            conv = nodes[src] if src is not None else None
+            if conv is not None and conv.op_type == "Conv" and (len(conv.input) < 3 or not conv.input[2]):
+                weights += 4 * node_layers[src].oc
+        else:
+            weights += 4 * node_layers[i].params
+    return {"weights": weights, "arena": 4 * mp.arena_floats, "carry": 4 * mp.carry_floats,
+            "input_buffer": sum(t["bytes"] for t in taps) + 4 * num_classes}
+
+
+def build_report(model, device=None, tee_memory: int | str | None = None) -> dict:
+    """The partition report of a mirrornet (ModelProto, gs.Graph or path) on `device` (a
+    `emulator.Device`, a profile name or a .json path; default rpi3b-optee). `tee_memory` overrides
+    the device's TEE memory limit."""
+    where = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "mirrornet"
+    dev = device if isinstance(device, emulator.Device) else emulator.load_device(device)
+    model = L.as_model(model)
+    channels, num_classes, taps = _model_meta(model, where)
+    shapes = L.Shapes(model)
+    all_layers = L.layers(model, shapes)
+    nodes = list(model.graph.node)
+    world, stage = {}, {}
+    for i, node in enumerate(nodes):
+        meta = _meta(node)
+        if meta.get("mirrorc.world") not in ("normal", "secure"):
+            raise MirrorcError(f"{where}: node '{node.name}': 'mirrorc.world' metadata is missing or not normal|secure")
+        world[i] = meta["mirrorc.world"]
+        if "mirrorc.stage" in meta:
+            try:
+                stage[i] = int(meta["mirrorc.stage"])
+            except ValueError:
+                raise MirrorcError(f"{where}: node '{node.name}': 'mirrorc.stage' is not an integer") from None
+    backbone = [i for i in world if world[i] == "normal" and not nodes[i].name.startswith("mirrorc/")]
+    secure = [(i, nodes[i]) for i in world if world[i] == "secure"]
+    cpm_compute = [all_layers[i] for i, _ in secure if all_layers[i].kind != "other"]
+
+    # Per stage: CPM stage s reads M_{s-1}, so the tap that crosses for it is tap s-1.
+    tap_by_index = {int(t["index"]): t for t in taps}
+    stage_rows = []
+    for s in sorted({stage[i] for i in backbone + [i for i, _ in secure] if i in stage}):
+        bb = [all_layers[i] for i in backbone if stage.get(i) == s]
+        cpm = [all_layers[i] for i, node in secure if stage.get(i) == s and node.name not in FINAL_NODES]
+        tap = tap_by_index.get(s - 1)
+        compute_us = sum(dev.layer_us(x) for x in cpm)
+        stage_rows.append({
+            "stage": s,
+            "backbone": [_layer_row(x) for x in bb if x.kind != "other"],
+            "backbone_macs": sum(x.macs for x in bb),
+            "cpm": [_layer_row(x) for x in cpm if x.kind != "other"],
+            "cpm_macs": sum(x.macs for x in cpm),
+            "cpm_params": sum(x.params for x in cpm),
+            "tap": None if tap is None else {k: tap[k] for k in ("index", "tensor", "shape", "bytes")},
+            "secure_us": compute_us + (dev.switch_us(tap["bytes"]) if tap else 0.0),
+        })
+    logits_bytes = 4 * num_classes
+    final_cpm = [all_layers[i] for i, node in secure if node.name in FINAL_NODES or i not in stage]
+    final = {"bytes": logits_bytes, "nodes": [x.name for x in final_cpm],
+             "secure_us": dev.switch_us(logits_bytes) + sum(dev.layer_us(x) for x in final_cpm)}
+
+    prediction = emulator.predict(dev, cpm_compute, [t["bytes"] for t in taps] + [logits_bytes])
+    mem = _secure_memory(model, secure, shapes, taps, num_classes, all_layers)
+    mem["ta_overhead"] = dev.ta_overhead_bytes
+    mem["total"] = mem["weights"] + mem["arena"] + mem["carry"] + mem["input_buffer"] + mem["ta_overhead"]
+    limit = parse_size(tee_memory) if tee_memory is not None else dev.tee_memory_bytes
+    mem.update(limit=limit, fits=mem["total"] <= limit, over_bytes=max(0, mem["total"] - limit))
+    warnings = []
+    if not mem["fits"]:
+        warnings.append(f"secure-world plan needs {mem['total']} bytes, over the TEE limit of {limit} by {mem['over_bytes']}")
+
+    bb_tot = L.totals([all_layers[i] for i in backbone])
+    cpm_tot = L.totals([all_layers[i] for i, _ in secure])
+    return {
+        "format": 1,
+        "model": model.graph.name,
+        "source": json.loads({p.key: p.value for p in model.metadata_props}.get("mirrorc.source", "null")),
+        "channels": channels,
+        "num_classes": num_classes,
+        "device": {"name": dev.name, "path": dev.path, "tee_memory_bytes": dev.tee_memory_bytes},
+        "stages": stage_rows,
+        "final": final,
+        "totals": {"backbone_macs": bb_tot.macs, "backbone_params": bb_tot.params,
+                   "cpm_macs": cpm_tot.macs, "cpm_params": cpm_tot.params,
+                   "cpm_backbone_mac_ratio": cpm_tot.macs / bb_tot.macs if bb_tot.macs else None,
+                   "taps": len(taps)},
+        "transfer": {mode: {"switches": prediction[mode]["switches"], "bytes": prediction[mode]["bytes"]}
+                     for mode in ("streaming", "single")},
+        "latency_us": {"compute": prediction["compute_us"],
+                       "streaming": prediction["streaming"]["total_us"],
+                       "single": prediction["single"]["total_us"]},
+        "memory": mem,
+        "warnings": warnings,
+    }
+
+
+def text_table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return ["  ".join(cell.rjust(w) if c in right else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def format_report(report: dict) -> str:
+    """The report as aligned text."""
+    r, f = report, L.fmt_count
+    lines = [f"mirrornet '{r['model']}'  C={r['channels']}  classes={r['num_classes']}  device={r['device']['name']}", ""]
+    rows = [["stage", "backbone layer", "MACs", "CPM layer", "MACs", "CPM params", "tap in", "bytes", "secure ms"]]
+    for s in r["stages"]:
+        bb, cpm = s["backbone"] or [None], s["cpm"] or [None]
+        for j in range(max(len(bb), len(cpm))):
+            b = bb[j] if j < len(bb) else None
+            c = cpm[j] if j < len(cpm) else None
+            first = j == 0
+            rows.append([str(s["stage"]) if first else "",
+                         b["notation"] if b else "", f(b["macs"]) if b else "",
+                         c["notation"] if c else ("-" if first else ""), f(c["macs"]) if c else "",
+                         f(s["cpm_params"]) if first and s["cpm"] else "",
+                         f"tap{s['tap']['index']} {'x'.join(map(str, s['tap']['shape']))}" if first and s["tap"] else "",
+                         str(s["tap"]["bytes"]) if first and s["tap"] else "",
+                         f"{s['secure_us'] / 1000:.3f}" if first and (s["tap"] or s["cpm"]) else ""])
+    fin = r["final"]
+    rows.append(["final", "", "", ", ".join(fin["nodes"]), "", "", f"logits {r['num_classes']}", str(fin["bytes"]),
+                 f"{fin['secure_us'] / 1000:.3f}"])
+    lines += text_table(rows, right={2, 4, 5, 7, 8})
+    t, m, lat, tr = r["totals"], r["memory"], r["latency_us"], r["transfer"]
+    ratio = f"{t['cpm_backbone_mac_ratio']:.2%}" if t["cpm_backbone_mac_ratio"] is not None else "n/a"
+    summary = [
+        ["backbone", f"{f(t['backbone_macs'])} MACs, {f(t['backbone_params'])} params"],
+        ["CPM", f"{f(t['cpm_macs'])} MACs ({ratio} of the backbone), {f(t['cpm_params'])} params"],
+        ["streaming", f"{tr['streaming']['switches']} world switches, {tr['streaming']['bytes']} bytes, "
+                      f"predicted {lat['streaming'] / 1000:.3f} ms"],
+        ["single-invoke", f"{tr['single']['switches']} world switch, {tr['single']['bytes']} bytes, "
+                          f"predicted {lat['single'] / 1000:.3f} ms"],
+        ["CPM compute", f"predicted {lat['compute'] / 1000:.3f} ms"],
+        ["TEE memory", f"{fmt_bytes(m['total'])} of {fmt_bytes(m['limit'])}: weights {fmt_bytes(m['weights'])}, arena {fmt_bytes(m['arena'])}, "
+                       f"carry {fmt_bytes(m['carry'])}, input buffer {fmt_bytes(m['input_buffer'])}, TA overhead {fmt_bytes(m['ta_overhead'])}"],
+    ]
+    lines += [""] + text_table(summary, right=set())
+    lines += [f"warning: {w}" for w in r["warnings"]]
+    return "\n".join(lines) + "\n"
