@@ -1,0 +1,240 @@
+"""The OP-TEE Trusted Application around a generated CPM, and its host simulator.
+
+`write_ta` renders `runtime_c/ta/*.in` into `build/ta/` (Makefile, sub.mk, user_ta_header_defines.h,
+include/<name>_ta.h, the entry points, the generated model and kernels) and `build/host/` (a C client
+using the GP Client API). The same TA sources build with OP-TEE's TA dev kit on a board and, here,
+for the host against `runtime_c/shim/`: `simulator(build_dir)` gives the TA simulator executable,
+`client_library()` the libteec-compatible library that talks to it.
+
+The simulator is compiled on first use into `build/ta/sim/`. Building it reads the TA sources, which
+hold the CPM weights, so a normal-world process never builds it itself: it calls `simulator()`, which
+only stats the sources and, when the binary is missing or stale, compiles in a child process
+(`python -m mirrorc.ta sim BUILD_DIR`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid as uuidlib
+from pathlib import Path
+
+from mirrorc import cbuild
+from mirrorc.errors import MirrorcError
+from mirrorc.outdir import atomic_file
+
+RUNTIME_C = Path(__file__).resolve().parent.parent / "runtime_c"
+TEMPLATES = RUNTIME_C / "ta"
+SHIM = RUNTIME_C / "shim"
+
+# Namespace of mirrorc TA UUIDs: uuid5(NAMESPACE_URL, this URL); a TA's UUID is uuid5(namespace,
+# sha256 of its model), so the same model always gets the same TA and a changed one a new TA.
+UUID_NAMESPACE = uuidlib.uuid5(uuidlib.NAMESPACE_URL, "https://github.com/mirrorc/mirrorc/ta")
+# Stack beyond the kernels' worst case: the entry points and libutee's entry code.
+ENTRY_STACK_BYTES = 2048
+# Sessions TA_DATA_SIZE provides for, and the heap allocator's overhead per session.
+MAX_SESSIONS = 4
+MALLOC_OVERHEAD = 64
+# Heap libutee itself may take (property and parameter handling).
+LIBUTEE_HEAP_BYTES = 4096
+
+# Simulator C flags; the model is built exactly like the kernels' tests build it.
+SIM_CFLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-D_GNU_SOURCE", "-pthread")
+# Test-only builds add a command returning the MirrorNet logits; never in a TA for a board.
+DEBUG_DEFINES = {"MIRRORC_DEBUG": None, "MIRRORC_TA_DEBUG_LOGITS": None}
+
+
+def ta_uuid(model_sha256: str) -> uuidlib.UUID:
+    """The TA's name-based UUID, from the sha256 (hex) of the model it carries."""
+    if not re.fullmatch(r"[0-9a-f]{64}", model_sha256):
+        raise MirrorcError(f"ta: model hash must be 64 lowercase hex digits, got {model_sha256!r}")
+    return uuidlib.uuid5(UUID_NAMESPACE, model_sha256)
+
+
+def ta_name(model_name: str) -> str:
+    """A C identifier (lowercase) from a model's name: file names and macros derive from it."""
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", Path(model_name).stem).strip("_").lower()
+    if not name:
+        name = "model"
+    return name if name[0].isalpha() else f"m_{name}"
+
+
+def _uuid_initializer(u: uuidlib.UUID) -> str:
+    """TEE_UUID/TEEC_UUID initializer: timeLow, timeMid, timeHiAndVersion, { clockSeqAndNode[8] }."""
+    f = u.fields
+    node = u.bytes[8:]
+    return (f"0x{f[0]:08x}, 0x{f[1]:04x}, 0x{f[2]:04x}, \\\n\t\t{{ "
+            + ", ".join(f"0x{b:02x}" for b in node) + " }")
+
+
+def render(template: str, values: dict[str, object]) -> str:
+    """Replace every @KEY@ of a template; a placeholder without a value is an error."""
+    text = (TEMPLATES / template).read_text()
+    out = re.sub(r"@([A-Z_]+)@", lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), text)
+    left = sorted(set(re.findall(r"@([A-Z_]+)@", out)))
+    if left:
+        raise MirrorcError(f"ta: template {template}: no value for {', '.join(left)}")
+    return out
+
+
+def _round_up(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def memory_plan(sizes: dict, tap_floats: list[int], num_classes: int) -> dict:
+    """TA memory from the generated model's sizes: what TA_STACK_SIZE and TA_DATA_SIZE must hold."""
+    single_floats = sum(tap_floats) + num_classes
+    # struct session: carry state, stream position (padded), private input copy
+    session = sizes["state"] + 8 + 4 * single_floats
+    stack = _round_up(sizes["stack"] + ENTRY_STACK_BYTES, 1024)
+    data = _round_up(MAX_SESSIONS * (session + MALLOC_OVERHEAD) + LIBUTEE_HEAP_BYTES, 4096)
+    return {"weights": sizes["weights"], "arena": sizes["arena"], "state": sizes["state"],
+            "stack": sizes["stack"], "session": session, "ta_stack_size": stack, "ta_data_size": data,
+            "total": sizes["weights"] + sizes["arena"] + stack + data}
+
+
+def write_ta(ta_dir: Path, host_dir: Path, *, name: str, uuid: uuidlib.UUID, lowered, version: str = "1.0") -> dict:
+    """Write the TA sources into `ta_dir` and the host example into `host_dir` (both inside a
+    build being written atomically). Returns the memory plan."""
+    ta_dir, host_dir = Path(ta_dir), Path(host_dir)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise MirrorcError(f"ta: TA name {name!r} is not a lowercase C identifier")
+    for rel in lowered.files:
+        if rel.startswith("/") or ".." in Path(rel).parts or not re.fullmatch(r"(model|kernels)/[\w.]+", rel):
+            raise MirrorcError(f"ta: generated file {rel!r} is not under model/ or kernels/")
+    mem = memory_plan(lowered.sizes, lowered.tap_floats, lowered.num_classes)
+    header = f"{name}_ta.h"
+    k = lowered.num_classes
+    values = {
+        "NAME": name, "NAME_UPPER": name.upper(), "TA_HEADER": header, "UUID": str(uuid),
+        "UUID_INIT": _uuid_initializer(uuid), "NUM_TAPS": len(lowered.tap_floats),
+        "TAP_BYTES": ", ".join(str(4 * f) for f in lowered.tap_floats), "NUM_CLASSES": k,
+        "LOGITS_BYTES": 4 * k, "SINGLE_BYTES": 4 * (sum(lowered.tap_floats) + k),
+        "WEIGHT_BYTES": mem["weights"], "ARENA_BYTES": mem["arena"], "SESSION_BYTES": mem["session"],
+        "STACK_BYTES": mem["stack"], "TA_STACK_SIZE": mem["ta_stack_size"], "TA_DATA_SIZE": mem["ta_data_size"],
+        "MAX_SESSIONS": MAX_SESSIONS, "VERSION": version, "HOST_BINARY": f"{name}_host",
+    }
+    files = {
+        "Makefile": render("Makefile.in", values),
+        "user_ta_header_defines.h": render("user_ta_header_defines.h.in", values),
+        f"include/{header}": render("ta_header.h.in", values),
+        "mirrorc_ta.c": render("mirrorc_ta.c.in", values),
+        **lowered.files,
+    }
+    # sub.mk per directory, OP-TEE style: the TA's own sources, then subdirs-y for the generated code
+    subdirs = sorted({Path(rel).parts[0] for rel in lowered.files})
+    files["sub.mk"] = "".join(
+        ["# Generated by mirrorc\n", "global-incdirs-y += include\n"]
+        + [f"global-incdirs-y += {d}\n" for d in subdirs]
+        + ["srcs-y += mirrorc_ta.c\n"] + [f"subdirs-y += {d}\n" for d in subdirs])
+    for d in subdirs:
+        srcs = sorted(Path(rel).name for rel in lowered.files if rel.startswith(d + "/") and rel.endswith(".c"))
+        files[f"{d}/sub.mk"] = "# Generated by mirrorc\n" + "".join(f"srcs-y += {s}\n" for s in srcs)
+    for rel, text in files.items():
+        path = ta_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    host_dir.mkdir(parents=True, exist_ok=True)
+    (host_dir / "main.c").write_text(render("host_main.c.in", values))
+    (host_dir / "Makefile").write_text(render("host_Makefile.in", values))
+    return mem
+
+
+# --- host builds -------------------------------------------------------------------------------------
+
+def ta_sources(ta_dir: Path) -> list[Path]:
+    """Every C source of a TA directory (entry points, model, kernels)."""
+    return sorted(p for p in Path(ta_dir).rglob("*.c") if "sim" not in p.relative_to(ta_dir).parts)
+
+
+def ta_include_dirs(ta_dir: Path) -> list[Path]:
+    """The TA's include path as its sub.mk states it (global-incdirs-y), plus the TA root."""
+    ta_dir = Path(ta_dir)
+    dirs = [ta_dir]
+    for sub in [ta_dir / "sub.mk"]:
+        for line in sub.read_text().splitlines():
+            m = re.match(r"\s*global-incdirs-y\s*\+=\s*(\S+)", line)
+            if m:
+                dirs.append(ta_dir / m.group(1))
+    return dirs
+
+
+def build_simulator(build_dir: str | os.PathLike, *, debug: bool = False) -> Path:
+    """Compile the TA of `build_dir` with the Internal API shim and the simulator's main; returns
+    the executable (cached in build/ta/sim/ by the sources' contents). Reads the TA sources:
+    call it from the build or a test, not from a normal-world process (use `simulator`)."""
+    ta_dir = Path(build_dir) / "ta"
+    if not (ta_dir / "sub.mk").is_file():
+        raise MirrorcError(f"{ta_dir}: not a mirrorc TA directory (no sub.mk)")
+    sources = ta_sources(ta_dir) + [SHIM / "tee_internal_sim.c", SHIM / "ta_sim_main.c"]
+    return cbuild.build(sources, kind="exe", name="ta_sim" + ("_debug" if debug else ""),
+                        include_dirs=[SHIM, *ta_include_dirs(ta_dir)], cflags=SIM_CFLAGS,
+                        defines=DEBUG_DEFINES if debug else None, ldflags=["-pthread"], out_dir=ta_dir / "sim")
+
+
+def _source_stamp(ta_dir: Path) -> list:
+    """What the TA sources look like from outside (name, size, mtime), read without opening them."""
+    stamp = []
+    for p in sorted(ta_dir.rglob("*")):
+        rel = p.relative_to(ta_dir)
+        if p.is_file() and rel.parts[0] != "sim":
+            st = p.stat()
+            stamp.append([str(rel), st.st_size, st.st_mtime_ns])
+    for p in sorted(SHIM.glob("*")):
+        st = p.stat()
+        stamp.append([f"shim/{p.name}", st.st_size, st.st_mtime_ns])
+    return stamp
+
+
+def simulator(build_dir: str | os.PathLike) -> Path:
+    """The TA simulator executable of a build, compiled in a child process if missing or stale."""
+    ta_dir = Path(build_dir) / "ta"
+    record = ta_dir / "sim" / "sim.json"
+    stamp = _source_stamp(ta_dir)
+    try:
+        known = json.loads(record.read_text())
+        exe = ta_dir / "sim" / known["binary"]
+        if known["stamp"] == stamp and exe.is_file():
+            return exe
+    except (OSError, ValueError, KeyError):
+        pass
+    proc = subprocess.run([sys.executable, "-m", "mirrorc.ta", "sim", str(build_dir)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        raise MirrorcError(f"{ta_dir}: building the TA simulator: {msg}")
+    return Path(proc.stdout.strip())
+
+
+def _build_and_record(build_dir: Path) -> Path:
+    ta_dir = Path(build_dir) / "ta"
+    stamp = _source_stamp(ta_dir)
+    exe = build_simulator(build_dir)
+    with atomic_file(ta_dir / "sim" / "sim.json") as tmp:
+        tmp.write_text(json.dumps({"binary": exe.name, "stamp": stamp}))
+    return exe
+
+
+def client_library() -> Path:
+    """The libteec-compatible Client API library that drives the simulator (holds no model)."""
+    return cbuild.build([SHIM / "teec_sim.c"], kind="shared", name="libteec_sim", include_dirs=[SHIM],
+                        cflags=SIM_CFLAGS, ldflags=["-pthread"])
+
+
+def build_host_example(build_dir: str | os.PathLike) -> Path:
+    """Compile build/host/main.c unchanged against the simulator's libteec (for tests)."""
+    lib = client_library()
+    host = Path(build_dir) / "host"
+    return cbuild.build([host / "main.c"], kind="exe", name="host_example",
+                        include_dirs=[SHIM, Path(build_dir) / "ta" / "include"], cflags=SIM_CFLAGS,
+                        ldflags=[str(lib), f"-Wl,-rpath,{lib.parent}"], out_dir=host / "sim")
+
+
+if __name__ == "__main__":  # python -m mirrorc.ta sim BUILD_DIR: compile the simulator, print its path
+    if len(sys.argv) != 3 or sys.argv[1] != "sim":
+        sys.exit("usage: python -m mirrorc.ta sim BUILD_DIR")
+    try:
+        print(_build_and_record(Path(sys.argv[2])))
+    except MirrorcError as e:
+        sys.exit(f"mirrorc: error: {e}")

@@ -1,0 +1,105 @@
+"""Shared pieces of the TA tests (no tests here): a hand-written model that implements the generated
+C model interface of docs/ARCHITECTURE.md, so the TA, the shims and the simulator are tested on
+their own, and a Python reference of what it computes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from mirrorc import ta
+
+# Two taps of 3 and 2 floats, 4 classes. Tap 0's sum is carried to the final command; tap 1's sum is
+# doubled, so sending the taps in the wrong order changes the answer.
+FIXTURE_TAP_FLOATS = [3, 2]
+FIXTURE_CLASSES = 4
+
+FIXTURE_HEADER = """\
+/* Test fixture with the generated model interface. */
+#ifndef MIRRORC_MODEL_H
+#define MIRRORC_MODEL_H
+#include <stdint.h>
+#define MIRRORC_NUM_TAPS        2
+#define MIRRORC_NUM_CLASSES     4
+#define MIRRORC_TAP_FLOATS      { 3, 2 }
+#define MIRRORC_SINGLE_FLOATS   (3 + 2 + 4)
+#define MIRRORC_WEIGHT_BYTES    4
+#define MIRRORC_ARENA_BYTES     16
+#define MIRRORC_STATE_BYTES     8
+#define MIRRORC_STACK_BYTES     256
+typedef struct { float carry[2]; } mirrorc_state_t;
+void    mirrorc_reset(mirrorc_state_t *s);
+void    mirrorc_run_tap(mirrorc_state_t *s, unsigned k, const float *tap);
+int32_t mirrorc_run_final(mirrorc_state_t *s, const float *backbone_logits);
+#ifdef MIRRORC_DEBUG
+int32_t mirrorc_debug_run_final(mirrorc_state_t *s, const float *backbone_logits, float *logits);
+#endif
+#endif
+"""
+
+FIXTURE_SOURCE = """\
+#include "mirrorc_model.h"
+static const float scale[1] = { 2.0f };
+static float mirrorc_arena[4];
+void mirrorc_reset(mirrorc_state_t *s) { s->carry[0] = 0.0f; s->carry[1] = 0.0f; }
+void mirrorc_run_tap(mirrorc_state_t *s, unsigned k, const float *tap)
+{
+    if (k == 0) s->carry[0] = tap[0] + tap[1] + tap[2];
+    else s->carry[1] = scale[0] * (tap[0] + tap[1]);
+}
+static int32_t run_final(mirrorc_state_t *s, const float *b, float *logits)
+{
+    int32_t best = 0;
+    for (int j = 0; j < 4; j++) mirrorc_arena[j] = b[j];
+    mirrorc_arena[0] += s->carry[0];
+    mirrorc_arena[1] += s->carry[1];
+    for (int j = 1; j < 4; j++) if (mirrorc_arena[j] > mirrorc_arena[best]) best = j;
+    if (logits) for (int j = 0; j < 4; j++) logits[j] = mirrorc_arena[j];
+    return best;
+}
+int32_t mirrorc_run_final(mirrorc_state_t *s, const float *b) { return run_final(s, b, 0); }
+#ifdef MIRRORC_DEBUG
+int32_t mirrorc_debug_run_final(mirrorc_state_t *s, const float *b, float *logits) { return run_final(s, b, logits); }
+#endif
+"""
+
+
+@dataclasses.dataclass
+class FixtureLowered:
+    files: dict
+    sizes: dict
+    tap_floats: list
+    num_classes: int
+
+
+def fixture_lowered() -> FixtureLowered:
+    return FixtureLowered({"model/mirrorc_model.h": FIXTURE_HEADER, "model/mirrorc_model.c": FIXTURE_SOURCE},
+                          {"weights": 4, "arena": 16, "state": 8, "stack": 256}, list(FIXTURE_TAP_FLOATS),
+                          FIXTURE_CLASSES)
+
+
+def fixture_logits(taps: list[np.ndarray], logits: np.ndarray) -> np.ndarray:
+    out = logits.astype(np.float32).copy()
+    out[0] += np.float32(taps[0].sum(dtype=np.float32))
+    out[1] += np.float32(2.0) * np.float32(taps[1].sum(dtype=np.float32))
+    return out
+
+
+def fixture_label(taps, logits) -> int:
+    return int(np.argmax(fixture_logits(taps, logits)))
+
+
+def write_fixture_build(build: Path, name: str = "fixture") -> str:
+    """A build directory holding only what the secure world needs (ta/, host/); returns the UUID."""
+    uuid = ta.ta_uuid(hashlib.sha256(FIXTURE_SOURCE.encode()).hexdigest())
+    ta.write_ta(build / "ta", build / "host", name=name, uuid=uuid, lowered=fixture_lowered())
+    return str(uuid)
+
+
+def random_inputs(rng: np.random.Generator):
+    taps = [rng.normal(size=f).astype(np.float32) for f in FIXTURE_TAP_FLOATS]
+    logits = rng.normal(size=FIXTURE_CLASSES).astype(np.float32)
+    return taps, logits
