@@ -1,0 +1,57 @@
+"""Partition annotations on the mirrored model (docs/ARCHITECTURE.md, "mirrornet.onnx"):
+`mirrorc.world` (normal | secure) and `mirrorc.stage` on every node's metadata_props, and the
+model metadata: format version, C, K, the taps, the mirror options and the source file's hash."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+
+from passes.base import Pass, PassContext
+
+FORMAT_VERSION = "1"
+
+
+def set_props(proto, props: dict[str, str]) -> None:
+    """Set (replace) string metadata entries on a NodeProto or ModelProto."""
+    keep = [p for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def get_props(proto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+class AnnotatePass(Pass):
+    name = "annotate"
+    requires = ("mirrored",)
+    ensures = ("annotated",)
+    form = "proto"
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> onnx.ModelProto:
+        world, stage = ctx.info["node_world"], ctx.info["node_stage"]
+        for node in model.graph.node:
+            if node.name not in world:
+                raise self.fail("node has no world assigned by the mirror pass", node.name or node.op_type)
+            set_props(node, {"mirrorc.world": world[node.name], "mirrorc.stage": str(stage[node.name])})
+        opts = ctx.info["options"]
+        set_props(model, {
+            "mirrorc.version": FORMAT_VERSION,
+            "mirrorc.channels": str(opts["channels"]),
+            "mirrorc.num_classes": str(ctx.info["num_classes"]),
+            "mirrorc.taps": json.dumps(ctx.info["taps_meta"]),
+            "mirrorc.options": json.dumps(opts),
+            "mirrorc.source": json.dumps(ctx.info.get("source", {})),
+        })
+        model.producer_name = "mirrorc"
+        return model
+
+    def check(self, model: onnx.ModelProto, ctx: PassContext) -> None:
+        for node in model.graph.node:
+            if get_props(node).get("mirrorc.world") not in ("normal", "secure"):
+                raise self.fail("node without mirrorc.world", node.name)

@@ -1,0 +1,234 @@
+"""Bring a loaded classifier into the one form the later passes handle.
+
+Steps, in order:
+1. convert to opset 17 when the model's default opset is outside 17..21 (onnx.version_converter);
+2. fold constants (the model zoo builds its weights with ConstantOfShape) with onnx-graphsurgeon;
+3. drop Dropout and Identity, turn Sum into (a chain of) Add;
+4. find the logits: the input of a trailing Softmax/LogSoftmax (dropped) or the output itself;
+   [N, K, 1, 1] logits get a Flatten so the logits are always [N, K];
+5. prune everything the logits do not need, name every node uniquely;
+6. make a fixed batch symbolic ("N") when the graph allows it (Reshape shape constants that spell
+   the batch out become 0 = "copy"); otherwise the fixed batch is kept;
+7. infer shapes; any unknown dimension other than the batch on the way to the logits is an error.
+
+`equivalence()` runs the source model and the canonical one in onnxruntime on the same random
+input and returns the largest difference of the logits (the Softmax input in the source).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import version_converter
+
+from mirrorc.errors import MirrorcError
+from passes.base import Pass, PassContext, to_gs, to_proto
+from passes.load import default_opset
+from passes.shapes import infer
+
+TARGET_OPSET = 17
+MAX_OPSET = 21  # passes handle 17..21 (Squeeze/Unsqueeze/Reduce* axes as inputs, Split sizes as input)
+_SOFTMAX = ("Softmax", "LogSoftmax")
+_PASS_THROUGH = ("Dropout", "Identity")
+
+
+class CanonicalizePass(Pass):
+    name = "canonicalize"
+    requires = ("loaded",)
+    ensures = ("canonical", "shapes")
+    form = "proto"
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> gs.Graph:
+        opset = default_opset(model)
+        source_names = {t for n in model.graph.node for t in n.output} | {i.name for i in model.graph.input}
+        if not TARGET_OPSET <= opset <= MAX_OPSET:
+            try:
+                model = version_converter.convert_version(model, TARGET_OPSET)
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise self.fail(f"cannot convert opset {opset} to {TARGET_OPSET}: {first}") from None
+        graph = to_gs(model)
+        graph.inputs = [t for t in graph.inputs if isinstance(t, gs.Variable)]  # IR-3: weights as inputs
+        graph.fold_constants(error_ok=False).cleanup()
+        self._drop_pass_through(graph)
+        self._sum_to_add(graph)
+        logits, logits_in_source = self._find_logits(graph, source_names)
+        graph.outputs = [logits]
+        graph.cleanup().toposort()
+        self._name_nodes(graph)
+        model = self._batch_symbolic(graph)
+        graph = to_gs(model)
+        self._check_dims(graph)
+        logits = graph.outputs[0]
+        ctx.info["input"] = {"name": graph.inputs[0].name, "shape": list(graph.inputs[0].shape)}
+        ctx.info["logits"] = logits.name
+        ctx.info["logits_in_source"] = logits_in_source
+        ctx.info["num_classes"] = int(logits.shape[1])
+        ctx.info["opset"] = max(default_opset(model), TARGET_OPSET)
+        return graph
+
+    def check(self, graph: gs.Graph, ctx: PassContext) -> None:
+        if len(graph.outputs) != 1 or len(graph.outputs[0].shape) != 2:
+            raise self.fail("logits are not one [N, K] tensor", graph.outputs[0].name)
+        for node in graph.nodes:
+            if node.op in _PASS_THROUGH + ("Sum",) + _SOFTMAX:
+                raise self.fail(f"{node.op} left in the graph", node.name)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _drop_pass_through(self, graph: gs.Graph) -> None:
+        for node in list(graph.nodes):
+            if node.op not in _PASS_THROUGH:
+                continue
+            if len(node.outputs) > 1 and node.outputs[1].outputs:
+                raise self.fail("Dropout mask is used by other nodes", node.name)
+            src, dst = node.inputs[0], node.outputs[0]
+            self._replace_uses(graph, dst, src)
+            node.outputs.clear()
+            node.inputs.clear()
+        graph.cleanup()
+
+    @staticmethod
+    def _replace_uses(graph: gs.Graph, old: gs.Tensor, new: gs.Tensor) -> None:
+        for consumer in list(old.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is old:
+                    consumer.inputs[i] = new
+        graph.outputs = [new if t is old else t for t in graph.outputs]
+
+    def _sum_to_add(self, graph: gs.Graph) -> None:
+        for node in list(graph.nodes):
+            if node.op != "Sum":
+                continue
+            ins, out = list(node.inputs), node.outputs[0]
+            if len(ins) == 1:
+                self._replace_uses(graph, out, ins[0])
+                node.outputs.clear()
+                node.inputs.clear()
+                continue
+            acc = ins[0]
+            for j, x in enumerate(ins[1:], start=1):
+                last = j == len(ins) - 1
+                dst = out if last else gs.Variable(f"{out.name}/partial{j}", dtype=out.dtype)
+                add = gs.Node("Add", name=node.name if last else f"{node.name}/add{j}", inputs=[acc, x], outputs=[dst])
+                graph.nodes.append(add)
+                acc = dst
+            node.outputs.clear()
+            node.inputs.clear()
+        graph.cleanup()
+
+    def _find_logits(self, graph: gs.Graph, source_names: set[str]) -> tuple[gs.Tensor, str]:
+        """The logits tensor, and the name of a source-model tensor holding the same numbers."""
+        out = graph.outputs[0]
+        # Reshapes after the softmax (a [N,K,1,1] -> [N,K] squeeze) are kept, the softmax is removed.
+        chain: list[gs.Node] = []
+        t = out
+        while t.inputs and t.inputs[0].op in ("Flatten", "Reshape", "Squeeze"):
+            chain.append(t.inputs[0])
+            t = t.inputs[0].inputs[0]
+        if t.inputs and t.inputs[0].op in _SOFTMAX:
+            soft = t.inputs[0]
+            src = soft.inputs[0]
+            if chain and not (src.shape is not None and len(src.shape) == 2):
+                chain[-1].inputs[0] = src
+                logits = out
+            else:
+                logits = src
+            soft.outputs.clear()
+            soft.inputs.clear()
+            # The opset converter may have put a Flatten before the softmax: look through it.
+            while src.name not in source_names and src.inputs and src.inputs[0].op in ("Flatten", "Reshape", "Squeeze"):
+                src = src.inputs[0].inputs[0]
+            in_source = src.name
+        else:
+            logits = out
+            in_source = out.name
+        shape = logits.shape
+        if shape is not None and len(shape) == 4 and list(shape[2:]) == [1, 1]:
+            flat = gs.Variable(f"{logits.name}/flat", dtype=np.float32)
+            graph.nodes.append(gs.Node("Flatten", name=f"{logits.name}/flatten", attrs={"axis": 1},
+                                       inputs=[logits], outputs=[flat]))
+            logits = flat
+        return logits, in_source
+
+    @staticmethod
+    def _name_nodes(graph: gs.Graph) -> None:
+        seen: set[str] = set()
+        for i, node in enumerate(graph.nodes):
+            if not node.name or node.name in seen:
+                base = node.name or f"{node.op}_{i}"
+                name, k = base, 1
+                while name in seen:
+                    name, k = f"{base}_{k}", k + 1
+                node.name = name
+            seen.add(node.name)
+
+    def _batch_symbolic(self, graph: gs.Graph) -> onnx.ModelProto:
+        """Shape-inferred model with batch 'N' if the graph allows it, else with its own batch."""
+        x = graph.inputs[0]
+        if x.shape is not None and len(x.shape) and isinstance(x.shape[0], int):
+            trial = graph.copy()
+            batch = x.shape[0]
+            trial.inputs[0].shape = ["N", *x.shape[1:]]
+            for t in trial.tensors().values():  # stale shapes would fight the new batch
+                if isinstance(t, gs.Variable) and t is not trial.inputs[0]:
+                    t.shape = None
+            for node in trial.nodes:
+                if node.op == "Reshape" and isinstance(node.inputs[1], gs.Constant) and not node.attrs.get("allowzero", 0):
+                    target = np.array(node.inputs[1].values)
+                    if target.ndim == 1 and len(target) > 1 and target[0] == batch:
+                        target = target.copy()
+                        target[0] = 0
+                        node.inputs[1] = gs.Constant(f"{node.inputs[1].name}/batch", target.astype(np.int64))
+            try:
+                model = infer(to_proto(trial), where=self.name)
+                if _unknown_dims(to_gs(model)) is None:
+                    return model
+            except MirrorcError:
+                pass  # keep the fixed batch
+        for t in graph.tensors().values():
+            if isinstance(t, gs.Variable) and t not in graph.inputs:
+                t.shape = None
+        return infer(to_proto(graph), where=self.name)
+
+    def _check_dims(self, graph: gs.Graph) -> None:
+        bad = _unknown_dims(graph)
+        if bad is not None:
+            raise self.fail(f"tensor '{bad.name}' has unknown shape {bad.shape} on the way to the logits "
+                            "(only the batch may be symbolic; give the input a fixed size)")
+
+
+def _unknown_dims(graph: gs.Graph) -> gs.Tensor | None:
+    """First tensor whose non-batch dims are not all known, or None."""
+    for node in graph.nodes:
+        for t in node.outputs:
+            if isinstance(t, gs.Variable) and (t.shape is None or any(not isinstance(d, int) for d in t.shape[1:])):
+                return t
+    return None
+
+
+def equivalence(source: onnx.ModelProto, canonical: onnx.ModelProto, logits_in_source: str,
+                *, batch: int = 1, seed: int = 0) -> tuple[float, float]:
+    """(max abs diff, max abs logit) between the source model's `logits_in_source` and the canonical
+    model's output on one random input, both run in onnxruntime."""
+    import onnxruntime as ort
+
+    from passes.load import image_inputs
+
+    src = onnx.ModelProto()
+    src.CopyFrom(source)
+    if logits_in_source not in {o.name for o in src.graph.output}:
+        src.graph.output.insert(0, onnx.helper.make_tensor_value_info(logits_in_source, onnx.TensorProto.FLOAT, None))
+    x_info = image_inputs(canonical)[0]
+    shape = [d.dim_value if d.HasField("dim_value") else batch for d in x_info.type.tensor_type.shape.dim]
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3  # unused-initializer warnings on IR-3 files are noise here
+    results = []
+    for m, name in ((src, logits_in_source), (canonical, canonical.graph.output[0].name)):
+        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        results.append(sess.run([name], {image_inputs(m)[0].name: x})[0].reshape(shape[0], -1))
+    diff = float(np.max(np.abs(results[0] - results[1])))
+    return diff, float(np.max(np.abs(results[0])))

@@ -1,0 +1,455 @@
+"""Insert the Companion Partial Monitor (CPM): a channel-narrowed clone of stages 2..n+1.
+
+For tap k (1-based) a normal-world `Gather` (`mirrorc/select{k}`) takes the selected channels (or
+features, for a 2-D tap) of the backbone tensor: `mirrorc_tap{k}`, the bytes that cross to the
+secure world. M_1 = mirrorc_tap1; the CPM clone of stage k+1 reads M_k; M_k = CPM_k + mirrorc_tap{k}
+for k >= 2 (`cpm/m{k}`). The clone of the last stage gives `cpm_logits`; `mirrornet_logits` =
+backbone_logits + cpm_logits; `label` = ArgMax. Nothing flows from the CPM back to the backbone.
+
+How each op is narrowed (every CPM node and initializer name starts with "cpm/"):
+- Conv keeps kernel, stride, pads, dilation; output channels become C (at most the backbone's),
+  input channels are whatever the CPM tensor feeding it has. A depthwise conv stays depthwise
+  (groups = its input channels); another grouped conv gets the largest groups dividing both
+  narrowed channel counts and its backbone groups (1 if nothing else works).
+- Gemm / MatMul with a constant weight: hidden dense widths are C_l = the flattened size of the
+  CPM tensor entering the first dense layer (the paper's C x FO^2, Eq. 1) or `dense_width`,
+  clamped to at least the number of classes K and at most the backbone's width there.
+- The layers that produce the logits (parametric nodes with no other parametric node between them
+  and the logits) keep K outputs.
+- BatchNormalization/InstanceNormalization get fresh per-channel parameters for the narrowed
+  channels; constants of elementwise ops and PRelu slopes are cut (or repeated) along the axes that
+  were narrowed.
+- Reshape shape constants are rewritten: output dims that came from the channel dim (a flatten, a
+  channel-shuffle split or merge) are recomputed from the CPM's channel count.
+- Ops that act per channel or per position (activations, pooling, LRN, Flatten, Transpose, ...)
+  are cloned as they are; anything else on the way to the logits is an error naming the node.
+
+Shapes of the new tensors come from onnx shape inference, one node at a time, so a narrowed graph
+that does not fit together (e.g. a residual Add of 2 and 4 channels) fails at the offending node.
+
+Weights: the CPM is always freshly initialized (PyTorch's default uniform(+-1/sqrt(fan_in)) for
+Conv/Gemm/MatMul, identity BatchNorm). `init="random"` re-initializes the backbone the same way
+(the paper trains MirrorNet from scratch); `init="keep"` keeps the backbone's weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper, numpy_helper
+
+from passes.base import Pass, PassContext
+from passes.shapes import node_output_shapes
+from passes.taps import ACTIVATIONS, POOLINGS, is_parametric
+
+SELECT_MODES = ("first", "spread", "random")
+INIT_MODES = ("random", "keep")
+
+# Ops cloned as they are: they act per channel / per position, so a narrower channel dim is fine.
+_AS_IS = (ACTIVATIONS | POOLINGS | {"LRN", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Abs", "Neg", "Exp",
+                                     "Log", "Sqrt", "Reciprocal", "Erf", "Floor", "Ceil", "Pad", "Cast",
+                                     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "Concat",
+                                     "Identity", "Dropout", "DepthToSpace", "SpaceToDepth"})
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu")
+
+
+def normalize_options(options: dict) -> dict:
+    """The mirror options with defaults filled in, checked; errors name the option."""
+    from mirrorc.errors import MirrorcError
+
+    opts = {"channels": 2, "select": "first", "seed": 0, "init": "random", "dense_width": None}
+    unknown = set(options) - set(opts)
+    if unknown:
+        raise MirrorcError(f"mirror: unknown option(s) {', '.join(sorted(unknown))}")
+    opts.update({k: v for k, v in options.items()})
+    if not isinstance(opts["channels"], (int, np.integer)) or opts["channels"] < 1:
+        raise MirrorcError(f"mirror: option 'channels' must be a positive integer, got {opts['channels']!r}")
+    if opts["select"] not in SELECT_MODES:
+        raise MirrorcError(f"mirror: option 'select' must be one of {', '.join(SELECT_MODES)}, got {opts['select']!r}")
+    if opts["init"] not in INIT_MODES:
+        raise MirrorcError(f"mirror: option 'init' must be one of {', '.join(INIT_MODES)}, got {opts['init']!r}")
+    dw = opts["dense_width"]
+    if dw is not None and (not isinstance(dw, (int, np.integer)) or dw < 1):
+        raise MirrorcError(f"mirror: option 'dense_width' must be a positive integer, got {dw!r}")
+    opts["channels"] = int(opts["channels"])
+    opts["seed"] = int(opts["seed"])
+    opts["dense_width"] = None if dw is None else int(dw)
+    return opts
+
+
+def select_indices(width: int, count: int, mode: str, rng: np.random.Generator) -> list[int]:
+    """`count` distinct indices out of `width`, in increasing order."""
+    if mode == "first":
+        return list(range(count))
+    if mode == "spread":
+        return [i * width // count for i in range(count)]
+    return sorted(int(i) for i in rng.choice(width, size=count, replace=False))
+
+
+def _uniform(rng: np.random.Generator, shape, fan_in: int) -> np.ndarray:
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+def _elem_type(dtype) -> int:
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def head_nodes(graph: gs.Graph) -> set[str]:
+    """Parametric nodes with no other parametric node between them and the logits."""
+    heads, seen = set(), set()
+    stack = [t for t in graph.outputs[:1]]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or not t.inputs:
+            continue
+        seen.add(id(t))
+        node = t.inputs[0]
+        if is_parametric(node):
+            heads.add(node.name)
+            continue
+        stack.extend(x for x in node.inputs if isinstance(x, gs.Variable))
+    return heads
+
+
+def reinit_backbone(graph: gs.Graph, rng: np.random.Generator) -> None:
+    """Fresh PyTorch-default weights for every Conv/Gemm/MatMul and identity BatchNorms."""
+    for node in graph.nodes:
+        if is_parametric(node):
+            w = node.inputs[1]
+            fan_in = _fan_in(node, w.values.shape)
+            w.values = _uniform(rng, w.values.shape, fan_in)
+            if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
+                node.inputs[2].values = _uniform(rng, node.inputs[2].values.shape, fan_in)
+        elif node.op == "BatchNormalization":
+            c = node.inputs[1].values.shape
+            for i, fill in ((1, 1.0), (2, 0.0), (3, 0.0), (4, 1.0)):
+                if isinstance(node.inputs[i], gs.Constant):
+                    node.inputs[i].values = np.full(c, fill, dtype=np.float32)
+
+
+def _fan_in(node: gs.Node, wshape) -> int:
+    if node.op == "Conv":
+        return int(np.prod(wshape[1:]))
+    if node.op == "Gemm":
+        return int(wshape[1] if node.attrs.get("transB", 0) else wshape[0])
+    return int(wshape[0])
+
+
+def _resize_axis(values: np.ndarray, axis: int, n: int) -> np.ndarray:
+    """`values` cut to (or repeated up to) `n` entries along `axis`."""
+    if values.shape[axis] >= n:
+        return np.take(values, np.arange(n), axis=axis)
+    reps = np.arange(n) % values.shape[axis]
+    return np.take(values, reps, axis=axis)
+
+
+class MirrorPass(Pass):
+    name = "mirror"
+    requires = ("canonical", "taps")
+    ensures = ("mirrored",)
+    form = "gs"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
+        self.opts = normalize_options(ctx.options)
+        self.rng = np.random.default_rng(self.opts["seed"])
+        self.num_classes = ctx.info["num_classes"]
+        self.opset = ctx.info["opset"]
+        self.heads = head_nodes(graph)
+        self.dense_width: int | None = self.opts["dense_width"]
+        self.dense_width_from_eq1 = self.dense_width is None
+        self.cpm: dict[int, gs.Variable] = {}  # id(backbone tensor) -> its CPM counterpart
+        self.const_copies: dict[int, gs.Constant] = {}
+        self.world: dict[str, str] = {}
+        self.stage: dict[str, int] = {}
+        self.tap_meta: list[dict] = []
+        self.graph = graph
+        if self.opts["init"] == "random":
+            reinit_backbone(graph, self.rng)
+
+        tensors = graph.tensors()
+        taps = [tensors[name] for name in ctx.info["taps"]]
+        stage_of = ctx.info["stage_of"]
+        backbone = list(graph.nodes)
+        for node in backbone:
+            self.world[node.name] = "normal"
+            self.stage[node.name] = stage_of[node.name]
+        current = 1
+        for node in backbone:
+            s = stage_of[node.name]
+            while current < s:  # stage `current` is complete: its tap can cross over
+                self._cross(current, taps[current - 1])
+                current += 1
+            if s >= 2:
+                self._clone(node, s)
+        self._finish(graph, len(taps) + 1)
+        ctx.info["taps_meta"] = self.tap_meta
+        ctx.info["node_world"] = self.world
+        ctx.info["node_stage"] = self.stage
+        ctx.info["cpm_head"] = sorted(f"cpm/{n}" for n in self.heads)
+        ctx.info["options"] = self.opts
+        ctx.info["dense_width"] = self.dense_width
+        graph.toposort()
+        return graph
+
+    def check(self, graph: gs.Graph, ctx: PassContext) -> None:
+        names = [t.name for t in graph.outputs]
+        if names != ["label", "backbone_logits", "mirrornet_logits"]:
+            raise self.fail(f"graph outputs are {names}")
+        for node in graph.nodes:
+            if self.world.get(node.name) == "secure":
+                if not node.name.startswith("cpm/"):
+                    raise self.fail("secure node without the cpm/ prefix", node.name)
+                for x in node.inputs:
+                    if isinstance(x, gs.Constant) and not x.name.startswith("cpm/"):
+                        raise self.fail(f"CPM constant '{x.name}' without the cpm/ prefix", node.name)
+
+    # -- crossing the worlds -------------------------------------------------------------------
+
+    def _cross(self, k: int, tap: gs.Variable) -> None:
+        width = int(tap.shape[1])
+        if k == 1:
+            count = min(self.opts["channels"], width) if len(tap.shape) > 2 else \
+                min(max(self.opts["dense_width"] or self.opts["channels"], self.num_classes), width)
+        else:
+            out = self._cpm_of(tap, f"mirrorc/select{k}")
+            count = int(out.shape[1])
+            if count > width:
+                raise self.fail(f"the CPM has {count} channels at tap {k} but the backbone tensor '{tap.name}' "
+                                f"has only {width}; use fewer channels", out.inputs[0].name)
+            if list(out.shape[1:]) != [count, *tap.shape[2:]]:
+                raise self.fail(f"CPM tensor {out.shape} does not match tap '{tap.name}' {tap.shape}",
+                                out.inputs[0].name)
+        idx = select_indices(width, count, self.opts["select"], self.rng)
+        shape = [count, *[int(d) for d in tap.shape[2:]]]
+        selected = gs.Variable(f"mirrorc_tap{k}", dtype=np.float32, shape=[tap.shape[0], *shape])
+        indices = gs.Constant(f"mirrorc/select{k}/indices", np.array(idx, dtype=np.int64))
+        self._add_node("Gather", f"mirrorc/select{k}", [tap, indices], [selected], {"axis": 1}, "normal", k)
+        self.tap_meta.append({"index": k, "tensor": tap.name, "selected": selected.name, "channels": idx,
+                              "shape": shape, "bytes": 4 * int(np.prod(shape))})
+        if k == 1:
+            self.cpm[id(tap)] = selected
+        else:
+            m = gs.Variable(f"cpm/m{k}", dtype=np.float32, shape=list(selected.shape))
+            self._add_node("Add", f"cpm/add_m{k}", [self.cpm[id(tap)], selected], [m], {}, "secure", k)
+            self.cpm[id(tap)] = m
+
+    def _finish(self, graph: gs.Graph, last_stage: int) -> None:
+        logits = graph.outputs[0]
+        cpm_logits = self._cpm_of(logits, "cpm/final_add")
+        k = self.num_classes
+        if list(cpm_logits.shape[1:]) != [k]:
+            raise self.fail(f"CPM logits have shape {cpm_logits.shape}, expected [N, {k}]", cpm_logits.inputs[0].name)
+        cpm_logits.name = "cpm_logits"
+        logits.name = "backbone_logits"
+        total = gs.Variable("mirrornet_logits", dtype=np.float32, shape=list(logits.shape))
+        label = gs.Variable("label", dtype=np.int64, shape=[logits.shape[0]])
+        self._add_node("Add", "cpm/final_add", [logits, cpm_logits], [total], {}, "secure", last_stage)
+        self._add_node("ArgMax", "cpm/argmax", [total], [label], {"axis": 1, "keepdims": 0}, "secure", last_stage)
+        graph.outputs = [label, logits, total]
+
+    # -- cloning -------------------------------------------------------------------------------
+
+    def _cpm_of(self, t: gs.Tensor, node_name: str) -> gs.Variable:
+        try:
+            return self.cpm[id(t)]
+        except KeyError:
+            raise self.fail(f"reads backbone tensor '{t.name}', which is neither a tap nor computed in "
+                            "this stage", node_name) from None
+
+    def _add_node(self, op, name, inputs, outputs, attrs, world, stage) -> gs.Node:
+        node = gs.Node(op, name=name, attrs=dict(attrs), inputs=list(inputs), outputs=list(outputs))
+        self.graph.nodes.append(node)
+        self.world[name] = world
+        self.stage[name] = stage
+        return node
+
+    def _copy_const(self, c: gs.Constant) -> gs.Constant:
+        """A cpm/-named copy of a backbone constant used unchanged (shared between CPM nodes)."""
+        if id(c) not in self.const_copies:
+            self.const_copies[id(c)] = gs.Constant(f"cpm/{c.name}", np.array(c.values))
+        return self.const_copies[id(c)]
+
+    def _clone(self, node: gs.Node, stage: int) -> None:
+        name = f"cpm/{node.name}"
+        xs = [self._cpm_of(x, node.name) if isinstance(x, gs.Variable) else x for x in node.inputs]
+        attrs = dict(node.attrs)
+        op = node.op
+        if op == "Conv":
+            xs, attrs = self._conv(node, xs, attrs)
+        elif op in ("Gemm", "MatMul") and is_parametric(node):
+            xs = self._dense(node, xs, attrs)
+        elif op in ("BatchNormalization", "InstanceNormalization"):
+            xs = self._norm(node, xs)
+        elif op in _ELEMENTWISE:
+            xs = self._elementwise(node, xs)
+        elif op == "Reshape":
+            xs = self._reshape(node, xs)
+        elif op in _AS_IS:
+            xs = [self._copy_const(x) if isinstance(x, gs.Constant) else x for x in xs]
+        else:
+            raise self.fail(f"{op} on the way to the logits: the mirror pass cannot narrow it", node.name)
+        outs = [gs.Variable(f"cpm/{o.name}", dtype=o.dtype) for o in node.outputs]
+        new = self._add_node(op, name, xs, outs, attrs, "secure", stage)
+        self._infer(new)
+        for o, n in zip(node.outputs, outs):
+            self.cpm[id(o)] = n
+
+    def _infer(self, node: gs.Node) -> None:
+        proto = helper.make_node(node.op, [x.name for x in node.inputs], [o.name for o in node.outputs],
+                                 name=node.name, **node.attrs)
+        var_in = {x.name: (_elem_type(x.dtype), list(x.shape)) for x in node.inputs if isinstance(x, gs.Variable)}
+        consts = [numpy_helper.from_array(np.asarray(x.values), x.name) for x in node.inputs if isinstance(x, gs.Constant)]
+        try:
+            shapes = node_output_shapes(proto, var_in, consts, self.opset)
+        except Exception as e:  # MirrorcError from shapes, naming the node
+            raise self.fail(str(e).split(": ", 1)[-1], node.name) from None
+        for o, (et, shape) in zip(node.outputs, shapes):
+            if shape is None or any(not isinstance(d, (int, str)) for d in shape):
+                raise self.fail(f"cannot infer the shape of '{o.name}'", node.name)
+            o.shape = shape
+
+    def _conv(self, node, xs, attrs):
+        x, w = xs[0], node.inputs[1]
+        if not isinstance(w, gs.Constant):
+            raise self.fail("Conv weight is not a constant", node.name)
+        oc, _, *kernel = w.values.shape
+        groups = int(attrs.get("group", 1))
+        bb_in = int(node.inputs[0].shape[1])
+        c_in = int(x.shape[1])
+        if groups > 1 and groups == bb_in:  # depthwise: stays depthwise, channel multiplier kept
+            g, c_out = c_in, c_in * (oc // groups)
+        else:
+            c_out = self.num_classes if node.name in self.heads else min(self.opts["channels"], oc)
+            g = math.gcd(groups, math.gcd(c_in, c_out))
+        attrs["group"] = g
+        fan_in = (c_in // g) * int(np.prod(kernel))
+        name = f"cpm/{node.name}"
+        new = [x, gs.Constant(f"{name}/weight", _uniform(self.rng, [c_out, c_in // g, *kernel], fan_in))]
+        if len(xs) > 2 and xs[2] is not None:
+            new.append(gs.Constant(f"{name}/bias", _uniform(self.rng, [c_out], fan_in)))
+        return new, attrs
+
+    def _dense(self, node, xs, attrs):
+        x, w = xs[0], node.inputs[1].values
+        if len(x.shape) != 2 or w.ndim != 2:
+            raise self.fail("only 2-D dense layers can be narrowed", node.name)
+        if node.op == "Gemm" and attrs.get("transA", 0):
+            raise self.fail("Gemm with transA=1 cannot be narrowed", node.name)
+        trans_b = node.op == "Gemm" and attrs.get("transB", 0)
+        bb_out = int(w.shape[0] if trans_b else w.shape[1])
+        f_in = int(x.shape[1])
+        if node.name in self.heads:
+            f_out = bb_out
+        else:
+            if self.dense_width is None:
+                self.dense_width = f_in  # paper Eq. 1: C_l = C x FO^2, the flattened CPM tensor
+            f_out = min(max(self.dense_width, self.num_classes), bb_out)
+        name = f"cpm/{node.name}"
+        shape = [f_out, f_in] if trans_b else [f_in, f_out]
+        new = [x, gs.Constant(f"{name}/weight", _uniform(self.rng, shape, f_in))]
+        if len(xs) > 2 and xs[2] is not None:
+            b = node.inputs[2]
+            bshape = list(b.values.shape) if isinstance(b, gs.Constant) else [bb_out]
+            bshape = [f_out if d == bb_out else d for d in bshape]
+            new.append(gs.Constant(f"{name}/bias", _uniform(self.rng, bshape, f_in)))
+        return new
+
+    def _norm(self, node, xs):
+        c = int(xs[0].shape[1])
+        if node.attrs.get("training_mode", 0):
+            raise self.fail("BatchNormalization in training mode", node.name)
+        fills = (1.0, 0.0, 0.0, 1.0)  # scale, bias, running mean, running var
+        new = [xs[0]]
+        for i, x in enumerate(xs[1:]):
+            if not isinstance(x, gs.Constant):
+                raise self.fail("normalization parameters are not constants", node.name)
+            new.append(gs.Constant(f"cpm/{node.name}/p{i + 1}", np.full([c], fills[i], dtype=np.float32)))
+        return new
+
+    def _elementwise(self, node, xs):
+        out_bb = node.outputs[0].shape
+        var = next((x for x in xs if isinstance(x, gs.Variable)), None)
+        if var is None:
+            raise self.fail("elementwise op without a variable input", node.name)
+        new = []
+        for i, x in enumerate(xs):
+            if not isinstance(x, gs.Constant):
+                new.append(x)
+                continue
+            v = np.asarray(x.values)
+            off = len(out_bb) - v.ndim
+            for a in range(v.ndim):
+                ax = a + off
+                if ax < 0 or v.shape[a] == 1:
+                    continue
+                bb, cp = out_bb[ax], var.shape[ax] if ax < len(var.shape) else None
+                if v.shape[a] == bb and cp is not None and cp != bb:
+                    v = _resize_axis(v, a, int(cp))
+            new.append(gs.Constant(f"cpm/{node.name}/c{i}", np.ascontiguousarray(v)))
+        return new
+
+    def _reshape(self, node, xs):
+        if not isinstance(node.inputs[1], gs.Constant):
+            raise self.fail("Reshape with a computed shape cannot be narrowed", node.name)
+        bb_in = [int(d) if isinstance(d, int) else d for d in node.inputs[0].shape]
+        bb_out = list(node.outputs[0].shape)
+        cp_in = list(xs[0].shape)
+        target = np.array(node.inputs[1].values, dtype=np.int64)
+        new_target = _narrow_reshape(bb_in, bb_out, cp_in, target)
+        if new_target is None:
+            raise self.fail(f"cannot map Reshape {bb_in} -> {bb_out} onto the CPM's {cp_in}", node.name)
+        return [xs[0], gs.Constant(f"cpm/{node.name}/shape", new_target)]
+
+
+def _narrow_reshape(bb_in: list, bb_out: list, cp_in: list, target: np.ndarray) -> np.ndarray | None:
+    """The CPM's Reshape target. Input and output dims of the backbone are matched in groups of equal
+    product (dim 0, the batch, passes through); the group holding the channel dim is rebuilt from the
+    CPM's channel count: a merge multiplies, a split takes, dim by dim, the largest divisor of what
+    is left that also divides the backbone dim (the last dim takes the rest)."""
+    if len(bb_in) < 2 or len(bb_out) < 1 or len(target) != len(bb_out):
+        return None
+    if bb_in[1:] == cp_in[1:]:
+        return target
+    ins, outs = bb_in[1:], bb_out[1:]
+    if any(not isinstance(d, int) for d in ins + outs):
+        return None
+    # group dims: walk both lists, closing a group when the products agree
+    groups, i, j = [], 0, 0
+    while i < len(ins) or j < len(outs):
+        gi, gj = [i], [j]
+        pi, pj = ins[i] if i < len(ins) else 1, outs[j] if j < len(outs) else 1
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj and i < len(ins):
+                pi *= ins[i]
+                gi.append(i)
+                i += 1
+            elif j < len(outs):
+                pj *= outs[j]
+                gj.append(j)
+                j += 1
+            else:
+                return None
+        groups.append(([a for a in gi if a < len(ins)], [b for b in gj if b < len(outs)]))
+    new = [int(d) for d in outs]
+    for gi, gj in groups:
+        if not gj:
+            continue
+        if not gi:
+            continue
+        total = int(np.prod([cp_in[1 + a] for a in gi]))
+        if total == int(np.prod([ins[a] for a in gi])):
+            continue  # this group is not narrowed
+        left = total
+        for b in gj[:-1]:
+            d = math.gcd(left, outs[b])
+            new[b] = d
+            left //= d
+        new[gj[-1]] = left
+    result = target.copy()
+    result[1:] = new
+    return result

@@ -1,0 +1,89 @@
+"""Shape inference that does not copy the weights.
+
+onnx's shape inference serializes the whole model; for the model zoo's VGG-19 (574 MB of weights)
+that alone takes seconds. Shapes only depend on the initializers' dims, and data propagation only
+on small integer constants, so we infer on a skeleton: large initializers become graph inputs of
+the same type and shape (legal since IR 4), small ones are kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from mirrorc.errors import MirrorcError
+
+_KEEP_BYTES = 4096  # initializers up to this size keep their data (shape constants, indices)
+
+Shape = list  # of int, or str for a symbolic dim, or None for unknown
+
+
+def _nbytes(t: onnx.TensorProto) -> int:
+    n = int(np.prod(t.dims, dtype=np.int64)) if len(t.dims) else 1
+    return n * 4
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose large initializers are replaced by inputs of the same type and shape."""
+    g = model.graph
+    inputs = list(g.input)
+    have = {i.name for i in inputs}
+    small = []
+    for t in g.initializer:
+        if _nbytes(t) <= _KEEP_BYTES:
+            small.append(t)
+        elif t.name not in have:
+            inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    graph = helper.make_graph(list(g.node), g.name, inputs, list(g.output), small,
+                              value_info=list(g.value_info))
+    skel = helper.make_model(graph, opset_imports=list(model.opset_import))
+    skel.ir_version = max(model.ir_version, 4)
+    return skel
+
+
+def dims_of(vi: onnx.ValueInfoProto) -> Shape | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+
+
+def infer(model: onnx.ModelProto, *, where: str) -> onnx.ModelProto:
+    """`model` with graph.value_info filled by onnx shape inference (strict: inconsistencies are
+    errors naming `where`). The initializers are not copied."""
+    skel = skeleton(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skel, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as e:  # onnx raises InferenceError / ValidationError with multi-line text
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MirrorcError(f"{where}: shape inference failed: {first}") from None
+    del model.graph.value_info[:]
+    outputs = {o.name for o in model.graph.output}
+    model.graph.value_info.extend(vi for vi in inferred.graph.value_info if vi.name not in outputs)
+    # Outputs may have gained shapes too.
+    by_name = {vi.name: vi for vi in inferred.graph.output}
+    for o in model.graph.output:
+        if o.name in by_name:
+            o.CopyFrom(by_name[o.name])
+    return model
+
+
+def node_output_shapes(node: onnx.NodeProto, inputs: dict[str, tuple[int, Shape]],
+                       consts: list[onnx.TensorProto], opset: int) -> list[tuple[int, Shape]]:
+    """(elem_type, shape) of each output of one node, given (elem_type, shape) of its variable
+    inputs and its constant inputs. Used to build the CPM one node at a time."""
+    vis = [helper.make_tensor_value_info(n, et, s) for n, (et, s) in inputs.items()]
+    outs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    graph = helper.make_graph([node], "one", vis, outs, consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = max(helper.find_min_ir_version_for([helper.make_opsetid("", opset)]), 8)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MirrorcError(f"node '{node.name}': shape inference failed: {first}") from None
+    result = []
+    for o in inferred.graph.output:
+        result.append((o.type.tensor_type.elem_type, dims_of(o)))
+    return result
