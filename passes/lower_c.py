@@ -1,0 +1,578 @@
+"""Lower the secure graph to fixed-size C (pass `lower_c`).
+
+`lower(secure, name)` turns the secure graph of `passes/split.py` into the generated model of
+docs/ARCHITECTURE.md ("Generated C model interface"): every shape a compile-time constant, weights as
+`static const float` arrays of exact hex-float literals, one static arena and a per-session carry
+state laid out by `passes/memplan.py`, one C call per node into `runtime_c/kernels`. Each node runs at
+the earliest command where all its inputs exist (command k-1 brings `mirrorc_tap{k}`, the final
+command brings `backbone_logits`). The output is deterministic: the same graph gives byte-identical
+sources.
+
+`lower_function(model)` lowers any supported single-command graph to one C function
+`void <fn>(const float *const *in, void *const *out)`; the kernel tests run the ONNX backend node
+tests through it, and benchmarks can time a graph with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from mirrorc import cbuild
+from mirrorc.errors import MirrorcError
+from passes import memplan
+
+PASS = "lower_c"
+# Worst-case stack of the generated functions and the kernels they call (no recursion, no VLAs,
+# largest kernel frame ~200 bytes on x86-64/aarch64; tests/test_c_lower.py checks it with
+# -fstack-usage). Stated for TA_STACK_SIZE with headroom.
+STACK_BYTES = 2048
+FLT_MAX = 3.4028234663852886e38
+
+# op -> what it lowers to; anything else is refused by name.
+SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu",
+                 "PRelu", "Add", "Sub", "Mul", "Div", "Max", "Min", "MaxPool", "AveragePool",
+                 "GlobalAveragePool", "GlobalMaxPool", "LRN", "BatchNormalization", "Concat",
+                 "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose",
+                 "ArgMax")
+_BINARY = {"Add": "MC_ADD", "Sub": "MC_SUB", "Mul": "MC_MUL", "Div": "MC_DIV", "Max": "MC_MAX",
+           "Min": "MC_MIN", "PRelu": "MC_PRELU"}
+_UNARY = {"Relu": "mc_relu", "Sigmoid": "mc_sigmoid", "Tanh": "mc_tanh"}
+_COPY = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+
+
+@dataclasses.dataclass
+class Lowered:
+    files: dict[str, str]      # relative path -> source text
+    sizes: dict[str, int]      # weights, arena, state, stack (bytes)
+    tap_floats: list[int]
+    num_classes: int
+    memory: dict = dataclasses.field(default_factory=dict)    # memplan summary (+ naive size)
+    commands: list[list[str]] = dataclasses.field(default_factory=list)  # node names per command
+
+
+def _err(node: onnx.NodeProto | None, msg: str) -> MirrorcError:
+    where = f"node '{node.name or node.output[0]}' ({node.op_type}): " if node is not None else ""
+    return MirrorcError(f"{PASS}: {where}{msg}")
+
+
+def c_float(v: float) -> str:
+    """A C float literal that parses to exactly this float32 (hex float, trailing zeros trimmed)."""
+    v = float(np.float32(v))
+    if v != v or v in (float("inf"), float("-inf")):
+        raise MirrorcError(f"{PASS}: non-finite constant {v}")
+    return re.sub(r"\.?0*p", "p", v.hex()) + "f"
+
+
+# ---------------------------------------------------------------------------------------------
+# graph preparation
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            attr = node.attribute[0]
+            if attr.name != "value":
+                raise _err(node, f"Constant with '{attr.name}' is not supported")
+            consts[node.output[0]] = numpy_helper.to_array(attr.t)
+    return consts
+
+
+def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Every tensor's static shape by ONNX shape inference; a symbolic or unknown dim is an error."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as e:  # onnx raises several types here
+        raise MirrorcError(f"{PASS}: shape inference failed: {str(e).splitlines()[0]}") from None
+    shapes: dict[str, tuple[int, ...]] = {}
+    g = inferred.graph
+    for vi in [*g.input, *g.value_info, *g.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            shapes[vi.name] = tuple(d.dim_value for d in t.shape.dim)
+    for init in g.initializer:
+        shapes[init.name] = tuple(init.dims)
+    for node in g.node:
+        for t in [*node.input, *node.output]:
+            if t and t not in shapes and node.op_type != "Constant":
+                raise _err(node, f"tensor '{t}' has no static shape (is the batch fixed at 1?)")
+    return shapes
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _prod(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# per-node emission
+
+
+class _Emitter:
+    """Turns nodes into kernel calls. `buf(name)` gives the C expression of an activation tensor;
+    constant inputs become `static const float` arrays registered in `self.weights`."""
+
+    def __init__(self, shapes, consts, buf, prefix: str = ""):
+        self.shapes, self.consts, self.buf, self.prefix = shapes, consts, buf, prefix
+        self.weights: dict[str, tuple[str, np.ndarray]] = {}  # key -> (C symbol, float32 data)
+        self.int_arrays: list[str] = []
+
+    def weight(self, key: str, data: np.ndarray) -> str:
+        if key not in self.weights:
+            self.weights[key] = (f"{self.prefix}W{len(self.weights)}", np.ascontiguousarray(data, np.float32).ravel())
+        return self.weights[key][0]
+
+    def operand(self, name: str) -> str:
+        """A float input: a weight symbol if constant, else the activation's buffer."""
+        if name in self.consts:
+            return self.weight(name, self.consts[name])
+        return self.buf(name)
+
+    def ints(self, values) -> str:
+        """A `static const int` array for kernels taking shapes/strides/perms."""
+        sym = f"{self.prefix}I{len(self.int_arrays)}"
+        vals = [int(v) for v in values] or [0]
+        self.int_arrays.append(f"static const int {sym}[{len(vals)}] = {{{', '.join(map(str, vals))}}};")
+        return sym
+
+    def const_scalar(self, node, name, default):
+        if not name:
+            return default
+        if name not in self.consts:
+            raise _err(node, f"input '{name}' must be a constant")
+        return float(np.asarray(self.consts[name]).ravel()[0])
+
+    def emit(self, node: onnx.NodeProto) -> list[str]:
+        op = node.op_type
+        if op not in SUPPORTED_OPS:
+            raise _err(node, f"op {op} is not supported by the C backend (supported: {', '.join(SUPPORTED_OPS)})")
+        a = _attrs(node)
+        ins = list(node.input)
+        x = ins[0]
+        out = node.output[0]
+        xs, ys = self.shapes[x], self.shapes[out]
+        y = self.buf(out)
+        n = _prod(ys)
+        if op in ("Conv", "MaxPool", "AveragePool") and len(xs) not in (3, 4):
+            raise _err(node, f"only 1-D and 2-D {op} is supported (input rank {len(xs)})")
+        if len(node.output) > 1 and any(node.output[1:]) and op not in ("Dropout",):
+            raise _err(node, "extra outputs are not supported")
+
+        if op == "Conv":
+            return [self._conv(node, a, xs, ys, y)]
+        if op in ("MaxPool", "AveragePool"):
+            return [self._pool(node, a, xs, ys, y)]
+        if op == "Gemm":
+            return [self._gemm(node, a, y)]
+        if op == "MatMul":
+            return [self._matmul(node, y)]
+        if op in _UNARY:
+            return [f"{_UNARY[op]}({self.buf(x)}, {y}, {n});"]
+        if op == "LeakyRelu":
+            return [f"mc_leaky_relu({self.buf(x)}, {y}, {n}, {c_float(a.get('alpha', 0.01))});"]
+        if op == "Elu":
+            return [f"mc_elu({self.buf(x)}, {y}, {n}, {c_float(a.get('alpha', 1.0))});"]
+        if op == "Clip":
+            lo = a.get("min", self.const_scalar(node, ins[1] if len(ins) > 1 else "", -FLT_MAX))
+            hi = a.get("max", self.const_scalar(node, ins[2] if len(ins) > 2 else "", FLT_MAX))
+            return [f"mc_clip({self.buf(x)}, {y}, {n}, {c_float(lo)}, {c_float(hi)});"]
+        if op in _BINARY:
+            return [self._binary(node, _BINARY[op], ins[0], ins[1], ys, y)]
+        if op in ("GlobalAveragePool", "GlobalMaxPool"):
+            kind = "avg" if op == "GlobalAveragePool" else "max"
+            return [f"mc_global_{kind}pool({self.buf(x)}, {y}, {xs[0] * xs[1]}, {_prod(xs[2:])});"]
+        if op == "LRN":
+            return [f"mc_lrn({self.buf(x)}, {y}, {xs[0]}, {xs[1]}, {_prod(xs[2:])}, {a['size']}, "
+                    f"{c_float(a.get('alpha', 1e-4))}, {c_float(a.get('beta', 0.75))}, {c_float(a.get('bias', 1.0))});"]
+        if op == "BatchNormalization":
+            return [self._batchnorm(node, a, xs, y)]
+        if op == "Concat":
+            return self._concat(node, a, ys, y)
+        if op in _COPY:
+            if op == "Dropout" and len(ins) > 2 and ins[2] and bool(self.consts.get(ins[2], False)):
+                raise _err(node, "Dropout in training mode")
+            return [f"mc_copy({self.buf(x)}, {y}, {n});"]
+        if op == "Transpose":
+            perm = a.get("perm", list(range(len(xs)))[::-1])
+            if len(xs) > 6:
+                raise _err(node, "rank above 6")
+            return [f"mc_transpose({self.buf(x)}, {y}, {len(xs)}, {self.ints(xs)}, {self.ints(perm)});"]
+        if op == "ArgMax":
+            axis = a.get("axis", 0) % len(xs)
+            return [f"mc_argmax_axis({self.buf(x)}, (int32_t *){y}, {_prod(xs[:axis])}, {xs[axis]}, "
+                    f"{_prod(xs[axis + 1:])}, {int(a.get('select_last_index', 0))});"]
+        raise _err(node, "unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _spatial(node, a, xs, ys, default_dil=1):
+        """(kernel, strides, dilations, pads_begin, pads_end) for 2-D, a 1-D op seen as 1 x W."""
+        rank = len(xs) - 2
+        k = list(a.get("kernel_shape", []))
+        s = list(a.get("strides", [1] * rank))
+        d = list(a.get("dilations", [default_dil] * rank))
+        pads = list(a.get("pads", [0] * (2 * rank)))
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = [0] * (2 * rank)
+            for i in range(rank):
+                total = max(0, (ys[2 + i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - xs[2 + i])
+                small, big = total // 2, total - total // 2
+                pads[i], pads[rank + i] = (small, big) if auto == "SAME_UPPER" else (big, small)
+        elif auto == "VALID":
+            pads = [0] * (2 * rank)
+        if rank == 1:  # 1 x W
+            return [1, k[0]], [1, s[0]], [1, d[0]], [0, pads[0]], [0, pads[1]]
+        return k, s, d, pads[:2], pads[2:]
+
+    def _conv(self, node, a, xs, ys, y):
+        w = node.input[1]
+        ws = self.shapes[w]
+        if "kernel_shape" not in a:
+            a = dict(a, kernel_shape=list(ws[2:]))
+        k, s, d, pb, _ = self._spatial(node, a, xs, ys)
+        h, wd = (1, xs[2]) if len(xs) == 3 else xs[2:]
+        oh, ow = (1, ys[2]) if len(ys) == 3 else ys[2:]
+        bias = self.operand(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
+        return (f"mc_conv2d({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, {xs[0]}, {xs[1]}, "
+                f"{h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, {s[0]}, {s[1]}, {pb[0]}, {pb[1]}, "
+                f"{d[0]}, {d[1]}, {a.get('group', 1)});")
+
+    def _pool(self, node, a, xs, ys, y):
+        k, s, d, pb, pe = self._spatial(node, a, xs, ys)
+        h, wd = (1, xs[2]) if len(xs) == 3 else xs[2:]
+        oh, ow = (1, ys[2]) if len(ys) == 3 else ys[2:]
+        nc = xs[0] * xs[1]
+        for i, (size, o) in enumerate(zip((h, wd), (oh, ow))):
+            # onnxruntime drops a ceil_mode window that starts past the input and its padding; older
+            # ONNX shape inference keeps it. Refuse rather than disagree with the reference.
+            span = size + pb[i] + pe[i] - ((k[i] - 1) * d[i] + 1)
+            want = (-(-span // s[i]) if a.get("ceil_mode", 0) else span // s[i]) + 1
+            if a.get("ceil_mode", 0) and (want - 1) * s[i] >= size + pb[i]:
+                want -= 1
+            if want != o:
+                raise _err(node, f"output size {o} differs from onnxruntime's {want} (ceil_mode window "
+                                 "starting past the input)")
+        if node.op_type == "MaxPool":
+            if a.get("storage_order", 0):
+                raise _err(node, "storage_order is not supported")
+            return (f"mc_maxpool2d({self.buf(node.input[0])}, {y}, {nc}, {h}, {wd}, {oh}, {ow}, {k[0]}, {k[1]}, "
+                    f"{s[0]}, {s[1]}, {pb[0]}, {pb[1]}, {d[0]}, {d[1]});")
+        if any(v != 1 for v in d):
+            raise _err(node, "AveragePool with dilations is not supported")
+        return (f"mc_avgpool2d({self.buf(node.input[0])}, {y}, {nc}, {h}, {wd}, {oh}, {ow}, {k[0]}, {k[1]}, "
+                f"{s[0]}, {s[1]}, {pb[0]}, {pb[1]}, {pe[0]}, {pe[1]}, {int(a.get('count_include_pad', 0))});")
+
+    def _gemm(self, node, a, y):
+        A, B = node.input[0], node.input[1]
+        ta, tb = int(a.get("transA", 0)), int(a.get("transB", 0))
+        sa, sb = self.shapes[A], self.shapes[B]
+        m, k = (sa[1], sa[0]) if ta else sa
+        n = sb[0] if tb else sb[1]
+        c, rows, cols = "0", 1, 1
+        if len(node.input) > 2 and node.input[2]:
+            cs = self.shapes[node.input[2]]
+            cs = (1,) * (2 - len(cs)) + tuple(cs)
+            rows, cols = cs
+            c = self.operand(node.input[2])
+        return (f"mc_gemm({self.operand(A)}, {self.operand(B)}, {c}, {y}, {m}, {k}, {n}, {ta}, {tb}, "
+                f"{c_float(a.get('alpha', 1.0))}, {c_float(a.get('beta', 1.0))}, {rows}, {cols});")
+
+    def _matmul(self, node, y):
+        A, B = node.input
+        sa, sb = list(self.shapes[A]), list(self.shapes[B])
+        if len(sa) == 1:
+            sa = [1, sa[0]]
+        if len(sb) == 1:
+            sb = [sb[0], 1]
+        m, k = sa[-2:]
+        n = sb[-1]
+        ba, bb = sa[:-2], sb[:-2]
+        batch = max(_prod(ba), _prod(bb))
+        if _prod(ba) not in (1, batch) or _prod(bb) not in (1, batch) or (
+                _prod(ba) == _prod(bb) == batch and batch > 1 and ba[-len(bb):] != bb[-len(ba):]):
+            raise _err(node, f"MatMul batch broadcasting {self.shapes[A]} x {self.shapes[B]} is not supported")
+        a_stride = m * k if _prod(ba) == batch else 0
+        b_stride = k * n if _prod(bb) == batch else 0
+        return (f"mc_matmul({self.operand(A)}, {self.operand(B)}, {y}, {batch}, {m}, {k}, {n}, "
+                f"{a_stride}, {b_stride});")
+
+    def _binary(self, node, op, A, B, ys, y):
+        sa, sb = self.shapes[A], self.shapes[B]
+        if tuple(sa) == tuple(sb) == tuple(ys):
+            return f"mc_binary({op}, {self.operand(A)}, {self.operand(B)}, {y}, {_prod(ys)});"
+        rank = len(ys)
+        if rank > 6:
+            raise _err(node, "rank above 6")
+
+        def strides(shape):
+            shape = (1,) * (rank - len(shape)) + tuple(shape)
+            st, acc = [0] * rank, 1
+            for i in range(rank - 1, -1, -1):
+                st[i] = 0 if shape[i] == 1 and ys[i] != 1 else acc
+                acc *= shape[i]
+            return st
+
+        return (f"mc_binary_bcast({op}, {self.operand(A)}, {self.operand(B)}, {y}, {rank}, {self.ints(ys)}, "
+                f"{self.ints(strides(sa))}, {self.ints(strides(sb))});")
+
+    def _batchnorm(self, node, a, xs, y):
+        if len(node.output) > 1 and any(node.output[1:]):
+            raise _err(node, "BatchNormalization in training mode")
+        try:
+            scale, bias, mean, var = (np.asarray(self.consts[t], np.float64) for t in node.input[1:5])
+        except KeyError:
+            raise _err(node, "scale, bias, mean and var must be constants") from None
+        mul = scale / np.sqrt(var + a.get("epsilon", 1e-5))
+        s = self.weight(f"{node.name or node.output[0]}/bn_scale", mul)
+        t = self.weight(f"{node.name or node.output[0]}/bn_shift", bias - mean * mul)
+        return f"mc_channel_affine({self.buf(node.input[0])}, {s}, {t}, {y}, {xs[0]}, {xs[1]}, {_prod(xs[2:])});"
+
+    def _concat(self, node, a, ys, y):
+        axis = a["axis"] % len(ys)
+        outer, inner_y = _prod(ys[:axis]), _prod(ys[axis:])
+        lines, offset = [], 0
+        for t in node.input:
+            inner_x = _prod(self.shapes[t][axis:])
+            lines.append(f"mc_concat_part({self.operand(t)}, {y}, {outer}, {inner_x}, {inner_y}, {offset});")
+            offset += inner_x
+        return lines
+
+
+def _weights_source(emitter: _Emitter, guard: str, header_comment: str) -> str:
+    out = [f"/* {header_comment} */", f"#ifndef {guard}", f"#define {guard}", ""]
+    for key, (sym, data) in emitter.weights.items():
+        out.append(f"/* {key} {list(data.shape)} */")
+        out.append(f"static const float {sym}[{max(1, data.size)}] = {{")
+        vals = [c_float(v) for v in data.tolist()] or ["0.0f"]
+        for i in range(0, len(vals), 8):
+            out.append("    " + ", ".join(vals[i:i + 8]) + ",")
+        out.append("};")
+    out += ["", f"#endif /* {guard} */", ""]
+    return "\n".join(out)
+
+
+def _weight_bytes(emitter: _Emitter) -> int:
+    return sum(4 * max(1, d.size) for _, d in emitter.weights.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# the secure model
+
+
+def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
+    g = secure.graph
+    names = [i.name for i in g.input if i.name not in {t.name for t in g.initializer}]
+    taps = [n for n in names if n != "backbone_logits"]
+    expected = [f"mirrorc_tap{k}" for k in range(1, len(taps) + 1)]
+    if "backbone_logits" not in names:
+        raise MirrorcError(f"{PASS}: secure graph input 'backbone_logits' is missing")
+    if taps != expected:
+        raise MirrorcError(f"{PASS}: secure graph inputs must be {expected + ['backbone_logits']}, got {names}")
+    if [o.name for o in g.output] != ["label"]:
+        raise MirrorcError(f"{PASS}: secure graph output must be ['label'], got {[o.name for o in g.output]}")
+    return len(taps), taps
+
+
+def schedule(secure: onnx.ModelProto) -> list[tuple[int, onnx.NodeProto]]:
+    """(command, node) in run order: command k-1 for nodes that need `mirrorc_tap{k}` and nothing
+    later, command n (final) for the rest; within a command the graph's topological order."""
+    n_taps, taps = _check_secure(secure)
+    ready = {t: k for k, t in enumerate(taps)}
+    ready["backbone_logits"] = n_taps
+    order = []
+    for node in secure.graph.node:
+        if node.op_type == "Constant":
+            continue
+        try:
+            cmd = max((ready[t] for t in node.input if t and t in ready), default=0)
+        except KeyError:
+            raise _err(node, "graph is not topologically sorted") from None
+        if "label" in node.output:
+            cmd = n_taps
+        for t in node.output:
+            ready[t] = cmd
+        order.append((cmd, node))
+    order.sort(key=lambda item: item[0])  # stable: keeps topological order inside a command
+    return order
+
+
+def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> Lowered:
+    """Generate the C model of the secure graph; `name` is the model's name in comments.
+    Raises MirrorcError when weights + arena + state + stack exceed `tee_memory` bytes."""
+    n_taps, taps = _check_secure(secure)
+    shapes = static_shapes(secure)
+    consts = _constants(secure)
+    order = schedule(secure)
+    label_nodes = [nd for _, nd in order if "label" in nd.output]
+    if len(label_nodes) != 1 or label_nodes[0].op_type != "ArgMax":
+        raise MirrorcError(f"{PASS}: 'label' must be produced by one ArgMax node")
+    argmax = label_nodes[0]
+    logits = argmax.input[0]
+    num_classes = _prod(shapes[logits])
+    if shapes[logits][0] != 1 or num_classes != shapes["backbone_logits"][-1]:
+        raise _err(argmax, f"ArgMax input {shapes[logits]} is not [1, K] with K = {shapes['backbone_logits'][-1]}")
+    for t in taps + ["backbone_logits"]:
+        if shapes[t][0] != 1:
+            raise MirrorcError(f"{PASS}: input '{t}' must have batch 1, has shape {list(shapes[t])}")
+    tap_floats = [_prod(shapes[t]) for t in taps]
+
+    body = [(cmd, nd) for cmd, nd in order if nd is not argmax]
+    steps = [memplan.Step(cmd, [t for t in nd.input if t not in consts], list(nd.output)) for cmd, nd in body]
+    steps.append(memplan.Step(n_taps, [logits], []))
+    inputs = {t: k for k, t in enumerate(taps)}
+    inputs["backbone_logits"] = n_taps
+    floats = {t: _prod(s) for t, s in shapes.items()}
+    mplan = memplan.plan(steps, floats, inputs)
+
+    def buf(t: str) -> str:
+        b = mplan.buffers.get(t)
+        if b is None:
+            if t in inputs:  # read during its own command: the caller's buffer
+                return "tap" if t != "backbone_logits" else "backbone_logits"
+            raise MirrorcError(f"{PASS}: tensor '{t}' has no buffer")
+        return f"(s->carry + {b.offset})" if b.carry else f"(mirrorc_arena + {b.offset})"
+
+    emitter = _Emitter(shapes, consts, buf)
+    per_cmd: list[list[str]] = [[] for _ in range(n_taps + 1)]
+    cmd_nodes: list[list[str]] = [[] for _ in range(n_taps + 1)]
+    for k, t in enumerate(taps):  # taps read after their own command are copied into the state
+        if t in mplan.buffers:
+            per_cmd[k].append(f"mc_copy(tap, {buf(t)}, {tap_floats[k]}); /* keep {t} */")
+    if "backbone_logits" in mplan.buffers:  # cannot happen: nothing follows the final command
+        raise MirrorcError(f"{PASS}: backbone_logits carried")
+    for cmd, nd in body:
+        per_cmd[cmd].append(f"/* {nd.name or nd.output[0]}: {nd.op_type} -> {list(shapes[nd.output[0]])} */")
+        per_cmd[cmd].extend(emitter.emit(nd))
+        cmd_nodes[cmd].append(nd.name or nd.output[0])
+    cmd_nodes[n_taps].append(argmax.name or "label")
+
+    weight_bytes = _weight_bytes(emitter)
+    arena_bytes = 4 * max(1, mplan.arena_floats)
+    state_bytes = 4 * max(1, mplan.carry_floats)
+    sizes = {"weights": weight_bytes, "arena": arena_bytes, "state": state_bytes, "stack": STACK_BYTES}
+    total = sum(sizes.values())
+    if tee_memory is not None and total > tee_memory:
+        raise MirrorcError(
+            f"{PASS}: model '{name}' needs {total} bytes in the TA (weights {weight_bytes}, arena {arena_bytes}, "
+            f"state {state_bytes}, stack {STACK_BYTES}), more than the TEE memory limit of {tee_memory} bytes")
+
+    header = _model_header(name, n_taps, num_classes, tap_floats, sizes, mplan)
+    source = _model_source(name, emitter, per_cmd, n_taps, buf(logits), num_classes, mplan)
+    weights = _weights_source(emitter, "MIRRORC_WEIGHTS_H",
+                              f"mirrorc weights of model '{name}': {weight_bytes} bytes, exact float32 "
+                              "hex literals. Included by mirrorc_model.c only.")
+    files = {"model/mirrorc_model.h": header, "model/mirrorc_model.c": source,
+             "model/mirrorc_weights.h": weights}
+    for src in [cbuild.KERNEL_DIR / "mirrorc_kernels.h", *cbuild.kernel_sources()]:
+        files[f"kernels/{src.name}"] = src.read_text()
+    memory = dict(mplan.summary(), weight_bytes=weight_bytes)
+    return Lowered(files, sizes, tap_floats, num_classes, memory, cmd_nodes)
+
+
+def _model_header(name, n_taps, k, tap_floats, sizes, mplan) -> str:
+    return f"""/* Generated by mirrorc from the secure graph of '{name}'. Do not edit.
+ *
+ * Fixed-size CPM: every shape is a compile-time constant, no malloc, no stdio, no libm.
+ * Memory (bytes): weights {sizes['weights']} (static const), arena {sizes['arena']} (static, shared
+ * by all sessions: nothing in it outlives a command), state {sizes['state']} per session (tensors
+ * carried across commands), stack {sizes['stack']} (worst case of the kernels).
+ * Naive buffers would need {4 * mplan.naive_floats} bytes; the liveness plan needs {4 * (mplan.arena_floats + mplan.carry_floats)}.
+ *
+ * Call order per inference: mirrorc_run_tap(s, 0, tap1) ... mirrorc_run_tap(s, {n_taps - 1}, tap{n_taps}),
+ * then mirrorc_run_final(s, backbone_logits). The caller validates sizes and order. */
+#ifndef MIRRORC_MODEL_H
+#define MIRRORC_MODEL_H
+
+#include <stdint.h>
+
+#define MIRRORC_NUM_TAPS        {n_taps}
+#define MIRRORC_NUM_CLASSES     {k}
+#define MIRRORC_TAP_FLOATS      {{ {', '.join(map(str, tap_floats))} }}
+#define MIRRORC_SINGLE_FLOATS   ({' + '.join(map(str, tap_floats))} + {k})
+#define MIRRORC_WEIGHT_BYTES    {sizes['weights']}
+#define MIRRORC_ARENA_BYTES     {sizes['arena']}
+#define MIRRORC_STATE_BYTES     {sizes['state']}
+#define MIRRORC_STACK_BYTES     {sizes['stack']}
+
+typedef struct {{ float carry[{sizes['state'] // 4}]; }} mirrorc_state_t;
+
+void    mirrorc_reset(mirrorc_state_t *s);
+void    mirrorc_run_tap(mirrorc_state_t *s, unsigned k, const float *tap);  /* k = 0..n-1 */
+int32_t mirrorc_run_final(mirrorc_state_t *s, const float *backbone_logits);  /* the label */
+#ifdef MIRRORC_DEBUG
+/* as mirrorc_run_final, and copies the MirrorNet logits (backbone + CPM) to logits[K] */
+int32_t mirrorc_debug_run_final(mirrorc_state_t *s, const float *backbone_logits, float *logits);
+#endif
+
+#endif /* MIRRORC_MODEL_H */
+"""
+
+
+def _model_source(name, emitter, per_cmd, n_taps, logits_buf, k, mplan) -> str:
+    out = [f"/* Generated by mirrorc: the CPM of '{name}' as kernel calls. Do not edit. */",
+           '#include "mirrorc_model.h"', '#include "mirrorc_kernels.h"', '#include "mirrorc_weights.h"', ""]
+    out.append(f"static float mirrorc_arena[{max(1, mplan.arena_floats)}];")
+    out += emitter.int_arrays
+    out += ["", "void mirrorc_reset(mirrorc_state_t *s)", "{", "    unsigned i;",
+            "    for (i = 0; i < sizeof(s->carry) / sizeof(s->carry[0]); i++) s->carry[i] = 0.0f;", "}", ""]
+    for cmd in range(n_taps):
+        out.append(f"static void run_tap{cmd}(mirrorc_state_t *s, const float *tap)")
+        out += ["{", "    (void)s; (void)tap;"] + [f"    {line}" for line in per_cmd[cmd]] + ["}", ""]
+    out += ["void mirrorc_run_tap(mirrorc_state_t *s, unsigned k, const float *tap)", "{", "    switch (k) {"]
+    out += [f"    case {cmd}: run_tap{cmd}(s, tap); break;" for cmd in range(n_taps)]
+    out += ["    default: break;", "    }", "}", ""]
+    out += ["static int32_t run_final(mirrorc_state_t *s, const float *backbone_logits, float *logits)", "{",
+            "    (void)s; (void)backbone_logits;"]
+    out += [f"    {line}" for line in per_cmd[n_taps]]
+    out += [f"    if (logits) mc_copy({logits_buf}, logits, {k});",
+            f"    return mc_argmax({logits_buf}, {k});", "}", "",
+            "int32_t mirrorc_run_final(mirrorc_state_t *s, const float *backbone_logits)", "{",
+            "    return run_final(s, backbone_logits, 0);", "}", "",
+            "#ifdef MIRRORC_DEBUG",
+            "int32_t mirrorc_debug_run_final(mirrorc_state_t *s, const float *backbone_logits, float *logits)",
+            "{", "    return run_final(s, backbone_logits, logits);", "}", "#endif", ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# any graph as one function (kernel tests, benchmarks)
+
+
+def lower_function(model: onnx.ModelProto, fn: str = "mirrorc_graph") -> tuple[str, dict]:
+    """C source of `void fn(const float *const *in, void *const *out)` computing `model` (static
+    shapes, float32 inputs; ArgMax outputs are int32). Returns (source, memplan summary)."""
+    shapes = static_shapes(model)
+    consts = _constants(model)
+    g = model.graph
+    in_names = [i.name for i in g.input if i.name not in consts]
+    out_names = [o.name for o in g.output]
+    nodes = [nd for nd in g.node if nd.op_type != "Constant"]
+    steps = [memplan.Step(0, [t for t in nd.input if t not in consts], list(nd.output)) for nd in nodes]
+    steps.append(memplan.Step(0, out_names, []))
+    floats = {t: _prod(s) for t, s in shapes.items()}
+    mplan = memplan.plan(steps, floats, {t: 0 for t in in_names}, external=set(out_names))
+
+    def buf(t: str) -> str:
+        if t in out_names:
+            return f"((float *)out[{out_names.index(t)}])"
+        if t in in_names:
+            return f"in[{in_names.index(t)}]"
+        return f"({fn}_arena + {mplan.buffers[t].offset})"
+
+    emitter = _Emitter(shapes, consts, buf, prefix=f"{fn}_")
+    body = []
+    for nd in nodes:
+        body.extend(emitter.emit(nd))
+    src = ['#include "mirrorc_kernels.h"', _weights_source(emitter, f"{fn.upper()}_WEIGHTS", f"weights of {fn}"),
+           f"static float {fn}_arena[{max(1, mplan.arena_floats)}];", *emitter.int_arrays,
+           f"void {fn}(const float *const *in, void *const *out)", "{", "    (void)in;"]
+    src += [f"    {line}" for line in body] + ["}", ""]
+    return "\n".join(src), mplan.summary()

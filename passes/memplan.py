@@ -1,0 +1,100 @@
+"""Liveness-based memory plan for the secure schedule.
+
+The schedule is a list of steps (one per node) grouped into commands (one per TA invocation). A
+tensor whose whole life lies inside one command goes to the static arena, shared by all sessions,
+since nothing in it survives the command. A tensor produced at one command and read at a later one
+(a CPM activation waiting for the next tap, or a tap input read after its own command) goes to the
+per-session carry state. Both regions are packed the same way: tensors whose step intervals overlap
+get disjoint offsets; largest first, lowest fitting offset (deterministic)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+ALIGN_FLOATS = 4  # 16-byte offsets keep vector loads aligned
+
+
+@dataclasses.dataclass
+class Buffer:
+    name: str
+    floats: int
+    first: int        # step that writes it (-1 for an input present when its command starts)
+    last: int         # last step that reads it
+    carry: bool       # lives across commands -> per-session state
+    offset: int = 0   # in floats, within the arena or the carry region
+
+
+@dataclasses.dataclass
+class MemoryPlan:
+    buffers: dict[str, Buffer]
+    arena_floats: int
+    carry_floats: int
+    naive_floats: int  # every planned tensor in its own buffer
+
+    def summary(self) -> dict:
+        return {"arena_bytes": 4 * self.arena_floats, "carry_bytes": 4 * self.carry_floats,
+                "naive_bytes": 4 * self.naive_floats,
+                "tensors": len(self.buffers),
+                "carried": sorted(b.name for b in self.buffers.values() if b.carry)}
+
+
+@dataclasses.dataclass
+class Step:
+    command: int
+    inputs: list[str]
+    outputs: list[str]
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+
+
+def _pack(buffers: list[Buffer]) -> int:
+    placed: list[Buffer] = []
+    top = 0
+    for b in sorted(buffers, key=lambda b: (-b.floats, b.first, b.name)):
+        overlapping = sorted((p for p in placed if p.first <= b.last and b.first <= p.last),
+                             key=lambda p: p.offset)
+        offset = 0
+        for p in overlapping:
+            if offset + b.floats <= p.offset:
+                break
+            offset = max(offset, _align(p.offset + p.floats))
+        b.offset = offset
+        placed.append(b)
+        top = max(top, offset + b.floats)
+    return _align(top)
+
+
+def plan(steps: list[Step], floats: dict[str, int], inputs: dict[str, int],
+         external: set[str] = frozenset()) -> MemoryPlan:
+    """Plan every tensor written by a step or listed in `inputs` (name -> command at which the
+    caller hands it in). `floats` gives each tensor's size; tensors in `external` (graph outputs
+    written straight to a caller's buffer, weights) are not planned. An input read only during its
+    own command needs no storage (the caller's buffer is used); one read later is carried."""
+    produced: dict[str, tuple[int, int]] = {}  # name -> (step, command)
+    last_use: dict[str, tuple[int, int]] = {}
+    for i, step in enumerate(steps):
+        for t in step.inputs:
+            if t:
+                last_use[t] = (i, step.command)
+        for t in step.outputs:
+            if t:
+                produced[t] = (i, step.command)
+
+    buffers: dict[str, Buffer] = {}
+    for name, command in inputs.items():
+        use_step, use_cmd = last_use.get(name, (-1, command))
+        if use_cmd > command and name not in external:
+            first = next((i for i, s in enumerate(steps) if s.command >= command), len(steps))
+            buffers[name] = Buffer(name, floats[name], first, use_step, carry=True)
+    for name, (step, command) in produced.items():
+        if name in external:
+            continue
+        use_step, use_cmd = last_use.get(name, (step, command))
+        buffers[name] = Buffer(name, floats[name], step, max(use_step, step), carry=use_cmd > command)
+
+    arena = _pack([b for b in buffers.values() if not b.carry])
+    carry = _pack([b for b in buffers.values() if b.carry])
+    naive = sum(_align(b.floats) for b in buffers.values())
+    return MemoryPlan(buffers, arena, carry, naive)
