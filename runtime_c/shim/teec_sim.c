@@ -43,6 +43,7 @@ struct context_rec {
 	uint32_t bounce_id;
 	void *bounce;
 	size_t bounce_size;
+	int dead; /* the simulator has gone: every later call is TEEC_ERROR_TARGET_DEAD */
 	struct context_rec *next;
 };
 
@@ -80,6 +81,8 @@ static TEEC_Result roundtrip(struct context_rec *c, struct msim_request *req, in
 	ssize_t n;
 
 	req->magic = MSIM_MAGIC;
+	if (c->dead)
+		return TEEC_ERROR_TARGET_DEAD;
 	if (fd >= 0) {
 		memset(&control, 0, sizeof(control));
 		msg.msg_control = control.buf;
@@ -93,13 +96,17 @@ static TEEC_Result roundtrip(struct context_rec *c, struct msim_request *req, in
 	do
 		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*req))
+	if (n != (ssize_t)sizeof(*req)) {
+		c->dead = 1;
 		return TEEC_ERROR_TARGET_DEAD;
+	}
 	do
 		n = recv(c->fd, rsp, sizeof(*rsp), 0);
 	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*rsp) || rsp->magic != MSIM_MAGIC)
-		return TEEC_ERROR_TARGET_DEAD; /* EOF: the simulator (the TA) died */
+	if (n != (ssize_t)sizeof(*rsp) || rsp->magic != MSIM_MAGIC) {
+		c->dead = 1; /* EOF: the simulator (the TA) died */
+		return TEEC_ERROR_TARGET_DEAD;
+	}
 	return TEEC_SUCCESS;
 }
 
@@ -260,7 +267,9 @@ static TEEC_Result ensure_bounce(struct context_rec *c, size_t need)
 		shm_destroy(c, c->bounce_id);
 	c->bounce_id = shm_create(c, size, &c->bounce);
 	c->bounce_size = c->bounce_id ? size : 0;
-	return c->bounce_id ? TEEC_SUCCESS : TEEC_ERROR_OUT_OF_MEMORY;
+	if (!c->bounce_id)
+		return c->dead ? TEEC_ERROR_TARGET_DEAD : TEEC_ERROR_OUT_OF_MEMORY;
+	return TEEC_SUCCESS;
 }
 
 static uint32_t memref_ta_type(uint32_t flags)
@@ -289,8 +298,11 @@ static TEEC_Result build_request(struct context_rec *c, TEEC_Operation *op,
 		    op->params[i].tmpref.buffer)
 			temp_bytes += ALIGN8(op->params[i].tmpref.size);
 	}
-	if (temp_bytes && ensure_bounce(c, temp_bytes) != TEEC_SUCCESS)
-		return TEEC_ERROR_OUT_OF_MEMORY;
+	if (temp_bytes) {
+		TEEC_Result res = ensure_bounce(c, temp_bytes);
+		if (res != TEEC_SUCCESS)
+			return res;
+	}
 
 	size_t cursor = 0;
 	for (i = 0; i < 4; i++) {
@@ -414,6 +426,8 @@ static TEEC_Result call(struct context_rec *c, struct msim_request *req, TEEC_Op
 
 	pthread_mutex_lock(&c->lock);
 	res = build_request(c, op, req);
+	if (res == TEEC_ERROR_TARGET_DEAD)
+		origin = TEEC_ORIGIN_TEE;
 	if (res == TEEC_SUCCESS) {
 		origin = TEEC_ORIGIN_COMMS;
 		res = roundtrip(c, req, -1, &rsp);
@@ -513,7 +527,7 @@ static TEEC_Result share(TEEC_Context *context, TEEC_SharedMemory *shm, int regi
 	uint32_t id = shm_create(c, shm->size, &base);
 	pthread_mutex_unlock(&c->lock);
 	if (!id)
-		return TEEC_ERROR_OUT_OF_MEMORY;
+		return c->dead ? TEEC_ERROR_TARGET_DEAD : TEEC_ERROR_OUT_OF_MEMORY;
 	shm->imp.id = (int)id;
 	shm->imp.alloced_size = shm->size;
 	shm->imp.registered_fd = -1;

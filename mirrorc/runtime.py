@@ -1,0 +1,150 @@
+"""Protected inference: onnxruntime runs the backbone (normal.onnx) in this process, the TA gets the
+taps and the backbone logits through the GP Client API and answers with the label alone.
+
+    with ProtectedModel("build/", tee="sim", mode="stream") as model:
+        labels = model.predict(x)          # x: [N, *input] or one [*input] sample
+
+`mode="stream"` sends each tap in its own command, as the paper's deployment does (the TA could
+start on tap k while the backbone computes stage k+1); `mode="single"` sends all taps and the
+logits in one command (one world switch per image). This process never loads a CPM weight: it
+reads normal.onnx and plan.json and loads a Client API library; the TA lives in the TEE, or in the
+simulator's own process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mirrorc import teec
+from mirrorc.errors import MirrorcError
+
+TEES = ("sim", "optee")
+MODES = ("stream", "single")
+
+
+def load_plan(build_dir: Path) -> dict:
+    path = Path(build_dir) / "plan.json"
+    try:
+        plan = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MirrorcError(f"{path}: not found (is {build_dir} a mirrorc build directory?)") from None
+    except ValueError as e:
+        raise MirrorcError(f"{path}: not valid JSON ({e})") from None
+    for field in ("uuid", "taps", "logits", "single"):
+        if field not in plan:
+            raise MirrorcError(f"{path}: missing field '{field}'")
+    return plan
+
+
+class ProtectedModel:
+    """A mirrorc build run as deployed: backbone in onnxruntime, CPM in the TA."""
+
+    def __init__(self, build_dir: str | Path, tee: str = "sim", mode: str = "stream", *, threads: int | None = None):
+        import onnxruntime as ort
+
+        if tee not in TEES:
+            raise MirrorcError(f"tee must be one of {', '.join(TEES)}, not '{tee}'")
+        if mode not in MODES:
+            raise MirrorcError(f"mode must be one of {', '.join(MODES)}, not '{mode}'")
+        self.build_dir, self.tee, self.mode = Path(build_dir), tee, mode
+        self.plan = plan = load_plan(self.build_dir)
+        normal = self.build_dir / "normal.onnx"
+        if not normal.is_file():
+            raise MirrorcError(f"{normal}: not found")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        self.backbone = ort.InferenceSession(str(normal), opts, providers=["CPUExecutionProvider"])
+        inp = self.backbone.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = [d if isinstance(d, int) else None for d in inp.shape[1:]]
+
+        self.taps = sorted(plan["taps"], key=lambda t: t["index"])
+        self.tap_floats = [t["bytes"] // 4 for t in self.taps]
+        self.num_classes = plan["logits"]["bytes"] // 4
+        self.outputs = [t["selected"] for t in self.taps] + [plan["logits"]["name"]]
+        have = {o.name for o in self.backbone.get_outputs()}
+        for name in self.outputs:
+            if name not in have:
+                raise MirrorcError(f"{normal}: has no output '{name}' that plan.json sends to the TA")
+
+        # Reusable operations on buffers owned here: an image's taps and logits are copied in and
+        # the same TEEC_Operation is invoked again (temporary memrefs, as OP-TEE's examples use).
+        self.buffer = np.zeros(sum(self.tap_floats) + self.num_classes, np.float32)
+        if self.buffer.nbytes != plan["single"]["bytes"]:
+            raise MirrorcError(f"{self.build_dir / 'plan.json'}: single.bytes {plan['single']['bytes']} "
+                               f"!= taps + logits ({self.buffer.nbytes})")
+        bounds = np.cumsum([0, *self.tap_floats, self.num_classes])
+        self.slices = [self.buffer[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        self.tap_ops = [(t["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT).temp(0, s))
+                        for t, s in zip(self.taps, self.slices)]
+        self.final_op = (plan["logits"]["command"],
+                         teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT).temp(0, self.slices[-1]))
+        self.single_op = (plan["single"]["command"],
+                          teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT).temp(0, self.buffer))
+
+        self.context = teec.Context.simulator(self.build_dir) if tee == "sim" else teec.Context.optee()
+        try:
+            self.session = self.context.open_session(plan["uuid"])
+        except BaseException:
+            self.context.close()
+            raise
+
+    def _batch(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == len(self.input_shape):
+            x = x[None]
+        if x.ndim != len(self.input_shape) + 1 or any(w is not None and w != h
+                                                      for w, h in zip(self.input_shape, x.shape[1:])):
+            raise MirrorcError(f"input '{self.input_name}': shape {list(x.shape)} does not match "
+                               f"[N, {', '.join(str(d) for d in self.input_shape)}]")
+        return np.ascontiguousarray(x)
+
+    def backbone_outputs(self, x) -> list[np.ndarray]:
+        """What the normal world computes and sends: the selected taps and the backbone logits."""
+        return self.backbone.run(self.outputs, {self.input_name: self._batch(x)})
+
+    def secure_labels(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """Send each image's taps and logits to the TA; its labels."""
+        n = outputs[0].shape[0]
+        labels = np.empty(n, np.int64)
+        flat = [o.reshape(n, -1) for o in outputs]
+        invoke = self.session.invoke
+        for i in range(n):
+            if self.mode == "stream":
+                for (command, op), part, dest in zip(self.tap_ops, flat, self.slices):
+                    dest[:] = part[i]
+                    invoke(command, op)
+                self.slices[-1][:] = flat[-1][i]
+                command, op = self.final_op
+            else:
+                for part, dest in zip(flat, self.slices):
+                    dest[:] = part[i]
+                command, op = self.single_op
+            invoke(command, op)
+            labels[i] = op.op.params[1].value.a
+        return labels
+
+    def predict(self, x) -> np.ndarray:
+        """Labels (int64 [N]) for a batch of inputs (or one input)."""
+        return self.secure_labels(self.backbone_outputs(x))
+
+    def close(self) -> None:
+        if getattr(self, "context", None) is not None:
+            self.context.close()
+            self.context = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,92 @@
+"""The secure half of `mirrorc compile`: split the MirrorNet, lower the CPM to C, write the TA.
+
+    fields = build_secure(mirrornet_model, "build/", tee_memory=None)
+
+writes `normal.onnx`, `ta/` (OP-TEE TA sources) and `host/` (C client example) into the build
+directory and returns the plan.json fields of docs/ARCHITECTURE.md that concern the two worlds
+(uuid, ta_name, input, taps with their commands, logits, single, memory, hashes). Each output is
+written atomically, so a failure leaves no half-written TA behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import onnx
+
+from mirrorc import ta
+from mirrorc.errors import MirrorcError
+from mirrorc.outdir import atomic_dir, atomic_file
+
+TAP_COMMAND_BASE = 0x100
+FINAL_COMMAND = 0x200
+SINGLE_COMMAND = 0x201
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_name(model: onnx.ModelProto) -> str:
+    """The TA's name: the source model's file name (mirrorc.source), else the graph's name."""
+    meta = _metadata(model)
+    try:
+        source = json.loads(meta.get("mirrorc.source", "{}")).get("file")
+    except ValueError:
+        source = None
+    return ta.ta_name(source or model.graph.name or "model")
+
+
+def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_memory: int | None = None) -> dict:
+    from passes.lower_c import lower
+    from passes.split import split
+
+    out_dir = Path(out_dir)
+    meta = _metadata(mirrornet_model)
+    if "mirrorc.taps" not in meta:
+        raise MirrorcError("mirrornet model: metadata field 'mirrorc.taps' missing (not a mirrorc MirrorNet)")
+    try:
+        taps = sorted(json.loads(meta["mirrorc.taps"]), key=lambda t: t["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise MirrorcError(f"mirrornet model: metadata field 'mirrorc.taps' is malformed ({e})") from None
+
+    normal, secure = split(mirrornet_model)
+    name = model_name(mirrornet_model)
+    mirrornet_bytes = mirrornet_model.SerializeToString()
+    uuid = ta.ta_uuid(_sha256(mirrornet_bytes))
+    lowered = lower(secure, name, tee_memory)
+
+    if [t["bytes"] for t in taps] != [4 * f for f in lowered.tap_floats]:
+        raise MirrorcError(f"mirrornet model: 'mirrorc.taps' bytes {[t['bytes'] for t in taps]} disagree with the "
+                           f"secure graph's tap inputs ({[4 * f for f in lowered.tap_floats]} bytes)")
+    k = lowered.num_classes
+
+    normal_bytes = normal.SerializeToString()
+    with atomic_file(out_dir / "normal.onnx") as tmp:
+        tmp.write_bytes(normal_bytes)
+    with atomic_dir(out_dir / "ta") as ta_tmp, atomic_dir(out_dir / "host") as host_tmp:
+        memory = ta.write_ta(ta_tmp, host_tmp, name=name, uuid=uuid, lowered=lowered)
+
+    hashes = {"mirrornet.onnx": _sha256(mirrornet_bytes), "normal.onnx": _sha256(normal_bytes)}
+    for sub in ("ta", "host"):
+        for path in sorted((out_dir / sub).rglob("*")):
+            if path.is_file():
+                hashes[str(path.relative_to(out_dir))] = _sha256(path.read_bytes())
+
+    graph_input = normal.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in graph_input.type.tensor_type.shape.dim]
+    return {
+        "uuid": str(uuid),
+        "ta_name": name,
+        "input": {"name": graph_input.name, "shape": dims},
+        "taps": [dict(t, command=TAP_COMMAND_BASE + i) for i, t in enumerate(taps)],
+        "logits": {"name": "backbone_logits", "shape": [k], "bytes": 4 * k, "command": FINAL_COMMAND},
+        "single": {"command": SINGLE_COMMAND, "bytes": 4 * (sum(lowered.tap_floats) + k)},
+        "memory": memory,
+        "hashes": hashes,
+    }
