@@ -103,3 +103,47 @@ def random_inputs(rng: np.random.Generator):
     taps = [rng.normal(size=f).astype(np.float32) for f in FIXTURE_TAP_FLOATS]
     logits = rng.normal(size=FIXTURE_CLASSES).astype(np.float32)
     return taps, logits
+
+
+def write_fixture_deployment(build: Path) -> None:
+    """A whole fixture build: ta/, host/, a normal.onnx whose outputs feed the fixture TA
+    (tap 1 = x[:, 0:3], tap 2 = x[:, 3:5] * 0.5, logits = x @ W) and the plan.json fields."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    uuid = write_fixture_build(build)
+    w = np.random.default_rng(0).normal(size=(5, FIXTURE_CLASSES)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["x", "idx1"], ["mirrorc_tap1"], name="mirrorc/select1", axis=1),
+        helper.make_node("Gather", ["x", "idx2"], ["t2"], name="g2", axis=1),
+        helper.make_node("Mul", ["t2", "half"], ["mirrorc_tap2"], name="mirrorc/select2"),
+        helper.make_node("MatMul", ["x", "w"], ["backbone_logits"], name="fc"),
+    ]
+    inits = [numpy_helper.from_array(np.array([0, 1, 2], np.int64), "idx1"),
+             numpy_helper.from_array(np.array([3, 4], np.int64), "idx2"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half"), numpy_helper.from_array(w, "w")]
+    graph = helper.make_graph(
+        nodes, "fixture", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, ["N", FIXTURE_CLASSES]),
+         helper.make_tensor_value_info("mirrorc_tap1", TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info("mirrorc_tap2", TensorProto.FLOAT, ["N", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, build / "normal.onnx")
+    taps = [{"index": k + 1, "tensor": "x", "selected": f"mirrorc_tap{k + 1}", "channels": [],
+             "shape": [f], "bytes": 4 * f, "command": 0x100 + k} for k, f in enumerate(FIXTURE_TAP_FLOATS)]
+    plan = {"format": 1, "model": "fixture", "uuid": uuid, "ta_name": "fixture",
+            "input": {"name": "x", "shape": ["N", 5]}, "taps": taps,
+            "logits": {"name": "backbone_logits", "shape": [FIXTURE_CLASSES], "bytes": 4 * FIXTURE_CLASSES,
+                       "command": 0x200},
+            "single": {"command": 0x201, "bytes": 4 * (sum(FIXTURE_TAP_FLOATS) + FIXTURE_CLASSES)}}
+    (build / "plan.json").write_text(json.dumps(plan))
+    np.save(build / "w.npy", w)
+
+
+def fixture_deployment_labels(build: Path, x: np.ndarray) -> np.ndarray:
+    w = np.load(build / "w.npy")
+    return np.array([fixture_label([xi[0:3], xi[3:5] * np.float32(0.5)], xi @ w) for xi in x], np.int64)
