@@ -103,3 +103,72 @@ def load(path: str | os.PathLike) -> ctypes.CDLL:
 def build_kernels(**kwargs) -> Path:
     """The kernel library alone as a shared library (for kernel tests and ctypes callers)."""
     return build(kernel_sources(), name="mirrorc_kernels", include_dirs=[KERNEL_DIR], **kwargs)
+
+
+def build_lowered(files: Mapping[str, str], *, name: str = "mirrorc_model", debug: bool = True,
+                  cflags: Iterable[str] = DEFAULT_CFLAGS) -> Path:
+    """Write the generated sources of `passes.lower_c.lower(...).files` into a content-addressed
+    cache directory and build them (model + kernels) into one shared library. With `debug`,
+    MIRRORC_DEBUG exposes `mirrorc_debug_run_final` (the MirrorNet logits)."""
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0" + files[rel].encode() + b"\0")
+    src_dir = cache_dir() / f"src-{name}-{digest.hexdigest()[:16]}"
+    if not src_dir.is_dir():
+        src_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{src_dir.name}.", dir=src_dir.parent))
+        for rel, text in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(text)
+        try:
+            os.rename(tmp, src_dir)
+        except OSError:  # a concurrent run got there first with the same content
+            shutil.rmtree(tmp, ignore_errors=True)
+    sources = sorted(p for p in src_dir.rglob("*.c"))
+    include_dirs = sorted({p.parent for p in src_dir.rglob("*.h")})
+    return build(sources, name=name, include_dirs=include_dirs, cflags=cflags,
+                 defines={"MIRRORC_DEBUG": None} if debug else None)
+
+
+class SecureModel:
+    """The generated C model (a `build_lowered` library) driven through its C interface, one
+    sample at a time, as the TA drives it: reset, run_tap(0..n-1), run_final. Holds one session
+    state of `state_bytes` (Lowered.sizes["state"])."""
+
+    def __init__(self, library: str | os.PathLike, tap_floats: list[int], num_classes: int, state_bytes: int):
+        self.lib = load(library)
+        self.tap_floats, self.num_classes = list(tap_floats), num_classes
+        self.lib.mirrorc_run_final.restype = ctypes.c_int32
+        self.debug = hasattr(self.lib, "mirrorc_debug_run_final")
+        if self.debug:
+            self.lib.mirrorc_debug_run_final.restype = ctypes.c_int32
+        self.state = ctypes.create_string_buffer(max(4, state_bytes))
+
+    @classmethod
+    def from_lowered(cls, lowered, *, debug: bool = True, name: str = "mirrorc_model") -> "SecureModel":
+        """Build (cached) and load a `passes.lower_c.Lowered`."""
+        lib = build_lowered(lowered.files, name=name, debug=debug)
+        return cls(lib, lowered.tap_floats, lowered.num_classes, lowered.sizes["state"])
+
+    def run(self, taps, backbone_logits):
+        """One inference; taps are float32 arrays of f_k floats each (any shape). Returns (label,
+        MirrorNet logits, or None when built without debug)."""
+        import numpy as np
+
+        self.lib.mirrorc_reset(self.state)
+        keep = []
+        for k, tap in enumerate(taps):
+            tap = np.ascontiguousarray(tap, np.float32)
+            if tap.size != self.tap_floats[k]:
+                raise ValueError(f"tap {k}: {tap.size} floats, expected {self.tap_floats[k]}")
+            keep.append(tap)
+            self.lib.mirrorc_run_tap(self.state, ctypes.c_uint(k), ctypes.c_void_p(tap.ctypes.data))
+        bl = np.ascontiguousarray(backbone_logits, np.float32)
+        if bl.size != self.num_classes:
+            raise ValueError(f"backbone logits: {bl.size} floats, expected {self.num_classes}")
+        if self.debug:
+            logits = np.zeros(self.num_classes, np.float32)
+            label = self.lib.mirrorc_debug_run_final(self.state, ctypes.c_void_p(bl.ctypes.data),
+                                                    ctypes.c_void_p(logits.ctypes.data))
+            return int(label), logits
+        return int(self.lib.mirrorc_run_final(self.state, ctypes.c_void_p(bl.ctypes.data))), None
