@@ -362,17 +362,20 @@ def fit_and_score(attack: Attack, x: np.ndarray, y: np.ndarray, x_test: np.ndarr
 
 
 def oracle_labels(view: AttackerView, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """Labels from the deployed protected model, label-only. Returns (labels, what answered)."""
-    try:
-        from mirrorc.runtime import ProtectedModel  # split execution: normal.onnx + the TA
-    except ImportError:
-        ProtectedModel = None
-    if ProtectedModel is not None:
-        with ProtectedModel(view.build_dir) as deployed:
-            return np.asarray([int(deployed.predict(xi[None])) for xi in x], dtype=np.int64), \
-                "mirrorc.runtime.ProtectedModel (split execution)"
+    """Labels from the deployed protected model, label-only. Returns (labels, what answered).
+
+    A full build (plan.json, normal.onnx, the TA) is queried by split execution through
+    mirrorc.runtime.ProtectedModel; a build without the secure-world part by mirrornet.onnx's
+    `label` output in onnxruntime (the golden reference every split execution must match)."""
+    if (view.build_dir / "plan.json").is_file() and (view.build_dir / "normal.onnx").is_file():
+        from mirrorc.runtime import ProtectedModel
+
+        with ProtectedModel(view.build_dir, tee="sim", mode="single") as deployed:
+            labels = np.concatenate([np.asarray(deployed.predict(x[i:i + 500])).reshape(-1)
+                                     for i in range(0, len(x), 500)])
+        return labels.astype(np.int64), "mirrorc.runtime.ProtectedModel (split execution, simulated TEE, label only)"
     labels = run_onnx(view.mirrornet, "label", x).astype(np.int64)
-    return labels, "mirrornet.onnx 'label' output in onnxruntime"
+    return labels, "mirrornet.onnx 'label' output in onnxruntime (no plan.json/normal.onnx in the build)"
 
 
 # --------------------------------------------------------------------------- the whole measurement
