@@ -160,7 +160,6 @@ class MirrorPass(Pass):
         self.opset = ctx.info["opset"]
         self.heads = head_nodes(graph)
         self.dense_width: int | None = self.opts["dense_width"]
-        self.dense_width_from_eq1 = self.dense_width is None
         self.cpm: dict[int, gs.Variable] = {}  # id(backbone tensor) -> its CPM counterpart
         self.const_copies: dict[int, gs.Constant] = {}
         self.world: dict[str, str] = {}
@@ -168,23 +167,25 @@ class MirrorPass(Pass):
         self.tap_meta: list[dict] = []
         self.graph = graph
         if self.opts["init"] == "random":
-            reinit_backbone(graph, self.rng)
-
+            reinit_backbone(graph, np.random.default_rng(self.opts["seed"]))
         tensors = graph.tensors()
         taps = [tensors[name] for name in ctx.info["taps"]]
         stage_of = ctx.info["stage_of"]
         backbone = list(graph.nodes)
-        for node in backbone:
-            self.world[node.name] = "normal"
-            self.stage[node.name] = stage_of[node.name]
-        current = 1
-        for node in backbone:
-            s = stage_of[node.name]
-            while current < s:  # stage `current` is complete: its tap can cross over
-                self._cross(current, taps[current - 1])
-                current += 1
-            if s >= 2:
-                self._clone(node, s)
+        # Output channels forced on a Conv so that a binary op sees equal channel counts on both sides
+        # (a ShuffleNet unit adds a 2C-channel shortcut to its branch). Found by building, so build again.
+        self.overrides: dict[str, int] = {}
+        for _attempt in range(len(backbone) + 1):
+            try:
+                self._build(graph, backbone, taps, stage_of)
+                break
+            except _Retry:
+                for node in self.new_nodes:  # detach the partial CPM from the backbone tensors
+                    node.inputs.clear()
+                    node.outputs.clear()
+        else:
+            raise self.fail("channel counts of the CPM do not settle")
+        graph.nodes.extend(self.new_nodes)
         self._finish(graph, len(taps) + 1)
         ctx.info["taps_meta"] = self.tap_meta
         ctx.info["node_world"] = self.world
@@ -194,6 +195,22 @@ class MirrorPass(Pass):
         ctx.info["dense_width"] = self.dense_width
         graph.toposort()
         return graph
+
+    def _build(self, graph, backbone, taps, stage_of) -> None:
+        self.rng = np.random.default_rng([self.opts["seed"], 1])  # the CPM's own stream, same each attempt
+        self.dense_width = self.opts["dense_width"]
+        self.cpm, self.const_copies, self.tap_meta, self.new_nodes = {}, {}, [], []
+        self.depthwise: set[str] = set()
+        self.world = {n.name: "normal" for n in backbone}
+        self.stage = {n.name: stage_of[n.name] for n in backbone}
+        current = 1
+        for node in backbone:
+            s = stage_of[node.name]
+            while current < s:  # stage `current` is complete: its tap can cross over
+                self._cross(current, taps[current - 1])
+                current += 1
+            if s >= 2:
+                self._clone(node, s)
 
     def check(self, graph: gs.Graph, ctx: PassContext) -> None:
         names = [t.name for t in graph.outputs]
@@ -238,6 +255,7 @@ class MirrorPass(Pass):
             self.cpm[id(tap)] = m
 
     def _finish(self, graph: gs.Graph, last_stage: int) -> None:
+        self.new_nodes = []
         logits = graph.outputs[0]
         cpm_logits = self._cpm_of(logits, "cpm/final_add")
         k = self.num_classes
@@ -249,6 +267,7 @@ class MirrorPass(Pass):
         label = gs.Variable("label", dtype=np.int64, shape=[logits.shape[0]])
         self._add_node("Add", "cpm/final_add", [logits, cpm_logits], [total], {}, "secure", last_stage)
         self._add_node("ArgMax", "cpm/argmax", [total], [label], {"axis": 1, "keepdims": 0}, "secure", last_stage)
+        graph.nodes.extend(self.new_nodes)
         graph.outputs = [label, logits, total]
 
     # -- cloning -------------------------------------------------------------------------------
@@ -262,7 +281,7 @@ class MirrorPass(Pass):
 
     def _add_node(self, op, name, inputs, outputs, attrs, world, stage) -> gs.Node:
         node = gs.Node(op, name=name, attrs=dict(attrs), inputs=list(inputs), outputs=list(outputs))
-        self.graph.nodes.append(node)
+        self.new_nodes.append(node)
         self.world[name] = world
         self.stage[name] = stage
         return node
@@ -285,6 +304,7 @@ class MirrorPass(Pass):
         elif op in ("BatchNormalization", "InstanceNormalization"):
             xs = self._norm(node, xs)
         elif op in _ELEMENTWISE:
+            self._match_channels(node, xs)
             xs = self._elementwise(node, xs)
         elif op == "Reshape":
             xs = self._reshape(node, xs)
@@ -322,8 +342,10 @@ class MirrorPass(Pass):
         c_in = int(x.shape[1])
         if groups > 1 and groups == bb_in:  # depthwise: stays depthwise, channel multiplier kept
             g, c_out = c_in, c_in * (oc // groups)
+            self.depthwise.add(node.name)
         else:
             c_out = self.num_classes if node.name in self.heads else min(self.opts["channels"], oc)
+            c_out = self.overrides.get(node.name, c_out)
             g = math.gcd(groups, math.gcd(c_in, c_out))
         attrs["group"] = g
         fan_in = (c_in // g) * int(np.prod(kernel))
@@ -332,6 +354,24 @@ class MirrorPass(Pass):
         if len(xs) > 2 and xs[2] is not None:
             new.append(gs.Constant(f"{name}/bias", _uniform(self.rng, [c_out], fan_in)))
         return new, attrs
+
+    def _match_channels(self, node, xs) -> None:
+        """Two CPM tensors meeting in a binary op must agree on channels: force the Conv that
+        produces one side (through per-channel ops only) to the other side's count, and rebuild."""
+        var = [x for x in xs if isinstance(x, gs.Variable)]
+        if len(var) != 2 or len(var[0].shape) < 2 or len(var[1].shape) < 2:
+            return
+        a, b = int(var[0].shape[1]), int(var[1].shape[1])
+        if a == b or 1 in (a, b):
+            return
+        for side, want in ((var[0], b), (var[1], a)):
+            conv = _free_conv(side)
+            conv = None if conv in self.depthwise or conv in self.heads else conv
+            if conv is not None and self.overrides.get(conv) != want:
+                self.overrides[conv] = want
+                raise _Retry()
+        raise self.fail(f"the CPM brings {a} and {b} channels to this {node.op}; no Conv on either side "
+                        "can be resized to match", node.name)
 
     def _dense(self, node, xs, attrs):
         x, w = xs[0], node.inputs[1].values
@@ -403,6 +443,28 @@ class MirrorPass(Pass):
         if new_target is None:
             raise self.fail(f"cannot map Reshape {bb_in} -> {bb_out} onto the CPM's {cp_in}", node.name)
         return [xs[0], gs.Constant(f"cpm/{node.name}/shape", new_target)]
+
+
+class _Retry(Exception):
+    """Raised when a channel override was added; the CPM is built again."""
+
+
+_PER_CHANNEL = ACTIVATIONS | {"BatchNormalization", "InstanceNormalization", "Add", "Sub", "Mul", "Div", "LRN"}
+
+
+def _free_conv(t: gs.Variable) -> str | None:
+    """Backbone name of the CPM Conv whose output reaches `t` through per-channel ops
+    only (elementwise ops count only when their other inputs are constants)."""
+    while t.inputs:
+        node = t.inputs[0]
+        if node.op == "Conv":
+            return node.name[len("cpm/"):]
+        if node.op not in _PER_CHANNEL:
+            return None
+        if sum(isinstance(x, gs.Variable) for x in node.inputs) != 1:
+            return None
+        t = node.inputs[0]
+    return None
 
 
 def _narrow_reshape(bb_in: list, bb_out: list, cp_in: list, target: np.ndarray) -> np.ndarray | None:
