@@ -1,0 +1,101 @@
+"""`mirrorc compile` (build, train, write the deployment) and `mirrorc evaluate` (accuracies by
+onnxruntime on a build's ONNX files)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mirrorc.clikit import echo_json, user_errors
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def register(main: click.Group) -> None:
+    @main.command("compile")
+    @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+    @click.option("--data", required=True, help="mnist, fashion-mnist, cifar10, or a path (IDX directory, "
+                  "train/ test/ image folders or a tarball of them, .npz)")
+    @click.option("--data-dir", default=None, help="folder holding the named datasets  [default: $MIRRORC_DATA]")
+    @click.option("-C", "--channels", default=2, show_default=True, type=click.IntRange(1), help="CPM channels C")
+    @click.option("-o", "--output", "out_dir", default="build", show_default=True, type=click.Path(file_okay=False),
+                  help="build directory (written atomically)")
+    @click.option("--epochs", default=10, show_default=True, type=click.IntRange(0))
+    @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+    @click.option("--lr", default=1e-3, show_default=True, type=float, help="Adam learning rate")
+    @click.option("--backbone-penalty", default=0.0, show_default=True, type=click.FloatRange(0),
+                  help="weight W of the term W * -log(1 - p_backbone(right class)) that makes the backbone alone "
+                  "wrong (a larger accuracy gap); 0 = the paper's plain cross-entropy")
+    @click.option("--select", default=None, help="which backbone channels feed the CPM (compiler-core option; "
+                  "default: its default)")
+    @click.option("--seed", default=0, show_default=True, type=int, help="seeds CPM init, data order and training")
+    @click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                  help="part of the training set held out for validation")
+    @click.option("--limit-train", default=None, type=click.IntRange(1), help="train on the first N images only")
+    @click.option("--tee-memory", default=None, help="TEE memory limit (e.g. 16M) for the report and the TA")
+    @click.option("--no-baseline", is_flag=True, help="do not train original.onnx (the unprotected comparison)")
+    @click.option("--fast", is_flag=True, help="channels_last + bf16 autocast (faster for wide conv nets on CPUs "
+                  "with bf16 support; slightly less exact)")
+    @click.option("--resume", is_flag=True, help="continue from the per-epoch checkpoints of an interrupted run")
+    @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+    @user_errors
+    def compile_cmd(model, data, data_dir, channels, out_dir, epochs, batch_size, lr, backbone_penalty, select,
+                    seed, val_fraction, limit_train, tee_memory, no_baseline, fast, resume, as_json):
+        """Compile MODEL (ONNX classifier) into a MirrorNet deployment in OUTPUT: train backbone + CPM
+        jointly on DATA, then write mirrornet.onnx, original.onnx, normal.onnx, ta/, host/, plan.json
+        and the report."""
+        from mirrorc.compile import compile_model
+        from mirrorc.train import TrainConfig
+
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                             backbone_penalty=backbone_penalty, val_fraction=val_fraction, fast=fast)
+        summary = compile_model(model, out_dir, data=data, data_dir=data_dir, channels=channels, select=select,
+                                seed=seed, config=config, limit_train=limit_train, baseline=not no_baseline,
+                                tee_memory=tee_memory, resume=resume, log=None if as_json else _log)
+        if as_json:
+            echo_json(summary)
+            return
+        click.echo(f"wrote {summary['build']}/: {', '.join(summary['files'])}")
+        line = f"validation: MirrorNet {summary['val_mirrornet_acc']}%, backbone alone {summary['val_backbone_acc']}%"
+        if summary["val_original_acc"] is not None:
+            line += f", unprotected {summary['val_original_acc']}%"
+        click.echo(line)
+        if not summary["secure_part"]:
+            click.echo("note: no secure part written (mirrorc.secure_build unavailable)", err=True)
+
+    @main.command("evaluate")
+    @click.argument("build_dir", type=click.Path(file_okay=False, path_type=str))
+    @click.option("--data", required=True, help="the dataset the build was compiled with (name or path)")
+    @click.option("--data-dir", default=None, help="folder holding the named datasets  [default: $MIRRORC_DATA]")
+    @click.option("--no-split-check", is_flag=True, help="skip the split-execution agreement check (TA simulator)")
+    @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+    @user_errors
+    def evaluate_cmd(build_dir, data, data_dir, no_split_check, as_json):
+        """Test accuracy of BUILD_DIR's unprotected model, backbone alone and MirrorNet, by onnxruntime."""
+        from pathlib import Path
+
+        import onnx
+
+        from mirrorc.data import load_dataset
+        from mirrorc.errors import MirrorcError
+        from mirrorc.evaluate import evaluate, format_evaluation, model_input_shape, model_num_classes
+
+        mirrornet = Path(build_dir) / "mirrornet.onnx"
+        if not mirrornet.is_file():
+            raise MirrorcError(f"{build_dir}: no mirrornet.onnx (is it a `mirrorc compile` output directory?)")
+        try:
+            num_classes = model_num_classes(onnx.load(str(mirrornet), load_external_data=False))
+        except Exception as e:  # protobuf's DecodeError and friends
+            raise MirrorcError(f"{mirrornet}: not a readable ONNX model ({e})") from None
+        dataset = load_dataset(data, data_dir=data_dir, input_shape=model_input_shape(mirrornet),
+                               num_classes=num_classes)
+        result = evaluate(build_dir, dataset.x_test, dataset.y_test, split_check=not no_split_check)
+        result["data"] = data
+        if as_json:
+            echo_json(result)
+        else:
+            click.echo(format_evaluation(result))
+        sys.stdout.flush()

@@ -1,0 +1,150 @@
+"""`mirrorc compile`: build the MirrorNet (compiler core), train it, train the unprotected baseline the
+same way from the same initial weights, and write the build directory atomically (mirrornet.onnx,
+original.onnx, report.txt/json, training.json and, through mirrorc.secure_build, normal.onnx, ta/,
+host/ and plan.json).
+
+Per-epoch checkpoints live beside the build, in `.<build>.checkpoints/`, so an interrupted compile
+leaves the build directory untouched yet `--resume` can pick up where it stopped; they are removed
+once the build is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from mirrorc.errors import MirrorcError
+from mirrorc.outdir import atomic_dir
+from mirrorc.train import TrainConfig, logits_tensor, require_torch, same_init, train
+
+
+def checkpoint_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.checkpoints"
+
+
+def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, data_dir: str | None = None,
+                  channels: int = 2, select: str | None = None, seed: int = 0,
+                  config: TrainConfig | None = None, limit_train: int | None = None, baseline: bool = True,
+                  tee_memory: str | int | None = None, resume: bool = False,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Compile `model_path` into `out_dir`; returns a summary (what `--json` prints)."""
+    from mirrorc.data import load_dataset
+    from mirrorc.pipeline import build_mirrornet
+
+    require_torch()  # fail before any work if training is impossible
+    config = config or TrainConfig(seed=seed)
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    if not model_path.is_file():
+        raise MirrorcError(f"{model_path}: model file not found")
+    tee_bytes = None
+    if tee_memory is not None:
+        from mirrorc.report import parse_size
+
+        tee_bytes = parse_size(tee_memory)
+
+    options = {"channels": channels, "seed": seed, "init": "random"}
+    if select is not None:
+        options["select"] = select
+    initial, info = build_mirrornet(model_path, **options)
+    meta = {p.key: p.value for p in initial.metadata_props}
+    num_classes = int(meta["mirrorc.num_classes"])
+    input_shape = tuple(d.dim_value or 1 for d in initial.graph.input[0].type.tensor_type.shape.dim)
+    dataset = load_dataset(data, data_dir=data_dir, input_shape=input_shape, limit_train=limit_train,
+                           num_classes=num_classes)
+
+    ckpts = checkpoint_dir(out_dir)
+    if not resume:
+        shutil.rmtree(ckpts, ignore_errors=True)
+    ckpts.mkdir(parents=True, exist_ok=True)
+
+    def fingerprint(model: onnx.ModelProto) -> str:
+        # a checkpoint only resumes the same model on the same data
+        h = hashlib.sha256(model.SerializeToString())
+        h.update(json.dumps([data, limit_train, dataset.preprocessing.get("train_images")]).encode())
+        return h.hexdigest()
+
+    trained = train(initial, dataset.x_train, dataset.y_train, config, logits="mirrornet_logits",
+                    backbone_logits="backbone_logits", checkpoint=ckpts / "mirrornet.pt", resume=resume,
+                    fingerprint=fingerprint(initial), progress_desc="mirrornet", log=log)
+    original = None
+    if baseline:
+        source = same_init(onnx.load(str(model_path)), initial)
+        # same loss as the paper's MirrorNet, no penalty: the unprotected model as its owner would train it
+        base_config = TrainConfig(**{**trained.config, "backbone_penalty": 0.0})
+        original = train(source, dataset.x_train, dataset.y_train, base_config, logits=logits_tensor(source),
+                         checkpoint=ckpts / "original.pt", resume=resume, fingerprint=fingerprint(source),
+                         progress_desc="original", log=log)
+
+    with atomic_dir(out_dir) as tmp:
+        mirrornet_bytes = trained.model.SerializeToString()
+        (tmp / "mirrornet.onnx").write_bytes(mirrornet_bytes)
+        if original is not None:
+            (tmp / "original.onnx").write_bytes(original.model.SerializeToString())
+        training = {"data": data, "preprocessing": dataset.preprocessing, "classes": dataset.classes,
+                    "config": trained.config, "limit_train": limit_train,
+                    "mirrornet": [vars(h) for h in trained.history],
+                    "original": [vars(h) for h in original.history] if original else None}
+        (tmp / "training.json").write_text(json.dumps(training, indent=2))
+        report = _write_report(trained.model, tmp, tee_bytes, training)
+        plan = _write_secure_part(trained.model, tmp, tee_bytes, report, model_path)
+    shutil.rmtree(ckpts, ignore_errors=True)
+
+    last = trained.last
+    return {
+        "build": str(out_dir), "model": str(model_path), "channels": channels, "data": data,
+        "train_images": int(len(dataset.y_train)), "epochs": config.epochs,
+        "val_mirrornet_acc": _pct(last.val_acc if last else None),
+        "val_backbone_acc": _pct(last.val_backbone_acc if last else None),
+        "val_original_acc": _pct(original.last.val_acc if original and original.last else None),
+        "preprocessing": dataset.preprocessing,
+        "secure_part": plan is not None and "uuid" in plan,
+        "files": sorted(p.name for p in out_dir.iterdir()),
+    }
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else round(100.0 * v, 2)
+
+
+def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, training: dict) -> dict | None:
+    try:
+        from mirrorc.report import build_report, format_report
+    except ImportError:
+        return None
+    report = build_report(model, tee_memory=tee_bytes)
+    last = training["mirrornet"][-1] if training["mirrornet"] else None
+    report["training"] = {"data": training["data"], "preprocessing": training["preprocessing"],
+                          "config": training["config"], "last_epoch": last}
+    (tmp / "report.json").write_text(json.dumps(report, indent=2))
+    prep = training["preprocessing"]
+    lines = [format_report(report).rstrip(), "", "Training",
+             f"  data: {training['data']} ({prep.get('train_images')} training images before the validation split)",
+             "  preprocessing: " + "; ".join(prep.get("steps", [])),
+             f"  mean {prep.get('mean')} std {prep.get('std')} (feed deployed inputs the same way)"]
+    if last:
+        lines.append(f"  after {last['epoch']} epochs: validation MirrorNet {100 * last['val_acc']:.2f}%"
+                     f", backbone alone {100 * last['val_backbone_acc']:.2f}%"
+                     if last["val_acc"] is not None else f"  after {last['epoch']} epochs (no validation split)")
+    (tmp / "report.txt").write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _write_secure_part(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, report: dict | None,
+                       model_path: Path) -> dict | None:
+    """THE call site for the secure world: split, lower the CPM to C, write ta/, host/, normal.onnx;
+    plan.json combines its fields with the emulator's figures."""
+    try:
+        from mirrorc.secure_build import build_secure
+    except ImportError:
+        return None
+    fields = build_secure(model, tmp, tee_memory=tee_bytes)
+    plan = {"format": 1, "model": model_path.name, **fields}
+    if report is not None:
+        plan["emulator"] = {"device": report.get("device"), "latency_us": report.get("latency_us")}
+    (tmp / "plan.json").write_text(json.dumps(plan, indent=2))
+    return plan

@@ -1,0 +1,129 @@
+"""Accuracies of a build, computed by onnxruntime on the saved ONNX files (never by the trainer):
+the unprotected model (original.onnx), the backbone alone (`backbone_logits` of mirrornet.onnx, what a
+thief who copies normal.onnx runs), the whole MirrorNet (`label`), and the gap Δp between the last two.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from mirrorc.errors import MirrorcError
+
+BATCH = 1000
+SPLIT_CHECK_IMAGES = 200  # split execution goes through the TA one image at a time: a sample suffices
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        raise MirrorcError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+
+
+def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+    """Run an ONNX file on x in batches and return the requested outputs, concatenated."""
+    sess = _session(path)
+    names = {o.name for o in sess.get_outputs()}
+    for name in outputs:
+        if name not in names:
+            raise MirrorcError(f"{path}: no output '{name}' (has {', '.join(sorted(names))})")
+    feed = sess.get_inputs()[0].name
+    chunks = {name: [] for name in outputs}
+    for s in range(0, len(x), BATCH):
+        for name, value in zip(outputs, sess.run(outputs, {feed: x[s:s + BATCH]})):
+            chunks[name].append(value)
+    return {name: np.concatenate(v) for name, v in chunks.items()}
+
+
+def predictions(values: np.ndarray) -> np.ndarray:
+    """Class predictions from labels ([N]) or scores ([N, K])."""
+    return values.astype(np.int64) if values.ndim == 1 else values.argmax(1)
+
+
+def model_input_shape(path: Path) -> tuple[int, ...]:
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
+
+
+def model_num_classes(model: onnx.ModelProto) -> int | None:
+    meta = {p.key: p.value for p in model.metadata_props}
+    return int(meta["mirrorc.num_classes"]) if "mirrorc.num_classes" in meta else None
+
+
+def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, split_check: bool = True) -> dict:
+    """Test accuracies (in percent) of what is in `build_dir`."""
+    build = Path(build_dir)
+    mirrornet = build / "mirrornet.onnx"
+    if not mirrornet.exists():
+        raise MirrorcError(f"{build}: no mirrornet.onnx (is it a `mirrorc compile` output directory?)")
+    n = len(y_test)
+    out = run_outputs(mirrornet, x_test, ["label", "backbone_logits", "mirrornet_logits"])
+    label = predictions(out["label"])
+    if not np.array_equal(label, predictions(out["mirrornet_logits"])):
+        raise MirrorcError(f"{mirrornet}: 'label' disagrees with argmax(mirrornet_logits)")
+    result = {
+        "build": str(build),
+        "test_images": int(n),
+        "original_acc": None,
+        "backbone_acc": round(100.0 * float((predictions(out["backbone_logits"]) == y_test).mean()), 2),
+        "mirrornet_acc": round(100.0 * float((label == y_test).mean()), 2),
+    }
+    result["delta_p"] = round(result["mirrornet_acc"] - result["backbone_acc"], 2)
+    original = build / "original.onnx"
+    if original.exists():
+        sess_out = _session(original).get_outputs()[0].name
+        pred = predictions(run_outputs(original, x_test, [sess_out])[sess_out])
+        result["original_acc"] = round(100.0 * float((pred == y_test).mean()), 2)
+        result["mirrornet_minus_original"] = round(result["mirrornet_acc"] - result["original_acc"], 2)
+    if split_check:
+        result["split_execution"] = split_agreement(build, x_test[:SPLIT_CHECK_IMAGES], label[:SPLIT_CHECK_IMAGES])
+    return result
+
+
+def split_agreement(build: Path, x: np.ndarray, reference_labels: np.ndarray) -> dict | None:
+    """THE call site for split execution: normal.onnx in onnxruntime + the TA (simulated or on a board)
+    must give the label mirrornet.onnx gives. None when the build has no secure part or the runtime
+    does not exist yet."""
+    if not (build / "normal.onnx").exists():
+        return None
+    try:
+        from mirrorc.runtime import ProtectedModel
+    except ImportError:
+        return None
+    if not (build / "plan.json").exists():
+        return None
+    with ProtectedModel(build) as protected:
+        labels = np.asarray(protected.predict(x)).reshape(-1)
+    agree = int((labels == reference_labels).sum())
+    return {"images": int(len(x)), "agree": agree, "agreement": round(100.0 * agree / max(len(x), 1), 2)}
+
+
+def format_evaluation(result: dict) -> str:
+    def pct(v):
+        return "-" if v is None else f"{v:6.2f}%"
+
+    lines = [f"test images            {result['test_images']}",
+             f"original (unprotected) {pct(result['original_acc'])}",
+             f"backbone alone         {pct(result['backbone_acc'])}   (what a copy of normal.onnx gives)",
+             f"MirrorNet              {pct(result['mirrornet_acc'])}",
+             f"delta p                {result['delta_p']:6.2f} points"]
+    split = result.get("split_execution")
+    if split:
+        lines.append(f"split execution        {split['agree']}/{split['images']} labels agree with mirrornet.onnx")
+    return "\n".join(lines)
+
+
+def save_json(result: dict, path: Path) -> None:
+    from mirrorc.outdir import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
