@@ -21,7 +21,10 @@ def _preprocessing(build_dir: Path) -> dict | None:
             doc = json.loads((build_dir / name).read_text())
         except (OSError, ValueError):
             continue
-        prep = doc.get("preprocessing") or doc.get("data", {}).get("preprocessing") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            continue
+        # plan.json may carry it; `mirrorc compile` records it in report.json's training section
+        prep = doc.get("preprocessing") or (doc.get("training") or {}).get("preprocessing")
         if isinstance(prep, dict) and "mean" in prep and "std" in prep:
             return prep
     return None

@@ -1,0 +1,96 @@
+"""Real builds (pipeline -> split -> lower -> TA) of LeNet-5 and VGG-7 with random weights: split
+execution through the TA in the simulator gives mirrornet.onnx's labels on every input, and the TA's
+logits (test-only debug build) match mirrornet_logits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from mirrorc import ta, teec
+from mirrorc.pipeline import build_mirrornet
+from mirrorc.runtime import ProtectedModel
+from mirrorc.secure_build import build_secure
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models"
+MODELS = {"lenet5": ((1, 28, 28), 200), "vgg7": ((3, 32, 32), 60)}
+DEBUG_FINAL = 0x2FF
+
+
+def make_build(model: str, build: Path, channels: int = 2) -> onnx.ModelProto:
+    mirrornet, _ = build_mirrornet(EXAMPLES / f"{model}.onnx", channels=channels)
+    onnx.save(mirrornet, build / "mirrornet.onnx")
+    fields = build_secure(mirrornet, build)
+    (build / "plan.json").write_text(json.dumps({"format": 1, "model": f"{model}.onnx", **fields}, indent=1))
+    return mirrornet
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def built(request, tmp_path_factory):
+    build = tmp_path_factory.mktemp(request.param)
+    make_build(request.param, build)
+    return request.param, build
+
+
+def reference(build: Path, x: np.ndarray):
+    sess = ort.InferenceSession(str(build / "mirrornet.onnx"), providers=["CPUExecutionProvider"])
+    return sess.run(["label", "mirrornet_logits"], {sess.get_inputs()[0].name: x})
+
+
+def test_split_execution_labels_equal_mirrornet(built):
+    name, build = built
+    shape, n = MODELS[name]
+    x = np.random.default_rng(0).normal(size=(n, *shape)).astype(np.float32)
+    want, _ = reference(build, x)
+    for mode in ("stream", "single"):
+        with ProtectedModel(build, tee="sim", mode=mode) as model:
+            got = model.predict(x)
+        agree = float((got == want).mean())
+        print(f"{name} {mode}: {100 * agree:.1f}% of {n} labels equal mirrornet.onnx")
+        assert agree == 1.0
+
+
+def test_ta_logits_equal_mirrornet_logits(built):
+    name, build = built
+    shape, n = MODELS[name]
+    x = np.random.default_rng(1).normal(size=(min(n, 50), *shape)).astype(np.float32)
+    want_labels, want_logits = reference(build, x)
+    with ProtectedModel(build, mode="stream") as model:
+        outputs = model.backbone_outputs(x)
+        plan = model.plan
+    exe = ta.build_simulator(build, debug=True)
+    worst = 0.0
+    with teec.Context(ta.client_library(), str(exe)) as ctx:
+        session = ctx.open_session(plan["uuid"])
+        k = plan["logits"]["shape"][0]
+        for i in range(len(x)):
+            for tap, out in zip(plan["taps"], outputs[:-1]):
+                session.invoke(tap["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT).temp(0, out[i].copy()))
+            logits = np.zeros(k, np.float32)
+            op = teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT, teec.TEEC_MEMREF_TEMP_OUTPUT)
+            session.invoke(DEBUG_FINAL, op.temp(0, outputs[-1][i].copy()).temp(2, logits))
+            assert op.value_out(1)[0] == want_labels[i]
+            worst = max(worst, float(np.abs(logits - want_logits[i]).max()))
+    print(f"{name}: TA logits vs mirrornet_logits, max abs difference {worst:.3g}")
+    assert worst < 1e-4 * max(1.0, float(np.abs(want_logits).max()))
+
+
+def test_real_ta_cross_compiles(built, tmp_path):
+    from test_ta_cross import CROSS, cross_compile
+
+    if shutil.which(CROSS) is None:
+        pytest.skip(f"{CROSS} not installed")
+    name, build = built
+    sizes = cross_compile(build / "ta", tmp_path)
+    plan = json.loads((build / "plan.json").read_text())
+    print(f"{name} TA (aarch64, -O2): {sizes}; plan: weights {plan['memory']['weights']} B, "
+          f"arena {plan['memory']['arena']} B")
+    assert sizes[".rodata"] >= plan["memory"]["weights"]  # the weights are constants in the image
+    assert sizes[".bss"] >= plan["memory"]["arena"]  # the arena is static
+    assert sizes.get(".data", 0) == 0  # nothing writable but the arena, and it starts zeroed
