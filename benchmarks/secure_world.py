@@ -1,0 +1,203 @@
+"""The secure world measured, at batch 1 and single-threaded, in one run per model:
+
+1. the generated C secure graph (a C loop over mirrorc_reset/run_tap/run_final, built like the
+   simulator's TA, -O3) vs onnxruntime running the same secure graph (session.run per image);
+2. end-to-end protected inference (onnxruntime normal.onnx + the TA in the simulator process, stream
+   and single modes) vs the original model in onnxruntime, and the labels' agreement with
+   mirrornet.onnx on every image;
+3. TA memory: the memory plan, and the aarch64 sections of the TA when the cross compiler exists.
+
+    python benchmarks/secure_world.py [--models lenet5,vgg7] [--images 1000] [--rounds 5]
+
+Models are examples/models/*.onnx with random weights (the timings do not depend on training). Time
+figures are the fastest of `--rounds` interleaved rounds (each a mean over the images), so load
+from other processes on a shared machine inflates them as little as possible."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mirrorc import cbuild, ta  # noqa: E402
+from mirrorc.pipeline import build_mirrornet  # noqa: E402
+from mirrorc.runtime import ProtectedModel  # noqa: E402
+from mirrorc.secure_build import build_secure  # noqa: E402
+from passes.split import split  # noqa: E402
+
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "vgg7": (3, 32, 32)}
+PAPER = {"lenet5": 32.93, "vgg7": 0.99}  # Table IV overhead (%), Raspberry Pi 3B + OP-TEE
+TARGET = {"lenet5": 5.0, "vgg7": 1.0}
+
+HARNESS = r"""
+/* Times the generated model alone: per image reset, every tap, final. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "mirrorc_model.h"
+
+static const unsigned tap_floats[MIRRORC_NUM_TAPS] = MIRRORC_TAP_FLOATS;
+
+static int32_t infer(mirrorc_state_t *s, const float *img)
+{
+    mirrorc_reset(s);
+    for (unsigned k = 0; k < MIRRORC_NUM_TAPS; k++) {
+        mirrorc_run_tap(s, k, img);
+        img += tap_floats[k];
+    }
+    return mirrorc_run_final(s, img);
+}
+
+int main(int argc, char **argv)
+{
+    long iters = atol(argv[3]), m = atol(argv[2]);
+    float *data = malloc(sizeof(float) * MIRRORC_SINGLE_FLOATS * m);
+    FILE *f = fopen(argv[1], "rb");
+    static mirrorc_state_t s;
+    struct timespec t0, t1;
+    volatile int32_t sink = 0;
+    if (!f || fread(data, sizeof(float) * MIRRORC_SINGLE_FLOATS, m, f) != (size_t)m) return 1;
+    for (long i = 0; i < m; i++) printf("%d ", (int)infer(&s, data + i * MIRRORC_SINGLE_FLOATS));
+    printf("\n");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < iters; i++) sink += infer(&s, data + (i % m) * MIRRORC_SINGLE_FLOATS);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("%.1f\n", ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / iters);
+    return 0;
+}
+"""
+
+
+def session(path_or_model) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    src = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+
+def per_image(fn, n: int) -> float:
+    t = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return (time.perf_counter() - t) / n
+
+
+def bench_model(name: str, images: int, rounds: int, channels: int, work: Path) -> dict:
+    build = work / name
+    build.mkdir()
+    mirrornet, _ = build_mirrornet(ROOT / "examples" / "models" / f"{name}.onnx", channels=channels)
+    onnx.save(mirrornet, build / "mirrornet.onnx")
+    fields = build_secure(mirrornet, build)
+    (build / "plan.json").write_text(json.dumps({"format": 1, "model": f"{name}.onnx", **fields}))
+    x = np.random.default_rng(0).normal(size=(images, *INPUT_SHAPES[name])).astype(np.float32)
+
+    # agreement with the golden reference, every image, both modes
+    ref = session(str(build / "mirrornet.onnx"))
+    want = ref.run(["label"], {ref.get_inputs()[0].name: x})[0]
+    protected = {m: ProtectedModel(build, tee="sim", mode=m, threads=1) for m in ("stream", "single")}
+    agree = {m: float((pm.predict(x) == want).mean()) for m, pm in protected.items()}
+    outputs = protected["single"].backbone_outputs(x)  # taps..., logits
+
+    # 1. secure graph: generated C vs onnxruntime
+    secure = split(mirrornet)[1]
+    sec = session(secure)
+    names = [t["selected"] for t in fields["taps"]] + ["backbone_logits"]
+    feeds = [{n: o[i:i + 1] for n, o in zip(names, outputs)} for i in range(images)]
+    ort_labels = np.array([sec.run(["label"], f)[0][0] for f in feeds])
+    packed = np.concatenate([o.reshape(images, -1) for o in outputs], axis=1).astype(np.float32)
+    packed.tofile(work / f"{name}.f32")
+    ta_dir = build / "ta"
+    (work / "harness.c").write_text(HARNESS)
+    model_srcs = sorted((ta_dir / "model").glob("*.c")) + sorted((ta_dir / "kernels").glob("*.c"))
+    exe = cbuild.build([work / "harness.c", *model_srcs], kind="exe", name=f"bench_{name}",
+                       include_dirs=[ta_dir / "model", ta_dir / "kernels"], cflags=ta.SIM_CFLAGS, out_dir=work)
+    iters = max(images, 20000 if name == "lenet5" else 2000)
+    c_times = []
+    for _ in range(rounds):
+        out = subprocess.run([exe, work / f"{name}.f32", str(images), str(iters)], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+        c_times.append(float(out[1]) * 1e-9)
+    c_labels = np.array([int(v) for v in out[0].split()])
+    sec_times = [per_image(lambda i: sec.run(["label"], feeds[i]), images) for _ in range(rounds)]
+
+    # 2. end to end, interleaved rounds
+    orig = session(str(ROOT / "examples" / "models" / f"{name}.onnx"))
+    oname = orig.get_inputs()[0].name
+    batches = [x[i:i + 1] for i in range(images)]
+    times = {"original": [], "normal.onnx only": [], "protected, stream": [], "protected, single": []}
+    for _ in range(rounds):
+        times["original"].append(per_image(lambda i: orig.run(None, {oname: batches[i]}), images))
+        times["normal.onnx only"].append(per_image(lambda i: protected["single"].backbone_outputs(batches[i]), images))
+        for m in ("stream", "single"):
+            times[f"protected, {m}"].append(per_image(lambda i: protected[m].predict(batches[i]), images))
+    for pm in protected.values():
+        pm.close()
+
+    # 3. memory
+    memory = dict(fields["memory"])
+    if shutil.which("aarch64-linux-gnu-gcc"):
+        sys.path.insert(0, str(ROOT / "tests"))
+        from test_ta_cross import cross_compile
+
+        objs = work / f"{name}_obj"
+        objs.mkdir()
+        memory["aarch64"] = cross_compile(ta_dir, objs)
+    return {"name": name, "agree": agree, "c_vs_ort_labels": float((c_labels == ort_labels).mean()),
+            "c": min(c_times), "ort_secure": min(sec_times), "times": {k: min(v) for k, v in times.items()},
+            "memory": memory, "taps": len(fields["taps"]), "single_bytes": fields["single"]["bytes"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="lenet5,vgg7")
+    ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--channels", type=int, default=2)
+    args = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mirrorc-bench-") as tmp:
+        for name in args.models.split(","):
+            results.append(bench_model(name, args.images, args.rounds, args.channels, Path(tmp)))
+
+    print(f"\nSecure world, batch 1, 1 thread, C = {args.channels}, {args.images} random images, "
+          f"best of {args.rounds} rounds")
+    print("\n1. CPM secure graph: generated C vs onnxruntime (same graph)")
+    print(f"{'model':8} {'C (us)':>9} {'ORT (us)':>9} {'C speed-up':>10} {'labels C==ORT':>14}")
+    for r in results:
+        print(f"{r['name']:8} {r['c'] * 1e6:9.1f} {r['ort_secure'] * 1e6:9.1f} {r['ort_secure'] / r['c']:9.1f}x "
+              f"{100 * r['c_vs_ort_labels']:13.1f}%")
+    print("\n2. End to end per image (us); overhead vs the original model in onnxruntime")
+    print(f"{'model':8} {'original':>9} {'normal':>9} {'stream':>9} {'single':>9} {'ovh stream':>10} "
+          f"{'ovh single':>10} {'target':>7} {'paper':>7} {'agree s/s':>10}")
+    for r in results:
+        t = r["times"]
+        o = t["original"]
+        print(f"{r['name']:8} {o * 1e6:9.1f} {t['normal.onnx only'] * 1e6:9.1f} {t['protected, stream'] * 1e6:9.1f} "
+              f"{t['protected, single'] * 1e6:9.1f} {100 * (t['protected, stream'] / o - 1):9.1f}% "
+              f"{100 * (t['protected, single'] / o - 1):9.1f}% {TARGET[r['name']]:6.1f}% {PAPER[r['name']]:6.2f}% "
+              f"{100 * r['agree']['stream']:4.0f}/{100 * r['agree']['single']:.0f}%")
+    print("\n3. TA memory (bytes)")
+    print(f"{'model':8} {'weights':>8} {'arena':>7} {'state':>6} {'stack':>6} {'TA_STACK':>8} {'TA_DATA':>8} "
+          f"{'total':>7}  aarch64 sections")
+    for r in results:
+        m = r["memory"]
+        secs = " ".join(f"{k}={v}" for k, v in sorted(m.get("aarch64", {}).items())) or "(no cross compiler)"
+        print(f"{r['name']:8} {m['weights']:8} {m['arena']:7} {m['state']:6} {m['stack']:6} {m['ta_stack_size']:8} "
+              f"{m['ta_data_size']:8} {m['total']:7}  {secs}")
+
+
+if __name__ == "__main__":
+    main()
