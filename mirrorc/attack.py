@@ -73,38 +73,15 @@ def _meta(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def backbone_from_mirrornet(mirrornet: onnx.ModelProto) -> onnx.ModelProto:
-    """The normal-world part of mirrornet.onnx: outputs backbone_logits and mirrorc_tap1..n.
+    """The normal-world part of mirrornet.onnx (passes.split), for builds without normal.onnx.
+    The split holds only what normal-world nodes read; that no CPM weight is in it is checked here too."""
+    from passes.split import split
 
-    Used only while the split (normal.onnx) does not exist. The one-way property means the
-    extracted subgraph needs no CPM node; that is checked, not assumed."""
-    taps = json.loads(_meta(mirrornet).get("mirrorc.taps", "[]"))
-    outputs = ["backbone_logits", *[t["selected"] for t in taps]]
-    graph = mirrornet.graph
-    producer = {o: n for n in graph.node for o in n.output if o}
-    needed, stack = set(), list(outputs)
-    while stack:  # walk back from the outputs to what they need
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        if name in producer:
-            stack.extend(i for i in producer[name].input if i)
-        elif name not in {t.name for t in graph.initializer} and name not in {i.name for i in graph.input}:
-            raise MirrorcError(f"mirrornet.onnx: tensor '{name}' has no producer")
-    nodes = [n for n in graph.node if any(o in needed for o in n.output)]
-    inits = [t for t in graph.initializer if t.name in needed]
-    leaked = [n.name for n in nodes if n.name.startswith("cpm/")] + [t.name for t in inits if t.name.startswith("cpm/")]
+    normal, _secure = split(mirrornet)
+    leaked = [t.name for t in normal.graph.initializer if t.name.startswith("cpm/")]
     if leaked:
-        raise MirrorcError(f"mirrornet.onnx: backbone needs secure-world part '{leaked[0]}' (not one-way)")
-    inferred = onnx.shape_inference.infer_shapes(mirrornet)
-    infos = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
-    missing = [o for o in outputs if o not in infos]
-    if missing:
-        raise MirrorcError(f"mirrornet.onnx: no shape for tensor '{missing[0]}'")
-    backbone = helper.make_graph(nodes, f"{graph.name}_normal", list(graph.input), [infos[o] for o in outputs], inits)
-    model = helper.make_model(backbone, opset_imports=list(mirrornet.opset_import))
-    model.ir_version = mirrornet.ir_version
-    return model
+        raise MirrorcError(f"mirrornet.onnx: normal-world part holds CPM weight '{leaked[0]}'")
+    return normal
 
 
 def load_view(build_dir: str | Path) -> AttackerView:
@@ -132,7 +109,7 @@ def load_view(build_dir: str | Path) -> AttackerView:
         if any(t.name.startswith("cpm/") for t in normal.graph.initializer):
             raise MirrorcError(f"{normal_path}: holds CPM weights; not a valid normal-world model")
     else:
-        normal, source = backbone_from_mirrornet(mirrornet), "mirrornet.onnx (normal-world nodes)"
+        normal, source = backbone_from_mirrornet(mirrornet), "mirrornet.onnx (normal-world part, passes.split)"
     if "backbone_logits" not in {o.name for o in normal.graph.output}:
         raise MirrorcError(f"{source}: output 'backbone_logits' missing")
 
@@ -429,9 +406,35 @@ def head_starts(results: list[Result]) -> dict[int, dict]:
     return out
 
 
+def architecture_key(model: onnx.ModelProto, output: str) -> str:
+    """A fingerprint of what computes `output` (ops, wiring, attributes, initializer names and shapes,
+    not their values): two builds with the same key train identical from-scratch baselines."""
+    import hashlib
+
+    producer = {o: n for n in model.graph.node for o in n.output if o}
+    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    seen, stack, parts = set(), [output], []
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in producer:
+            node = producer[name]
+            parts.append(f"{node.op_type}|{list(node.input)}|{list(node.output)}|"
+                         f"{sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute)}")
+            stack.extend(i for i in node.input if i)
+        elif name in shapes:
+            parts.append(f"init|{name}|{shapes[name]}")
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
 def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, schedule: Schedule | None = None,
-        attacks: tuple[str, ...] = ALL_ATTACKS) -> dict:
-    """Every attack at every budget and seed. `dataset` is a mirrorc.data Dataset; returns a JSON-able dict."""
+        attacks: tuple[str, ...] = ALL_ATTACKS, scratch_cache: dict | None = None) -> dict:
+    """Every attack at every budget and seed. `dataset` is a mirrorc.data Dataset; returns a JSON-able dict.
+
+    `scratch_cache` (a dict the caller keeps) lets several builds of the same architecture on the same
+    data share the labelled from-scratch baseline, which does not depend on the build's weights."""
     schedule = schedule or Schedule()
     view = load_view(build_dir)
     if tuple(dataset.x_test.shape[1:]) != view.input_shape:
@@ -444,6 +447,7 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
     for b in budgets:
         draw_budget(n_train, b, 0)  # fail on a bad budget before any training
     x_test, y_test = dataset.x_test, dataset.y_test
+    dataset_key = (len(dataset.x_train), float(dataset.x_train[:256].sum()), float(x_test[:256].sum()))
 
     as_is_logits = run_onnx(view.normal, "backbone_logits", x_test)
     as_is_pred = as_is_logits.argmax(axis=1)
@@ -467,6 +471,11 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
                     res = fit_and_score(attack, x_pool, y_oracle, x_test, y_test, schedule, seed, budget)
                     res.extra["oracle_agreement_with_truth"] = float(
                         (y_oracle == dataset.y_train[split.pool]).mean() * 100)
+                elif attack.name == "scratch" and scratch_cache is not None:
+                    key = (architecture_key(view.normal, "backbone_logits"), dataset_key, budget, seed, repr(schedule))
+                    if key not in scratch_cache:
+                        scratch_cache[key] = fit_and_score(attack, x_lab, y_lab, x_test, y_test, schedule, seed, budget)
+                    res = scratch_cache[key]
                 else:
                     res = fit_and_score(attack, x_lab, y_lab, x_test, y_test, schedule, seed, budget)
                 results.append(res)

@@ -1,0 +1,110 @@
+"""What a thief gets, across MirrorNet constructions: for each dataset, C, tap selection and backbone
+penalty, compile a LeNet-5 MirrorNet, run `mirrorc.attack` on it and print MirrorNet accuracy, Δp
+and the head start (best attack - from scratch) at each budget.
+
+    python benchmarks/attacks.py --out /tmp/attack-bench                      # the full grid (hours)
+    python benchmarks/attacks.py --out /tmp/ab --datasets mnist --channels 2 --penalties 0,1 --seeds 1
+
+Builds are kept in OUT/builds/<name>/ and reused when present (delete them to rebuild); every
+attack report is written to OUT/<name>.attack.json and the summary to OUT/summary.json. The
+labelled from-scratch baseline depends only on architecture, data, budget and seed, so it is
+trained once per dataset and shared by all builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="folder for builds and reports")
+    ap.add_argument("--model", default=str(ROOT / "examples" / "models" / "lenet5.onnx"))
+    ap.add_argument("--data-dir", default=os.environ.get("MIRRORC_DATA", str(ROOT.parent / "shared" / "datasets")))
+    ap.add_argument("--datasets", default="mnist,fashion-mnist")
+    ap.add_argument("--channels", default="1,2,4")
+    ap.add_argument("--selects", default="first,random")
+    ap.add_argument("--penalties", default="0,1", help="backbone-penalty weights (0 = the paper's plain loss)")
+    ap.add_argument("--budgets", default="600,3000")
+    ap.add_argument("--seeds", type=int, default=1, help="attack seeds per budget")
+    ap.add_argument("--compile-epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=20, help="attack schedule: epochs per run")
+    ap.add_argument("--min-steps", type=int, default=500, help="attack schedule: minimum steps per run")
+    ap.add_argument("--lr-grid", default="3e-4,1e-3,3e-3")
+    ap.add_argument("--attacks", default=None, help="subset of attacks (default: all)")
+    args = ap.parse_args(argv)
+
+    from mirrorc import attack as atk
+    from mirrorc.compile import compile_model
+    from mirrorc.data import load_dataset
+    from mirrorc.train import TrainConfig
+
+    out = Path(args.out)
+    (out / "builds").mkdir(parents=True, exist_ok=True)
+    schedule = atk.Schedule(epochs=args.epochs, min_steps=args.min_steps, lr_grid=tuple(_floats(args.lr_grid)))
+    attacks = tuple(args.attacks.split(",")) if args.attacks else atk.ALL_ATTACKS
+    budgets = _ints(args.budgets)
+    rows = []
+    for data in args.datasets.split(","):
+        dataset = None
+        scratch_cache: dict = {}
+        for penalty in _floats(args.penalties):
+            for select in args.selects.split(","):
+                for c in _ints(args.channels):
+                    name = f"{data}-C{c}-{select}-p{penalty:g}"
+                    build = out / "builds" / name
+                    began = time.perf_counter()
+                    if not (build / "mirrornet.onnx").is_file():
+                        config = TrainConfig(epochs=args.compile_epochs, backbone_penalty=penalty, seed=0)
+                        compile_model(args.model, build, data=data, data_dir=args.data_dir, channels=c,
+                                      select=select, seed=0, config=config, baseline=False,
+                                      log=lambda m: print(f"  [{name}] {m}", file=sys.stderr))
+                    built = time.perf_counter()
+                    if dataset is None:
+                        view = atk.load_view(build)
+                        dataset = load_dataset(data, data_dir=args.data_dir, input_shape=view.input_shape)
+                    report = atk.run(build, dataset, budgets=budgets, seeds=args.seeds, schedule=schedule,
+                                     attacks=attacks, scratch_cache=scratch_cache)
+                    (out / f"{name}.attack.json").write_text(json.dumps(report, indent=1))
+                    table, head = atk.format_report(report)
+                    print(f"== {name} (compile {built - began:.0f}s, attacks {time.perf_counter() - built:.0f}s)")
+                    print(table)
+                    print(head, flush=True)
+                    rows.append({"dataset": data, "C": c, "select": select, "penalty": penalty,
+                                 "mirrornet": report["mirrornet_accuracy"], "backbone": report["backbone_accuracy"],
+                                 "delta_p": report["delta_p"], "head_start": report["head_start"],
+                                 "best": {b: max(set(h["best_attack"]), key=h["best_attack"].count)
+                                          for b, h in report["head_start"].items()}})
+                    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+
+    print("\nsummary (test accuracy %, head start = best attack - from scratch, points; mean over seeds)")
+    head = f"{'dataset':<14}{'C':>3} {'select':<7}{'penalty':>8}{'MirrorNet':>10}{'backbone':>9}{'Δp':>7}"
+    head += "".join(f"{'HS@' + str(b):>9}" for b in budgets) + "  best attack"
+    print(head)
+    for r in rows:
+        line = (f"{r['dataset']:<14}{r['C']:>3} {r['select']:<7}{r['penalty']:>8g}{r['mirrornet']:>10.2f}"
+                f"{r['backbone']:>9.2f}{r['delta_p']:>7.2f}")
+        line += "".join(f"{r['head_start'][str(b)]['mean']:>+9.2f}" if str(b) in r["head_start"] else f"{'-':>9}"
+                        for b in budgets)
+        line += "  " + ", ".join(f"{b}: {a}" for b, a in r["best"].items())
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
