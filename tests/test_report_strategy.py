@@ -67,4 +67,4 @@ def test_cli_strategies_uses_the_pipeline(monkeypatch, tmp_path):
     assert calls == [("orig.onnx", 2, None, 3, "keep"), ("orig.onnx", 1, None, 3, "keep")]
     run = CliRunner().invoke(main, ["partition", "orig.onnx", "--strategies"])
     assert run.exit_code == 0 and run.output.splitlines()[0].split()[:2] == ["rank", "C"]
-    assert len(run.output.splitlines()) == 5
+    assert len(run.output.splitlines()) == 6 and run.output.splitlines()[-1].startswith("ranked by memory fit")
