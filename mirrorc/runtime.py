@@ -71,20 +71,18 @@ class ProtectedModel:
             if name not in have:
                 raise MirrorcError(f"{normal}: has no output '{name}' that plan.json sends to the TA")
 
-        # Reusable operations on buffers owned here: an image's taps and logits are copied in and
-        # the same TEEC_Operation is invoked again (temporary memrefs, as OP-TEE's examples use).
-        self.buffer = np.zeros(sum(self.tap_floats) + self.num_classes, np.float32)
-        if self.buffer.nbytes != plan["single"]["bytes"]:
+        # Reusable operations: per image only their memref's address changes (see secure_labels).
+        self.row_floats = [*self.tap_floats, self.num_classes]
+        single_bytes = 4 * sum(self.row_floats)
+        if single_bytes != plan["single"]["bytes"]:
             raise MirrorcError(f"{self.build_dir / 'plan.json'}: single.bytes {plan['single']['bytes']} "
-                               f"!= taps + logits ({self.buffer.nbytes})")
-        bounds = np.cumsum([0, *self.tap_floats, self.num_classes])
-        self.slices = [self.buffer[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        self.tap_ops = [(t["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT).temp(0, s))
-                        for t, s in zip(self.taps, self.slices)]
-        self.final_op = (plan["logits"]["command"],
-                         teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT).temp(0, self.slices[-1]))
-        self.single_op = (plan["single"]["command"],
-                          teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT).temp(0, self.buffer))
+                               f"!= taps + logits ({single_bytes})")
+        self.tap_ops = [(t["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT).temp(0, 0, 4 * f))
+                        for t, f in zip(self.taps, self.tap_floats)]
+        self.final_op = (plan["logits"]["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT)
+                         .temp(0, 0, 4 * self.num_classes))
+        self.single_op = (plan["single"]["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT)
+                          .temp(0, 0, single_bytes))
 
         self.context = teec.Context.simulator(self.build_dir) if tee == "sim" else teec.Context.optee()
         try:
@@ -108,24 +106,28 @@ class ProtectedModel:
         return self.backbone.run(self.outputs, {self.input_name: self._batch(x)})
 
     def secure_labels(self, outputs: list[np.ndarray]) -> np.ndarray:
-        """Send each image's taps and logits to the TA; its labels."""
+        """Send each image's taps and logits to the TA; its labels. The temporary memrefs point
+        straight into the backbone's output rows (the Client API copies them into shared memory)."""
         n = outputs[0].shape[0]
         labels = np.empty(n, np.int64)
-        flat = [o.reshape(n, -1) for o in outputs]
+        flat = [np.ascontiguousarray(o.reshape(n, -1), dtype=np.float32) for o in outputs]
+        if [f.shape[1] for f in flat] != self.row_floats:
+            raise MirrorcError(f"{self.build_dir}: normal.onnx outputs {[f.shape[1] for f in flat]} floats per image, "
+                               f"plan.json sends {self.row_floats}")
+        if self.mode == "stream":
+            calls = [(command, op) for command, op in self.tap_ops] + [self.final_op]
+            rows = [(f.ctypes.data, f.shape[1] * 4, op.op.params[0].tmpref) for f, (_, op) in zip(flat, calls)]
+        else:
+            packed = np.concatenate(flat, axis=1)
+            calls = [self.single_op]
+            rows = [(packed.ctypes.data, packed.shape[1] * 4, self.single_op[1].op.params[0].tmpref)]
         invoke = self.session.invoke
+        label = calls[-1][1].op.params[1].value
         for i in range(n):
-            if self.mode == "stream":
-                for (command, op), part, dest in zip(self.tap_ops, flat, self.slices):
-                    dest[:] = part[i]
-                    invoke(command, op)
-                self.slices[-1][:] = flat[-1][i]
-                command, op = self.final_op
-            else:
-                for part, dest in zip(flat, self.slices):
-                    dest[:] = part[i]
-                command, op = self.single_op
-            invoke(command, op)
-            labels[i] = op.op.params[1].value.a
+            for (command, op), (base, row_bytes, ref) in zip(calls, rows):
+                ref.buffer = base + i * row_bytes
+                invoke(command, op)
+            labels[i] = label.a
         return labels
 
     def predict(self, x) -> np.ndarray:
