@@ -177,6 +177,12 @@ class Context:
     def allocate_shared_memory(self, size: int, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> "SharedMemory":
         return SharedMemory(self, size, flags)
 
+    def register_shared_memory(self, array, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> "SharedMemory":
+        """Share a C-contiguous numpy array with the TEE (kept alive while registered)."""
+        if not array.flags.c_contiguous:
+            raise MirrorcError("register_shared_memory: the array must be C-contiguous")
+        return SharedMemory(self, array.nbytes, flags, buffer=array)
+
     def close(self) -> None:
         if self._open:
             for s in list(self._sessions):
@@ -200,14 +206,17 @@ class Context:
 
 
 class SharedMemory:
-    """TEEC_AllocateSharedMemory: memory both worlds map. `view()` is a writable memoryview."""
+    """TEEC_AllocateSharedMemory (memory both worlds map; `view()` is a writable memoryview), or with
+    `buffer` (a numpy array) TEEC_RegisterSharedMemory of that caller-owned memory."""
 
-    def __init__(self, context: Context, size: int, flags: int):
+    def __init__(self, context: Context, size: int, flags: int, buffer=None):
         self.context = context
-        self.shm = TEEC_SharedMemory(None, size, flags)
-        res = context.lib.TEEC_AllocateSharedMemory(ctypes.byref(context.ctx), ctypes.byref(self.shm))
+        self._buffer = buffer  # registered memory must outlive the registration
+        self.shm = TEEC_SharedMemory(None if buffer is None else buffer.ctypes.data, size, flags)
+        call = context.lib.TEEC_AllocateSharedMemory if buffer is None else context.lib.TEEC_RegisterSharedMemory
+        res = call(ctypes.byref(context.ctx), ctypes.byref(self.shm))
         if res != TEEC_SUCCESS:
-            raise TeecError("TEEC_AllocateSharedMemory", res, TEEC_ORIGIN_API)
+            raise TeecError(call.__name__, res, TEEC_ORIGIN_API)
         self.size = size
         context._shms.append(self)
 

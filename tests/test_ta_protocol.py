@@ -262,6 +262,22 @@ def test_debug_build_returns_logits(build):
             s.invoke(DEBUG_FINAL, op)
             worst = max(worst, float(np.abs(out - fixture_logits(taps, logits)).max()))
             assert op.value_out(1)[0] == fixture_label(taps, logits)
+        # registered memory, both ways: input taps/logits and the output logits in caller-owned arrays
+        taps, logits = random_inputs(rng)
+        inputs = np.concatenate([*taps, logits])
+        out = np.zeros(FIXTURE_CLASSES, np.float32)
+        shm_in = ctx.register_shared_memory(inputs, T.TEEC_MEM_INPUT)
+        shm_out = ctx.register_shared_memory(out, T.TEEC_MEM_OUTPUT)
+        for k, f in enumerate(FIXTURE_TAP_FLOATS):
+            s.invoke(TAP + k, T.Operation(T.TEEC_MEMREF_PARTIAL_INPUT).memref(0, shm_in, 4 * sum(FIXTURE_TAP_FLOATS[:k]),
+                                                                              4 * f))
+        op = T.Operation(T.TEEC_MEMREF_PARTIAL_INPUT, T.TEEC_VALUE_OUTPUT, T.TEEC_MEMREF_WHOLE)
+        op.memref(0, shm_in, 4 * sum(FIXTURE_TAP_FLOATS), 4 * FIXTURE_CLASSES).memref(2, shm_out)
+        s.invoke(DEBUG_FINAL, op)
+        assert op.value_out(1)[0] == fixture_label(taps, logits)
+        worst = max(worst, float(np.abs(out - fixture_logits(taps, logits)).max()))
+        shm_in.release()
+        shm_out.release()
         print(f"fixture TA logits vs reference: max abs difference {worst:.3g}")
         assert worst < 1e-5
 
