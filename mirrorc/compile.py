@@ -91,7 +91,7 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
                     "original": [vars(h) for h in original.history] if original else None}
         (tmp / "training.json").write_text(json.dumps(training, indent=2))
         report = _write_report(trained.model, tmp, tee_bytes, training)
-        plan = _write_secure_part(trained.model, tmp, tee_bytes, report, model_path)
+        plan = _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
     shutil.rmtree(ckpts, ignore_errors=True)
 
     last = trained.last
@@ -135,7 +135,7 @@ def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, trai
 
 
 def _write_secure_part(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, report: dict | None,
-                       model_path: Path) -> dict | None:
+                       model_path: Path, preprocessing: dict) -> dict | None:
     """THE call site for the secure world: split, lower the CPM to C, write ta/, host/, normal.onnx;
     plan.json combines its fields with the emulator's figures."""
     try:
@@ -143,7 +143,8 @@ def _write_secure_part(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None,
     except ImportError:
         return None
     fields = build_secure(model, tmp, tee_memory=tee_bytes)
-    plan = {"format": 1, "model": model_path.name, **fields}
+    # preprocessing: how inputs must be prepared (mirrorc run applies it to images)
+    plan = {"format": 1, "model": model_path.name, **fields, "preprocessing": preprocessing}
     if report is not None:
         plan["emulator"] = {"device": report.get("device"), "latency_us": report.get("latency_us")}
     (tmp / "plan.json").write_text(json.dumps(plan, indent=2))

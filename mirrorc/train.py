@@ -33,7 +33,8 @@ def require_torch():
         import torch
     except ModuleNotFoundError:
         raise MirrorcError(TORCH_HINT) from None
-    torch.set_num_threads(os.cpu_count() or 1)  # use the machine's cores, not torch's guess
+    # the machine's cores, not torch's guess; MIRRORC_THREADS lowers it on a shared machine
+    torch.set_num_threads(int(os.environ.get("MIRRORC_THREADS") or os.cpu_count() or 1))
     return torch
 
 
