@@ -15,7 +15,6 @@ tests through it, and benchmarks can time a graph with it."""
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 import onnx
@@ -61,10 +60,19 @@ def _err(node: onnx.NodeProto | None, msg: str) -> MirrorcError:
 
 def c_float(v: float) -> str:
     """A C float literal that parses to exactly this float32 (hex float, trailing zeros trimmed)."""
-    v = float(np.float32(v))
-    if v != v or v in (float("inf"), float("-inf")):
-        raise MirrorcError(f"{PASS}: non-finite constant {v}")
-    return re.sub(r"\.?0*p", "p", v.hex()) + "f"
+    return c_floats(np.array([v], np.float32))[0]
+
+
+def c_floats(data: np.ndarray) -> list[str]:
+    """c_float of every element (the weights path: millions of values, so no regex per value)."""
+    data = np.asarray(data, np.float32).ravel()
+    if not np.isfinite(data).all():
+        raise MirrorcError(f"{PASS}: non-finite constant in a weight array")
+    out = []
+    for v in data.astype(np.float64).tolist():  # float32 -> float64 is exact
+        mant, exp = v.hex().split("p")
+        out.append(f"{mant.rstrip('0').rstrip('.')}p{exp}f")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +359,7 @@ def _weights_source(emitter: _Emitter, guard: str, header_comment: str) -> str:
     for key, (sym, data) in emitter.weights.items():
         out.append(f"/* {key} {list(data.shape)} */")
         out.append(f"static const float {sym}[{max(1, data.size)}] = {{")
-        vals = [c_float(v) for v in data.tolist()] or ["0.0f"]
+        vals = c_floats(data) or ["0.0f"]
         for i in range(0, len(vals), 8):
             out.append("    " + ", ".join(vals[i:i + 8]) + ",")
         out.append("};")
