@@ -23,9 +23,9 @@ import onnx_graphsurgeon as gs
 from onnx import version_converter
 
 from mirrorc.errors import MirrorcError
-from passes.base import Pass, PassContext, to_gs, to_proto
+from passes.base import Pass, PassContext, to_gs
 from passes.load import default_opset
-from passes.shapes import infer
+from passes.shapes import infer_graph
 
 TARGET_OPSET = 17
 MAX_OPSET = 21  # passes handle 17..21 (Squeeze/Unsqueeze/Reduce* axes as inputs, Split sizes as input)
@@ -57,15 +57,14 @@ class CanonicalizePass(Pass):
         graph.outputs = [logits]
         graph.cleanup().toposort()
         self._name_nodes(graph)
-        model = self._batch_symbolic(graph)
-        graph = to_gs(model)
+        self._batch_symbolic(graph)
         self._check_dims(graph)
         logits = graph.outputs[0]
         ctx.info["input"] = {"name": graph.inputs[0].name, "shape": list(graph.inputs[0].shape)}
         ctx.info["logits"] = logits.name
         ctx.info["logits_in_source"] = logits_in_source
         ctx.info["num_classes"] = int(logits.shape[1])
-        ctx.info["opset"] = max(default_opset(model), TARGET_OPSET)
+        ctx.info["opset"] = graph.opset
         return graph
 
     def check(self, graph: gs.Graph, ctx: PassContext) -> None:
@@ -164,33 +163,33 @@ class CanonicalizePass(Pass):
                 node.name = name
             seen.add(node.name)
 
-    def _batch_symbolic(self, graph: gs.Graph) -> onnx.ModelProto:
-        """Shape-inferred model with batch 'N' if the graph allows it, else with its own batch."""
+    def _batch_symbolic(self, graph: gs.Graph) -> None:
+        """Infer shapes with batch 'N' if the graph allows it, else with its own fixed batch."""
         x = graph.inputs[0]
         if x.shape is not None and len(x.shape) and isinstance(x.shape[0], int):
-            trial = graph.copy()
             batch = x.shape[0]
-            trial.inputs[0].shape = ["N", *x.shape[1:]]
-            for t in trial.tensors().values():  # stale shapes would fight the new batch
-                if isinstance(t, gs.Variable) and t is not trial.inputs[0]:
-                    t.shape = None
-            for node in trial.nodes:
-                if node.op == "Reshape" and isinstance(node.inputs[1], gs.Constant) and not node.attrs.get("allowzero", 0):
-                    target = np.array(node.inputs[1].values)
-                    if target.ndim == 1 and len(target) > 1 and target[0] == batch:
-                        target = target.copy()
-                        target[0] = 0
-                        node.inputs[1] = gs.Constant(f"{node.inputs[1].name}/batch", target.astype(np.int64))
+            # Reshape targets that spell the batch out: copy it instead (0), when allowzero is off.
+            spelled = [i for i, n in enumerate(graph.nodes)
+                       if n.op == "Reshape" and isinstance(n.inputs[1], gs.Constant) and not n.attrs.get("allowzero", 0)
+                       and np.asarray(n.inputs[1].values).ndim == 1 and len(n.inputs[1].values) > 1
+                       and n.inputs[1].values[0] == batch]
+
+            def edit(g: gs.Graph) -> None:
+                g.inputs[0].shape = ["N", *g.inputs[0].shape[1:]]
+                for i in spelled:
+                    node = g.nodes[i]
+                    target = np.array(node.inputs[1].values, dtype=np.int64)
+                    target[0] = 0
+                    node.inputs[1] = gs.Constant(f"{node.inputs[1].name}/batch", target)
+
             try:
-                model = infer(to_proto(trial), where=self.name)
-                if _unknown_dims(to_gs(model)) is None:
-                    return model
+                infer_graph(graph, where=self.name, edit=edit)
+                if _unknown_dims(graph) is None:
+                    edit(graph)
+                    return
             except MirrorcError:
                 pass  # keep the fixed batch
-        for t in graph.tensors().values():
-            if isinstance(t, gs.Variable) and t not in graph.inputs:
-                t.shape = None
-        return infer(to_proto(graph), where=self.name)
+        infer_graph(graph, where=self.name)
 
     def _check_dims(self, graph: gs.Graph) -> None:
         bad = _unknown_dims(graph)

@@ -120,12 +120,12 @@ def reinit_backbone(graph: gs.Graph, rng: np.random.Generator) -> None:
     for node in graph.nodes:
         if is_parametric(node):
             w = node.inputs[1]
-            fan_in = _fan_in(node, w.values.shape)
-            w.values = _uniform(rng, w.values.shape, fan_in)
+            fan_in = _fan_in(node, w.shape)
+            w.values = _uniform(rng, w.shape, fan_in)
             if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
-                node.inputs[2].values = _uniform(rng, node.inputs[2].values.shape, fan_in)
+                node.inputs[2].values = _uniform(rng, node.inputs[2].shape, fan_in)
         elif node.op == "BatchNormalization":
-            c = node.inputs[1].values.shape
+            c = node.inputs[1].shape
             for i, fill in ((1, 1.0), (2, 0.0), (3, 0.0), (4, 1.0)):
                 if isinstance(node.inputs[i], gs.Constant):
                     node.inputs[i].values = np.full(c, fill, dtype=np.float32)
@@ -336,7 +336,7 @@ class MirrorPass(Pass):
         x, w = xs[0], node.inputs[1]
         if not isinstance(w, gs.Constant):
             raise self.fail("Conv weight is not a constant", node.name)
-        oc, _, *kernel = w.values.shape
+        oc, _, *kernel = w.shape
         groups = int(attrs.get("group", 1))
         bb_in = int(node.inputs[0].shape[1])
         c_in = int(x.shape[1])
@@ -374,8 +374,8 @@ class MirrorPass(Pass):
                         "can be resized to match", node.name)
 
     def _dense(self, node, xs, attrs):
-        x, w = xs[0], node.inputs[1].values
-        if len(x.shape) != 2 or w.ndim != 2:
+        x, w = xs[0], node.inputs[1]
+        if len(x.shape) != 2 or len(w.shape) != 2:
             raise self.fail("only 2-D dense layers can be narrowed", node.name)
         if node.op == "Gemm" and attrs.get("transA", 0):
             raise self.fail("Gemm with transA=1 cannot be narrowed", node.name)
@@ -393,7 +393,7 @@ class MirrorPass(Pass):
         new = [x, gs.Constant(f"{name}/weight", _uniform(self.rng, shape, f_in))]
         if len(xs) > 2 and xs[2] is not None:
             b = node.inputs[2]
-            bshape = list(b.values.shape) if isinstance(b, gs.Constant) else [bb_out]
+            bshape = list(b.shape) if isinstance(b, gs.Constant) else [bb_out]
             bshape = [f_out if d == bb_out else d for d in bshape]
             new.append(gs.Constant(f"{name}/bias", _uniform(self.rng, bshape, f_in)))
         return new

@@ -87,3 +87,40 @@ def node_output_shapes(node: onnx.NodeProto, inputs: dict[str, tuple[int, Shape]
     for o in inferred.graph.output:
         result.append((o.type.tensor_type.elem_type, dims_of(o)))
     return result
+
+
+def infer_graph(graph, *, where: str, edit=None) -> None:
+    """Shape-infer an onnx-graphsurgeon graph in place without exporting its weights: a copy whose
+    large constants are turned into graph inputs is exported and inferred, and the shapes are copied
+    back by tensor name. `edit(copy)`, if given, changes the copy first (the same edit must then be
+    applied to `graph` by the caller if the result is kept)."""
+    import onnx_graphsurgeon as gs
+
+    trial = graph.copy()  # copies nodes and tensors, not weights
+    if edit is not None:
+        edit(trial)
+    for t in list(trial.tensors().values()):
+        if isinstance(t, gs.Variable) and t not in trial.inputs:
+            t.shape = None  # recompute every shape; stale ones would fight an edited batch
+    standins: dict[int, gs.Variable] = {}
+    for node in trial.nodes:
+        for i, t in enumerate(node.inputs):
+            if isinstance(t, gs.Constant) and int(np.prod(t.shape, dtype=np.int64)) * 4 > _KEEP_BYTES:
+                if id(t) not in standins:
+                    standins[id(t)] = gs.Variable(t.name, dtype=t.dtype, shape=list(t.shape))
+                    trial.inputs.append(standins[id(t)])
+                node.inputs[i] = standins[id(t)]
+    proto = gs.export_onnx(trial, do_type_check=False)
+    proto.ir_version = max(helper.find_min_ir_version_for(list(proto.opset_import)), 8)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MirrorcError(f"{where}: shape inference failed: {first}") from None
+    infos = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.output)}
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Variable) and t not in graph.inputs:
+            vi = infos.get(t.name)
+            t.shape = dims_of(vi) if vi is not None else None
+            if vi is not None and vi.type.tensor_type.elem_type:
+                t.dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
