@@ -1,0 +1,206 @@
+"""passes/lower_c.py + passes/memplan.py: the generated C model against mirrornet.onnx in onnxruntime.
+
+The taps and backbone logits come from onnxruntime running normal.onnx; the C model (compiled with
+MIRRORC_DEBUG to expose the MirrorNet logits) is driven through its real interface, one sample at a
+time, exactly as the TA calls it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from mirrorc import cbuild
+from mirrorc.errors import MirrorcError
+from mirrorc.pipeline import build_mirrornet
+from passes import lower_c, memplan
+from passes.split import split
+from test_c_split import trained_like
+
+ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    subprocess.run([sys.executable, "examples/make_models.py", str(d)], check=True, capture_output=True)
+    return d
+
+
+def _session(model):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def check_against_mirrornet(mn: onnx.ModelProto, n_inputs: int, name: str, seed: int = 0):
+    normal, secure = split(mn)
+    lowered = lower_c.lower(secure, name)
+    model = cbuild.SecureModel.from_lowered(lowered, name=f"test_{name}")
+    vi = mn.graph.input[0]
+    shape = [d.dim_value for d in vi.type.tensor_type.shape.dim[1:]]
+    x = np.random.default_rng(seed).standard_normal([n_inputs, *shape]).astype(np.float32)
+    nout = _session(normal).run(None, {vi.name: x})
+    labels, _, logits = _session(mn).run(None, {vi.name: x})
+    agree, worst = 0, 0.0
+    for i in range(n_inputs):
+        label, c_logits = model.run([t[i] for t in nout[1:]], nout[0][i])
+        agree += int(label == labels[i])
+        worst = max(worst, float(np.abs(c_logits - logits[i]).max()))
+    print(f"  {name}: {agree}/{n_inputs} labels agree, max logit diff {worst:.3g} "
+          f"(|logits| up to {np.abs(logits).max():.3g}); sizes {lowered.sizes}; memory {lowered.memory}")
+    assert np.isfinite(logits).all()
+    assert agree == n_inputs
+    assert worst <= 1e-5 * max(1.0, float(np.abs(logits).max()))
+    return lowered
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg7"])
+def test_c_model_matches_mirrornet(examples, name):
+    mn, _ = build_mirrornet(examples / f"{name}.onnx", channels=2)
+    check_against_mirrornet(trained_like(mn, seed=7), 300, name)
+
+
+@pytest.mark.parametrize("name,n_inputs", [("squeezenet", 24), ("resnet50", 6)])
+def test_c_model_matches_mirrornet_zoo(name, n_inputs):
+    path = ZOO / f"light_{name}.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} not shipped with this onnx")
+    mn, _ = build_mirrornet(path, channels=2)
+    lowered = check_against_mirrornet(mn, n_inputs, name)
+    ops = {line.split("(")[0].strip() for line in lowered.files["model/mirrorc_model.c"].splitlines()
+           if line.strip().startswith("mc_")}
+    print(f"  {name} kernels used: {sorted(ops)}")
+
+
+def _lenet_secure(examples):
+    mn, _ = build_mirrornet(examples / "lenet5.onnx", channels=2)
+    return split(trained_like(mn, seed=2))[1]
+
+
+def test_generation_is_deterministic(examples):
+    a = lower_c.lower(_lenet_secure(examples), "lenet5")
+    b = lower_c.lower(_lenet_secure(examples), "lenet5")
+    assert a.files.keys() == b.files.keys() and all(a.files[k] == b.files[k] for k in a.files)
+    src = a.files["model/mirrorc_model.c"] + a.files["model/mirrorc_weights.h"]
+    for banned in ("malloc", "printf", "stdio", "math.h", "expf(", "free("):
+        assert banned not in src
+
+
+def test_tee_memory_limit(examples):
+    secure = _lenet_secure(examples)
+    lowered = lower_c.lower(secure, "lenet5")
+    total = sum(lowered.sizes.values())
+    assert lower_c.lower(secure, "lenet5", tee_memory=total).sizes == lowered.sizes
+    with pytest.raises(MirrorcError, match=rf"lenet5.*needs {total} bytes.*limit of {total - 1} bytes"):
+        lower_c.lower(secure, "lenet5", tee_memory=total - 1)
+
+
+def test_header_states_exact_sizes(examples, tmp_path):
+    lowered = lower_c.lower(_lenet_secure(examples), "lenet5")
+    header = lowered.files["model/mirrorc_model.h"]
+    defines = dict(re.findall(r"#define (MIRRORC_\w+)\s+(.+?)\s*(?:/\*.*)?$", header, re.M))
+    assert int(defines["MIRRORC_NUM_TAPS"]) == len(lowered.tap_floats) == 4
+    assert int(defines["MIRRORC_NUM_CLASSES"]) == lowered.num_classes == 10
+    assert defines["MIRRORC_TAP_FLOATS"] == "{ " + ", ".join(map(str, lowered.tap_floats)) + " }"
+    for key in ("weights", "arena", "state", "stack"):
+        name = {"weights": "WEIGHT"}.get(key, key.upper())
+        assert int(defines[f"MIRRORC_{name}_BYTES"]) == lowered.sizes[key]
+    # the compiled objects agree with the header: sizeof(state), the arena and the weights
+    probe = tmp_path / "probe.c"
+    probe.write_text('#include "mirrorc_model.h"\nunsigned long state_size(void) { return sizeof(mirrorc_state_t); }\n'
+                     "unsigned long single_floats(void) { return MIRRORC_SINGLE_FLOATS; }\n")
+    files = dict(lowered.files, **{"model/probe.c": probe.read_text()})
+    lib = cbuild.load(cbuild.build_lowered(files, name="probe"))
+    assert lib.state_size() == lowered.sizes["state"]
+    assert lib.single_floats() == sum(lowered.tap_floats) + 10
+    objdir = tmp_path / "src"
+    for rel, text in lowered.files.items():
+        (objdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (objdir / rel).write_text(text)
+    obj = cbuild.build([objdir / "model/mirrorc_model.c"], kind="object", name="model",
+                       include_dirs=[objdir / "model", objdir / "kernels"], out_dir=tmp_path)
+    syms = subprocess.run(["nm", "-S", "--size-sort", str(obj)], capture_output=True, text=True, check=True).stdout
+    sizes = {line.split()[3]: int(line.split()[1], 16) for line in syms.splitlines() if len(line.split()) == 4}
+    assert sizes["mirrorc_arena"] == lowered.sizes["arena"]
+    assert sum(v for k, v in sizes.items() if re.fullmatch(r"W\d+", k)) == lowered.sizes["weights"]
+
+
+def test_schedule_runs_each_node_at_its_earliest_command(examples):
+    secure = _lenet_secure(examples)
+    order = lower_c.schedule(secure)
+    ready = {f"mirrorc_tap{k + 1}": k for k in range(4)} | {"backbone_logits": 4}
+    for cmd, node in order:
+        avail = [ready[t] for t in node.input if t in ready]
+        assert cmd == (4 if "label" in node.output else max(avail, default=0)), node.name
+        ready.update({o: cmd for o in node.output})
+    assert [c for c, _ in order] == sorted(c for c, _ in order)
+    lowered = lower_c.lower(secure, "lenet5")
+    assert lowered.commands[0] == ["cpm/conv4", "cpm/relu5", "cpm/maxpool6"]
+    assert lowered.commands[-1] == ["cpm/final_add", "cpm/argmax"]
+
+
+def test_memplan_carry_and_reuse():
+    # command 0: a -> b -> c (c carried); command 1: tap1 + c -> d; d -> e (final read)
+    steps = [memplan.Step(0, ["t0"], ["a"]), memplan.Step(0, ["a"], ["b"]), memplan.Step(0, ["b"], ["c"]),
+             memplan.Step(1, ["t1", "c"], ["d"]), memplan.Step(1, ["d", "t0"], ["e"]), memplan.Step(1, ["e"], [])]
+    floats = {"t0": 8, "t1": 8, "a": 100, "b": 100, "c": 10, "d": 10, "e": 10}
+    p = memplan.plan(steps, floats, {"t0": 0, "t1": 1})
+    carried = {n for n, b in p.buffers.items() if b.carry}
+    assert carried == {"c", "t0"}  # t0 is read again at command 1: copied into the state
+    assert "t1" not in p.buffers  # read only during its own command: the caller's buffer
+    offsets = {n: (b.offset, b.first, b.last) for n, b in p.buffers.items()}
+    # a and b are live together (step 1); d and e reuse a's space; offsets are 16-byte aligned
+    assert offsets == {"a": (0, 0, 1), "b": (100, 1, 2), "d": (0, 3, 4), "e": (12, 4, 5),
+                       "c": (0, 2, 3), "t0": (12, 0, 4)}
+    assert (p.arena_floats, p.carry_floats, p.naive_floats) == (200, 20, 244)
+    print(f"  memplan: {p.summary()}")
+
+
+def test_unsupported_op_is_named(examples):
+    secure = _lenet_secure(examples)
+    node = next(n for n in secure.graph.node if n.op_type == "Relu")
+    node.op_type = "Softplus"
+    with pytest.raises(MirrorcError, match=rf"lower_c: node '{node.name}' \(Softplus\): op Softplus is not supported"):
+        lower_c.lower(secure, "lenet5")
+
+
+def test_generated_model_freestanding_aarch64_and_stack(examples, tmp_path):
+    """The model and kernels build freestanding for aarch64 and call nothing but each other (and at
+    most memset/memcpy, which OP-TEE's libutils provides); the stated stack covers the deepest
+    call chain measured with -fstack-usage."""
+    cc = "aarch64-linux-gnu-gcc"
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} not installed")
+    lowered = lower_c.lower(_lenet_secure(examples), "lenet5")
+    src = tmp_path / "src"
+    for rel, text in lowered.files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    flags = ["-std=c99", "-ffreestanding", "-nostdlib", "-O2", "-Wall", "-Wextra", "-Werror", "-fstack-usage",
+             f"-I{src / 'model'}", f"-I{src / 'kernels'}"]
+    defined, undefined, frames = set(), set(), []
+    for c in sorted(src.rglob("*.c")):
+        obj = tmp_path / (c.stem + ".o")
+        subprocess.run([cc, *flags, "-c", str(c), "-o", str(obj)], check=True, cwd=tmp_path)
+        nm = subprocess.run(["aarch64-linux-gnu-nm", str(obj)], capture_output=True, text=True, check=True).stdout
+        for line in nm.splitlines():
+            parts = line.split()
+            (undefined if parts[0] == "U" else defined).add(parts[-1])
+        su = (tmp_path / (c.stem + ".su")).read_text()
+        frames += [int(line.split("\t")[1]) for line in su.splitlines()]
+        assert "dynamic" not in su
+    outside = undefined - defined - {"memset", "memcpy"}
+    assert not outside, f"external symbols: {sorted(outside)}"
+    # no recursion; the deepest chain is entry -> run_final -> kernel -> powf -> expf/logf -> ldexpf
+    chain = sum(sorted(frames)[-6:])
+    print(f"  aarch64 stack: largest frames {sorted(frames)[-6:]}, chain bound {chain} <= {lower_c.STACK_BYTES}")
+    assert chain <= lower_c.STACK_BYTES
