@@ -25,17 +25,20 @@ SECURE_OUTPUTS = {"label", "mirrornet_logits"}
 def check_partition(model: onnx.ModelProto) -> None:
     """Raise MirrorcError('verify: ...') naming the first violation."""
     p = VerifyPass()
-    world: dict[str, str] = {}  # tensor -> world of its producer
+    world: dict[str, str] = {}  # tensor -> world of its producer (collected first: any node order)
+    node_world: list[str] = []
     for node in model.graph.node:
         w = get_props(node).get("mirrorc.world")
         if w not in ("normal", "secure"):
             raise p.fail(f"mirrorc.world is {w!r}, expected normal or secure", node.name)
+        node_world.append(w)
+        for o in node.output:
+            world[o] = w
+    for node, w in zip(model.graph.node, node_world):
         for x in node.input:
             if w == "normal" and world.get(x) == "secure":
                 raise p.fail(f"secure tensor '{x}' feeds normal node '{node.name}' (edge {x} -> {node.name})",
                              node.name)
-        for o in node.output:
-            world[o] = w
     names = [o.name for o in model.graph.output]
     if names != OUTPUTS:
         raise p.fail(f"graph outputs are {names}, expected {OUTPUTS}")

@@ -1,0 +1,278 @@
+"""Compiler core on small models: pass manager, canonicalize, taps, mirror, annotate, verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+import test_core_fixtures as F
+from mirrorc.errors import MirrorcError
+from mirrorc.pipeline import analyze, build_mirrornet
+from passes.annotate import get_props
+from passes.base import Pass, PassContext, PassManager
+from passes.mirror import _narrow_reshape, select_indices
+from passes.verify import check_partition
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def example_models(tmp_path_factory):
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    import make_models
+
+    return {k: str(v) for k, v in make_models.write_all(tmp_path_factory.mktemp("examples")).items()}
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # same arithmetic in both runs
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _source_logits(path: str, tensor: str, x: np.ndarray) -> np.ndarray:
+    src = onnx.load(path)
+    if tensor not in [o.name for o in src.graph.output]:
+        src.graph.output.insert(0, helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    inits = {t.name for t in src.graph.initializer}
+    name = next(i.name for i in src.graph.input if i.name not in inits)
+    return _session(src).run([tensor], {name: x})[0].reshape(x.shape[0], -1)
+
+
+def _zero_cpm_head(model: onnx.ModelProto, heads: list[str]) -> None:
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.name in heads:
+            for name in node.input[1:]:
+                arr = numpy_helper.to_array(inits[name])
+                inits[name].CopyFrom(numpy_helper.from_array(np.zeros_like(arr), name))
+
+
+# -- pass manager -------------------------------------------------------------------------------
+
+class _Needs(Pass):
+    name = "needs"
+    requires = ("nothing-made-this",)
+
+
+class _Fails(Pass):
+    name = "fails"
+    form = "proto"
+
+    def run(self, ir, ctx):
+        raise MirrorcError("node 'n1': bad")
+
+
+def test_pass_manager_checks_requirements_and_names_the_pass():
+    with pytest.raises(MirrorcError, match=r"^needs: needs nothing-made-this"):
+        PassManager([_Needs()]).run(None, PassContext())
+    with pytest.raises(MirrorcError, match=r"^fails: node 'n1': bad$"):
+        PassManager([_Fails()]).run(None, PassContext())
+
+
+# -- canonicalize and taps ----------------------------------------------------------------------
+
+def test_lenet_taps_follow_the_paper(example_models):
+    graph, info = analyze(example_models["lenet5"])
+    producers = [graph.tensors()[t].inputs[0].op for t in info["tap_tensors"]]
+    print("lenet5 taps:", info["tap_tensors"], producers)
+    # after pool1, pool2, fc1+relu, fc2+relu; not after Flatten, not on the logits
+    assert producers == ["MaxPool", "MaxPool", "Relu", "Relu"]
+    assert info["num_stages"] == 5 and info["num_classes"] == 10
+    assert info["input"]["shape"] == ["N", 1, 28, 28]
+
+
+def test_vgg7_has_a_tap_per_conv_block(example_models):
+    graph, info = analyze(example_models["vgg7"])
+    producers = [graph.tensors()[t].inputs[0].op for t in info["tap_tensors"]]
+    assert producers == ["Relu", "MaxPool", "Relu", "MaxPool", "Relu", "MaxPool"]
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("tiny_resnet", ["MaxPool", "Relu", "GlobalAveragePool"]),         # stem, identity block, last block (pooled)
+    ("tiny_inception", ["Relu", "LRN", "GlobalAveragePool"]),          # the module's Concat+LRN is one tap
+    ("tiny_densenet", ["Relu", "Relu", "AveragePool", "GlobalAveragePool"]),  # no tap inside the dense block
+    ("tiny_shufflenet", ["MaxPool", "Relu", "Relu", "GlobalAveragePool"]),
+])
+def test_taps_of_block_structures(tmp_path, name, expected):
+    graph, info = analyze(F.write(tmp_path, name))
+    producers = [graph.tensors()[t].inputs[0].op for t in info["tap_tensors"]]
+    assert producers == expected
+    # every tap is a dominator: without it the logits cannot be reached from the input
+    for t in info["tap_tensors"]:
+        assert not _reaches(graph, graph.inputs[0], graph.outputs[0], blocked=t)
+    assert _reaches(graph, graph.inputs[0], graph.outputs[0], blocked=None)
+
+
+def _reaches(graph, src, dst, blocked) -> bool:
+    seen, stack = set(), [src]
+    while stack:
+        t = stack.pop()
+        if t is dst:
+            return True
+        if t.name == blocked or t.name in seen:
+            continue
+        seen.add(t.name)
+        stack.extend(o for node in t.outputs for o in node.outputs)
+    return False
+
+
+def test_canonicalize_old_opset_same_outputs(tmp_path):
+    path = F.write(tmp_path, "old_opset")
+    model, info = build_mirrornet(path, init="keep")
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"Dropout", "Identity", "Sum", "Softmax"}
+    assert info["input"]["shape"][0] == "N"  # the fixed batch became symbolic
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    src = _source_logits(path, info["logits"], x)
+    bb = _session(model).run(["backbone_logits"], {"x": x})[0]
+    diff = float(np.abs(src - bb).max())
+    print(f"old_opset canonical vs source: max abs diff {diff:.3g}")
+    assert diff <= 1e-5 * max(1.0, float(np.abs(src).max()))
+    x4 = np.repeat(x, 4, axis=0)  # the symbolic batch really works
+    label, bb4, _ = _session(model).run(None, {"x": x4})
+    assert label.shape == (4,) and np.allclose(bb4, bb, atol=1e-6)
+
+
+# -- mirror ---------------------------------------------------------------------------------------
+
+def test_reshape_narrowing():
+    # flatten [N,16,5,5] -> [N,400] with 2 channels -> [N,50]
+    assert _narrow_reshape(["N", 16, 5, 5], ["N", 400], ["N", 2, 5, 5], np.array([0, 400])).tolist() == [0, 50]
+    # channel shuffle split [N,12,8,8] -> [N,3,4,8,8] with 2 channels: groups must divide 2
+    out = _narrow_reshape(["N", 12, 8, 8], ["N", 3, 4, 8, 8], ["N", 2, 8, 8], np.array([0, 3, 4, 8, 8]))
+    assert out.tolist() == [0, 1, 2, 8, 8]
+    # and the merge back
+    out = _narrow_reshape(["N", 4, 3, 8, 8], ["N", 12, 8, 8], ["N", 2, 1, 8, 8], np.array([0, 12, 8, 8]))
+    assert out.tolist() == [0, 2, 8, 8]
+
+
+def test_select_indices():
+    rng = np.random.default_rng(0)
+    assert select_indices(16, 4, "first", rng) == [0, 1, 2, 3]
+    assert select_indices(16, 4, "spread", rng) == [0, 4, 8, 12]
+    r = select_indices(16, 4, "random", rng)
+    assert len(set(r)) == 4 and r == sorted(r) and max(r) < 16
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg7", *F.FIXTURES])
+def test_zeroed_cpm_gives_the_original_logits_exactly(tmp_path, example_models, name):
+    path = example_models[name] if name in example_models else F.write(tmp_path, name)
+    model, info = build_mirrornet(path, init="keep", channels=2)
+    _zero_cpm_head(model, info["cpm_head"])
+    shape = [3 if isinstance(d, str) else d for d in info["input"]["shape"]]
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    label, bb, total = _session(model).run(None, {info["input"]["name"]: x})
+    if name != "old_opset":  # old_opset's source is opset 9 and its batch is fixed at 1
+        src = _source_logits(path, info["logits"], x)
+        print(f"{name}: backbone vs original max abs diff {np.abs(bb - src).max():.3g}")
+        assert np.array_equal(bb, src)
+    print(f"{name}: mirrornet vs backbone max abs diff {np.abs(total - bb).max():.3g}")
+    assert np.array_equal(total, bb)
+    assert np.array_equal(label, np.argmax(total, axis=1))
+
+
+@pytest.mark.parametrize("name", ["lenet5", *F.FIXTURES])
+def test_mirrornet_contract(tmp_path, example_models, name):
+    path = example_models[name] if name in example_models else F.write(tmp_path, name)
+    model, info = build_mirrornet(path, channels=2, select="spread", seed=3)
+    g = model.graph
+    assert [o.name for o in g.output] == ["label", "backbone_logits", "mirrornet_logits"]
+    assert g.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    meta = get_props(model)
+    assert meta["mirrorc.version"] == "1" and meta["mirrorc.channels"] == "2"
+    assert int(meta["mirrorc.num_classes"]) == info["num_classes"]
+    assert json.loads(meta["mirrorc.options"])["select"] == "spread"
+    assert len(json.loads(meta["mirrorc.source"])["sha256"]) == 64
+    taps = json.loads(meta["mirrorc.taps"])
+    assert [t["index"] for t in taps] == list(range(1, len(taps) + 1))
+    nodes = {n.name: n for n in g.node}
+    vis = {v.name: v for v in g.value_info}
+    for t in taps:
+        sel = nodes[f"mirrorc/select{t['index']}"]
+        assert sel.op_type == "Gather" and sel.input[0] == t["tensor"] and sel.output[0] == t["selected"]
+        assert get_props(sel)["mirrorc.world"] == "normal"
+        dims = [d.dim_value for d in vis[t["selected"]].type.tensor_type.shape.dim[1:]]
+        assert dims == t["shape"] and t["bytes"] == 4 * int(np.prod(dims)) and len(t["channels"]) == dims[0]
+        if t["index"] >= 2:
+            assert nodes[f"cpm/add_m{t['index']}"].output[0] == f"cpm/m{t['index']}"
+    inits = {i.name for i in g.initializer}
+    for n in g.node:
+        props = get_props(n)
+        assert props["mirrorc.world"] in ("normal", "secure") and int(props["mirrorc.stage"]) >= 1
+        if props["mirrorc.world"] == "secure":
+            assert n.name.startswith("cpm/")
+            assert all(x.startswith("cpm/") or x.startswith("mirrorc_tap") or x == "backbone_logits"
+                       or x not in inits for x in n.input if x)
+    assert nodes["cpm/final_add"].output[0] == "mirrornet_logits" and nodes["cpm/argmax"].output[0] == "label"
+    check_partition(model)
+    # runs with batch 2
+    shape = [2 if isinstance(d, str) else d for d in info["input"]["shape"]]
+    label, bb, total = _session(model).run(None, {info["input"]["name"]: np.ones(shape, np.float32)})
+    assert label.shape == (2,) and bb.shape == total.shape == (2, info["num_classes"])
+
+
+def test_lenet_dense_width_and_options(example_models):
+    path = example_models["lenet5"]
+    _, info = build_mirrornet(path, channels=2)
+    assert info["dense_width"] == 50  # C x FO^2 = 2 x 5 x 5 (paper Eq. 1)
+    assert [t["shape"] for t in info["taps"]] == [[2, 14, 14], [2, 5, 5], [50], [50]]
+    _, info = build_mirrornet(path, channels=8, dense_width=30)
+    # C=8 is more than conv1's 6 channels: tap 1 carries all 6; dense layers use the override
+    assert [t["shape"] for t in info["taps"]] == [[6, 14, 14], [8, 5, 5], [30], [30]]
+    _, info = build_mirrornet(path, channels=1, dense_width=4)
+    assert [t["shape"] for t in info["taps"]][2:] == [[10], [10]]  # never fewer than the 10 classes
+    with pytest.raises(MirrorcError, match="select"):
+        build_mirrornet(path, select="best")
+    with pytest.raises(MirrorcError, match="channels"):
+        build_mirrornet(path, channels=0)
+
+
+def test_init_modes_are_seeded(example_models):
+    path = example_models["vgg7"]
+    src = {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+    a, _ = build_mirrornet(path, seed=5)
+    b, _ = build_mirrornet(path, seed=5)
+    c, _ = build_mirrornet(path, seed=6)
+    keep, _ = build_mirrornet(path, init="keep", seed=5)
+
+    def weights(m):
+        return {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+
+    wa, wb, wc, wk = weights(a), weights(b), weights(c), weights(keep)
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert not np.array_equal(wa["conv1.weight"], wc["conv1.weight"])
+    assert not np.array_equal(wa["conv1.weight"], src["conv1.weight"])  # random: trained from scratch
+    assert np.array_equal(wk["conv1.weight"], src["conv1.weight"])      # keep: the given backbone
+    assert np.array_equal(wk["cpm/conv4/weight"], wa["cpm/conv4/weight"])  # the CPM is random either way
+
+
+def test_unnarrowable_op_is_named(tmp_path):
+    with pytest.raises(MirrorcError, match=r"^mirror: node 'lpnormalization\d+': LpNormalization"):
+        build_mirrornet(F.write(tmp_path, "unnarrowable"))
+
+
+# -- verify ---------------------------------------------------------------------------------------
+
+def test_verify_rejects_secure_to_normal_edges(example_models):
+    model, _ = build_mirrornet(example_models["lenet5"])
+    bad = onnx.ModelProto()
+    bad.CopyFrom(model)
+    victim = next(n for n in bad.graph.node if get_props(n)["mirrorc.world"] == "normal" and n.op_type == "Relu"
+                  and not n.name.startswith("mirrorc/") and n.input[0] != "input" and "fc" in n.input[0])
+    victim.input[0] = "cpm/m3"  # wrong shape is irrelevant: the partition check comes first
+    with pytest.raises(MirrorcError, match=r"verify: node '.*': secure tensor 'cpm/m3' feeds normal node"):
+        check_partition(bad)
+    bad.CopyFrom(model)
+    bad.graph.output.append(helper.make_tensor_value_info("cpm/m2", onnx.TensorProto.FLOAT, None))
+    with pytest.raises(MirrorcError, match="graph outputs"):
+        check_partition(bad)
