@@ -41,6 +41,8 @@ _BINARY = {"Add": "MC_ADD", "Sub": "MC_SUB", "Mul": "MC_MUL", "Div": "MC_DIV", "
            "Min": "MC_MIN", "PRelu": "MC_PRELU"}
 _UNARY = {"Relu": "mc_relu", "Sigmoid": "mc_sigmoid", "Tanh": "mc_tanh"}
 _COPY = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+# element-wise: output i depends on input i only, so the output may overwrite the first input
+_INPLACE = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu", "BatchNormalization", *_COPY)
 
 
 @dataclasses.dataclass
@@ -206,6 +208,8 @@ class _Emitter:
         if op in _COPY:
             if op == "Dropout" and len(ins) > 2 and ins[2] and bool(self.consts.get(ins[2], False)):
                 raise _err(node, "Dropout in training mode")
+            if self.buf(x) == y:
+                return [f"/* in place: {out} is {x} */"]
             return [f"mc_copy({self.buf(x)}, {y}, {n});"]
         if op == "Transpose":
             perm = a.get("perm", list(range(len(xs)))[::-1])
@@ -389,6 +393,19 @@ def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
     return len(taps), taps
 
 
+def inplace_steps(nodes, shapes, consts) -> set[int]:
+    """Indices of nodes whose output may overwrite their first input (see memplan)."""
+    out = set()
+    for i, nd in enumerate(nodes):
+        if not nd.input or nd.input[0] in consts:
+            continue
+        same = shapes.get(nd.input[0]) == shapes.get(nd.output[0])
+        if nd.op_type in _INPLACE or (nd.op_type in _BINARY and nd.op_type != "PRelu" and same and
+                                      shapes.get(nd.input[1]) == shapes.get(nd.output[0])):
+            out.add(i)
+    return out
+
+
 def schedule(secure: onnx.ModelProto) -> list[tuple[int, onnx.NodeProto]]:
     """(command, node) in run order: command k-1 for nodes that need `mirrorc_tap{k}` and nothing
     later, command n (final) for the rest; within a command the graph's topological order."""
@@ -438,7 +455,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> 
     inputs = {t: k for k, t in enumerate(taps)}
     inputs["backbone_logits"] = n_taps
     floats = {t: _prod(s) for t, s in shapes.items()}
-    mplan = memplan.plan(steps, floats, inputs)
+    mplan = memplan.plan(steps, floats, inputs, inplace=inplace_steps([nd for _, nd in body], shapes, consts))
 
     def buf(t: str) -> str:
         b = mplan.buffers.get(t)
@@ -566,7 +583,8 @@ def lower_function(model: onnx.ModelProto, fn: str = "mirrorc_graph") -> tuple[s
     steps = [memplan.Step(0, [t for t in nd.input if t not in consts], list(nd.output)) for nd in nodes]
     steps.append(memplan.Step(0, out_names, []))
     floats = {t: _prod(s) for t, s in shapes.items()}
-    mplan = memplan.plan(steps, floats, {t: 0 for t in in_names}, external=set(out_names))
+    mplan = memplan.plan(steps, floats, {t: 0 for t in in_names}, external=set(out_names),
+                         inplace=inplace_steps(nodes, shapes, consts))
 
     def buf(t: str) -> str:
         if t in out_names:

@@ -204,3 +204,20 @@ def test_generated_model_freestanding_aarch64_and_stack(examples, tmp_path):
     chain = sum(sorted(frames)[-6:])
     print(f"  aarch64 stack: largest frames {sorted(frames)[-6:]}, chain bound {chain} <= {lower_c.STACK_BYTES}")
     assert chain <= lower_c.STACK_BYTES
+
+
+def test_memplan_in_place_steps():
+    # conv -> relu -> flatten on a wide map: relu and flatten overwrite their inputs
+    steps = [memplan.Step(0, ["t0"], ["conv"]), memplan.Step(0, ["conv"], ["relu"]),
+             memplan.Step(0, ["relu"], ["flat"]), memplan.Step(0, ["flat", "t0"], ["add"]),
+             memplan.Step(0, ["add"], [])]
+    floats = {"t0": 64, "conv": 64, "relu": 64, "flat": 64, "add": 64}
+    plain = memplan.plan(steps, floats, {"t0": 0})
+    fused = memplan.plan(steps, floats, {"t0": 0}, inplace={1, 2, 3})
+    assert fused.buffers["relu"].alias_of == "conv" and fused.buffers["flat"].alias_of == "conv"
+    assert fused.buffers["add"].alias_of == "conv"  # flat dies at the add: same buffer again
+    assert fused.arena_floats == 64 and plain.arena_floats == 128
+    # an input that is still read later is never overwritten
+    steps[4] = memplan.Step(0, ["add", "relu"], [])
+    kept = memplan.plan(steps, floats, {"t0": 0}, inplace={1, 2, 3})
+    assert kept.buffers["flat"].alias_of is None
