@@ -122,7 +122,10 @@ class TeecError(MirrorcError):
 
 
 def _load(library: str | os.PathLike) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(library))
+    try:
+        lib = ctypes.CDLL(str(library))
+    except OSError as e:
+        raise MirrorcError(f"{library}: cannot load the TEE Client API library ({e})") from None
     P = ctypes.POINTER
     sigs = {
         "TEEC_InitializeContext": (ctypes.c_uint32, [ctypes.c_char_p, P(TEEC_Context)]),
