@@ -49,6 +49,7 @@ def _public(ctx: PassContext) -> dict:
         "input": info.get("input"),
         "num_classes": info.get("num_classes"),
         "logits": info.get("logits"),
+        "logits_in_source": info.get("logits_in_source"),  # same numbers in the source file (for checks)
         "num_stages": info.get("num_stages"),
         "tap_tensors": info.get("taps"),
         "stage_of": info.get("stage_of"),

@@ -133,7 +133,7 @@ def test_canonicalize_old_opset_same_outputs(tmp_path):
     assert not ops & {"Dropout", "Identity", "Sum", "Softmax"}
     assert info["input"]["shape"][0] == "N"  # the fixed batch became symbolic
     x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
-    src = _source_logits(path, info["logits"], x)
+    src = _source_logits(path, info["logits_in_source"], x)
     bb = _session(model).run(["backbone_logits"], {"x": x})[0]
     diff = float(np.abs(src - bb).max())
     print(f"old_opset canonical vs source: max abs diff {diff:.3g}")
@@ -173,7 +173,7 @@ def test_zeroed_cpm_gives_the_original_logits_exactly(tmp_path, example_models, 
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     label, bb, total = _session(model).run(None, {info["input"]["name"]: x})
     if name != "old_opset":  # old_opset's source is opset 9 and its batch is fixed at 1
-        src = _source_logits(path, info["logits"], x)
+        src = _source_logits(path, info["logits_in_source"], x)
         print(f"{name}: backbone vs original max abs diff {np.abs(bb - src).max():.3g}")
         assert np.array_equal(bb, src)
     print(f"{name}: mirrornet vs backbone max abs diff {np.abs(total - bb).max():.3g}")
