@@ -1,5 +1,5 @@
-"""Compile-time cost of the front end: per model, wall time and peak memory of inspect (load + the
-layer table), mirror (mirrorc.pipeline.build_mirrornet) and the partition report.
+"""Compile-time cost of the front end: per model, wall time and peak memory of inspect
+(mirrorc.cmd_core.inspect_model: load, canonicalize, taps, the layer table), mirror (mirrorc.pipeline.build_mirrornet) and the partition report.
 
     python benchmarks/compile_time.py [-C 4] [--only resnet50,vgg7]
 
@@ -37,18 +37,19 @@ def models(tmp: Path) -> dict[str, Path]:
 
 def run_one(path: str, channels: int) -> dict:
     """Runs in the child: time each phase, then report peak RSS."""
-    from mirrorc import layers, report
+    from mirrorc import report
+    from mirrorc.cmd_core import inspect_model
+    from mirrorc.pipeline import build_mirrornet
 
     out = {}
     t0 = time.perf_counter()
-    ls = layers.layers(path)  # inspect: load, shapes, the layer table
-    out["inspect_s"] = time.perf_counter() - t0
-    out["backbone_macs"] = layers.totals(ls).macs
     try:
-        from mirrorc.pipeline import build_mirrornet
-    except ModuleNotFoundError as e:
-        out["error"] = f"no {e.name}"
+        ins = inspect_model(path)
+    except Exception as e:
+        out["error"] = f"inspect: {str(e).splitlines()[0][:80]}"
         return out
+    out["inspect_s"] = time.perf_counter() - t0
+    out["backbone_macs"] = ins["totals"]["macs"]
     t0 = time.perf_counter()
     try:
         built = build_mirrornet(path, channels=channels, seed=0, init="keep")
@@ -100,7 +101,7 @@ def main() -> None:
             phases = [r.get(k) for k in ("inspect_s", "mirror_s", "report_s")]
             rows.append([name] + [f"{p:.2f}" if p is not None else "-" for p in phases]
                         + [f"{sum(p for p in phases if p is not None):.2f}", f"{r['peak_rss_mb']:.0f}",
-                           str(r.get("taps", "-")), fmt_count(r["backbone_macs"]),
+                           str(r.get("taps", "-")), fmt_count(r["backbone_macs"]) if "backbone_macs" in r else "-",
                            fmt_count(r["cpm_macs"]) if "cpm_macs" in r else "-",
                            f"{r['single_ms']:.2f}" if "single_ms" in r else "-",
                            f"{r['tee_bytes'] / 1024:.0f}" if "tee_bytes" in r else "-",

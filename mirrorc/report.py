@@ -68,6 +68,7 @@ def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_laye
     """Weights after BatchNorm folding, and the arena and per-session carry from the project's
     liveness planner (passes.memplan) on the schedule the TA runs: command k runs the nodes that
     need tap k and nothing later, the final command the rest (docs/ARCHITECTURE.md)."""
+    from passes.lower_c import inplace_steps
     from passes.memplan import Step, plan
 
     n = len(taps)
@@ -86,7 +87,11 @@ def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_laye
     steps = [Step(c, [x for x in nodes[i].input if x in when], [o for o in nodes[i].output if o])
              for c, i in scheduled]
     floats = {t: _floats_of(shapes, t) for step in steps for t in (*step.inputs, *step.outputs)}
-    mp = plan(steps, floats, inputs, external={"label"})
+    # The same in-place rule as the C lowering, so the arena matches the generated header's.
+    consts = {x for x in shapes.const}
+    dims = {t: tuple(shapes.shape[t][1:]) for t in floats}
+    inplace = inplace_steps([nodes[i] for _, i in scheduled], dims, consts)
+    mp = plan(steps, floats, inputs, external={"label"}, inplace=inplace)
 
     weights = 0
     for i, node in secure:

@@ -62,3 +62,18 @@ def test_saved_build_reports_the_same(models, tmp_path):
     model, _ = build_mirrornet(models["vgg7"], channels=2, seed=0, init="keep")
     onnx.save(model, tmp_path / "mirrornet.onnx")
     assert build_report(tmp_path / "mirrornet.onnx") == build_report(model)
+
+
+@pytest.mark.parametrize("name,c", [("lenet5", 2), ("vgg7", 3)])
+def test_memory_matches_the_generated_c(models, name, c):
+    """The report plans memory on the mirrornet; the C lowering plans it on the split, BN-folded
+    secure graph. Weights, arena and per-session state must come out the same."""
+    from passes.fold_bn import fold_bn
+    from passes.lower_c import lower
+    from passes.split import split
+
+    model, _ = build_mirrornet(models[name], channels=c, seed=0, init="keep")
+    sizes = lower(fold_bn(split(model)[1]), name).sizes
+    m = build_report(model)["memory"]
+    print(f"\n{name} C={c}: report {m['weights']}/{m['arena']}/{m['carry']}, C header {sizes}")
+    assert (m["weights"], m["arena"], m["carry"]) == (sizes["weights"], sizes["arena"], sizes["state"])
