@@ -153,11 +153,10 @@ def ta_include_dirs(ta_dir: Path) -> list[Path]:
     """The TA's include path as its sub.mk states it (global-incdirs-y), plus the TA root."""
     ta_dir = Path(ta_dir)
     dirs = [ta_dir]
-    for sub in [ta_dir / "sub.mk"]:
-        for line in sub.read_text().splitlines():
-            m = re.match(r"\s*global-incdirs-y\s*\+=\s*(\S+)", line)
-            if m:
-                dirs.append(ta_dir / m.group(1))
+    for line in (ta_dir / "sub.mk").read_text().splitlines():
+        m = re.match(r"\s*global-incdirs-y\s*\+=\s*(\S+)", line)
+        if m:
+            dirs.append(ta_dir / m.group(1))
     return dirs
 
 

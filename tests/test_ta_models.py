@@ -94,3 +94,27 @@ def test_real_ta_cross_compiles(built, tmp_path):
     assert sizes[".rodata"] >= plan["memory"]["weights"]  # the weights are constants in the image
     assert sizes[".bss"] >= plan["memory"]["arena"]  # the arena is static
     assert sizes.get(".data", 0) == 0  # nothing writable but the arena, and it starts zeroed
+
+
+def test_cli_run_on_an_image(built, tmp_path):
+    """`mirrorc run --input image.png` applies the preprocessing the build records (report.json)."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from mirrorc.cli import main
+
+    name, build = built
+    shape, _ = MODELS[name]
+    mean, std = [0.5] * shape[0], [0.25] * shape[0]
+    (build / "report.json").write_text(json.dumps({"training": {"preprocessing": {"mean": mean, "std": std}}}))
+    pixels = np.random.default_rng(5).integers(0, 256, size=(shape[1], shape[2], shape[0]), dtype=np.uint8)
+    Image.fromarray(pixels[..., 0] if shape[0] == 1 else pixels).save(tmp_path / "img.png")
+    x = (pixels.astype(np.float32) / 255 - 0.5) / 0.25
+    with ProtectedModel(build) as model:
+        want = int(model.predict(x.transpose(2, 0, 1))[0])
+    res = CliRunner().invoke(main, ["run", str(build), "--input", str(tmp_path / "img.png"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["labels"] == [want]
+    (build / "report.json").unlink()
+    res = CliRunner().invoke(main, ["run", str(build), "--input", str(tmp_path / "img.png")])
+    assert res.exit_code == 2 and "records no preprocessing" in res.output
