@@ -34,7 +34,7 @@ def register(main: click.Group) -> None:
     @click.option("-C", "--channels", default=None,
                   help="CPM channels C (report; default: the pipeline's) or candidates, comma-separated "
                        "(--strategies; default 1,2,3,4)")
-    @click.option("--select", default=None, help="which backbone channels each tap sends (passed to the mirror pass)")
+    @click.option("--select", default=None, help="which backbone channels each tap sends: first, spread or random (the mirror pass's modes)")
     @click.option("--seed", default=0, show_default=True, type=int, help="seed of the mirror pass")
     @click.option("--device", default="rpi3b-optee", show_default=True,
                   help="device profile: a bundled name or a profile .json path")

@@ -4,6 +4,7 @@ the pipeline's CPMs are compared with the paper's (Table II, Table IV)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -77,3 +78,18 @@ def test_memory_matches_the_generated_c(models, name, c):
     m = build_report(model)["memory"]
     print(f"\n{name} C={c}: report {m['weights']}/{m['arena']}/{m['carry']}, C header {sizes}")
     assert (m["weights"], m["arena"], m["carry"]) == (sizes["weights"], sizes["arena"], sizes["state"])
+
+
+def test_cli_partition_of_an_original_model(models):
+    from click.testing import CliRunner
+
+    from mirrorc.cli import main
+
+    run = CliRunner().invoke(main, ["partition", str(models["lenet5"]), "--report", "-C", "3", "--json"])
+    assert run.exit_code == 0, run.output
+    model, _ = build_mirrornet(models["lenet5"], channels=3, seed=0, init="keep")
+    assert json.loads(run.stdout) == json.loads(json.dumps(build_report(model)))
+    run = CliRunner().invoke(main, ["partition", str(models["lenet5"]), "--select", "nonsense"])
+    assert run.exit_code == 2 and "select" in run.stderr
+    run = CliRunner().invoke(main, ["partition", str(models["lenet5"]), "-C", "1,2"])
+    assert run.exit_code == 2 and "one channel count" in run.stderr
