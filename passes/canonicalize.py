@@ -58,6 +58,7 @@ class CanonicalizePass(Pass):
         graph.cleanup().toposort()
         self._name_nodes(graph)
         self._batch_symbolic(graph)
+        self._flatten_logits(graph)
         self._check_dims(graph)
         logits = graph.outputs[0]
         ctx.info["input"] = {"name": graph.inputs[0].name, "shape": list(graph.inputs[0].shape)}
@@ -143,13 +144,18 @@ class CanonicalizePass(Pass):
         else:
             logits = out
             in_source = out.name
+        return logits, in_source
+
+    @staticmethod
+    def _flatten_logits(graph: gs.Graph) -> None:
+        """[N, K, 1, 1] scores (a conv head) become [N, K] logits."""
+        logits = graph.outputs[0]
         shape = logits.shape
         if shape is not None and len(shape) == 4 and list(shape[2:]) == [1, 1]:
-            flat = gs.Variable(f"{logits.name}/flat", dtype=np.float32)
+            flat = gs.Variable(f"{logits.name}/flat", dtype=np.float32, shape=list(shape[:2]))
             graph.nodes.append(gs.Node("Flatten", name=f"{logits.name}/flatten", attrs={"axis": 1},
                                        inputs=[logits], outputs=[flat]))
-            logits = flat
-        return logits, in_source
+            graph.outputs = [flat]
 
     @staticmethod
     def _name_nodes(graph: gs.Graph) -> None:

@@ -11,14 +11,17 @@ dominator), taken right after a block's nonlinearity or pooling. The rule:
    current stage already has a parametric op, it is not the logits, and its producer is an
    activation, a pooling, LRN, a residual Add (two non-constant inputs) or a Concat that does NOT
    take the previous dominator itself as an input (DenseNet's dense connectivity: those concats
-   stay inside the stage). Pure reshapes (Flatten, Reshape, ...) are never candidates.
+   stay inside the stage). Pure reshapes (Flatten, Reshape, ...) are never candidates. Nor is a
+   dominator that only fans out into two or more parametric ops which meet again in a Concat: that
+   is the squeeze layer of a Fire module (SqueezeNet), part of the module, not a module boundary.
 3. When a parametric segment starts and the current stage has a parametric op and a candidate,
    the last candidate becomes a tap and the new stage begins. Parameterless stretches therefore
    merge into the next stage.
 
 So LeNet-5 gets taps after pool1, pool2, fc1+relu, fc2+relu; a ResNet one per residual block (after
 the block's ReLU; the last one after the global pooling); Inception/Fire one per module (the
-Concat, or the pooling after it); DenseNet one per transition. Stage k runs from tap k-1 (the
+Concat, or the pooling after it); DenseNet none inside a dense block: one after the transition's
+BN+ReLU (it precedes the transition conv) and one after its pooling. Stage k runs from tap k-1 (the
 input for k = 1) to tap k; the last stage (n+1 for n taps) ends at the logits.
 """
 
@@ -74,9 +77,12 @@ def dominators(graph: gs.Graph) -> tuple[list[gs.Tensor], dict[int, int]]:
     return chain, node_pos
 
 
-def _qualifies(t: gs.Tensor, previous: gs.Tensor) -> bool:
+def _qualifies(t: gs.Tensor, previous: gs.Tensor, following: gs.Tensor | None) -> bool:
     if not t.inputs:
         return False
+    if (len(t.outputs) >= 2 and all(is_parametric(c) for c in t.outputs)
+            and following is not None and following.inputs and following.inputs[0].op == "Concat"):
+        return False  # a Fire module's squeeze output: the module ends at the Concat
     node = t.inputs[0]
     if node.op in ACTIVATIONS or node.op in POOLINGS or node.op == "LRN":
         return True
@@ -106,7 +112,8 @@ def find_taps(graph: gs.Graph) -> tuple[list[gs.Tensor], dict[str, int]]:
                 taps.append(candidate)
             candidate, stage_has_param = None, True
         d = chain[i + 1]
-        if d is not logits and stage_has_param and _qualifies(d, chain[i]):
+        following = chain[i + 2] if i + 2 < len(chain) else None
+        if d is not logits and stage_has_param and _qualifies(d, chain[i], following):
             candidate = d
     tap_pos = [node_pos[id(t.inputs[0])] + 1 for t in taps]
     stage_of, k = {}, 0

@@ -2,7 +2,7 @@
 
 Each one exercises a structure of the model zoo at toy size: residual blocks with an identity and a
 downsampling shortcut, an Inception module with LRN and a MatMul+Add head, DenseNet concatenation
-with a transition, a ShuffleNet unit (grouped 1x1, channel shuffle reshapes, depthwise 3x3, a
+with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (grouped 1x1, channel shuffle reshapes, depthwise 3x3, a
 stride-2 unit that concatenates its shortcut), and an opset-9 file with Dropout/Identity/Sum, a
 fixed batch of 1 and a spelled-out Reshape batch."""
 
@@ -50,10 +50,10 @@ class Builder:
         b = self.const(self.rng.normal(0, 0.1, fout).astype(np.float32), "b")
         return self.op("Gemm", x, w, b, transB=1)
 
-    def model(self, in_shape: list, out: str, classes: int, opset: int = 17, batch="N") -> onnx.ModelProto:
+    def model(self, in_shape: list, out: str, classes: int, opset: int = 17, batch="N", spatial=()) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, "fixture",
                                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *in_shape])],
-                                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, classes])], self.inits)
+                                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, classes, *spatial])], self.inits)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         m.ir_version = 8 if opset >= 15 else 4
         onnx.checker.check_model(m, full_check=True)
@@ -96,6 +96,17 @@ def tiny_densenet() -> onnx.ModelProto:
     x = b.op("AveragePool", b.conv(b.op("Relu", b.bn(x, c)), c, 8, k=1), kernel_shape=[2, 2], strides=[2, 2])
     x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(x, 8, 8))), axis=1)
     return b.model([3, 12, 12], b.gemm(x, 8, 6), 6)
+
+
+def tiny_squeezenet() -> onnx.ModelProto:
+    b = Builder(8)
+    x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
+    for cin, squeeze, expand in ((8, 4, 6), (12, 4, 6)):  # two Fire modules
+        s = b.op("Relu", b.conv(x, cin, squeeze, k=1))
+        x = b.op("Concat", b.op("Relu", b.conv(s, squeeze, expand, k=1)), b.op("Relu", b.conv(s, squeeze, expand)), axis=1)
+    x = b.op("Relu", b.conv(x, 12, 5, k=1))  # the head is a Conv with one channel per class
+    x = b.op("GlobalAveragePool", x)
+    return b.model([3, 12, 12], b.op("Softmax", x, axis=1), 5, spatial=(1, 1))  # [N, 5, 1, 1] scores
 
 
 def _shuffle(b: Builder, x: str, groups: int, c: int, hw: int) -> str:
@@ -157,7 +168,7 @@ def int_input() -> onnx.ModelProto:
 
 
 FIXTURES = {"tiny_resnet": tiny_resnet, "tiny_inception": tiny_inception, "tiny_densenet": tiny_densenet,
-            "tiny_shufflenet": tiny_shufflenet, "old_opset": old_opset}
+            "tiny_shufflenet": tiny_shufflenet, "tiny_squeezenet": tiny_squeezenet, "old_opset": old_opset}
 
 
 def write(tmp_path, name: str) -> str:

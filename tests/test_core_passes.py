@@ -102,6 +102,7 @@ def test_vgg7_has_a_tap_per_conv_block(example_models):
     ("tiny_inception", ["Relu", "LRN", "GlobalAveragePool"]),          # the module's Concat+LRN is one tap
     ("tiny_densenet", ["Relu", "Relu", "AveragePool", "GlobalAveragePool"]),  # no tap inside the dense block
     ("tiny_shufflenet", ["MaxPool", "Relu", "Relu", "GlobalAveragePool"]),
+    ("tiny_squeezenet", ["MaxPool", "Concat", "Concat"]),  # one per Fire module, not after its squeeze
 ])
 def test_taps_of_block_structures(tmp_path, name, expected):
     graph, info = analyze(F.write(tmp_path, name))
