@@ -88,21 +88,29 @@ def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_laye
              for c, i in scheduled]
     floats = {t: _floats_of(shapes, t) for step in steps for t in (*step.inputs, *step.outputs)}
     # The same in-place rule as the C lowering, so the arena matches the generated header's.
-    consts = {x for x in shapes.const}
+    consts = shapes.const
     dims = {t: tuple(shapes.shape[t][1:]) for t in floats}
     inplace = inplace_steps([nodes[i] for _, i in scheduled], dims, consts)
     mp = plan(steps, floats, inputs, external={"label"}, inplace=inplace)
 
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for x in node.input:
+            readers[x] = readers.get(x, 0) + 1
     weights = 0
     for i, node in secure:
-        if node.op_type == "BatchNormalization":
-            # Folded into the Conv before it (passes/fold_bn); adds a bias only if that Conv had none.
-            src = producer.get(node.input[0])
-            conv = nodes[src] if src is not None else None
-            if conv is not None and conv.op_type == "Conv" and (len(conv.input) < 3 or not conv.input[2]):
+        if node.op_type != "BatchNormalization":
+            weights += 4 * node_layers[i].params
+            continue
+        # As passes/fold_bn and lower_c store it: folded into a Conv that only it reads (adding a
+        # bias if the Conv had none), else a per-channel scale and shift.
+        src = producer.get(node.input[0])
+        conv = nodes[src] if src is not None else None
+        if conv is not None and conv.op_type == "Conv" and readers.get(node.input[0]) == 1:
+            if len(conv.input) < 3 or not conv.input[2]:
                 weights += 4 * node_layers[src].oc
         else:
-            weights += 4 * node_layers[i].params
+            weights += 4 * 2 * shapes.shape[node.input[1]][0]
     return {"weights": weights, "arena": 4 * mp.arena_floats, "carry": 4 * mp.carry_floats,
             "input_buffer": sum(t["bytes"] for t in taps) + 4 * num_classes}
 

@@ -108,25 +108,51 @@ def test_text_report_is_aligned():
     assert "5 world switches, 2208 bytes" in text and "1 world switch, 2208 bytes" in text
 
 
-def test_batchnorm_is_folded_into_the_weight_count():
-    """A CPM Conv without bias followed by BatchNorm: the TEE holds the conv weight plus one folded
-    bias per channel, not the four BatchNorm vectors."""
+def _with_batchnorm(after_relu: bool) -> onnx.ModelProto:
+    """The C=2 fixture with a BatchNorm in CPM stage 2: right after its bias-free Conv (foldable),
+    or after the ReLU (not foldable)."""
     m = lenet_mirrornet(2)
     g = m.graph
-    conv = next(n for n in g.node if n.name == "cpm/conv2")
-    del conv.input[2]
-    relu = next(n for n in g.node if n.name == "cpm/relu2")
-    relu.input[0] = "cpm/bn_out"
-    bn = helper.make_node("BatchNormalization", ["cpm/conv2_out", *[f"cpm/bn.{k}" for k in "sbmv"]], ["cpm/bn_out"],
-                          name="cpm/bn")
+    by = {n.name: n for n in g.node}
+    del by["cpm/conv2"].input[2]
+    bn = helper.make_node("BatchNormalization", ["", *[f"cpm/bn.{k}" for k in "sbmv"]], ["cpm/bn_out"], name="cpm/bn")
     bn.metadata_props.add(key="mirrorc.world", value="secure")
     bn.metadata_props.add(key="mirrorc.stage", value="2")
-    g.initializer.extend(numpy_helper.from_array(np.ones(2, np.float32), f"cpm/bn.{k}") for k in "sbmv")
-    pos = [i for i, n in enumerate(g.node) if n.name == "cpm/conv2"][0]
-    g.node.insert(pos + 1, bn)
-    onnx.checker.check_model(m)
+    g.initializer.extend(numpy_helper.from_array(np.full(2, v, np.float32), f"cpm/bn.{k}")
+                         for k, v in zip("sbmv", (0.5, 0.1, 0.2, 2.0)))
+    order = [n.name for n in g.node]
+    if after_relu:  # conv -> relu -> bn -> pool
+        by["cpm/relu2"].output[0] = "cpm/relu2_pre"
+        bn.input[0] = "cpm/relu2_pre"
+        by["cpm/pool2"].input[0] = "cpm/bn_out"
+        order.insert(order.index("cpm/relu2") + 1, "cpm/bn")
+    else:  # conv -> bn -> relu -> pool
+        bn.input[0] = "cpm/conv2_out"
+        by["cpm/relu2"].input[0] = "cpm/bn_out"
+        order.insert(order.index("cpm/conv2") + 1, "cpm/bn")
+    by["cpm/bn"] = bn
+    nodes = [by[name] for name in order]
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+@pytest.mark.parametrize("after_relu", [False, True])
+def test_batchnorm_weights_as_the_c_lowering_stores_them(after_relu):
+    """Foldable: the TEE holds the conv weight plus one folded bias per channel, not the four
+    BatchNorm vectors; after a ReLU: a per-channel scale and shift. Checked by hand and against the
+    generated C's own sizes (split -> fold_bn -> lower_c)."""
+    from passes.fold_bn import fold_bn
+    from passes.lower_c import lower
+    from passes.split import split
+
+    m = _with_batchnorm(after_relu)
     base = build_report(lenet_mirrornet(2))["memory"]["weights"]
-    assert build_report(m)["memory"]["weights"] == base - 4 * 2 + 4 * 2  # bias dropped, folded bias added
+    mem = build_report(m)["memory"]
+    assert mem["weights"] == base - 4 * 2 + (4 * 2 * 2 if after_relu else 4 * 2)  # conv bias dropped
+    sizes = lower(fold_bn(split(m)[1]), "bn").sizes
+    assert (mem["weights"], mem["arena"], mem["carry"]) == (sizes["weights"], sizes["arena"], sizes["state"])
 
 
 def test_not_a_mirrornet():
