@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
@@ -58,10 +59,38 @@ class Pass:
         return MirrorcError(f"{self.name}: {where}{reason}")
 
 
+_BIG_BYTES = 1 << 20
+
+
 def to_proto(ir) -> onnx.ModelProto:
     if isinstance(ir, onnx.ModelProto):
         return ir
-    model = gs.export_onnx(ir, do_type_check=False)
+    # gs copies every weight about four times on export (VGG-19: 574 MB, seconds); large constants are
+    # left out of its export and written once into the model's initializers here.
+    swapped: list[tuple[gs.Node, int, gs.Constant]] = []
+    standins: dict[int, gs.Variable] = {}
+    for node in ir.nodes:
+        for i, t in enumerate(node.inputs):
+            if isinstance(t, gs.Constant) and int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize > _BIG_BYTES:
+                standin = standins.setdefault(id(t), gs.Variable(t.name, dtype=t.dtype, shape=list(t.shape)))
+                swapped.append((node, i, t))
+                node.inputs[i] = standin
+    try:
+        model = gs.export_onnx(ir, do_type_check=False)
+    finally:
+        for node, i, t in swapped:
+            node.inputs[i] = t
+    written = set()
+    for _, _, t in swapped:
+        if t.name in written:
+            continue
+        written.add(t.name)
+        arr = np.ascontiguousarray(t.values)
+        init = model.graph.initializer.add()
+        init.name = t.name
+        init.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
+        init.dims.extend(arr.shape)
+        init.raw_data = arr.tobytes()
     # gs writes its own IR version; use the lowest one that the opsets need, as onnx.helper does.
     model.ir_version = max(onnx.helper.find_min_ir_version_for(list(model.opset_import)), 8)
     return model
