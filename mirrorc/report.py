@@ -118,7 +118,14 @@ def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_laye
 def build_report(model, device=None, tee_memory: int | str | None = None) -> dict:
     """The partition report of a mirrornet (ModelProto, gs.Graph or path) on `device` (a
     `emulator.Device`, a profile name or a .json path; default rpi3b-optee). `tee_memory` overrides
-    the device's TEE memory limit."""
+    the device's TEE memory limit.
+
+    Keys: `stages` (per stage: backbone and CPM layers in paper notation with MACs, `cpm_params`,
+    the `tap` whose bytes CPM stage s reads (tap s-1), `secure_us` = that switch + the stage's CPM);
+    `final` (the logits' switch and the final nodes); `totals` (backbone/CPM MACs and params, their
+    ratio, taps); `transfer` (switches and bytes per inference, streaming and single-invoke);
+    `latency_us` (compute, streaming, single); `memory` (bytes: weights, arena, carry, input_buffer,
+    ta_overhead, total, limit; `fits`, `over_bytes`); `warnings`. Times in microseconds."""
     where = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "mirrornet"
     dev = device if isinstance(device, emulator.Device) else emulator.load_device(device)
     model = L.as_model(model)
@@ -209,6 +216,13 @@ def fmt_bytes(n: int) -> str:
     return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
+def fmt_ratio(ratio: float | None) -> str:
+    """A ratio as a percentage with enough digits to tell small CPMs apart (0.0039%)."""
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.2%}" if ratio >= 1e-3 else f"{ratio * 100:.2g}%"
+
+
 def format_report(report: dict) -> str:
     """The report as aligned text."""
     r, f = report, L.fmt_count
@@ -232,7 +246,7 @@ def format_report(report: dict) -> str:
                  f"{fin['secure_us'] / 1000:.3f}"])
     lines += text_table(rows, right={2, 4, 5, 7, 8})
     t, m, lat, tr = r["totals"], r["memory"], r["latency_us"], r["transfer"]
-    ratio = f"{t['cpm_backbone_mac_ratio']:.2%}" if t["cpm_backbone_mac_ratio"] is not None else "n/a"
+    ratio = fmt_ratio(t["cpm_backbone_mac_ratio"])
     summary = [
         ["backbone", f"{f(t['backbone_macs'])} MACs, {f(t['backbone_params'])} params"],
         ["CPM", f"{f(t['cpm_macs'])} MACs ({ratio} of the backbone), {f(t['cpm_params'])} params"],

@@ -70,7 +70,7 @@ def candidates(path, channels: Iterable[int] = (1, 2, 3, 4), device=None, *, tee
 
 def format_candidates(ranked: list[dict], mode: str = "single") -> str:
     from mirrorc.layers import fmt_count
-    from mirrorc.report import fmt_bytes, text_table
+    from mirrorc.report import fmt_bytes, fmt_ratio, text_table
 
     rows = [["rank", "C", "single ms", "streaming ms", "CPM MACs", "CPM/backbone", "CPM params",
              "bytes/inf", "TEE memory", "fits"]]
@@ -78,10 +78,9 @@ def format_candidates(ranked: list[dict], mode: str = "single") -> str:
         if "error" in x:
             rows.append([str(x["rank"]), str(x["channels"]), "-", "-", "-", "-", "-", "-", "-", x["error"]])
             continue
-        ratio = x["cpm_backbone_mac_ratio"]
         rows.append([str(x["rank"]), str(x["channels"]), f"{x['latency_single_us'] / 1000:.3f}",
                      f"{x['latency_streaming_us'] / 1000:.3f}",
-                     fmt_count(x["cpm_macs"]), f"{ratio:.2%}" if ratio is not None else "n/a",
+                     fmt_count(x["cpm_macs"]), fmt_ratio(x["cpm_backbone_mac_ratio"]),
                      fmt_count(x["cpm_params"]), str(x["bytes_per_inference"]), fmt_bytes(x["tee_memory"]),
                      "yes" if x["fits"] else f"NO (limit {fmt_bytes(x['tee_limit'])})"])
     note = (f"ranked by memory fit, then predicted {mode} latency; a larger C protects better "
