@@ -69,7 +69,8 @@ def _print_report(r: dict) -> None:
         c = r["cpm"]
         click.echo("")
         click.echo(f"CPM at C={c['channels']}: params {fmt_count(c['params'])}, MACs {fmt_count(c['macs'])} "
-                   f"({100 * c['macs_vs_backbone']:.3g}% of the backbone), dense width {c['dense_width']}")
+                   f"({100 * c['macs_vs_backbone']:.3g}% of the backbone), "
+                   f"dense width {c['dense_width'] or 'n/a (no hidden dense layer)'}")
         for t in c["taps"]:
             click.echo(f"  tap {t['index']}: {t['shape']} = {t['bytes']} bytes to the secure world")
 

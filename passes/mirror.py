@@ -17,8 +17,9 @@ How each op is narrowed (every CPM node and initializer name starts with "cpm/")
 - The layers that produce the logits (parametric nodes with no other parametric node between them
   and the logits) keep K outputs.
 - BatchNormalization/InstanceNormalization get fresh per-channel parameters for the narrowed
-  channels; constants of elementwise ops and PRelu slopes are cut (or repeated) along the axes that
-  were narrowed.
+  channels, and so do a layer's bias or scale that the exporter split into a Mul/Add right after it
+  (1 for Mul, 0 for Add); other constants of elementwise ops and PRelu slopes are cut (or repeated)
+  along the axes that were narrowed.
 - Reshape shape constants are rewritten: output dims that came from the channel dim (a flatten, a
   channel-shuffle split or merge) are recomputed from the CPM's channel count.
 - Ops that act per channel or per position (activations, pooling, LRN, Flatten, Transpose, ...)
@@ -116,7 +117,8 @@ def head_nodes(graph: gs.Graph) -> set[str]:
 
 
 def reinit_backbone(graph: gs.Graph, rng: np.random.Generator) -> None:
-    """Fresh PyTorch-default weights for every Conv/Gemm/MatMul and identity BatchNorms."""
+    """Fresh PyTorch-default weights for every Conv/Gemm/MatMul; identity BatchNorms and
+    split-out layer affines (see `layer_affine`)."""
     for node in graph.nodes:
         if is_parametric(node):
             w = node.inputs[1]
@@ -129,6 +131,26 @@ def reinit_backbone(graph: gs.Graph, rng: np.random.Generator) -> None:
             for i, fill in ((1, 1.0), (2, 0.0), (3, 0.0), (4, 1.0)):
                 if isinstance(node.inputs[i], gs.Constant):
                     node.inputs[i].values = np.full(c, fill, dtype=np.float32)
+        elif layer_affine(node) is not None:
+            c = next(x for x in node.inputs if isinstance(x, gs.Constant))
+            c.values = np.full(c.shape, layer_affine(node), dtype=np.float32)
+
+
+def layer_affine(node: gs.Node) -> float | None:
+    """For a Mul/Add of a constant right after a Conv/Gemm/MatMul/BatchNorm (a layer's bias or BN
+    affine split out by the exporter, as in DenseNet or a MatMul+Add dense layer), the value it is
+    reset to (1 for Mul, 0 for Add): these are layer parameters, not fixed constants. Else None."""
+    if node.op not in ("Mul", "Add"):
+        return None
+    var = [x for x in node.inputs if isinstance(x, gs.Variable)]
+    if len(var) != 1 or len(node.inputs) != 2 or not var[0].inputs:
+        return None
+    src = var[0].inputs[0]
+    if src.op == "Mul" and layer_affine(src) is not None:
+        src = next(x for x in src.inputs if isinstance(x, gs.Variable)).inputs[0]
+    if not (is_parametric(src) or src.op == "BatchNormalization"):
+        return None
+    return 1.0 if node.op == "Mul" else 0.0
 
 
 def _fan_in(node: gs.Node, wshape) -> int:
@@ -421,6 +443,9 @@ class MirrorPass(Pass):
                 new.append(x)
                 continue
             v = np.asarray(x.values)
+            reset = layer_affine(node)  # the backbone node's layer bias/scale: fresh, not copied
+            if reset is not None:
+                v = np.full(v.shape, reset, dtype=v.dtype)
             off = len(out_bb) - v.ndim
             for a in range(v.ndim):
                 ax = a + off

@@ -277,3 +277,43 @@ def test_verify_rejects_secure_to_normal_edges(example_models):
     bad.graph.output.append(helper.make_tensor_value_info("cpm/m2", onnx.TensorProto.FLOAT, None))
     with pytest.raises(MirrorcError, match="graph outputs"):
         check_partition(bad)
+
+
+def test_mlp_with_2d_taps(tmp_path):
+    b = F.Builder(0)
+    x = b.op("Relu", b.gemm("x", 20, 16))
+    x = b.op("Relu", b.gemm(x, 16, 12))
+    path = tmp_path / "mlp.onnx"
+    onnx.save(b.model([20], b.gemm(x, 12, 3), 3), str(path))
+    model, info = build_mirrornet(str(path), channels=2)
+    assert [t["shape"] for t in info["taps"]] == [[3], [3]]  # at least K = 3 features
+    label, bb, total = _session(model).run(None, {"x": np.ones((2, 20), np.float32)})
+    assert total.shape == (2, 3)
+
+
+def test_unknown_spatial_dim_is_named(tmp_path):
+    m = F.tiny_resnet()
+    dim = m.graph.input[0].type.tensor_type.shape.dim[2]
+    dim.ClearField("dim_value")
+    dim.dim_param = "H"
+    path = tmp_path / "symbolic_h.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(MirrorcError, match=r"^canonicalize: tensor '\w+' has unknown shape"):
+        build_mirrornet(str(path))
+
+
+def test_random_init_resets_split_out_layer_affines(tmp_path):
+    # tiny_inception's head is MatMul + Add(bias): with init=random the bias is a fresh zero
+    path = F.write(tmp_path, "tiny_inception")
+    src = onnx.load(path)
+    add = next(n for n in src.graph.node if n.op_type == "Add")
+    bias_name = add.input[1]
+    src_inits = {t.name: t for t in src.graph.initializer}
+    src_inits[bias_name].CopyFrom(numpy_helper.from_array(np.full(7, 3.0, np.float32), bias_name))
+    onnx.save(src, path)
+    rand, _ = build_mirrornet(path, init="random")
+    keep, _ = build_mirrornet(path, init="keep")
+    get = lambda m, n: numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == n))  # noqa: E731
+    assert np.all(get(rand, bias_name) == 0) and np.all(get(keep, bias_name) == 3)
+    cpm_bias = next(n for n in keep.graph.node if n.name == f"cpm/{add.name}").input[1]
+    assert np.all(get(keep, cpm_bias) == 0)  # the CPM's copy is fresh, not the backbone's values
