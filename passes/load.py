@@ -52,6 +52,8 @@ class LoadPass(Pass):
             raise MirrorcError(f"load: file '{path}': external data missing: {e.filename or e}") from None
         except Exception as e:  # protobuf DecodeError on a non-ONNX or truncated file, etc.
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "should be stored in" in reason:  # onnx's wording for a missing external-data file
+                raise MirrorcError(f"load: file '{path}': external data missing: {reason}") from None
             raise MirrorcError(f"load: file '{path}': not a readable ONNX model ({reason})") from None
         if not model.graph.node:
             raise MirrorcError(f"load: file '{path}': not an ONNX model (no graph nodes)")

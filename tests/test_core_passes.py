@@ -317,3 +317,14 @@ def test_random_init_resets_split_out_layer_affines(tmp_path):
     assert np.all(get(rand, bias_name) == 0) and np.all(get(keep, bias_name) == 3)
     cpm_bias = next(n for n in keep.graph.node if n.name == f"cpm/{add.name}").input[1]
     assert np.all(get(keep, cpm_bias) == 0)  # the CPM's copy is fresh, not the backbone's values
+
+
+def test_external_data(tmp_path, example_models):
+    m = onnx.load(example_models["vgg7"])
+    path = tmp_path / "vgg7.onnx"
+    onnx.save(m, str(path), save_as_external_data=True, location="vgg7.data", size_threshold=1024)
+    model, info = build_mirrornet(str(path), init="keep")
+    assert len(info["taps"]) == 6
+    (tmp_path / "vgg7.data").unlink()
+    with pytest.raises(MirrorcError, match=r"^load: file '.*vgg7.onnx': external data missing"):
+        build_mirrornet(str(path))
