@@ -2,13 +2,15 @@
 
 Steps, in order:
 1. convert to opset 17 when the model's default opset is outside 17..21 (onnx.version_converter);
-2. fold constants (the model zoo builds its weights with ConstantOfShape) with onnx-graphsurgeon;
+2. infer shapes and fold constants (the model zoo builds its weights with ConstantOfShape; torch
+   exports compute flatten shapes with Shape/Gather/Concat) with onnx-graphsurgeon; a symbolic batch
+   is replaced by PROBE_BATCH meanwhile so that shape arithmetic folds;
 3. drop Dropout and Identity, turn Sum into (a chain of) Add;
 4. find the logits: the input of a trailing Softmax/LogSoftmax (dropped) or the output itself;
    [N, K, 1, 1] logits get a Flatten so the logits are always [N, K];
 5. prune everything the logits do not need, name every node uniquely;
-6. make a fixed batch symbolic ("N") when the graph allows it (Reshape shape constants that spell
-   the batch out become 0 = "copy"); otherwise the fixed batch is kept;
+6. make the batch symbolic ("N") when the graph allows it (Reshape shape constants that spell
+   the batch out become 0 = "copy"); otherwise a fixed source batch is kept;
 7. infer shapes; any unknown dimension other than the batch on the way to the logits is an error.
 
 `equivalence()` runs the source model and the canonical one in onnxruntime on the same random
@@ -30,6 +32,7 @@ from passes.shapes import infer_graph
 TARGET_OPSET = 17
 MAX_OPSET = 21  # passes handle 17..21 (Squeeze/Unsqueeze/Reduce* axes as inputs, Split sizes as input)
 _SOFTMAX = ("Softmax", "LogSoftmax")
+PROBE_BATCH = 97  # stands in for a symbolic batch while shape arithmetic is folded (rarely a real dim)
 _PASS_THROUGH = ("Dropout", "Identity")
 
 
@@ -50,6 +53,11 @@ class CanonicalizePass(Pass):
                 raise self.fail(f"cannot convert opset {opset} to {TARGET_OPSET}: {first}") from None
         graph = to_gs(model)
         graph.inputs = [t for t in graph.inputs if isinstance(t, gs.Variable)]  # IR-3: weights as inputs
+        x = graph.inputs[0]
+        probing = not isinstance(x.shape[0], int)
+        if probing:  # fold shape arithmetic (x.view(x.size(0), -1)) at a recognizable batch, then undo it
+            x.shape = [PROBE_BATCH, *x.shape[1:]]
+        infer_graph(graph, where=self.name)  # Shape nodes fold only when their input's shape is known
         graph.fold_constants(error_ok=False).cleanup()
         self._drop_pass_through(graph)
         self._sum_to_add(graph)
@@ -57,7 +65,7 @@ class CanonicalizePass(Pass):
         graph.outputs = [logits]
         graph.cleanup().toposort()
         self._name_nodes(graph)
-        self._batch_symbolic(graph)
+        self._batch_symbolic(graph, probing)
         self._flatten_logits(graph)
         self._check_dims(graph)
         logits = graph.outputs[0]
@@ -169,8 +177,9 @@ class CanonicalizePass(Pass):
                 node.name = name
             seen.add(node.name)
 
-    def _batch_symbolic(self, graph: gs.Graph) -> None:
-        """Infer shapes with batch 'N' if the graph allows it, else with its own fixed batch."""
+    def _batch_symbolic(self, graph: gs.Graph, probing: bool) -> None:
+        """Infer shapes with batch 'N' if the graph allows it, else with its own fixed batch.
+        `probing`: the source batch was symbolic and PROBE_BATCH stands in for it; it must go."""
         x = graph.inputs[0]
         if x.shape is not None and len(x.shape) and isinstance(x.shape[0], int):
             batch = x.shape[0]
@@ -190,11 +199,14 @@ class CanonicalizePass(Pass):
 
             try:
                 infer_graph(graph, where=self.name, edit=edit)
-                if _unknown_dims(graph) is None:
+                if probing or _unknown_dims(graph) is None:  # (unknown dims are then named by _check_dims)
                     edit(graph)
                     return
             except MirrorcError:
                 pass  # keep the fixed batch
+        if probing:
+            raise self.fail(f"input '{x.name}': the graph computes with its symbolic batch in a way that "
+                            "cannot stay symbolic; give the input a fixed batch size")
         infer_graph(graph, where=self.name)
 
     def _check_dims(self, graph: gs.Graph) -> None:

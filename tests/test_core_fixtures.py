@@ -3,7 +3,7 @@
 Each one exercises a structure of the model zoo at toy size: residual blocks with an identity and a
 downsampling shortcut, an Inception module with LRN and a MatMul+Add head, DenseNet concatenation
 with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (grouped 1x1, channel shuffle reshapes, depthwise 3x3, a
-stride-2 unit that concatenates its shortcut), and an opset-9 file with Dropout/Identity/Sum, a
+stride-2 unit that concatenates its shortcut), a flatten whose shape is computed from Shape (torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a
 fixed batch of 1 and a spelled-out Reshape batch."""
 
 from __future__ import annotations
@@ -148,6 +148,18 @@ def old_opset() -> onnx.ModelProto:
     return b.model([1, 8, 8], b.op("Softmax", b.gemm(x, 12, 3)), 3, opset=9, batch=1)
 
 
+def dynamic_flatten() -> onnx.ModelProto:
+    """What torch's exporter writes for x.view(x.size(0), -1): the flatten shape computed from Shape."""
+    b = Builder(9)
+    x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
+    x = b.op("MaxPool", b.op("Relu", b.conv(x, 8, 8, group=2)), kernel_shape=[2, 2], strides=[2, 2])
+    batch = b.op("Unsqueeze", b.op("Gather", b.op("Shape", x), b.const(np.array(0, np.int64), "i"), axis=0),
+                 b.const(np.array([0], np.int64), "axes"))
+    shape = b.op("Concat", batch, b.const(np.array([-1], np.int64), "minus1"), axis=0)
+    x = b.op("Relu", b.gemm(b.op("Reshape", x, shape), 8 * 2 * 2, 16))
+    return b.model([3, 8, 8], b.gemm(x, 16, 4), 4)
+
+
 def unnarrowable() -> onnx.ModelProto:
     """LpNormalization across channels in stage 2: the mirror pass cannot narrow it."""
     b = Builder(6)
@@ -168,7 +180,8 @@ def int_input() -> onnx.ModelProto:
 
 
 FIXTURES = {"tiny_resnet": tiny_resnet, "tiny_inception": tiny_inception, "tiny_densenet": tiny_densenet,
-            "tiny_shufflenet": tiny_shufflenet, "tiny_squeezenet": tiny_squeezenet, "old_opset": old_opset}
+            "tiny_shufflenet": tiny_shufflenet, "tiny_squeezenet": tiny_squeezenet, "old_opset": old_opset,
+            "dynamic_flatten": dynamic_flatten}
 
 
 def write(tmp_path, name: str) -> str:
