@@ -20,6 +20,7 @@ How each op is narrowed (every CPM node and initializer name starts with "cpm/")
   channels, and so do a layer's bias or scale that the exporter split into a Mul/Add right after it
   (1 for Mul, 0 for Add); other constants of elementwise ops and PRelu slopes are cut (or repeated)
   along the axes that were narrowed.
+- A Split along the channels keeps its proportions (each part at least one channel).
 - Reshape shape constants are rewritten: output dims that came from the channel dim (a flatten, a
   channel-shuffle split or merge) are recomputed from the CPM's channel count.
 - Ops that act per channel or per position (activations, pooling, LRN, Flatten, Transpose, ...)
@@ -330,6 +331,8 @@ class MirrorPass(Pass):
             xs = self._elementwise(node, xs)
         elif op == "Reshape":
             xs = self._reshape(node, xs)
+        elif op == "Split":
+            xs, attrs = self._split(node, xs, attrs)
         elif op in _AS_IS:
             xs = [self._copy_const(x) if isinstance(x, gs.Constant) else x for x in xs]
         else:
@@ -457,6 +460,27 @@ class MirrorPass(Pass):
             new.append(gs.Constant(f"cpm/{node.name}/c{i}", np.ascontiguousarray(v)))
         return new
 
+    def _split(self, node, xs, attrs):
+        """A split along the channels (ShuffleNet v2's channel split) keeps its proportions."""
+        rank = len(node.inputs[0].shape)
+        axis = int(attrs.get("axis", 0)) % rank
+        if axis != 1:
+            return [self._copy_const(x) if isinstance(x, gs.Constant) else x for x in xs], attrs
+        parts = len(node.outputs)
+        if len(xs) > 1 and isinstance(xs[1], gs.Constant):
+            sizes = [int(v) for v in np.asarray(xs[1].values)]
+        elif "split" in attrs:
+            sizes = [int(v) for v in attrs["split"]]
+        else:
+            sizes = [int(node.inputs[0].shape[1]) // parts] * parts
+        c = int(xs[0].shape[1])
+        if c < parts:
+            raise self.fail(f"the CPM has {c} channels here, too few to split into {parts}", node.name)
+        new = _proportional(sizes, c)
+        attrs.pop("split", None)
+        attrs.pop("num_outputs", None)
+        return [xs[0], gs.Constant(f"cpm/{node.name}/split", np.array(new, dtype=np.int64))], attrs
+
     def _reshape(self, node, xs):
         if not isinstance(node.inputs[1], gs.Constant):
             raise self.fail("Reshape with a computed shape cannot be narrowed", node.name)
@@ -490,6 +514,17 @@ def _free_conv(t: gs.Variable) -> str | None:
             return None
         t = node.inputs[0]
     return None
+
+
+def _proportional(sizes: list[int], total: int) -> list[int]:
+    """`total` split into len(sizes) positive parts in the proportions of `sizes`."""
+    whole = sum(sizes)
+    out = [max(1, total * s // whole) for s in sizes]
+    while sum(out) > total:  # take from the largest part
+        out[out.index(max(out))] -= 1
+    while sum(out) < total:
+        out[out.index(min(out))] += 1
+    return out
 
 
 def _narrow_reshape(bb_in: list, bb_out: list, cp_in: list, target: np.ndarray) -> np.ndarray | None:

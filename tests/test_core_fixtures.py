@@ -160,6 +160,19 @@ def dynamic_flatten() -> onnx.ModelProto:
     return b.model([3, 8, 8], b.gemm(x, 16, 4), 4)
 
 
+def tiny_shufflenet_v2() -> onnx.ModelProto:
+    """ShuffleNet v2's unit: split the channels in two, transform one half, concat, shuffle."""
+    b = Builder(10)
+    x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
+    for _ in range(2):
+        left = b.op("Split", x, b.const(np.array([4, 4], np.int64), "split"), n_out=2, axis=1)
+        right = left.replace("_out", "_out1")
+        right = b.op("Relu", b.bn(b.conv(b.bn(b.conv(right, 4, 4, group=4), 4), 4, 4, k=1), 4))
+        x = _shuffle(b, b.op("Concat", left, right, axis=1), 2, 8, 4)
+    x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(x, 8, 8, k=1))), axis=1)
+    return b.model([3, 8, 8], b.gemm(x, 8, 3), 3)
+
+
 def unnarrowable() -> onnx.ModelProto:
     """LpNormalization across channels in stage 2: the mirror pass cannot narrow it."""
     b = Builder(6)
@@ -181,7 +194,7 @@ def int_input() -> onnx.ModelProto:
 
 FIXTURES = {"tiny_resnet": tiny_resnet, "tiny_inception": tiny_inception, "tiny_densenet": tiny_densenet,
             "tiny_shufflenet": tiny_shufflenet, "tiny_squeezenet": tiny_squeezenet, "old_opset": old_opset,
-            "dynamic_flatten": dynamic_flatten}
+            "dynamic_flatten": dynamic_flatten, "tiny_shufflenet_v2": tiny_shufflenet_v2}
 
 
 def write(tmp_path, name: str) -> str:
