@@ -178,17 +178,9 @@ class MirrorPass(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
         self.opts = normalize_options(ctx.options)
-        self.rng = np.random.default_rng(self.opts["seed"])
         self.num_classes = ctx.info["num_classes"]
         self.opset = ctx.info["opset"]
         self.heads = head_nodes(graph)
-        self.dense_width: int | None = self.opts["dense_width"]
-        self.cpm: dict[int, gs.Variable] = {}  # id(backbone tensor) -> its CPM counterpart
-        self.const_copies: dict[int, gs.Constant] = {}
-        self.world: dict[str, str] = {}
-        self.stage: dict[str, int] = {}
-        self.tap_meta: list[dict] = []
-        self.graph = graph
         if self.opts["init"] == "random":
             reinit_backbone(graph, np.random.default_rng(self.opts["seed"]))
         tensors = graph.tensors()
@@ -220,9 +212,13 @@ class MirrorPass(Pass):
         return graph
 
     def _build(self, graph, backbone, taps, stage_of) -> None:
+        """One attempt at the whole CPM; every piece of state starts afresh."""
         self.rng = np.random.default_rng([self.opts["seed"], 1])  # the CPM's own stream, same each attempt
-        self.dense_width = self.opts["dense_width"]
-        self.cpm, self.const_copies, self.tap_meta, self.new_nodes = {}, {}, [], []
+        self.dense_width: int | None = self.opts["dense_width"]  # C_l, set at the first dense layer
+        self.cpm: dict[int, gs.Variable] = {}  # id(backbone tensor) -> its CPM counterpart
+        self.const_copies: dict[int, gs.Constant] = {}
+        self.tap_meta: list[dict] = []
+        self.new_nodes: list[gs.Node] = []
         self.depthwise: set[str] = set()
         self.world = {n.name: "normal" for n in backbone}
         self.stage = {n.name: stage_of[n.name] for n in backbone}
@@ -317,7 +313,8 @@ class MirrorPass(Pass):
 
     def _clone(self, node: gs.Node, stage: int) -> None:
         name = f"cpm/{node.name}"
-        xs = [self._cpm_of(x, node.name) if isinstance(x, gs.Variable) else x for x in node.inputs]
+        # (a nameless Variable is an omitted optional input, e.g. Clip without a min: kept as is)
+        xs = [self._cpm_of(x, node.name) if isinstance(x, gs.Variable) and x.name else x for x in node.inputs]
         attrs = dict(node.attrs)
         op = node.op
         if op == "Conv":
@@ -346,7 +343,7 @@ class MirrorPass(Pass):
     def _infer(self, node: gs.Node) -> None:
         proto = helper.make_node(node.op, [x.name for x in node.inputs], [o.name for o in node.outputs],
                                  name=node.name, **node.attrs)
-        var_in = {x.name: (_elem_type(x.dtype), list(x.shape)) for x in node.inputs if isinstance(x, gs.Variable)}
+        var_in = {x.name: (_elem_type(x.dtype), list(x.shape)) for x in node.inputs if isinstance(x, gs.Variable) and x.name}
         consts = [numpy_helper.from_array(np.asarray(x.values), x.name) for x in node.inputs if isinstance(x, gs.Constant)]
         try:
             shapes = node_output_shapes(proto, var_in, consts, self.opset)

@@ -173,6 +173,18 @@ def tiny_shufflenet_v2() -> onnx.ModelProto:
     return b.model([3, 8, 8], b.gemm(x, 8, 3), 3)
 
 
+def tiny_mobilenet_v2() -> onnx.ModelProto:
+    """An inverted residual block with ReLU6 as Clip (min omitted: an empty optional input)."""
+    b = Builder(11)
+    six = b.const(np.array(6.0, np.float32), "six")
+    x = b.op("Clip", b.bn(b.conv("x", 3, 8, stride=2), 8), "", six)
+    y = b.op("Clip", b.bn(b.conv(x, 8, 16, k=1), 16), "", six)
+    y = b.op("Clip", b.bn(b.conv(y, 16, 16, group=16), 16), "", six)
+    x = b.op("Add", x, b.bn(b.conv(y, 16, 8, k=1), 8))
+    x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Clip", b.conv(x, 8, 12, k=1), "", six)), axis=1)
+    return b.model([3, 8, 8], b.gemm(x, 12, 3), 3)
+
+
 def unnarrowable() -> onnx.ModelProto:
     """LpNormalization across channels in stage 2: the mirror pass cannot narrow it."""
     b = Builder(6)
@@ -194,7 +206,8 @@ def int_input() -> onnx.ModelProto:
 
 FIXTURES = {"tiny_resnet": tiny_resnet, "tiny_inception": tiny_inception, "tiny_densenet": tiny_densenet,
             "tiny_shufflenet": tiny_shufflenet, "tiny_squeezenet": tiny_squeezenet, "old_opset": old_opset,
-            "dynamic_flatten": dynamic_flatten, "tiny_shufflenet_v2": tiny_shufflenet_v2}
+            "dynamic_flatten": dynamic_flatten, "tiny_shufflenet_v2": tiny_shufflenet_v2,
+            "tiny_mobilenet_v2": tiny_mobilenet_v2}
 
 
 def write(tmp_path, name: str) -> str:
