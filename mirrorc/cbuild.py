@@ -172,3 +172,52 @@ class SecureModel:
                                                     ctypes.c_void_p(logits.ctypes.data))
             return int(label), logits
         return int(self.lib.mirrorc_run_final(self.state, ctypes.c_void_p(bl.ctypes.data))), None
+
+
+_TIMER_C = r"""
+#define _POSIX_C_SOURCE 199309L
+#include <time.h>
+#include <stdint.h>
+#include "mirrorc_model.h"
+/* CPU time per inference of the generated model, measured inside C (no FFI in the loop). */
+double mirrorc_time_inference(const float *const *taps, const float *logits, int iters, int32_t *label)
+{
+    static mirrorc_state_t state;
+    struct timespec t0, t1;
+    int i;
+    unsigned k;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+    for (i = 0; i < iters; i++) {
+        mirrorc_reset(&state);
+        for (k = 0; k < MIRRORC_NUM_TAPS; k++) mirrorc_run_tap(&state, k, taps[k]);
+        *label = mirrorc_run_final(&state, logits);
+    }
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
+    return ((t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec)) / iters;
+}
+"""
+
+
+# Benchmarks compile for the host CPU, as onnxruntime's kernels pick the host's vector units too.
+BENCH_CFLAGS = (*DEFAULT_CFLAGS, "-march=native")
+
+
+def time_lowered(lowered, taps, backbone_logits, *, iters: int = 100, repeats: int = 5,
+                 cflags: Iterable[str] = BENCH_CFLAGS) -> tuple[float, int]:
+    """Best CPU seconds per batch-1 inference of a `passes.lower_c.Lowered` (reset, every tap,
+    final), timed by a loop inside C, and the label it returns. For benchmarks, not tests."""
+    import numpy as np
+
+    lib = load(build_lowered(dict(lowered.files, **{"model/mirrorc_timer.c": _TIMER_C}), name="mirrorc_timed",
+                             debug=False, cflags=cflags))
+    lib.mirrorc_time_inference.restype = ctypes.c_double
+    arrays = [np.ascontiguousarray(t, np.float32).ravel() for t in taps]
+    for k, a in enumerate(arrays):
+        if a.size != lowered.tap_floats[k]:
+            raise ValueError(f"tap {k}: {a.size} floats, expected {lowered.tap_floats[k]}")
+    ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
+    bl = np.ascontiguousarray(backbone_logits, np.float32).ravel()
+    label = ctypes.c_int32()
+    best = min(lib.mirrorc_time_inference(ptrs, ctypes.c_void_p(bl.ctypes.data), iters, ctypes.byref(label))
+               for _ in range(repeats))
+    return best, int(label.value)

@@ -253,6 +253,10 @@ class _Emitter:
         h, wd = (1, xs[2]) if len(xs) == 3 else xs[2:]
         oh, ow = (1, ys[2]) if len(ys) == 3 else ys[2:]
         bias = self.operand(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
+        if _conv_s1(node, self.shapes) is not None:
+            return (f"mc_conv2d_s1({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, "
+                    f"{self.buf(scratch_name(node))}, {xs[0]}, {xs[1]}, {h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, "
+                    f"{pb[0]}, {pb[1]}, {a.get('group', 1)});")
         return (f"mc_conv2d({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, {xs[0]}, {xs[1]}, "
                 f"{h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, {s[0]}, {s[1]}, {pb[0]}, {pb[1]}, "
                 f"{d[0]}, {d[1]}, {a.get('group', 1)});")
@@ -393,6 +397,37 @@ def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
     return len(taps), taps
 
 
+def _conv_s1(node, shapes) -> tuple[int, int, int, int, int] | None:
+    """(c, oh, hp, wp, kw) when a Conv takes the padded stride-1 path (needs scratch), else None."""
+    if node.op_type != "Conv" or len(shapes[node.input[0]]) != 4:
+        return None
+    a = _attrs(node)
+    ws, ys = shapes[node.input[1]], shapes[node.output[0]]
+    kh, kw = ws[2:]
+    if any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1])) \
+            or kh * kw == 1:
+        return None
+    return shapes[node.input[0]][1], ys[2], ys[2] + kh - 1, ys[3] + kw - 1, kw
+
+
+def scratch_floats(node, shapes) -> int:
+    """Scratch a node's kernel needs for the duration of its step (0 for most)."""
+    s1 = _conv_s1(node, shapes)
+    if s1 is None:
+        return 0
+    c, oh, hp, wp, kw = s1
+    return c * (hp * wp + kw) + oh * wp  # see mc_conv2d_s1
+
+
+def scratch_name(node) -> str:
+    return f"{node.output[0]}#scratch"
+
+
+def _step_outputs(node, shapes) -> list[str]:
+    """What a step writes: its outputs, then its kernel's scratch (live only during the step)."""
+    return list(node.output) + ([scratch_name(node)] if scratch_floats(node, shapes) else [])
+
+
 def inplace_steps(nodes, shapes, consts) -> set[int]:
     """Indices of nodes whose output may overwrite their first input (see memplan)."""
     out = set()
@@ -450,11 +485,13 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> 
     tap_floats = [_prod(shapes[t]) for t in taps]
 
     body = [(cmd, nd) for cmd, nd in order if nd is not argmax]
-    steps = [memplan.Step(cmd, [t for t in nd.input if t not in consts], list(nd.output)) for cmd, nd in body]
+    steps = [memplan.Step(cmd, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes))
+             for cmd, nd in body]
     steps.append(memplan.Step(n_taps, [logits], []))
     inputs = {t: k for k, t in enumerate(taps)}
     inputs["backbone_logits"] = n_taps
     floats = {t: _prod(s) for t, s in shapes.items()}
+    floats.update({scratch_name(nd): scratch_floats(nd, shapes) for _, nd in body if scratch_floats(nd, shapes)})
     mplan = memplan.plan(steps, floats, inputs, inplace=inplace_steps([nd for _, nd in body], shapes, consts))
 
     def buf(t: str) -> str:
@@ -580,9 +617,10 @@ def lower_function(model: onnx.ModelProto, fn: str = "mirrorc_graph") -> tuple[s
     in_names = [i.name for i in g.input if i.name not in consts]
     out_names = [o.name for o in g.output]
     nodes = [nd for nd in g.node if nd.op_type != "Constant"]
-    steps = [memplan.Step(0, [t for t in nd.input if t not in consts], list(nd.output)) for nd in nodes]
+    steps = [memplan.Step(0, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes)) for nd in nodes]
     steps.append(memplan.Step(0, out_names, []))
     floats = {t: _prod(s) for t, s in shapes.items()}
+    floats.update({scratch_name(nd): scratch_floats(nd, shapes) for nd in nodes if scratch_floats(nd, shapes)})
     mplan = memplan.plan(steps, floats, {t: 0 for t in in_names}, external=set(out_names),
                          inplace=inplace_steps(nodes, shapes, consts))
 

@@ -5,12 +5,62 @@
 
 static int mc_ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+/* yr[i] += sum_k wk[k] * xr[i + k] for i in [0, n): one output row, all kernel columns at once
+ * (stride 1, no dilation). Fixed widths are unrolled so the loop vectorises over i. */
+static void mc_conv_row_s1(float *restrict yr, const float *restrict xr, const float *wk, int kw, int n)
+{
+    int i, k;
+    switch (kw) {
+    case 1: {
+        float w0 = wk[0];
+        for (i = 0; i < n; i++) yr[i] += w0 * xr[i];
+        break;
+    }
+    case 3: {
+        float w0 = wk[0], w1 = wk[1], w2 = wk[2];
+        for (i = 0; i < n; i++) yr[i] += w0 * xr[i] + w1 * xr[i + 1] + w2 * xr[i + 2];
+        break;
+    }
+    case 5: {
+        float w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4];
+        for (i = 0; i < n; i++)
+            yr[i] += w0 * xr[i] + w1 * xr[i + 1] + w2 * xr[i + 2] + w3 * xr[i + 3] + w4 * xr[i + 4];
+        break;
+    }
+    default:
+        for (k = 0; k < kw; k++) {
+            float w = wk[k];
+            for (i = 0; i < n; i++) yr[i] += w * xr[i + k];
+        }
+    }
+}
+
 void mc_conv2d(const float *x, const float *w, const float *bias, float *y,
                int n, int c, int h, int wd, int m, int oh, int ow,
                int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw, int groups)
 {
     int cg = c / groups, mg = m / groups, plane = oh * ow;
     int b, o, ic, ky, kx, oy, ox, i;
+    /* stride-1 rows: outputs [in0, in1) see every kernel column inside the input */
+    int in0 = pl < ow ? pl : ow;
+    int in1 = wd - kw + 1 + pl < ow ? wd - kw + 1 + pl : ow;
+    if (in1 < in0) in1 = in0;
+    if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == wd) {
+        /* pointwise: each output plane is a weighted sum of whole input planes */
+        for (b = 0; b < n; b++)
+            for (o = 0; o < m; o++) {
+                int g = o / mg;
+                float *restrict yo = y + ((long)b * m + o) * plane;
+                float bv = bias ? bias[o] : 0.0f;
+                for (i = 0; i < plane; i++) yo[i] = bv;
+                for (ic = 0; ic < cg; ic++) {
+                    const float *restrict xc = x + ((long)b * c + (long)g * cg + ic) * plane;
+                    float wv = w[(long)o * cg + ic];
+                    for (i = 0; i < plane; i++) yo[i] += wv * xc[i];
+                }
+            }
+        return;
+    }
     for (b = 0; b < n; b++) {
         for (o = 0; o < m; o++) {
             int g = o / mg;
@@ -21,22 +71,26 @@ void mc_conv2d(const float *x, const float *w, const float *bias, float *y,
                 const float *xc = x + ((long)b * c + (long)g * cg + ic) * h * wd;
                 const float *wk = w + ((long)o * cg + ic) * kh * kw;
                 for (ky = 0; ky < kh; ky++) {
-                    for (kx = 0; kx < kw; kx++) {
-                        float wv = wk[ky * kw + kx];
-                        int off = kx * dw - pl;         /* input column of output column 0 */
-                        int lo = off < 0 ? mc_ceil_div(-off, sw) : 0;
-                        int hi = wd - 1 - off < 0 ? 0 : (wd - 1 - off) / sw + 1;
-                        if (hi > ow) hi = ow;
-                        if (lo >= hi) continue;
-                        for (oy = 0; oy < oh; oy++) {
-                            int iy = oy * sh + ky * dh - pt;
-                            const float *xr;
-                            float *yr;
-                            if (iy < 0 || iy >= h) continue;
-                            xr = xc + (long)iy * wd;
-                            yr = yo + (long)oy * ow;
-                            if (sw == 1) {
-                                for (ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox + off];
+                    for (oy = 0; oy < oh; oy++) {
+                        int iy = oy * sh + ky * dh - pt;
+                        const float *restrict xr;
+                        float *restrict yr;
+                        if (iy < 0 || iy >= h) continue;
+                        xr = xc + (long)iy * wd;
+                        yr = yo + (long)oy * ow;
+                        if (sw == 1 && dw == 1 && in1 > in0)
+                            mc_conv_row_s1(yr + in0, xr + (in0 - pl), wk + ky * kw, kw, in1 - in0);
+                        for (kx = 0; kx < kw; kx++) {
+                            float wv = wk[ky * kw + kx];
+                            int off = kx * dw - pl;         /* input column of output column 0 */
+                            int lo = off < 0 ? mc_ceil_div(-off, sw) : 0;
+                            int hi = wd - 1 - off < 0 ? 0 : (wd - 1 - off) / sw + 1;
+                            if (hi > ow) hi = ow;
+                            if (sw == 1 && dw == 1) {
+                                /* only the border columns the row kernel left out */
+                                int a = hi < in0 ? hi : in0, e = lo > in1 ? lo : in1;
+                                for (ox = lo; ox < a; ox++) yr[ox] += wv * xr[ox + off];
+                                for (ox = e; ox < hi; ox++) yr[ox] += wv * xr[ox + off];
                             } else {
                                 for (ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox * sw + off];
                             }
@@ -44,6 +98,44 @@ void mc_conv2d(const float *x, const float *w, const float *bias, float *y,
                     }
                 }
             }
+        }
+    }
+}
+
+void mc_conv2d_s1(const float *x, const float *w, const float *bias, float *y, float *scratch,
+                  int n, int c, int h, int wd, int m, int oh, int ow, int kh, int kw, int pt, int pl,
+                  int groups)
+{
+    int hp = oh + kh - 1, wp = ow + kw - 1;
+    long plane = (long)hp * wp + kw;    /* slack: the last shifted read runs kw-1 past the plane */
+    long span = (long)oh * wp;          /* output rows computed at the padded width */
+    float *xp = scratch, *acc = scratch + (long)c * plane;
+    int cg = c / groups, mg = m / groups;
+    int b, ch, o, ic, ky, iy, ix, oy;
+    long p;
+    for (b = 0; b < n; b++) {
+        /* zero-padded copy of every input plane */
+        for (ch = 0; ch < c; ch++) {
+            float *d = xp + (long)ch * plane;
+            const float *s = x + ((long)b * c + ch) * h * wd;
+            for (p = 0; p < plane; p++) d[p] = 0.0f;
+            for (iy = 0; iy < h && iy + pt < hp; iy++)
+                for (ix = 0; ix < wd && ix + pl < wp; ix++) d[(long)(iy + pt) * wp + ix + pl] = s[(long)iy * wd + ix];
+        }
+        for (o = 0; o < m; o++) {
+            int g = o / mg;
+            float bv = bias ? bias[o] : 0.0f;
+            float *yo = y + ((long)b * m + o) * oh * ow;
+            for (p = 0; p < span; p++) acc[p] = bv;
+            /* each kernel row is one long contiguous pass over the whole plane */
+            for (ic = 0; ic < cg; ic++) {
+                const float *xc = xp + (long)(g * cg + ic) * plane;
+                const float *wk = w + ((long)o * cg + ic) * kh * kw;
+                for (ky = 0; ky < kh; ky++)
+                    mc_conv_row_s1(acc, xc + (long)ky * wp, wk + ky * kw, kw, (int)span);
+            }
+            for (oy = 0; oy < oh; oy++)
+                for (ix = 0; ix < ow; ix++) yo[(long)oy * ow + ix] = acc[(long)oy * wp + ix];
         }
     }
 }

@@ -3,6 +3,15 @@
 
 #define MC_LOWEST (-3.40282347e38f) /* what onnxruntime starts a max from */
 
+/* first k in [0, kn) with 0 <= start + k*d, and one past the last with start + k*d < size */
+static void mc_window(int start, int d, int kn, int size, int *k0, int *k1)
+{
+    int lo = start < 0 ? (-start + d - 1) / d : 0;
+    int hi = size - 1 - start < 0 ? 0 : (size - 1 - start) / d + 1;
+    *k0 = lo;
+    *k1 = hi < kn ? hi : kn;
+}
+
 void mc_maxpool2d(const float *x, float *y, int nc, int h, int w, int oh, int ow, int kh, int kw,
                   int sh, int sw, int pt, int pl, int dh, int dw)
 {
@@ -11,17 +20,17 @@ void mc_maxpool2d(const float *x, float *y, int nc, int h, int w, int oh, int ow
         const float *xp = x + (long)p * h * w;
         float *yp = y + (long)p * oh * ow;
         for (oy = 0; oy < oh; oy++) {
+            int y0 = oy * sh - pt, ky0, ky1;
+            mc_window(y0, dh, kh, h, &ky0, &ky1);
             for (ox = 0; ox < ow; ox++) {
+                int x0 = ox * sw - pl, kx0, kx1;
                 float best = MC_LOWEST;
-                for (ky = 0; ky < kh; ky++) {
-                    int iy = oy * sh + ky * dh - pt;
-                    if (iy < 0 || iy >= h) continue;
-                    for (kx = 0; kx < kw; kx++) {
-                        int ix = ox * sw + kx * dw - pl;
-                        float v;
-                        if (ix < 0 || ix >= w) continue;
-                        v = xp[iy * w + ix];
-                        if (v > best) best = v;
+                mc_window(x0, dw, kw, w, &kx0, &kx1);
+                for (ky = ky0; ky < ky1; ky++) {
+                    const float *xr = xp + (long)(y0 + ky * dh) * w + x0;
+                    for (kx = kx0; kx < kx1; kx++) {
+                        float v = xr[kx * dw];
+                        best = v > best ? v : best;
                     }
                 }
                 yp[oy * ow + ox] = best;

@@ -23,6 +23,11 @@ float mc_tanhf(float x);
 void mc_conv2d(const float *x, const float *w, const float *bias, float *y,
                int n, int c, int h, int wd, int m, int oh, int ow,
                int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw, int groups);
+/* the same for stride 1, dilation 1, faster: each kernel row is one pass over a zero-padded copy;
+ * scratch holds c * ((oh+kh-1) * (ow+kw-1) + kw) + oh * (ow+kw-1) floats */
+void mc_conv2d_s1(const float *x, const float *w, const float *bias, float *y, float *scratch,
+                  int n, int c, int h, int wd, int m, int oh, int ow, int kh, int kw, int pt, int pl,
+                  int groups);
 /* y[m, n] = alpha * A'[m, k] B'[k, n] + beta * C, C broadcast from [c_rows, c_cols]
  * (each 1 or the full size; c may be 0). A is [k, m] when trans_a, B is [n, k] when trans_b. */
 void mc_gemm(const float *a, const float *b, const float *c, float *y, int m, int k, int n,
