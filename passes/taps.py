@@ -18,10 +18,13 @@ dominator), taken right after a block's nonlinearity or pooling. The rule:
    the last candidate becomes a tap and the new stage begins. Parameterless stretches therefore
    merge into the next stage.
 
+   Likewise the BN+ReLU that follows a dense block's last Concat (DenseNet's pre-activation of the
+   transition) belongs to the block: after a dense Concat, only a pooling can be a tap again.
+
 So LeNet-5 gets taps after pool1, pool2, fc1+relu, fc2+relu; a ResNet one per residual block (after
 the block's ReLU; the last one after the global pooling); Inception/Fire one per module (the
-Concat, or the pooling after it); DenseNet none inside a dense block: one after the transition's
-BN+ReLU (it precedes the transition conv) and one after its pooling. Stage k runs from tap k-1 (the
+Concat, or the pooling after it); DenseNet one per transition (after its pooling), none inside a
+dense block. Stage k runs from tap k-1 (the
 input for k = 1) to tap k; the last stage (n+1 for n taps) ends at the logits.
 """
 
@@ -103,6 +106,7 @@ def find_taps(graph: gs.Graph) -> tuple[list[gs.Tensor], dict[str, int]]:
     param_pos = sorted(node_pos[id(n)] for n in graph.nodes if is_parametric(n))
     taps: list[gs.Tensor] = []
     stage_has_param, candidate, j = False, None, 0
+    after_dense_concat = False  # no parametric op and no pooling since a dense-connectivity Concat
     for i in range(len(chain) - 1):
         # Is there a parametric node in segment i (between chain[i] and chain[i+1])?
         while j < len(param_pos) and param_pos[j] < chain_pos[i]:
@@ -110,10 +114,15 @@ def find_taps(graph: gs.Graph) -> tuple[list[gs.Tensor], dict[str, int]]:
         if j < len(param_pos) and param_pos[j] < chain_pos[i + 1]:
             if stage_has_param and candidate is not None:
                 taps.append(candidate)
-            candidate, stage_has_param = None, True
+            candidate, stage_has_param, after_dense_concat = None, True, False
         d = chain[i + 1]
+        producer = d.inputs[0].op if d.inputs else None
+        if producer == "Concat" and any(x is chain[i] for x in d.inputs[0].inputs):
+            after_dense_concat = True
+        elif producer in POOLINGS:
+            after_dense_concat = False
         following = chain[i + 2] if i + 2 < len(chain) else None
-        if d is not logits and stage_has_param and _qualifies(d, chain[i], following):
+        if d is not logits and stage_has_param and not after_dense_concat and _qualifies(d, chain[i], following):
             candidate = d
     tap_pos = [node_pos[id(t.inputs[0])] + 1 for t in taps]
     stage_of, k = {}, 0

@@ -100,7 +100,7 @@ def test_vgg7_has_a_tap_per_conv_block(example_models):
 @pytest.mark.parametrize("name,expected", [
     ("tiny_resnet", ["MaxPool", "Relu", "GlobalAveragePool"]),         # stem, identity block, last block (pooled)
     ("tiny_inception", ["Relu", "LRN", "GlobalAveragePool"]),          # the module's Concat+LRN is one tap
-    ("tiny_densenet", ["Relu", "Relu", "AveragePool", "GlobalAveragePool"]),  # no tap inside the dense block
+    ("tiny_densenet", ["Relu", "AveragePool", "GlobalAveragePool"]),  # none in the dense block: per transition
     ("tiny_shufflenet", ["MaxPool", "Relu", "Relu", "GlobalAveragePool"]),
     ("tiny_squeezenet", ["MaxPool", "Concat", "Concat"]),  # one per Fire module, not after its squeeze
 ])

@@ -22,7 +22,8 @@ ZOO = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "ligh
 ZOO_MODELS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
               "squeezenet", "vgg19", "zfnet512"]
 EXPECTED_TAPS = {"resnet50": 17, "inception_v1": 12, "squeezenet": 9, "vgg19": 18, "bvlc_alexnet": 7,
-                 "zfnet512": 7, "lenet5": 4, "vgg7": 6}
+                 "zfnet512": 7, "lenet5": 4, "vgg7": 6, "densenet121": 5, "inception_v2": 13,
+                 "shufflenet": 17}
 
 
 @pytest.fixture(scope="module")
