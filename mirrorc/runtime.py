@@ -71,18 +71,24 @@ class ProtectedModel:
             if name not in have:
                 raise MirrorcError(f"{normal}: has no output '{name}' that plan.json sends to the TA")
 
-        # Reusable operations: per image only their memref's address changes (see secure_labels).
+        # One buffer holds an image's taps then logits; the operations point into it once and for
+        # all, so per image the outputs are copied in and the same TEEC_Operations invoked again.
         self.row_floats = [*self.tap_floats, self.num_classes]
-        single_bytes = 4 * sum(self.row_floats)
-        if single_bytes != plan["single"]["bytes"]:
+        self.buffer = np.zeros(sum(self.row_floats), np.float32)
+        if self.buffer.nbytes != plan["single"]["bytes"]:
             raise MirrorcError(f"{self.build_dir / 'plan.json'}: single.bytes {plan['single']['bytes']} "
-                               f"!= taps + logits ({single_bytes})")
-        self.tap_ops = [(t["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT).temp(0, 0, 4 * f))
-                        for t, f in zip(self.taps, self.tap_floats)]
-        self.final_op = (plan["logits"]["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT)
-                         .temp(0, 0, 4 * self.num_classes))
-        self.single_op = (plan["single"]["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT)
-                          .temp(0, 0, single_bytes))
+                               f"!= taps + logits ({self.buffer.nbytes})")
+        bounds = np.cumsum([0, *self.row_floats])
+        self.rows = [self.buffer[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        temp_in = (teec.TEEC_MEMREF_TEMP_INPUT,)
+        with_label = (teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT)
+        if mode == "stream":
+            self._calls = [(t["command"], teec.Operation(*temp_in).temp(0, row)) for t, row in zip(self.taps, self.rows)]
+            self._calls.append((plan["logits"]["command"], teec.Operation(*with_label).temp(0, self.rows[-1])))
+        else:
+            self._calls = [(plan["single"]["command"], teec.Operation(*with_label).temp(0, self.buffer))]
+        self._label = self._calls[-1][1].op.params[1].value  # a ctypes view made once (per-image path)
+        self._dests: dict = {}
 
         self.context = teec.Context.simulator(self.build_dir) if tee == "sim" else teec.Context.optee()
         try:
@@ -106,28 +112,27 @@ class ProtectedModel:
         return self.backbone.run(self.outputs, {self.input_name: self._batch(x)})
 
     def secure_labels(self, outputs: list[np.ndarray]) -> np.ndarray:
-        """Send each image's taps and logits to the TA; its labels. The temporary memrefs point
-        straight into the backbone's output rows (the Client API copies them into shared memory)."""
+        """Send each image's taps and logits to the TA; its labels."""
         n = outputs[0].shape[0]
+        shapes = tuple(o.shape[1:] for o in outputs)
+        dests = self._dests.get(shapes)
+        if dests is None:
+            if [int(np.prod(s)) for s in shapes] != self.row_floats:
+                raise MirrorcError(f"{self.build_dir}: normal.onnx outputs {[int(np.prod(s)) for s in shapes]} floats "
+                                   f"per image, plan.json sends {self.row_floats}")
+            dests = self._dests[shapes] = [row.reshape(s) for row, s in zip(self.rows, shapes)]
         labels = np.empty(n, np.int64)
-        flat = [np.ascontiguousarray(o.reshape(n, -1), dtype=np.float32) for o in outputs]
-        if [f.shape[1] for f in flat] != self.row_floats:
-            raise MirrorcError(f"{self.build_dir}: normal.onnx outputs {[f.shape[1] for f in flat]} floats per image, "
-                               f"plan.json sends {self.row_floats}")
-        if self.mode == "stream":
-            calls = [(command, op) for command, op in self.tap_ops] + [self.final_op]
-            rows = [(f.ctypes.data, f.shape[1] * 4, op.op.params[0].tmpref) for f, (_, op) in zip(flat, calls)]
-        else:
-            packed = np.concatenate(flat, axis=1)
-            calls = [self.single_op]
-            rows = [(packed.ctypes.data, packed.shape[1] * 4, self.single_op[1].op.params[0].tmpref)]
-        invoke = self.session.invoke
-        label = calls[-1][1].op.params[1].value
+        invoke, calls, pairs = self.session.invoke, self._calls, list(zip(dests, outputs))
         for i in range(n):
-            for (command, op), (base, row_bytes, ref) in zip(calls, rows):
-                ref.buffer = base + i * row_bytes
-                invoke(command, op)
-            labels[i] = label.a
+            if len(calls) == 1:  # single: the whole image, one command
+                for dest, out in pairs:
+                    dest[...] = out[i]
+                invoke(*calls[0])
+            else:  # stream: each tap as it would arrive, then the logits
+                for (dest, out), call in zip(pairs, calls):
+                    dest[...] = out[i]
+                    invoke(*call)
+            labels[i] = self._label.a
         return labels
 
     def predict(self, x) -> np.ndarray:

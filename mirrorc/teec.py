@@ -239,6 +239,7 @@ class Operation:
     def __init__(self, *types: int):
         self._box = _PaddedOperation()
         self.op = self._box.s
+        self.ref = ctypes.byref(self.op)  # made once: invoke is on the per-image path
         self.op.paramTypes = param_types(*types)
         self._keep: list = [None] * 4  # Python objects whose memory the operation points into
 
@@ -303,11 +304,11 @@ class Session:
 
     def try_invoke(self, command: int, op: Operation | None = None) -> tuple[int, int]:
         """TEEC_InvokeCommand; returns (result, origin) without raising."""
-        res = self._invoke(self._session_ref, command, ctypes.byref(op.op) if op else None, self._origin_ref)
+        res = self._invoke(self._session_ref, command, op.ref if op else None, self._origin_ref)
         return res, self._origin.value
 
     def invoke(self, command: int, op: Operation | None = None) -> Operation | None:
-        res = self._invoke(self._session_ref, command, ctypes.byref(op.op) if op else None, self._origin_ref)
+        res = self._invoke(self._session_ref, command, op.ref if op else None, self._origin_ref)
         if res != TEEC_SUCCESS:
             raise TeecError(f"TEEC_InvokeCommand(0x{command:x})", res, self._origin.value)
         return op
