@@ -88,3 +88,7 @@ class LoadPass(Pass):
         if len(model.graph.output) != 1:
             raise MirrorcError(f"load: file '{path}': expected one output (the class scores), "
                                f"found {len(model.graph.output)}")
+        out = model.graph.output[0].type.tensor_type
+        if out.elem_type not in (0, onnx.TensorProto.FLOAT):  # 0: type left to inference
+            raise MirrorcError(f"load: file '{path}': output '{model.graph.output[0].name}' is not float32 class "
+                               f"scores (type {onnx.TensorProto.DataType.Name(out.elem_type)})")
