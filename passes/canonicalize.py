@@ -191,11 +191,15 @@ class CanonicalizePass(Pass):
 
             def edit(g: gs.Graph) -> None:
                 g.inputs[0].shape = ["N", *g.inputs[0].shape[1:]]
+                copies: dict[str, gs.Constant] = {}  # one copy per shape constant, even if shared
                 for i in spelled:
                     node = g.nodes[i]
-                    target = np.array(node.inputs[1].values, dtype=np.int64)
-                    target[0] = 0
-                    node.inputs[1] = gs.Constant(f"{node.inputs[1].name}/batch", target)
+                    old = node.inputs[1]
+                    if old.name not in copies:
+                        target = np.array(old.values, dtype=np.int64)
+                        target[0] = 0
+                        copies[old.name] = gs.Constant(f"{old.name}/batch", target)
+                    node.inputs[1] = copies[old.name]
 
             try:
                 infer_graph(graph, where=self.name, edit=edit)
