@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +40,16 @@ def build(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "build"
     args = ["compile", "examples/models/lenet5.onnx", "--data", "mnist", "-C", "2", "-o", str(out),
             "--epochs", "3", "--limit-train", "8000", "--batch-size", "64", "--lr", "2e-3",
-            "--backbone-penalty", "0.3", "--seed", "0", "--json"]
+            "--backbone-penalty", "0.3", "--seed", "0", "--no-baseline", "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    print("compile summary:", {k: summary[k] for k in ("val_mirrornet_acc", "val_backbone_acc", "val_original_acc")})
+    print("compile summary:", {k: summary[k] for k in ("val_mirrornet_acc", "val_backbone_acc")})
     return out
 
 
 def test_compile_writes_the_build(build):
-    for name in ("mirrornet.onnx", "original.onnx", "report.txt", "report.json", "training.json"):
+    for name in ("mirrornet.onnx", "report.txt", "report.json", "training.json"):
         assert (build / name).is_file(), name
     assert not list(build.parent.glob(".build*")), "temporary or checkpoint directories left behind"
     onnx.checker.check_model(onnx.load(str(build / "mirrornet.onnx")), full_check=True)
@@ -67,7 +66,7 @@ def test_evaluate_mnist_protected(build):
     print("evaluate:", res)
     assert res["test_images"] == 10000
     assert_protected(res)
-    assert res["original_acc"] is not None and res["mirrornet_acc"] >= res["original_acc"] - 2.0
+    assert res["original_acc"] is None  # --no-baseline (keeps CI short); benchmarks/table2.py compares
     split = res.get("split_execution")
     if split is not None:  # the secure part was built: the TA must give the same labels
         assert split["agree"] == split["images"], split
@@ -89,7 +88,6 @@ def test_cutting_the_cpm_fails_the_check(build, tmp_path):
             zeroed += 1
     assert zeroed > 0
     onnx.save(model, str(cut / "mirrornet.onnx"))
-    shutil.copy(build / "original.onnx", cut / "original.onnx")
     data = load_dataset("mnist", data_dir=None, input_shape=model_input_shape(cut / "mirrornet.onnx"), limit_train=1)
     res = evaluate(cut, data.x_test, data.y_test, split_check=False)
     print("CPM cut:", res)

@@ -79,3 +79,13 @@ def test_same_init_copies_backbone_weights():
     src, other = lenet5(seed=0), lenet5(seed=5)
     out = same_init(other, src)
     assert all(np.array_equal(v, weights(src)[k]) for k, v in weights(out).items())
+
+
+def test_without_torch_the_message_says_how_to_install(monkeypatch):
+    import sys
+
+    from mirrorc.train import require_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # what an environment without torch looks like
+    with pytest.raises(MirrorcError, match=r"pip install torch==2\.13\.0.*mirrorc\[train\]"):
+        require_torch()
