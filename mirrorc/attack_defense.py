@@ -1,0 +1,105 @@
+"""A candidate `--protect` training strategy against the attacks of mirrorc.attack: train the MirrorNet
+while an adversary keeps training *fresh* CPMs of the same shape (probes) on the taps and the backbone
+logits, and the backbone is pushed to make those probes fail.
+
+Why: the replace-CPM attack (a fresh CPM trained on a small labelled budget) is the strongest attack
+that respects the TEE; it works because the taps carry features that any small CPM can read. Here
+every probe starts from random weights and lives `probe_steps` steps (a short-lived attacker); the
+real CPM keeps learning for the whole run. The backbone is trained to raise the current probe's loss (weight
+`probe_weight`) through the taps and the backbone logits: features that a trained CPM reads but a fresh
+one does not learn quickly. The probe's loss is pushed towards chance (cross-entropy capped at
+log K), so the backbone cannot "win" by blowing up the probe's logits.
+
+It is measured, not assumed: benchmarks/attacks.py and `mirrorc attack` say whether it works.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from mirrorc.errors import MirrorcError
+
+
+@dataclass
+class ProbeConfig:
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    backbone_penalty: float = 0.0
+    probe_weight: float = 1.0
+    probe_steps: int = 200   # a probe is re-drawn at random after this many steps
+    probe_lr: float = 3e-3
+
+
+def secure_part(mirrornet: onnx.ModelProto) -> onnx.ModelProto:
+    """The CPM as a model of (mirrorc_tap1..n, backbone_logits), from passes.split."""
+    from passes.split import split
+
+    _normal, secure = split(mirrornet)
+    return secure
+
+
+def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: ProbeConfig,
+                         *, progress_desc: str = "train+probes") -> onnx.ModelProto:
+    """Joint MirrorNet training (cross-entropy on mirrornet_logits, optional backbone penalty as in
+    mirrorc.train) with the adversarial fresh-CPM probes described in the module docstring."""
+    import torch
+    import torch.nn.functional as F
+
+    from mirrorc.attack import reinitialize
+    from mirrorc.clikit import progress
+    from mirrorc.torchgraph import OnnxModule
+
+    meta = {p.key: p.value for p in mirrornet.metadata_props}
+    if "mirrorc.taps" not in meta:
+        raise MirrorcError("train_against_probes: model has no mirrorc.taps metadata (not a MirrorNet)")
+    import json
+
+    taps = [t["selected"] for t in json.loads(meta["mirrorc.taps"])]
+    num_classes = int(meta["mirrorc.num_classes"])
+    torch.manual_seed(config.seed)
+    main = OnnxModule(mirrornet, outputs=["mirrornet_logits", "backbone_logits", *taps])
+    secure = secure_part(mirrornet)
+    probe_inputs = [i.name for i in secure.graph.input]  # taps then backbone_logits, by the contract
+
+    def fresh_probe(k: int):
+        probe = OnnxModule(reinitialize(secure, lambda n: True, seed=config.seed * 7919 + k),
+                           outputs=["mirrornet_logits"])
+        return probe, torch.optim.Adam(probe.parameters(), lr=config.probe_lr)
+
+    opt = torch.optim.Adam(main.parameters(), lr=config.lr)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    steps_per_epoch = math.ceil(len(xt) / config.batch_size)
+    chance = math.log(num_classes)
+    probe, probe_opt, step = None, None, 0
+    main.train()
+    for epoch in progress(range(config.epochs), desc=progress_desc, unit="epoch"):
+        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(len(xt)))
+        for s in range(steps_per_epoch):
+            if step % config.probe_steps == 0:
+                probe, probe_opt = fresh_probe(step // config.probe_steps)
+            idx = order[s * config.batch_size:(s + 1) * config.batch_size]
+            out = main(xt[idx])
+            loss = F.cross_entropy(out["mirrornet_logits"], yt[idx])
+            if config.backbone_penalty > 0:
+                p_right = torch.softmax(out["backbone_logits"], 1).gather(1, yt[idx, None]).squeeze(1)
+                loss = loss + config.backbone_penalty * -torch.log1p(-p_right.clamp(max=1 - 1e-6)).mean()
+            feeds = [out[name] for name in probe_inputs]
+            # the backbone pushes the current probe's loss up, to chance and no further
+            adversarial = torch.clamp(F.cross_entropy(probe(*feeds)["mirrornet_logits"], yt[idx]), max=chance)
+            opt.zero_grad(set_to_none=True)
+            (loss - config.probe_weight * adversarial).backward()
+            opt.step()
+            # the probe learns on what it sees, like an attacker would
+            probe_opt.zero_grad(set_to_none=True)
+            probe_loss = F.cross_entropy(probe(*[f.detach() for f in feeds])["mirrornet_logits"], yt[idx])
+            probe_loss.backward()
+            probe_opt.step()
+            step += 1
+    main.eval()
+    return main.write_back()
