@@ -13,9 +13,10 @@ def inspect_model(path: str, *, channels: int | None = None) -> dict:
     and its size is reported next to the backbone's."""
     from mirrorc import layers as L
     from mirrorc.pipeline import analyze, build_mirrornet
+    from passes.base import to_proto
 
     graph, info = analyze(path)
-    all_layers = L.layers(graph)
+    all_layers = L.layers(to_proto(graph))  # (our exporter writes big weights once; gs's copies them 4x)
     stage_of = info["stage_of"]
     tensors = graph.tensors()
     compute = [dict(layer.to_dict(), stage=stage_of[layer.name]) for layer in L.compute_layers(all_layers)]

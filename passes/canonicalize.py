@@ -57,7 +57,8 @@ class CanonicalizePass(Pass):
         probing = not isinstance(x.shape[0], int)
         if probing:  # fold shape arithmetic (x.view(x.size(0), -1)) at a recognizable batch, then undo it
             x.shape = [PROBE_BATCH, *x.shape[1:]]
-        infer_graph(graph, where=self.name)  # Shape nodes fold only when their input's shape is known
+        if any(n.op == "Shape" for n in graph.nodes):
+            infer_graph(graph, where=self.name)  # Shape nodes fold only when their input's shape is known
         graph.fold_constants(error_ok=False).cleanup()
         self._drop_pass_through(graph)
         self._sum_to_add(graph)

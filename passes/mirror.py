@@ -341,6 +341,10 @@ class MirrorPass(Pass):
             self.cpm[id(o)] = n
 
     def _infer(self, node: gs.Node) -> None:
+        same = _shape_preserved(node)
+        if same is not None:  # most CPM nodes: skip onnx's per-node inference (a model per call)
+            node.outputs[0].shape = same
+            return
         proto = helper.make_node(node.op, [x.name for x in node.inputs], [o.name for o in node.outputs],
                                  name=node.name, **node.attrs)
         var_in = {x.name: (_elem_type(x.dtype), list(x.shape)) for x in node.inputs if isinstance(x, gs.Variable) and x.name}
@@ -489,6 +493,30 @@ class MirrorPass(Pass):
         if new_target is None:
             raise self.fail(f"cannot map Reshape {bb_in} -> {bb_out} onto the CPM's {cp_in}", node.name)
         return [xs[0], gs.Constant(f"cpm/{node.name}/shape", new_target)]
+
+
+_SHAPE_PRESERVING = ACTIVATIONS | {"BatchNormalization", "InstanceNormalization", "LRN", "Add", "Sub", "Mul", "Div",
+                                   "Max", "Min", "Abs", "Neg", "Exp", "Erf", "Sqrt", "Reciprocal"}
+
+
+def _shape_preserved(node: gs.Node) -> list | None:
+    """The output shape of an elementwise/per-channel node whose variable inputs all have one shape
+    and whose constants broadcast into it without growing it; None when onnx must work it out."""
+    if node.op not in _SHAPE_PRESERVING or len(node.outputs) != 1:
+        return None
+    var = [x for x in node.inputs if isinstance(x, gs.Variable) and x.name]
+    if not var or any(list(v.shape) != list(var[0].shape) for v in var):
+        return None
+    shape = list(var[0].shape)
+    for c in node.inputs:
+        if isinstance(c, gs.Constant):
+            cs = list(c.shape)
+            if node.op == "BatchNormalization" or node.op == "InstanceNormalization":
+                if cs != [shape[1]]:
+                    return None
+            elif len(cs) > len(shape) or any(d not in (1, shape[len(shape) - len(cs) + i]) for i, d in enumerate(cs)):
+                return None
+    return shape
 
 
 class _Retry(Exception):
