@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
@@ -347,8 +346,10 @@ class MirrorPass(Pass):
             return
         proto = helper.make_node(node.op, [x.name for x in node.inputs], [o.name for o in node.outputs],
                                  name=node.name, **node.attrs)
-        var_in = {x.name: (_elem_type(x.dtype), list(x.shape)) for x in node.inputs if isinstance(x, gs.Variable) and x.name}
-        consts = [numpy_helper.from_array(np.asarray(x.values), x.name) for x in node.inputs if isinstance(x, gs.Constant)]
+        var_in = {x.name: (_elem_type(x.dtype), list(x.shape))
+                  for x in node.inputs if isinstance(x, gs.Variable) and x.name}
+        consts = [numpy_helper.from_array(np.asarray(x.values), x.name)
+                  for x in node.inputs if isinstance(x, gs.Constant)]
         try:
             shapes = node_output_shapes(proto, var_in, consts, self.opset)
         except Exception as e:  # MirrorcError from shapes, naming the node

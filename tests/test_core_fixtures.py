@@ -2,9 +2,11 @@
 
 Each one exercises a structure of the model zoo at toy size: residual blocks with an identity and a
 downsampling shortcut, an Inception module with LRN and a MatMul+Add head, DenseNet concatenation
-with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (grouped 1x1, channel shuffle reshapes, depthwise 3x3, a
-stride-2 unit that concatenates its shortcut), a flatten whose shape is computed from Shape (torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a
-fixed batch of 1 and a spelled-out Reshape batch."""
+with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (grouped 1x1,
+channel shuffle reshapes, depthwise 3x3, a stride-2 unit that concatenates its shortcut), a
+ShuffleNet v2 channel split, a MobileNet v2 block, a flatten whose shape is computed from Shape
+(torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a fixed batch of 1
+and a spelled-out Reshape batch."""
 
 from __future__ import annotations
 
