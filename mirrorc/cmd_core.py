@@ -39,9 +39,11 @@ def inspect_model(path: str, *, channels: int | None = None) -> dict:
         mlayers = L.layers(model)
         cpm = [n.name for n in model.graph.node if minfo["node_world"][n.name] == "secure"]
         ct = L.totals(mlayers, cpm)
+        cpm_layers = [dict(layer.to_dict(), stage=minfo["node_stage"][layer.name])
+                      for layer in L.compute_layers(mlayers) if layer.name in set(cpm)]
         report["cpm"] = {"channels": channels, "dense_width": minfo["dense_width"], "params": ct.params,
                          "macs": ct.macs, "macs_vs_backbone": ct.macs / max(total.macs, 1),
-                         "taps": minfo["taps"]}
+                         "layers": cpm_layers, "taps": minfo["taps"]}
     return report
 
 
@@ -72,6 +74,9 @@ def _print_report(r: dict) -> None:
         click.echo(f"CPM at C={c['channels']}: params {fmt_count(c['params'])}, MACs {fmt_count(c['macs'])} "
                    f"({100 * c['macs_vs_backbone']:.3g}% of the backbone), "
                    f"dense width {c['dense_width'] or 'n/a (no hidden dense layer)'}")
+        for layer in c["layers"]:
+            click.echo(f"{layer['stage']:>5}  {layer['name'][:28]:<28} {layer['notation']:<34} "
+                       f"{fmt_count(layer['params']):>9} {fmt_count(layer['macs']):>9}")
         for t in c["taps"]:
             click.echo(f"  tap {t['index']}: {t['shape']} = {t['bytes']} bytes to the secure world")
 
