@@ -53,6 +53,7 @@ class Lowered:
     num_classes: int
     memory: dict = dataclasses.field(default_factory=dict)    # memplan summary (+ naive size)
     commands: list[list[str]] = dataclasses.field(default_factory=list)  # node names per command
+    weights: dict[str, str] = dataclasses.field(default_factory=dict)  # initializer (or derived) -> C symbol
 
 
 def _err(node: onnx.NodeProto | None, msg: str) -> MirrorcError:
@@ -464,9 +465,24 @@ def schedule(secure: onnx.ModelProto) -> list[tuple[int, onnx.NodeProto]]:
     return order
 
 
-def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> Lowered:
-    """Generate the C model of the secure graph; `name` is the model's name in comments.
-    Raises MirrorcError when weights + arena + state + stack exceed `tee_memory` bytes."""
+@dataclasses.dataclass
+class SecurePlan:
+    """The secure graph scheduled and memory-planned (everything `lower` needs but the C text)."""
+    n_taps: int
+    taps: list[str]
+    shapes: dict
+    consts: dict
+    body: list            # (command, node) in run order, the label's ArgMax left out
+    argmax: onnx.NodeProto
+    tap_floats: list[int]
+    num_classes: int
+    inputs: dict          # graph input -> the command that brings it
+    memory: memplan.MemoryPlan
+
+
+def plan_secure(secure: onnx.ModelProto) -> SecurePlan:
+    """Schedule and memory plan of the secure graph, without generating code (reports use it for
+    the exact arena and state sizes the generated model will have)."""
     n_taps, taps = _check_secure(secure)
     shapes = static_shapes(secure)
     consts = _constants(secure)
@@ -493,6 +509,16 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> 
     floats = {t: _prod(s) for t, s in shapes.items()}
     floats.update({scratch_name(nd): scratch_floats(nd, shapes) for _, nd in body if scratch_floats(nd, shapes)})
     mplan = memplan.plan(steps, floats, inputs, inplace=inplace_steps([nd for _, nd in body], shapes, consts))
+    return SecurePlan(n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan)
+
+
+def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> Lowered:
+    """Generate the C model of the secure graph; `name` is the model's name in comments.
+    Raises MirrorcError when weights + arena + state + stack exceed `tee_memory` bytes."""
+    sp = plan_secure(secure)
+    n_taps, taps, shapes, consts, body, argmax = sp.n_taps, sp.taps, sp.shapes, sp.consts, sp.body, sp.argmax
+    tap_floats, num_classes, inputs, mplan = sp.tap_floats, sp.num_classes, sp.inputs, sp.memory
+    logits = argmax.input[0]
 
     def buf(t: str) -> str:
         b = mplan.buffers.get(t)
@@ -536,7 +562,8 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> 
     for src in [cbuild.KERNEL_DIR / "mirrorc_kernels.h", *cbuild.kernel_sources()]:
         files[f"kernels/{src.name}"] = src.read_text()
     memory = dict(mplan.summary(), weight_bytes=weight_bytes)
-    return Lowered(files, sizes, tap_floats, num_classes, memory, cmd_nodes)
+    symbols = {key: sym for key, (sym, _) in emitter.weights.items()}
+    return Lowered(files, sizes, tap_floats, num_classes, memory, cmd_nodes, symbols)
 
 
 def _model_header(name, n_taps, k, tap_floats, sizes, mplan) -> str:
