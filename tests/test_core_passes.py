@@ -329,3 +329,11 @@ def test_external_data(tmp_path, example_models):
     (tmp_path / "vgg7.data").unlink()
     with pytest.raises(MirrorcError, match=r"^load: file '.*vgg7.onnx': external data missing"):
         build_mirrornet(str(path))
+
+
+def test_single_stage_model_has_nothing_to_mirror(tmp_path):
+    b = F.Builder(0)
+    path = tmp_path / "logreg.onnx"
+    onnx.save(b.model([20], b.gemm("x", 20, 3), 3), str(path))
+    with pytest.raises(MirrorcError, match=r"^taps: node '.*': found no tap"):
+        build_mirrornet(str(path))
