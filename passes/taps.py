@@ -11,21 +11,20 @@ dominator), taken right after a block's nonlinearity or pooling. The rule:
    current stage already has a parametric op, it is not the logits, and its producer is an
    activation, a pooling, LRN, a residual Add (two non-constant inputs) or a Concat that does NOT
    take the previous dominator itself as an input (DenseNet's dense connectivity: those concats
-   stay inside the stage). Pure reshapes (Flatten, Reshape, ...) are never candidates. Nor is a
-   dominator that only fans out into two or more parametric ops which meet again in a Concat: that
-   is the squeeze layer of a Fire module (SqueezeNet), part of the module, not a module boundary.
+   stay inside the stage). Pure reshapes (Flatten, Reshape, ...) are never candidates. Nor is:
+   - a dominator that only fans out into two or more parametric ops which meet again in a Concat:
+     the squeeze layer of a Fire module (SqueezeNet) is part of the module, not its boundary;
+   - an activation after a dense Concat with no parametric op or pooling in between: DenseNet's
+     BN+ReLU pre-activation of a transition belongs to the dense block.
 3. When a parametric segment starts and the current stage has a parametric op and a candidate,
    the last candidate becomes a tap and the new stage begins. Parameterless stretches therefore
    merge into the next stage.
 
-   Likewise the BN+ReLU that follows a dense block's last Concat (DenseNet's pre-activation of the
-   transition) belongs to the block: after a dense Concat, only a pooling can be a tap again.
-
 So LeNet-5 gets taps after pool1, pool2, fc1+relu, fc2+relu; a ResNet one per residual block (after
 the block's ReLU; the last one after the global pooling); Inception/Fire one per module (the
 Concat, or the pooling after it); DenseNet one per transition (after its pooling), none inside a
-dense block. Stage k runs from tap k-1 (the
-input for k = 1) to tap k; the last stage (n+1 for n taps) ends at the logits.
+dense block. Stage k runs from tap k-1 (the input for k = 1) to tap k; the last stage (n+1 for n
+taps) ends at the logits.
 """
 
 from __future__ import annotations
