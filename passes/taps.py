@@ -14,7 +14,7 @@ dominator), taken right after a block's nonlinearity or pooling. The rule:
    stay inside the stage). Pure reshapes (Flatten, Reshape, ...) are never candidates. Nor is:
    - a dominator that only fans out into two or more parametric ops which meet again in a Concat:
      the squeeze layer of a Fire module (SqueezeNet) is part of the module, not its boundary;
-   - an activation after a dense Concat with no parametric op or pooling in between: DenseNet's
+   - anything but a pooling after a dense Concat with no parametric op in between: DenseNet's
      BN+ReLU pre-activation of a transition belongs to the dense block.
 3. When a parametric segment starts and the current stage has a parametric op and a candidate,
    the last candidate becomes a tap and the new stage begins. Parameterless stretches therefore
