@@ -70,7 +70,7 @@ def test_c_model_matches_mirrornet(examples, name):
     check_against_mirrornet(trained_like(mn, seed=7), 300, name)
 
 
-@pytest.mark.parametrize("name,n_inputs", [("squeezenet", 24), ("resnet50", 6)])
+@pytest.mark.parametrize("name,n_inputs", [("squeezenet", 24), ("resnet50", 6), ("inception_v1", 3), ("densenet121", 3)])
 def test_c_model_matches_mirrornet_zoo(name, n_inputs):
     path = ZOO / f"light_{name}.onnx"
     if not path.exists():
