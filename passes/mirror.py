@@ -385,12 +385,22 @@ class MirrorPass(Pass):
     def _match_channels(self, node, xs) -> None:
         """Two CPM tensors meeting in a binary op must agree on channels: force the Conv that
         produces one side (through per-channel ops only) to the other side's count, and rebuild."""
-        var = [x for x in xs if isinstance(x, gs.Variable)]
-        if len(var) != 2 or len(var[0].shape) < 2 or len(var[1].shape) < 2:
+        pairs = [(bb, x) for bb, x in zip(node.inputs, xs) if isinstance(x, gs.Variable) and x.name]
+        if len(pairs) != 2:
             return
-        a, b = int(var[0].shape[1]), int(var[1].shape[1])
-        if a == b or 1 in (a, b):
+        rank = len(node.outputs[0].shape)
+
+        def channels(shape) -> int:  # size on the output's axis 1, after right-aligned broadcasting
+            axis = 1 - (rank - len(shape))
+            return int(shape[axis]) if axis >= 0 else 1
+
+        (bb_a, var_a), (bb_b, var_b) = pairs
+        if channels(bb_a.shape) != channels(bb_b.shape):
+            return  # the backbone itself broadcasts over the channels
+        a, b = channels(var_a.shape), channels(var_b.shape)
+        if a == b:
             return
+        var = [var_a, var_b]
         for side, want in ((var[0], b), (var[1], a)):
             conv = _free_conv(side)
             conv = None if conv in self.depthwise or conv in self.heads else conv

@@ -4,7 +4,7 @@ Each one exercises a structure of the model zoo at toy size: residual blocks wit
 downsampling shortcut, an Inception module with LRN and a MatMul+Add head, DenseNet concatenation
 with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (grouped 1x1,
 channel shuffle reshapes, depthwise 3x3, a stride-2 unit that concatenates its shortcut), a
-ShuffleNet v2 channel split, a MobileNet v2 block, a flatten whose shape is computed from Shape
+ShuffleNet v2 channel split, a MobileNet v2 block, a squeeze-and-excitation scale, a flatten whose shape is computed from Shape
 (torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a fixed batch of 1
 and a spelled-out Reshape batch."""
 
@@ -187,6 +187,16 @@ def tiny_mobilenet_v2() -> onnx.ModelProto:
     return b.model([3, 8, 8], b.gemm(x, 12, 3), 3)
 
 
+def tiny_senet() -> onnx.ModelProto:
+    """A squeeze-and-excitation scale (Mul of [N,C,H,W] by [N,C,1,1]) on a Concat's output."""
+    b = Builder(12)
+    x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
+    y = b.op("Concat", b.op("Relu", b.conv(x, 8, 8)), b.op("Relu", b.conv(x, 8, 8)), axis=1)
+    s = b.op("Sigmoid", b.conv(b.op("Relu", b.conv(b.op("GlobalAveragePool", y), 16, 4, k=1)), 4, 16, k=1))
+    x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(b.op("Mul", y, s), 16, 8, k=1))), axis=1)
+    return b.model([3, 8, 8], b.gemm(x, 8, 3), 3)
+
+
 def unnarrowable() -> onnx.ModelProto:
     """LpNormalization across channels in stage 2: the mirror pass cannot narrow it."""
     b = Builder(6)
@@ -209,7 +219,7 @@ def int_input() -> onnx.ModelProto:
 FIXTURES = {"tiny_resnet": tiny_resnet, "tiny_inception": tiny_inception, "tiny_densenet": tiny_densenet,
             "tiny_shufflenet": tiny_shufflenet, "tiny_squeezenet": tiny_squeezenet, "old_opset": old_opset,
             "dynamic_flatten": dynamic_flatten, "tiny_shufflenet_v2": tiny_shufflenet_v2,
-            "tiny_mobilenet_v2": tiny_mobilenet_v2}
+            "tiny_mobilenet_v2": tiny_mobilenet_v2, "tiny_senet": tiny_senet}
 
 
 def write(tmp_path, name: str) -> str:

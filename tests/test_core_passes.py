@@ -337,3 +337,16 @@ def test_single_stage_model_has_nothing_to_mirror(tmp_path):
     onnx.save(b.model([20], b.gemm("x", 20, 3), 3), str(path))
     with pytest.raises(MirrorcError, match=r"^taps: node '.*': found no tap"):
         build_mirrornet(str(path))
+
+
+@pytest.mark.parametrize("name", ["tiny_shufflenet", "tiny_senet", "tiny_inception"])
+def test_binary_ops_never_broadcast_channels_the_backbone_does_not(tmp_path, name):
+    # at C=1 a 1-channel branch would silently broadcast against a 2-channel shortcut
+    model, _ = build_mirrornet(F.write(tmp_path, name), channels=1)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    inits = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.name.startswith("cpm/") and node.op_type in ("Add", "Mul", "Sub", "Div"):
+            ins = [x for x in node.input if x not in inits and x in shapes]
+            if len(ins) == 2:
+                assert shapes[ins[0]][1] == shapes[ins[1]][1], (node.name, shapes[ins[0]], shapes[ins[1]])
