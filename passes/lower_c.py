@@ -130,8 +130,9 @@ class _Emitter:
     """Turns nodes into kernel calls. `buf(name)` gives the C expression of an activation tensor;
     constant inputs become `static const float` arrays registered in `self.weights`."""
 
-    def __init__(self, shapes, consts, buf, prefix: str = ""):
+    def __init__(self, shapes, consts, buf, prefix: str = "", fast_conv: bool = True):
         self.shapes, self.consts, self.buf, self.prefix = shapes, consts, buf, prefix
+        self.fast_conv = fast_conv  # stride-1 convs through a padded copy in scratch
         self.weights: dict[str, tuple[str, np.ndarray]] = {}  # key -> (C symbol, float32 data)
         self.int_arrays: list[str] = []
 
@@ -254,7 +255,7 @@ class _Emitter:
         h, wd = (1, xs[2]) if len(xs) == 3 else xs[2:]
         oh, ow = (1, ys[2]) if len(ys) == 3 else ys[2:]
         bias = self.operand(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
-        if _conv_s1(node, self.shapes) is not None:
+        if self.fast_conv and _conv_s1(node, self.shapes) is not None:
             return (f"mc_conv2d_s1({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, "
                     f"{self.buf(scratch_name(node))}, {xs[0]}, {xs[1]}, {h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, "
                     f"{pb[0]}, {pb[1]}, {a.get('group', 1)});")
@@ -411,9 +412,9 @@ def _conv_s1(node, shapes) -> tuple[int, int, int, int, int] | None:
     return shapes[node.input[0]][1], ys[2], ys[2] + kh - 1, ys[3] + kw - 1, kw
 
 
-def scratch_floats(node, shapes) -> int:
+def scratch_floats(node, shapes, fast_conv: bool = True) -> int:
     """Scratch a node's kernel needs for the duration of its step (0 for most)."""
-    s1 = _conv_s1(node, shapes)
+    s1 = _conv_s1(node, shapes) if fast_conv else None
     if s1 is None:
         return 0
     c, oh, hp, wp, kw = s1
@@ -424,9 +425,9 @@ def scratch_name(node) -> str:
     return f"{node.output[0]}#scratch"
 
 
-def _step_outputs(node, shapes) -> list[str]:
+def _step_outputs(node, shapes, fast_conv: bool = True) -> list[str]:
     """What a step writes: its outputs, then its kernel's scratch (live only during the step)."""
-    return list(node.output) + ([scratch_name(node)] if scratch_floats(node, shapes) else [])
+    return list(node.output) + ([scratch_name(node)] if scratch_floats(node, shapes, fast_conv) else [])
 
 
 def inplace_steps(nodes, shapes, consts) -> set[int]:
@@ -478,11 +479,13 @@ class SecurePlan:
     num_classes: int
     inputs: dict          # graph input -> the command that brings it
     memory: memplan.MemoryPlan
+    fast_conv: bool
 
 
-def plan_secure(secure: onnx.ModelProto) -> SecurePlan:
+def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
     """Schedule and memory plan of the secure graph, without generating code (reports use it for
-    the exact arena and state sizes the generated model will have)."""
+    the exact arena and state sizes the generated model will have). `fast_conv` gives stride-1
+    convolutions scratch in the arena (faster, more memory)."""
     n_taps, taps = _check_secure(secure)
     shapes = static_shapes(secure)
     consts = _constants(secure)
@@ -501,21 +504,24 @@ def plan_secure(secure: onnx.ModelProto) -> SecurePlan:
     tap_floats = [_prod(shapes[t]) for t in taps]
 
     body = [(cmd, nd) for cmd, nd in order if nd is not argmax]
-    steps = [memplan.Step(cmd, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes))
+    steps = [memplan.Step(cmd, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes, fast_conv))
              for cmd, nd in body]
     steps.append(memplan.Step(n_taps, [logits], []))
     inputs = {t: k for k, t in enumerate(taps)}
     inputs["backbone_logits"] = n_taps
     floats = {t: _prod(s) for t, s in shapes.items()}
-    floats.update({scratch_name(nd): scratch_floats(nd, shapes) for _, nd in body if scratch_floats(nd, shapes)})
+    floats.update({scratch_name(nd): scratch_floats(nd, shapes, fast_conv) for _, nd in body
+                   if scratch_floats(nd, shapes, fast_conv)})
     mplan = memplan.plan(steps, floats, inputs, inplace=inplace_steps([nd for _, nd in body], shapes, consts))
-    return SecurePlan(n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan)
+    return SecurePlan(n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan, fast_conv)
 
 
-def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> Lowered:
+def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
+          fast_conv: bool = True) -> Lowered:
     """Generate the C model of the secure graph; `name` is the model's name in comments.
-    Raises MirrorcError when weights + arena + state + stack exceed `tee_memory` bytes."""
-    sp = plan_secure(secure)
+    When the model does not fit `tee_memory` bytes (weights + arena + state + stack), the stride-1
+    conv scratch is given up first; if it still does not fit, MirrorcError."""
+    sp = plan_secure(secure, fast_conv)
     n_taps, taps, shapes, consts, body, argmax = sp.n_taps, sp.taps, sp.shapes, sp.consts, sp.body, sp.argmax
     tap_floats, num_classes, inputs, mplan = sp.tap_floats, sp.num_classes, sp.inputs, sp.memory
     logits = argmax.input[0]
@@ -528,7 +534,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> 
             raise MirrorcError(f"{PASS}: tensor '{t}' has no buffer")
         return f"(s->carry + {b.offset})" if b.carry else f"(mirrorc_arena + {b.offset})"
 
-    emitter = _Emitter(shapes, consts, buf)
+    emitter = _Emitter(shapes, consts, buf, fast_conv=fast_conv)
     per_cmd: list[list[str]] = [[] for _ in range(n_taps + 1)]
     cmd_nodes: list[list[str]] = [[] for _ in range(n_taps + 1)]
     for k, t in enumerate(taps):  # taps read after their own command are copied into the state
@@ -547,6 +553,9 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> 
     state_bytes = 4 * max(1, mplan.carry_floats)
     sizes = {"weights": weight_bytes, "arena": arena_bytes, "state": state_bytes, "stack": STACK_BYTES}
     total = sum(sizes.values())
+    if tee_memory is not None and total > tee_memory and fast_conv and any(
+            scratch_floats(nd, shapes) for _, nd in body):
+        return lower(secure, name, tee_memory, fast_conv=False)
     if tee_memory is not None and total > tee_memory:
         raise MirrorcError(
             f"{PASS}: model '{name}' needs {total} bytes in the TA (weights {weight_bytes}, arena {arena_bytes}, "
@@ -561,7 +570,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None) -> 
              "model/mirrorc_weights.h": weights}
     for src in [cbuild.KERNEL_DIR / "mirrorc_kernels.h", *cbuild.kernel_sources()]:
         files[f"kernels/{src.name}"] = src.read_text()
-    memory = dict(mplan.summary(), weight_bytes=weight_bytes)
+    memory = dict(mplan.summary(), weight_bytes=weight_bytes, fast_conv=fast_conv)
     symbols = {key: sym for key, (sym, _) in emitter.weights.items()}
     return Lowered(files, sizes, tap_floats, num_classes, memory, cmd_nodes, symbols)
 

@@ -42,9 +42,9 @@ def _session(model):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def check_against_mirrornet(mn: onnx.ModelProto, n_inputs: int, name: str, seed: int = 0):
+def check_against_mirrornet(mn: onnx.ModelProto, n_inputs: int, name: str, seed: int = 0, fast_conv: bool = True):
     normal, secure = split(mn)
-    lowered = lower_c.lower(secure, name)
+    lowered = lower_c.lower(secure, name, fast_conv=fast_conv)
     model = cbuild.SecureModel.from_lowered(lowered, name=f"test_{name}")
     vi = mn.graph.input[0]
     shape = [d.dim_value for d in vi.type.tensor_type.shape.dim[1:]]
@@ -64,10 +64,10 @@ def check_against_mirrornet(mn: onnx.ModelProto, n_inputs: int, name: str, seed:
     return lowered
 
 
-@pytest.mark.parametrize("name", ["lenet5", "vgg7"])
-def test_c_model_matches_mirrornet(examples, name):
+@pytest.mark.parametrize("name,fast_conv", [("lenet5", True), ("vgg7", True), ("vgg7", False)])
+def test_c_model_matches_mirrornet(examples, name, fast_conv):
     mn, _ = build_mirrornet(examples / f"{name}.onnx", channels=2)
-    check_against_mirrornet(trained_like(mn, seed=7), 300, name)
+    check_against_mirrornet(trained_like(mn, seed=7), 300, name, fast_conv=fast_conv)
 
 
 @pytest.mark.parametrize("name,n_inputs", [("squeezenet", 24), ("resnet50", 6), ("inception_v1", 3), ("densenet121", 3)])
@@ -98,11 +98,16 @@ def test_generation_is_deterministic(examples):
 
 def test_tee_memory_limit(examples):
     secure = _lenet_secure(examples)
-    lowered = lower_c.lower(secure, "lenet5")
-    total = sum(lowered.sizes.values())
-    assert lower_c.lower(secure, "lenet5", tee_memory=total).sizes == lowered.sizes
-    with pytest.raises(MirrorcError, match=rf"lenet5.*needs {total} bytes.*limit of {total - 1} bytes"):
-        lower_c.lower(secure, "lenet5", tee_memory=total - 1)
+    fast = lower_c.lower(secure, "lenet5")
+    compact = lower_c.lower(secure, "lenet5", fast_conv=False)
+    fast_total, compact_total = sum(fast.sizes.values()), sum(compact.sizes.values())
+    assert compact_total < fast_total and fast.memory["fast_conv"] and not compact.memory["fast_conv"]
+    assert lower_c.lower(secure, "lenet5", tee_memory=fast_total).sizes == fast.sizes
+    # one byte short: the conv scratch is given up, and the compact model fits
+    squeezed = lower_c.lower(secure, "lenet5", tee_memory=fast_total - 1)
+    assert squeezed.sizes == compact.sizes and "mc_conv2d_s1" not in squeezed.files["model/mirrorc_model.c"]
+    with pytest.raises(MirrorcError, match=rf"lenet5.*needs {compact_total} bytes.*limit of {compact_total - 1} bytes"):
+        lower_c.lower(secure, "lenet5", tee_memory=compact_total - 1)
 
 
 def test_header_states_exact_sizes(examples, tmp_path):
