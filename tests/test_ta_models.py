@@ -118,3 +118,28 @@ def test_cli_run_on_an_image(built, tmp_path):
     (build / "report.json").unlink()
     res = CliRunner().invoke(main, ["run", str(build), "--input", str(tmp_path / "img.png")])
     assert res.exit_code == 2 and "records no preprocessing" in res.output
+
+
+def test_build_secure_fields_and_failures(tmp_path):
+    """plan fields agree with what was written; a failing build writes nothing."""
+    import hashlib
+
+    from mirrorc.errors import MirrorcError
+
+    mirrornet = make_build("lenet5", tmp_path)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [t["command"] for t in plan["taps"]] == [0x100 + k for k in range(len(plan["taps"]))]
+    assert plan["single"]["bytes"] == sum(t["bytes"] for t in plan["taps"]) + plan["logits"]["bytes"]
+    for rel, digest in plan["hashes"].items():
+        if rel != "mirrornet.onnx":
+            assert hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest() == digest, rel
+    assert f"#define TA_DATA_SIZE {plan['memory']['ta_data_size']}" in \
+        (tmp_path / "ta" / "user_ta_header_defines.h").read_text()
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(MirrorcError, match="TEE memory"):
+        build_secure(mirrornet, fresh, tee_memory=1024)
+    assert not any((fresh / p).exists() for p in ("ta", "host", "normal.onnx"))
+    del mirrornet.metadata_props[:]
+    with pytest.raises(MirrorcError, match="mirrorc.taps"):
+        build_secure(mirrornet, fresh)
