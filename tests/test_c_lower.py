@@ -246,3 +246,49 @@ def test_weights_are_bit_exact(examples):
         got = np.ctypeslib.as_array(lib.weight(i), shape=(want.size,))
         assert np.array_equal(got, want), k
     assert any("folded" in k for k in keys)  # VGG-7's BatchNorms were folded by split
+
+
+def test_tap_read_after_its_command_is_carried():
+    """A hand-built secure graph where tap 1 is read again at command 1 and at the final command:
+    run_tap(0) must keep a copy in the session state (the caller's buffer is gone by then)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    w = numpy_helper.from_array(rng.normal(size=(6, 6)).astype(np.float32), "cpm/w")
+    nodes = [helper.make_node("Relu", ["mirrorc_tap1"], ["cpm/r1"], name="cpm/relu1"),
+             helper.make_node("Gemm", ["mirrorc_tap2", "cpm/w"], ["cpm/g2"], name="cpm/gemm2"),
+             helper.make_node("Add", ["cpm/g2", "mirrorc_tap1"], ["cpm/a2"], name="cpm/add2"),
+             helper.make_node("Mul", ["cpm/a2", "cpm/r1"], ["cpm_logits"], name="cpm/mul"),
+             # reads tap 1 at the final command (it needs backbone_logits)
+             helper.make_node("Sub", ["backbone_logits", "mirrorc_tap1"], ["cpm/s0"], name="cpm/sub_final"),
+             helper.make_node("Add", ["cpm/s0", "cpm_logits"], ["mirrornet_logits"], name="cpm/final_add"),
+             helper.make_node("ArgMax", ["mirrornet_logits"], ["label"], name="cpm/argmax", axis=1, keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "carry", [helper.make_tensor_value_info("mirrorc_tap1", TensorProto.FLOAT, [1, 6]),
+                         helper.make_tensor_value_info("mirrorc_tap2", TensorProto.FLOAT, [1, 6]),
+                         helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, [1, 6])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [1])], [w])
+    secure = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    secure.ir_version = 8
+    lowered = lower_c.lower(secure, "carry")
+    assert "mirrorc_tap1" in lowered.memory["carried"]
+    assert "mc_copy(tap," in lowered.files["model/mirrorc_model.c"]
+    model = cbuild.SecureModel.from_lowered(lowered, name="carry")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(secure)
+    probe.graph.output.append(helper.make_tensor_value_info("mirrornet_logits", TensorProto.FLOAT, [1, 6]))
+    sess = _session(probe)
+    for _ in range(20):
+        t1, t2, bl = (rng.normal(size=(1, 6)).astype(np.float32) for _ in range(3))
+        label, logits = sess.run(None, {"mirrorc_tap1": t1, "mirrorc_tap2": t2, "backbone_logits": bl})
+        # hand the C model fresh buffers and wipe tap 1 after its command, as the TA's copy would be
+        t1_buf = t1.copy()
+        model.lib.mirrorc_reset(model.state)
+        model.lib.mirrorc_run_tap(model.state, ctypes.c_uint(0), ctypes.c_void_p(t1_buf.ctypes.data))
+        t1_buf[:] = np.nan
+        model.lib.mirrorc_run_tap(model.state, ctypes.c_uint(1), ctypes.c_void_p(t2.ctypes.data))
+        c_logits = np.zeros(6, np.float32)
+        c_label = model.lib.mirrorc_debug_run_final(model.state, ctypes.c_void_p(bl.ctypes.data),
+                                                   ctypes.c_void_p(c_logits.ctypes.data))
+        assert c_label == label[0]
+        np.testing.assert_allclose(c_logits, logits[0], rtol=1e-5, atol=1e-6)
