@@ -198,6 +198,9 @@ def _random_cases(rng):
             consts["b"] = r(m)
         cases.append(("Conv", [("x", [int(rng.integers(1, 3)), c, h, w])], dict(kernel_shape=k, strides=s, dilations=d,
                       pads=p, group=groups), consts))
+    for cin, cout, groups in ((2, 5, 1), (4, 6, 2), (6, 3, 1), (3, 3, 3)):  # pointwise paths, cin/groups 1..6
+        cases.append(("Conv", [("x", [1, cin, 7, 9])], dict(kernel_shape=[1, 1], group=groups),
+                      {"w": r(cout, cin // groups, 1, 1), "b": r(cout)}))
     for _ in range(6):
         mm, kk, nn = (int(v) for v in rng.integers(1, 40, 3))
         ta, tb = int(rng.integers(0, 2)), int(rng.integers(0, 2))

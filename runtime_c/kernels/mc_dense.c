@@ -52,6 +52,17 @@ void mc_conv2d(const float *x, const float *w, const float *bias, float *y,
                 int g = o / mg;
                 float *restrict yo = y + ((long)b * m + o) * plane;
                 float bv = bias ? bias[o] : 0.0f;
+                const float *restrict x0 = x + ((long)b * c + (long)g * cg) * plane;
+                const float *wo = w + (long)o * cg;
+                if (cg == 1) { /* the narrow CPM cases in one pass */
+                    for (i = 0; i < plane; i++) yo[i] = bv + wo[0] * x0[i];
+                    continue;
+                }
+                if (cg == 2) {
+                    const float *restrict x1 = x0 + plane;
+                    for (i = 0; i < plane; i++) yo[i] = bv + wo[0] * x0[i] + wo[1] * x1[i];
+                    continue;
+                }
                 for (i = 0; i < plane; i++) yo[i] = bv;
                 for (ic = 0; ic < cg; ic++) {
                     const float *restrict xc = x + ((long)b * c + (long)g * cg + ic) * plane;
