@@ -204,11 +204,15 @@ class CanonicalizePass(Pass):
 
             try:
                 infer_graph(graph, where=self.name, edit=edit)
-                if probing or _unknown_dims(graph) is None:  # (unknown dims are then named by _check_dims)
-                    edit(graph)
-                    return
+                pinned = _pinned_batch(graph)
             except MirrorcError:
-                pass  # keep the fixed batch
+                pinned = False  # inference failed with a symbolic batch: keep the fixed one
+            if pinned is None and (probing or _unknown_dims(graph) is None):  # (unknown: named by _check_dims)
+                edit(graph)
+                return
+            if pinned and probing:
+                raise self.fail(f"node '{pinned.inputs[0].name}' fixes the batch size of '{pinned.name}' "
+                                f"to {pinned.shape[0]}; give the input a fixed batch size")
         if probing:
             raise self.fail(f"input '{x.name}': the graph computes with its symbolic batch in a way that "
                             "cannot stay symbolic; give the input a fixed batch size")
@@ -219,6 +223,16 @@ class CanonicalizePass(Pass):
         if bad is not None:
             raise self.fail(f"tensor '{bad.name}' has unknown shape {bad.shape} on the way to the logits "
                             "(only the batch may be symbolic; give the input a fixed size)")
+
+
+def _pinned_batch(graph: gs.Graph) -> gs.Tensor | None:
+    """First node output whose batch dim came out as a number although the input's is symbolic
+    (e.g. a Resize with explicit sizes): such a graph cannot take a symbolic batch."""
+    for node in graph.nodes:
+        for t in node.outputs:
+            if isinstance(t, gs.Variable) and t.shape is not None and len(t.shape) and isinstance(t.shape[0], int):
+                return t
+    return None
 
 
 def _unknown_dims(graph: gs.Graph) -> gs.Tensor | None:

@@ -20,7 +20,9 @@ How each op is narrowed (every CPM node and initializer name starts with "cpm/")
   channels, and so do a layer's bias or scale that the exporter split into a Mul/Add right after it
   (1 for Mul, 0 for Add); other constants of elementwise ops and PRelu slopes are cut (or repeated)
   along the axes that were narrowed.
-- A Split along the channels keeps its proportions (each part at least one channel).
+- A Split along the channels keeps its proportions (each part at least one channel); a Slice of
+  the channels takes the proportional range; Resize keeps its scales (explicit sizes get the
+  CPM's channel count).
 - Reshape shape constants are rewritten: output dims that came from the channel dim (a flatten, a
   channel-shuffle split or merge) are recomputed from the CPM's channel count.
 - Ops that act per channel or per position (activations, pooling, LRN, Flatten, Transpose, ...)
@@ -329,6 +331,10 @@ class MirrorPass(Pass):
             xs = self._reshape(node, xs)
         elif op == "Split":
             xs, attrs = self._split(node, xs, attrs)
+        elif op == "Slice":
+            xs = self._slice(node, xs)
+        elif op == "Resize":
+            xs = self._resize(node, xs)
         elif op in _AS_IS:
             xs = [self._copy_const(x) if isinstance(x, gs.Constant) else x for x in xs]
         else:
@@ -492,6 +498,45 @@ class MirrorPass(Pass):
         attrs.pop("split", None)
         attrs.pop("num_outputs", None)
         return [xs[0], gs.Constant(f"cpm/{node.name}/split", np.array(new, dtype=np.int64))], attrs
+
+    def _slice(self, node, xs):
+        """A slice of the channels keeps its place: [s, e) of the backbone's channels becomes the
+        proportional range of the CPM's (at least one channel)."""
+        consts = [x for x in xs[1:] if x is not None and x.name]
+        if any(not isinstance(x, gs.Constant) for x in consts):
+            raise self.fail("Slice with computed bounds cannot be narrowed", node.name)
+        rank = len(node.inputs[0].shape)
+        starts, ends = (np.array(x.values, dtype=np.int64) for x in xs[1:3])
+        axes = np.array(xs[3].values, dtype=np.int64) % rank if len(xs) > 3 and xs[3].name else np.arange(len(starts))
+        steps = np.array(xs[4].values, dtype=np.int64) if len(xs) > 4 and xs[4].name else np.ones(len(starts), np.int64)
+        starts, ends = starts.copy(), ends.copy()
+        for i, ax in enumerate(axes):
+            if ax != 1:
+                continue
+            bb, c = int(node.inputs[0].shape[1]), int(xs[0].shape[1])
+            if steps[i] != 1:
+                raise self.fail("Slice with a step along the channels cannot be narrowed", node.name)
+            s, e = (int(np.clip(v + bb if v < 0 else v, 0, bb)) for v in (starts[i], ends[i]))
+            new_s = min(s * c // bb, c - 1)
+            starts[i], ends[i] = new_s, max(new_s + 1, e * c // bb)
+        new = [xs[0], gs.Constant(f"cpm/{node.name}/starts", starts), gs.Constant(f"cpm/{node.name}/ends", ends)]
+        return new + [self._copy_const(x) if isinstance(x, gs.Constant) else x for x in xs[3:]]
+
+    def _resize(self, node, xs):
+        """Resize keeps its scales; explicit output sizes get the CPM's channel count."""
+        new = [xs[0]]
+        for i, x in enumerate(xs[1:], start=1):
+            if isinstance(x, gs.Constant) and i == 3 and x.shape and x.shape[0] == len(node.inputs[0].shape):
+                sizes = np.array(x.values, dtype=np.int64)
+                sizes[1] = int(xs[0].shape[1])
+                new.append(gs.Constant(f"cpm/{node.name}/sizes", sizes))
+            elif isinstance(x, gs.Constant):
+                new.append(self._copy_const(x))
+            elif x.name:
+                raise self.fail("Resize with computed scales or sizes cannot be narrowed", node.name)
+            else:
+                new.append(x)
+        return new
 
     def _reshape(self, node, xs):
         if not isinstance(node.inputs[1], gs.Constant):

@@ -4,7 +4,7 @@ Each one exercises a structure of the model zoo at toy size: residual blocks wit
 downsampling shortcut, an Inception module with LRN and a MatMul+Add head, DenseNet concatenation
 with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (grouped 1x1,
 channel shuffle reshapes, depthwise 3x3, a stride-2 unit that concatenates its shortcut), a
-ShuffleNet v2 channel split, a MobileNet v2 block, a squeeze-and-excitation scale, a flatten whose shape is computed from Shape
+ShuffleNet v2 channel split, a MobileNet v2 block, a squeeze-and-excitation scale, a channel Slice and a Resize, a flatten whose shape is computed from Shape
 (torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a fixed batch of 1
 and a spelled-out Reshape batch."""
 
@@ -197,6 +197,18 @@ def tiny_senet() -> onnx.ModelProto:
     return b.model([3, 8, 8], b.gemm(x, 8, 3), 3)
 
 
+def tiny_slice_resize() -> onnx.ModelProto:
+    """A channel Slice and an upsampling Resize (sizes given) inside a stage."""
+    b = Builder(13)
+    x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
+    x = b.op("Slice", b.op("Relu", b.conv(x, 8, 8)), b.const(np.array([2], np.int64), "starts"),
+             b.const(np.array([8], np.int64), "ends"), b.const(np.array([1], np.int64), "axes"))
+    sizes = b.const(np.array([1, 6, 8, 8], np.int64), "sizes")
+    x = b.op("Resize", x, "", "", sizes, mode="nearest")
+    x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(x, 6, 8))), axis=1)
+    return b.model([3, 8, 8], b.gemm(x, 8, 3), 3, batch=1)
+
+
 def unnarrowable() -> onnx.ModelProto:
     """LpNormalization across channels in stage 2: the mirror pass cannot narrow it."""
     b = Builder(6)
@@ -219,7 +231,8 @@ def int_input() -> onnx.ModelProto:
 FIXTURES = {"tiny_resnet": tiny_resnet, "tiny_inception": tiny_inception, "tiny_densenet": tiny_densenet,
             "tiny_shufflenet": tiny_shufflenet, "tiny_squeezenet": tiny_squeezenet, "old_opset": old_opset,
             "dynamic_flatten": dynamic_flatten, "tiny_shufflenet_v2": tiny_shufflenet_v2,
-            "tiny_mobilenet_v2": tiny_mobilenet_v2, "tiny_senet": tiny_senet}
+            "tiny_mobilenet_v2": tiny_mobilenet_v2, "tiny_senet": tiny_senet,
+            "tiny_slice_resize": tiny_slice_resize}
 
 
 def write(tmp_path, name: str) -> str:
