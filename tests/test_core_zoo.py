@@ -41,6 +41,7 @@ def test_zoo_model(name, examples):
         rep = inspect_model(path)
         assert len(rep["stages"]) == EXPECTED_TAPS[name] + 1
     model, info = build_mirrornet(path, channels=2, init="keep")
+    assert info["input"]["shape"][0] == "N"  # the zoo's fixed batch of 1 became symbolic
     if name in EXPECTED_TAPS:
         assert len(info["taps"]) == EXPECTED_TAPS[name]
 
