@@ -137,8 +137,8 @@ def tiny_shufflenet() -> onnx.ModelProto:
     return b.model([3, 16, 16], b.gemm(x, 24, 4), 4)
 
 
-def old_opset() -> onnx.ModelProto:
-    """Opset 9, fixed batch 1, Dropout/Identity/Sum, a Reshape that spells the batch out, Softmax."""
+def old_opset(opset: int = 9) -> onnx.ModelProto:
+    """Opset 9 (or `opset`, 7 and up), fixed batch 1, Dropout/Identity/Sum, a Reshape that spells the batch out, Softmax."""
     b = Builder(5)
     x = b.op("Relu", b.conv("x", 1, 4))
     x = b.op("Dropout", x, ratio=0.5)
@@ -147,7 +147,7 @@ def old_opset() -> onnx.ModelProto:
     x = b.op("MaxPool", x, kernel_shape=[2, 2], strides=[2, 2])
     x = b.op("Reshape", x, b.const(np.array([1, -1], np.int64), "shape"))
     x = b.op("Relu", b.gemm(x, 4 * 4 * 4, 12))
-    return b.model([1, 8, 8], b.op("Softmax", b.gemm(x, 12, 3)), 3, opset=9, batch=1)
+    return b.model([1, 8, 8], b.op("Softmax", b.gemm(x, 12, 3)), 3, opset=opset, batch=1)
 
 
 def dynamic_flatten() -> onnx.ModelProto:
