@@ -13,8 +13,9 @@ Steps, in order:
    the batch out become 0 = "copy"); otherwise a fixed source batch is kept;
 7. infer shapes; any unknown dimension other than the batch on the way to the logits is an error.
 
-`equivalence()` runs the source model and the canonical one in onnxruntime on the same random
-input and returns the largest difference of the logits (the Softmax input in the source).
+That the canonical model computes the source's logits (the Softmax input, if there was one; its
+name is `info["logits_in_source"]`) is checked in onnxruntime by tests/test_core_zoo.py and
+tests/test_core_passes.py.
 """
 
 from __future__ import annotations
@@ -243,28 +244,3 @@ def _unknown_dims(graph: gs.Graph) -> gs.Tensor | None:
                 return t
     return None
 
-
-def equivalence(source: onnx.ModelProto, canonical: onnx.ModelProto, logits_in_source: str,
-                *, batch: int = 1, seed: int = 0) -> tuple[float, float]:
-    """(max abs diff, max abs logit) between the source model's `logits_in_source` and the canonical
-    model's output on one random input, both run in onnxruntime."""
-    import onnxruntime as ort
-
-    from passes.load import image_inputs
-
-    src = onnx.ModelProto()
-    src.CopyFrom(source)
-    if logits_in_source not in {o.name for o in src.graph.output}:
-        src.graph.output.insert(0, onnx.helper.make_tensor_value_info(logits_in_source, onnx.TensorProto.FLOAT, None))
-    x_info = image_inputs(canonical)[0]
-    shape = [d.dim_value if d.HasField("dim_value") else batch for d in x_info.type.tensor_type.shape.dim]
-    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3  # unused-initializer warnings on IR-3 files are noise here
-    results = []
-    for m, name in ((src, logits_in_source), (canonical, canonical.graph.output[0].name)):
-        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        results.append(sess.run([name], {image_inputs(m)[0].name: x})[0].reshape(shape[0], -1))
-    diff = float(np.max(np.abs(results[0] - results[1])))
-    return diff, float(np.max(np.abs(results[0])))
