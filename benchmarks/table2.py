@@ -16,6 +16,8 @@ already there are not recomputed, so an interrupted run can be continued.
 from __future__ import annotations
 
 import argparse
+import builtins
+import functools
 import json
 import sys
 import tempfile
@@ -118,11 +120,12 @@ def main():
                 print(f"== {d} C={c} penalty={w:g}", file=sys.stderr, flush=True)
                 results.append(run_cell(lenet5_for(d, work), d, c, w, args, work, need_baseline))
                 out.write_text(json.dumps(results, indent=2))
-                print_table(results, cells, args)
+                print_table(results, cells, args, file=sys.stderr)  # progress
     print_table(results, cells, args)
 
 
-def print_table(results, cells, args) -> None:
+def print_table(results, cells, args, file=None) -> None:
+    print = functools.partial(builtins.print, file=file or sys.stdout)
     print(f"\nTable II, LeNet-5 (ours: {args.epochs} epochs, "
           f"{'all' if args.limit_train is None else args.limit_train} training images, seed {args.seed}; "
           "test accuracy by onnxruntime on the full test set)")

@@ -29,6 +29,9 @@ def register(main: click.Group) -> None:
     @click.option("--backbone-penalty", default=0.0, show_default=True, type=click.FloatRange(0),
                   help="weight W of the term W * -log(1 - p_backbone(right class)) that makes the backbone alone "
                   "wrong (a larger accuracy gap); 0 = the paper's plain cross-entropy")
+    @click.option("--penalty-kind", default="wrong", show_default=True, type=click.Choice(["wrong", "uniform"]),
+                  help="wrong: -log(1 - p_y), makes the backbone's answer wrong; uniform: cross-entropy to the "
+                  "uniform distribution, makes its output uninformative")
     @click.option("--select", default=None, help="which backbone channels feed the CPM (compiler-core option; "
                   "default: its default)")
     @click.option("--seed", default=0, show_default=True, type=int, help="seeds CPM init, data order and training")
@@ -42,7 +45,8 @@ def register(main: click.Group) -> None:
     @click.option("--resume", is_flag=True, help="continue from the per-epoch checkpoints of an interrupted run")
     @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
     @user_errors
-    def compile_cmd(model, data, data_dir, channels, out_dir, epochs, batch_size, lr, backbone_penalty, select,
+    def compile_cmd(model, data, data_dir, channels, out_dir, epochs, batch_size, lr, backbone_penalty, penalty_kind,
+                    select,
                     seed, val_fraction, limit_train, tee_memory, no_baseline, fast, resume, as_json):
         """Compile MODEL (ONNX classifier) into a MirrorNet deployment in OUTPUT: train backbone + CPM
         jointly on DATA, then write mirrornet.onnx, original.onnx, normal.onnx, ta/, host/, plan.json
@@ -51,7 +55,7 @@ def register(main: click.Group) -> None:
         from mirrorc.train import TrainConfig
 
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                             backbone_penalty=backbone_penalty, val_fraction=val_fraction, fast=fast)
+                             backbone_penalty=backbone_penalty, penalty_kind=penalty_kind, val_fraction=val_fraction, fast=fast)
         summary = compile_model(model, out_dir, data=data, data_dir=data_dir, channels=channels, select=select,
                                 seed=seed, config=config, limit_train=limit_train, baseline=not no_baseline,
                                 tee_memory=tee_memory, resume=resume, log=None if as_json else _log)
