@@ -524,7 +524,10 @@ def format_report(report: dict) -> tuple[str, str]:
                  (f"   <- answers class {top} for {100 * hist[top] / total:.0f}%" if hist[top] / total > 0.5 else ""))
     if report.get("oracle"):
         lines.append(f"oracle: {report['oracle']}")
-    taps = ", ".join(f"tap{t['index']} {t['tensor']}{t['channels']}" for t in report["taps"])
+    def picked(ch: list[int]) -> str:
+        return f"[{', '.join(map(str, ch))}]" if len(ch) <= 8 else f"[{len(ch)} of them: {ch[0]}, {ch[1]}, ..., {ch[-1]}]"
+
+    taps = ", ".join(f"tap{t['index']} {t['tensor']}{picked(t['channels'])}" for t in report["taps"])
     lines.append(f"tapped channels (visible to the attacker): {taps}")
     budgets = report["budgets"]
     width = 17
