@@ -39,9 +39,12 @@ def register(main: click.Group) -> None:
                   help="which attacks to run, comma-separated")
     @click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
                   help="torch threads for training (0: torch's default; 1 is faster on a busy machine)")
+    @click.option("--save", "save_path", default=None, type=click.Path(dir_okay=False),
+                  help="also write the full report as JSON to this file")
     @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
     @user_errors
-    def attack_cmd(build_dir, data, data_dir, budget, seeds, epochs, min_steps, lr_grid, attacks, threads, as_json):
+    def attack_cmd(build_dir, data, data_dir, budget, seeds, epochs, min_steps, lr_grid, attacks, threads, save_path,
+                   as_json):
         """Steal the normal world of BUILD_DIR and measure every attack against training from scratch.
 
         The attacker holds normal.onnx (architecture, weights, tapped channels), a labelled budget from
@@ -67,6 +70,13 @@ def register(main: click.Group) -> None:
         schedule = atk.Schedule(epochs=epochs, min_steps=min_steps, lr_grid=grid)
         report = atk.run(build_dir, dataset, budgets=budgets, seeds=seeds, schedule=schedule,
                          attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()))
+        if save_path:
+            import json
+
+            from mirrorc.outdir import atomic_file
+
+            with atomic_file(save_path) as tmp:
+                tmp.write_text(json.dumps(report, indent=1))
         if as_json:
             echo_json(report)
             return

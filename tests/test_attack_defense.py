@@ -18,10 +18,10 @@ def test_probe_training_trains_backbone_and_cpm_and_keeps_the_contract():
     from mirrorc.attack_defense import ProbeConfig, train_against_probes
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 1, 28, 28)).astype(np.float32)
-    y = rng.integers(0, 10, 256)
+    x = rng.normal(size=(128, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 128)
     start = lenet_mirrornet(2, seed=1)
-    trained = train_against_probes(start, x, y, ProbeConfig(epochs=1, batch_size=64, probe_steps=2, probe_weight=0.5))
+    trained = train_against_probes(start, x, y, ProbeConfig(epochs=1, batch_size=64, probe_steps=1, probe_weight=0.5))
     before, after = _values(start), _values(trained)
     moved = {name for name in before if before[name].dtype == np.float32 and not np.array_equal(before[name], after[name])}
     assert "conv1.weight" in moved and "cpm/conv2.weight" in moved and "fc3.weight" in moved
