@@ -338,8 +338,21 @@ class _Emitter:
                 acc *= shape[i]
             return st
 
-        return (f"mc_binary_bcast({op}, {self.operand(A)}, {self.operand(B)}, {y}, {rank}, {self.ints(ys)}, "
-                f"{self.ints(strides(sa))}, {self.ints(strides(sb))});")
+        # merge neighbouring dims that both operands walk the same way ([1,C,H,W] op [C,1,1] -> [C, H*W])
+        dims, st_a, st_b = [ys[0]], [strides(sa)[0]], [strides(sb)[0]]
+        for d, ta, tb in zip(ys[1:], strides(sa)[1:], strides(sb)[1:]):
+            if d == 1:  # never advances
+                continue
+            if all((prev == 0 and cur == 0) or (cur != 0 and prev == cur * d)
+                   for prev, cur in ((st_a[-1], ta), (st_b[-1], tb))) or dims[-1] == 1:
+                dims[-1] *= d  # (a leading size-1 dim carries no stride information)
+                st_a[-1], st_b[-1] = ta, tb
+            else:
+                dims.append(d)
+                st_a.append(ta)
+                st_b.append(tb)
+        return (f"mc_binary_bcast({op}, {self.operand(A)}, {self.operand(B)}, {y}, {len(dims)}, {self.ints(dims)}, "
+                f"{self.ints(st_a)}, {self.ints(st_b)});")
 
     def _batchnorm(self, node, a, xs, y):
         if len(node.output) > 1 and any(node.output[1:]):

@@ -57,12 +57,48 @@ static float mc_apply(int op, float a, float b)
     }
 }
 
-void mc_binary(int op, const float *a, const float *b, float *y, int n)
+/* one row of a binary op; contiguous and scalar-operand rows get branch-free loops per op.
+ * No restrict: y may be a (in-place steps of the memory plan). */
+#define MC_ROW(EXPR)                                                                    \
+    switch (op) {                                                                       \
+    case MC_ADD: for (i = 0; i < n; i++) { float A = (AV), B = (BV); y[i] = A + B; } break; \
+    case MC_SUB: for (i = 0; i < n; i++) { float A = (AV), B = (BV); y[i] = A - B; } break; \
+    case MC_MUL: for (i = 0; i < n; i++) { float A = (AV), B = (BV); y[i] = A * B; } break; \
+    case MC_DIV: for (i = 0; i < n; i++) { float A = (AV), B = (BV); y[i] = A / B; } break; \
+    default: for (i = 0; i < n; i++) y[i] = EXPR;                                       \
+    }
+
+static void mc_binary_row(int op, const float *a, long sa, const float *b, long sb, float *y, int n)
 {
     int i;
-    /* the common CPM case gets its own branch-free loop */
-    if (op == MC_ADD) { for (i = 0; i < n; i++) y[i] = a[i] + b[i]; return; }
-    for (i = 0; i < n; i++) y[i] = mc_apply(op, a[i], b[i]);
+    if (sa == 1 && sb == 1) {
+#define AV a[i]
+#define BV b[i]
+        MC_ROW(mc_apply(op, a[i], b[i]))
+#undef AV
+#undef BV
+    } else if (sa == 1 && sb == 0) {
+        const float bs = b[0];
+#define AV a[i]
+#define BV bs
+        MC_ROW(mc_apply(op, a[i], bs))
+#undef AV
+#undef BV
+    } else if (sa == 0 && sb == 1) {
+        const float as = a[0];
+#define AV as
+#define BV b[i]
+        MC_ROW(mc_apply(op, as, b[i]))
+#undef AV
+#undef BV
+    } else {
+        for (i = 0; i < n; i++) y[i] = mc_apply(op, a[i * sa], b[i * sb]);
+    }
+}
+
+void mc_binary(int op, const float *a, const float *b, float *y, int n)
+{
+    mc_binary_row(op, a, 1, b, 1, y, n);
 }
 
 void mc_binary_bcast(int op, const float *a, const float *b, float *y, int rank, const int *shape,
@@ -70,13 +106,12 @@ void mc_binary_bcast(int op, const float *a, const float *b, float *y, int rank,
 {
     int idx[MC_MAX_RANK] = {0};
     long ia = 0, ib = 0, total = 1, t;
-    int d, inner, i;
+    int d, inner;
     if (rank == 0) { y[0] = mc_apply(op, a[0], b[0]); return; }
     for (d = 0; d < rank; d++) total *= shape[d];
     inner = shape[rank - 1];
     for (t = 0; t < total; t += inner) {
-        for (i = 0; i < inner; i++)
-            y[t + i] = mc_apply(op, a[ia + (long)i * sa[rank - 1]], b[ib + (long)i * sb[rank - 1]]);
+        mc_binary_row(op, a + ia, sa[rank - 1], b + ib, sb[rank - 1], y + t, inner);
         /* odometer over the outer dims */
         for (d = rank - 2; d >= 0; d--) {
             idx[d]++;
