@@ -274,7 +274,7 @@ def test_kernels_match_onnxruntime_random_shapes(tmp_path):
 
 def test_math_functions_against_numpy():
     lib = cbuild.load(cbuild.build_kernels())
-    for fn in ("mc_expf", "mc_logf", "mc_tanhf"):
+    for fn in ("mc_expf", "mc_logf", "mc_tanhf", "mc_sqrtf"):
         getattr(lib, fn).restype = ctypes.c_float
         getattr(lib, fn).argtypes = [ctypes.c_float]
     lib.mc_powf.restype = ctypes.c_float
@@ -290,12 +290,14 @@ def test_math_functions_against_numpy():
         if name == "logf":  # absolute near log(1) = 0
             rel = np.minimum(rel, np.abs(got - want) / 1e-7)
         worst[name] = float(rel.max())
+    got = np.array([lib.mc_sqrtf(float(v)) for v in pos], np.float64)
+    worst["sqrtf"] = float((np.abs(got - np.sqrt(pos.astype(np.float64))) / np.sqrt(pos.astype(np.float64))).max())
     got = np.array([lib.mc_powf(float(b), 0.75) for b in pos[pos < 1e30]], np.float64)
     want = pos[pos < 1e30].astype(np.float64) ** 0.75
     worst["powf"] = float((np.abs(got - want) / want).max())
     print("  max relative error:", {k: f"{v:.2g}" for k, v in worst.items()})
     # powf = exp(y log x): the error of log x (|log x| up to 88) is scaled by y into exp's argument
-    assert max(worst["expf"], worst["logf"], worst["tanhf"]) < 1e-6 and worst["powf"] < 1e-5, worst
+    assert max(worst["expf"], worst["logf"], worst["tanhf"], worst["sqrtf"]) < 1e-6 and worst["powf"] < 1e-5, worst
     assert lib.mc_expf(100.0) == float("inf") and lib.mc_expf(-200.0) == 0.0
 
 

@@ -89,3 +89,19 @@ float mc_tanhf(float x)
     } else r = 1.0f - 2.0f / (mc_expf(2.0f * a) + 1.0f);
     return x < 0.0f ? -r : r;
 }
+
+float mc_sqrtf(float x)
+{
+    mc_bits v;
+    float r;
+    int i;
+    if (x <= 0.0f || x != x) return x == 0.0f ? x : 0.0f / 0.0f;
+    if (x > 3.4028234e38f) return x; /* +inf */
+    /* 1/sqrt(x): bit-level first guess, then Newton steps (error squares each step) */
+    v.f = x;
+    v.u = 0x5f375a86u - (v.u >> 1);
+    r = v.f;
+    for (i = 0; i < 3; i++) r = r * (1.5f - 0.5f * x * r * r);
+    r = x * r;                              /* sqrt(x) */
+    return 0.5f * (r + x / r);              /* one Heron step rounds it in */
+}

@@ -116,7 +116,10 @@ void mc_lrn(const float *x, float *y, int n, int c, int hw, int size, float alph
             for (i = 0; i < hw; i++) {
                 float sq = 0.0f, v;
                 for (j = lo; j <= hi; j++) { v = xb[(long)j * hw + i]; sq += v * v; }
-                yb[(long)ch * hw + i] = xb[(long)ch * hw + i] / mc_powf(bias + a * sq, beta);
+                float base = bias + a * sq, den;
+                if (beta == 0.75f) { float r = mc_sqrtf(base); den = r * mc_sqrtf(r); } /* AlexNet, GoogLeNet */
+                else den = mc_powf(base, beta);
+                yb[(long)ch * hw + i] = xb[(long)ch * hw + i] / den;
             }
         }
     }

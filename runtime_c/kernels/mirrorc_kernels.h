@@ -16,6 +16,7 @@ float mc_expf(float x);
 float mc_logf(float x);            /* x > 0 */
 float mc_powf(float x, float y);   /* x > 0 */
 float mc_tanhf(float x);
+float mc_sqrtf(float x);           /* x >= 0; no libm, no errno */
 
 /* ---- dense (mc_dense.c) ---- */
 /* y[n, m, oh, ow] = bias[m] + sum conv(x[n, c, h, w], w[m, c/groups, kh, kw]); pads top/left only
