@@ -7,6 +7,7 @@ time, exactly as the TA calls it."""
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shutil
 import subprocess
@@ -94,6 +95,21 @@ def test_generation_is_deterministic(examples):
     src = a.files["model/mirrorc_model.c"] + a.files["model/mirrorc_weights.h"]
     for banned in ("malloc", "printf", "stdio", "math.h", "expf(", "free("):
         assert banned not in src
+
+
+def test_generation_is_deterministic_across_processes(examples, tmp_path):
+    """Byte-identical sources whatever the string-hash seed of the process."""
+    onnx.save(_lenet_secure(examples), tmp_path / "secure.onnx")
+    script = ("import hashlib, sys, onnx; from passes.lower_c import lower; "
+              "f = lower(onnx.load(sys.argv[1]), 'lenet5').files; "
+              "print(hashlib.sha256(repr(sorted(f.items())).encode()).hexdigest())")
+    digests = set()
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "secure.onnx")], env=env,
+                             capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
 
 
 def test_tee_memory_limit(examples):
