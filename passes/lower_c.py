@@ -405,6 +405,8 @@ def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
     expected = [f"mirrorc_tap{k}" for k in range(1, len(taps) + 1)]
     if "backbone_logits" not in names:
         raise MirrorcError(f"{PASS}: secure graph input 'backbone_logits' is missing")
+    if not taps:
+        raise MirrorcError(f"{PASS}: secure graph has no tap input (mirrorc_tap1..n)")
     if taps != expected:
         raise MirrorcError(f"{PASS}: secure graph inputs must be {expected + ['backbone_logits']}, got {names}")
     if [o.name for o in g.output] != ["label"]:
