@@ -198,7 +198,8 @@ def _random_cases(rng):
             consts["b"] = r(m)
         cases.append(("Conv", [("x", [int(rng.integers(1, 3)), c, h, w])], dict(kernel_shape=k, strides=s, dilations=d,
                       pads=p, group=groups), consts))
-    for cin, cout, groups in ((2, 5, 1), (4, 6, 2), (6, 3, 1), (3, 3, 3)):  # pointwise paths, cin/groups 1..6
+    for cin, cout, groups in ((2, 5, 1), (4, 6, 2), (6, 3, 1), (3, 3, 3), (3, 4, 1), (4, 7, 1), (5, 2, 1)):
+        # pointwise paths: 1..6 input channels per group
         cases.append(("Conv", [("x", [1, cin, 7, 9])], dict(kernel_shape=[1, 1], group=groups),
                       {"w": r(cout, cin // groups, 1, 1), "b": r(cout)}))
     for _ in range(6):

@@ -54,13 +54,24 @@ void mc_conv2d(const float *x, const float *w, const float *bias, float *y,
                 float bv = bias ? bias[o] : 0.0f;
                 const float *restrict x0 = x + ((long)b * c + (long)g * cg) * plane;
                 const float *wo = w + (long)o * cg;
-                if (cg == 1) { /* the narrow CPM cases in one pass */
+                if (cg == 1) { /* the narrow CPM cases (1-4 inputs) in one pass */
                     for (i = 0; i < plane; i++) yo[i] = bv + wo[0] * x0[i];
                     continue;
                 }
                 if (cg == 2) {
                     const float *restrict x1 = x0 + plane;
                     for (i = 0; i < plane; i++) yo[i] = bv + wo[0] * x0[i] + wo[1] * x1[i];
+                    continue;
+                }
+                if (cg == 3) {
+                    const float *restrict x1 = x0 + plane, *restrict x2 = x1 + plane;
+                    for (i = 0; i < plane; i++) yo[i] = bv + wo[0] * x0[i] + wo[1] * x1[i] + wo[2] * x2[i];
+                    continue;
+                }
+                if (cg == 4) {
+                    const float *restrict x1 = x0 + plane, *restrict x2 = x1 + plane, *restrict x3 = x2 + plane;
+                    for (i = 0; i < plane; i++)
+                        yo[i] = bv + wo[0] * x0[i] + wo[1] * x1[i] + wo[2] * x2[i] + wo[3] * x3[i];
                     continue;
                 }
                 for (i = 0; i < plane; i++) yo[i] = bv;
