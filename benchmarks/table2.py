@@ -66,7 +66,7 @@ def run_cell(model: Path, dataset: str, channels: int, penalty: float, args, wor
 
     build = work / f"{dataset}-C{channels}-W{penalty:g}"
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         backbone_penalty=penalty, fast=False)
+                         backbone_penalty=penalty, penalty_kind=args.penalty_kind, fast=False)
     began = time.perf_counter()
     compile_model(model, build, data=dataset, data_dir=args.data_dir, channels=channels, seed=args.seed,
                   config=config, limit_train=args.limit_train, baseline=baseline,
@@ -74,7 +74,7 @@ def run_cell(model: Path, dataset: str, channels: int, penalty: float, args, wor
     data = load_dataset(dataset, data_dir=args.data_dir, input_shape=model_input_shape(build / "mirrornet.onnx"),
                         limit_train=1)
     result = evaluate(build, data.x_test, data.y_test, split_check=False)
-    result.update(dataset=dataset, channels=channels, penalty=penalty, epochs=args.epochs,
+    result.update(dataset=dataset, channels=channels, penalty=penalty, penalty_kind=args.penalty_kind, epochs=args.epochs,
                   limit_train=args.limit_train, seconds=round(time.perf_counter() - began, 1))
     return result
 
@@ -90,6 +90,7 @@ def main():
     ap.add_argument("--limit-train", type=int, default=None)
     ap.add_argument("--penalty", type=float, default=None, help="also run --backbone-penalty W rows")
     ap.add_argument("--penalty-channels", default="2")
+    ap.add_argument("--penalty-kind", default="wrong", choices=["wrong", "uniform"])
     ap.add_argument("--data-dir", default=None, help="default: $MIRRORC_DATA")
     ap.add_argument("--out", default="table2-results.json")
     ap.add_argument("--print-only", action="store_true", help="print the table from --out, run nothing")
@@ -104,8 +105,7 @@ def main():
         cells += [(d, int(c), args.penalty) for d in datasets for c in args.penalty_channels.split(",")]
 
     def done(d, c, w):
-        return next((r for r in results if (r["dataset"], r["channels"], r["penalty"], r["epochs"],
-                                            r["limit_train"]) == (d, c, w, args.epochs, args.limit_train)), None)
+        return find(results, d, c, w, args)
 
     if not args.print_only:
         with tempfile.TemporaryDirectory(prefix="mirrorc-table2-") as tmp:
@@ -124,16 +124,24 @@ def main():
     print_table(results, cells, args)
 
 
+def find(results, d, c, w, args):
+    """The result for one cell (the penalty kind only matters when there is a penalty)."""
+    kind = args.penalty_kind if w else None
+    return next((r for r in results if (r["dataset"], r["channels"], r["penalty"], r["epochs"], r["limit_train"])
+                 == (d, c, w, args.epochs, args.limit_train)
+                 and (r.get("penalty_kind", "wrong") if r["penalty"] else None) == kind), None)
+
+
 def print_table(results, cells, args, file=None) -> None:
     print = functools.partial(builtins.print, file=file or sys.stdout)
     print(f"\nTable II, LeNet-5 (ours: {args.epochs} epochs, "
           f"{'all' if args.limit_train is None else args.limit_train} training images, seed {args.seed}; "
           "test accuracy by onnxruntime on the full test set)")
+    print(f"penalty kind: {args.penalty_kind}")
     print(f"{'dataset':<13}{'C':>2} {'W':>4} | {'paper: input  backbone  MirrorNet   Δp':<40}| "
           f"{'ours: input  backbone  MirrorNet   Δp   MirrorNet-input'}")
     for d, c, w in cells:
-        r = next((r for r in results if (r["dataset"], r["channels"], r["penalty"], r["epochs"], r["limit_train"])
-                  == (d, c, w, args.epochs, args.limit_train)), None)
+        r = find(results, d, c, w, args)
         base = next((x["original_acc"] for x in results if x["dataset"] == d and x.get("original_acc") is not None
                      and x["epochs"] == args.epochs and x["limit_train"] == args.limit_train), None)
         p_in, p_rows = PAPER[d]
