@@ -65,33 +65,16 @@ def _layer_row(layer: L.Layer) -> dict:
 
 
 def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_layers) -> dict:
-    """Weights after BatchNorm folding, and the arena and per-session carry from the project's
-    liveness planner (passes.memplan) on the schedule the TA runs: command k runs the nodes that
-    need tap k and nothing later, the final command the rest (docs/ARCHITECTURE.md)."""
-    from passes.lower_c import inplace_steps
-    from passes.memplan import Step, plan
+    """Weights after BatchNorm folding, and the arena and per-session carry exactly as the C lowering
+    will lay them out: the split, BN-folded secure graph planned by passes.lower_c.plan_secure
+    (schedule per docs/ARCHITECTURE.md, liveness, in-place steps, conv scratch)."""
+    from passes.fold_bn import fold_bn
+    from passes.lower_c import plan_secure
+    from passes.split import split
 
-    n = len(taps)
+    mp = plan_secure(fold_bn(split(model)[1])).memory
     nodes = model.graph.node
     producer = {o: i for i, node in enumerate(nodes) for o in node.output if o}
-    when = {t["selected"]: int(t["index"]) for t in taps} | {"backbone_logits": n + 1}
-    inputs = dict(when)
-    scheduled = []
-    for i, node in secure:  # graph order is topological
-        c = max([when.get(x, 1) for x in node.input if x in when] + [1])
-        if node.name in FINAL_NODES:
-            c = n + 1
-        when.update({o: c for o in node.output if o})
-        scheduled.append((c, i))
-    scheduled.sort(key=lambda ci: ci[0])  # stable: keeps topological order within a command
-    steps = [Step(c, [x for x in nodes[i].input if x in when], [o for o in nodes[i].output if o])
-             for c, i in scheduled]
-    floats = {t: _floats_of(shapes, t) for step in steps for t in (*step.inputs, *step.outputs)}
-    # The same in-place rule as the C lowering, so the arena matches the generated header's.
-    consts = shapes.const
-    dims = {t: tuple(shapes.shape[t][1:]) for t in floats}
-    inplace = inplace_steps([nodes[i] for _, i in scheduled], dims, consts)
-    mp = plan(steps, floats, inputs, external={"label"}, inplace=inplace)
 
     readers: dict[str, int] = {}
     for node in nodes:
@@ -111,7 +94,7 @@ def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_laye
                 weights += 4 * node_layers[src].oc
         else:
             weights += 4 * 2 * shapes.shape[node.input[1]][0]
-    return {"weights": weights, "arena": 4 * mp.arena_floats, "carry": 4 * mp.carry_floats,
+    return {"weights": weights, "arena": 4 * max(1, mp.arena_floats), "carry": 4 * max(1, mp.carry_floats),
             "input_buffer": sum(t["bytes"] for t in taps) + 4 * num_classes}
 
 
