@@ -24,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.make_models import lenet5, vgg7  # noqa: E402
 from mirrorc.torchgraph import OnnxModule  # noqa: E402
+from mirrorc.train import logits_tensor  # noqa: E402
 
 
 class HandLeNet5(torch.nn.Module):
@@ -113,7 +114,9 @@ def main():
     steps_mnist = int(np.ceil(54000 / args.batch_size))
     lenet = lenet5()
     hand, ours = compare([make_step(HandLeNet5(), None, (1, 28, 28), args.batch_size),
-                          make_step(OnnxModule(lenet), "probabilities", (1, 28, 28), args.batch_size)],
+                          # the trainer's loss reads the logits before the Softmax (train.logits_tensor)
+                          make_step(OnnxModule(lenet, outputs=[logits_tensor(lenet)]), logits_tensor(lenet),
+                                    (1, 28, 28), args.batch_size)],
                          max(args.batches // 5, 1))
     rows.append(("LeNet-5 / MNIST", "fp32", hand * steps_mnist, ours * steps_mnist))
     if not args.skip_vgg:
