@@ -43,10 +43,12 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", default="600,3000")
     ap.add_argument("--seeds", type=int, default=1, help="attack seeds per budget")
     ap.add_argument("--compile-epochs", type=int, default=5)
+    ap.add_argument("--limit-train", type=int, default=None, help="compile on the first N training images only")
     ap.add_argument("--epochs", type=int, default=20, help="attack schedule: epochs per run")
     ap.add_argument("--min-steps", type=int, default=500, help="attack schedule: minimum steps per run")
     ap.add_argument("--lr-grid", default="3e-4,1e-3,3e-3")
     ap.add_argument("--attacks", default=None, help="subset of attacks (default: all)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
 
     from mirrorc import attack as atk
@@ -54,6 +56,10 @@ def main(argv=None) -> int:
     from mirrorc.data import load_dataset
     from mirrorc.train import TrainConfig
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     (out / "builds").mkdir(parents=True, exist_ok=True)
     schedule = atk.Schedule(epochs=args.epochs, min_steps=args.min_steps, lr_grid=tuple(_floats(args.lr_grid)))
@@ -72,7 +78,7 @@ def main(argv=None) -> int:
                     if not (build / "mirrornet.onnx").is_file():
                         config = TrainConfig(epochs=args.compile_epochs, backbone_penalty=penalty, seed=0)
                         compile_model(args.model, build, data=data, data_dir=args.data_dir, channels=c,
-                                      select=select, seed=0, config=config, baseline=False,
+                                      select=select, seed=0, config=config, baseline=False, limit_train=args.limit_train,
                                       log=lambda m: print(f"  [{name}] {m}", file=sys.stderr))
                     built = time.perf_counter()
                     if dataset is None:
