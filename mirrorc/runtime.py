@@ -38,7 +38,7 @@ def load_plan(build_dir: Path) -> dict:
     return plan
 
 
-class ProtectedModel:
+class ProtectedModel(teec.ClosedOnCollect):
     """A mirrorc build run as deployed: backbone in onnxruntime, CPM in the TA."""
 
     def __init__(self, build_dir: str | Path, tee: str = "sim", mode: str = "stream", *, threads: int | None = None):
@@ -168,14 +168,3 @@ class ProtectedModel:
             self.context.close()
             self.context = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

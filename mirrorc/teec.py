@@ -145,7 +145,30 @@ def _load(library: str | os.PathLike) -> ctypes.CDLL:
     return lib
 
 
-class Context:
+class Closing:
+    """`with` support for objects that hold a TEE resource and release it in `close()`."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ClosedOnCollect(Closing):
+    """A Closing that also releases its resource when garbage-collected (a context, a runtime)."""
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Context(ClosedOnCollect):
     """A TEEC_Context: a connection to one TEE (for the simulator: one simulator process)."""
 
     def __init__(self, library: str | os.PathLike, name: str | None = None):
@@ -195,17 +218,6 @@ class Context:
             self.lib.TEEC_FinalizeContext(ctypes.byref(self.ctx))
             self._open = False
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class SharedMemory:
@@ -281,7 +293,7 @@ class Operation:
         return self.op.params[i].tmpref.size
 
 
-class Session:
+class Session(Closing):
     """A TEEC_Session with one TA."""
 
     def __init__(self, context: Context, uuid: uuidlib.UUID):
@@ -319,8 +331,3 @@ class Session:
             self._open = False
             self.context._sessions.remove(self)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
