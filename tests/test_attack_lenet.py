@@ -206,13 +206,15 @@ def test_budget_larger_than_training_split_is_one_line_exit_2(plain_build):
 
 
 @needs_mnist
-def test_attacks_train_for_real_on_plain_loss_build(plain_build):
+def test_attacks_train_for_real_on_plain_loss_build(plain_build, tmp_path):
     """Fails if an attack silently trains nothing: fine-tune-all (and a fresh CPM) must beat the
     stolen backbone as it is, on a plain-loss build whose backbone alone is weak."""
+    saved = tmp_path / "attack.json"
     run = _cli("attack", plain_build, "--data", "mnist", "--budget", "500", "--seeds", "1", "--epochs", "1",
-               "--min-steps", "120", "--lr-grid", "1e-3", "--json")
+               "--min-steps", "120", "--lr-grid", "1e-3", "--save", saved, "--json")
     assert run.exit_code == 0, run.output
     report = json.loads(run.output[run.output.index("{"):])
+    assert json.loads(saved.read_text()) == report
     acc = {r["attack"]: r["accuracy"] for r in report["results"]}
     print("MirrorNet", report["mirrornet_accuracy"], "backbone", report["backbone_accuracy"], acc,
           "head start", report["head_start"])
