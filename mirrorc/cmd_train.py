@@ -75,9 +75,11 @@ def register(main: click.Group) -> None:
     @click.option("--data", required=True, help="the dataset the build was compiled with (name or path)")
     @click.option("--data-dir", default=None, help="folder holding the named datasets  [default: $MIRRORC_DATA]")
     @click.option("--no-split-check", is_flag=True, help="skip the split-execution agreement check (TA simulator)")
+    @click.option("--split-images", type=click.IntRange(min=1), default=None,
+                  help="check split execution on the first N test images  [default: all]")
     @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
     @user_errors
-    def evaluate_cmd(build_dir, data, data_dir, no_split_check, as_json):
+    def evaluate_cmd(build_dir, data, data_dir, no_split_check, split_images, as_json):
         """Test accuracy of BUILD_DIR's unprotected model, backbone alone and MirrorNet, by onnxruntime."""
         from pathlib import Path
 
@@ -96,10 +98,16 @@ def register(main: click.Group) -> None:
             raise MirrorcError(f"{mirrornet}: not a readable ONNX model ({e})") from None
         dataset = load_dataset(data, data_dir=data_dir, input_shape=model_input_shape(mirrornet),
                                num_classes=num_classes)
-        result = evaluate(build_dir, dataset.x_test, dataset.y_test, split_check=not no_split_check)
+        result = evaluate(build_dir, dataset.x_test, dataset.y_test, split_check=not no_split_check,
+                          split_images=split_images)
         result["data"] = data
         if as_json:
             echo_json(result)
         else:
             click.echo(format_evaluation(result))
         sys.stdout.flush()
+        split = result.get("split_execution")
+        if split and split["agree"] != split["images"]:
+            click.echo(f"mirrorc: error: split execution disagrees with mirrornet.onnx on "
+                       f"{split['images'] - split['agree']} of {split['images']} images", err=True)
+            sys.exit(1)

@@ -14,7 +14,6 @@ import onnx
 from mirrorc.errors import MirrorcError
 
 BATCH = 1000
-SPLIT_CHECK_IMAGES = 200  # split execution goes through the TA one image at a time: a sample suffices
 
 
 def _session(path: Path):
@@ -59,8 +58,10 @@ def model_num_classes(model: onnx.ModelProto) -> int | None:
     return int(meta["mirrorc.num_classes"]) if "mirrorc.num_classes" in meta else None
 
 
-def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, split_check: bool = True) -> dict:
-    """Test accuracies (in percent) of what is in `build_dir`."""
+def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, split_check: bool = True,
+             split_images: int | None = None) -> dict:
+    """Test accuracies (in percent) of what is in `build_dir`, and (split_check) the labels of split
+    execution compared with mirrornet.onnx's on the first `split_images` test images (default: all)."""
     build = Path(build_dir)
     mirrornet = build / "mirrornet.onnx"
     if not mirrornet.exists():
@@ -85,7 +86,8 @@ def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, s
         result["original_acc"] = round(100.0 * float((pred == y_test).mean()), 2)
         result["mirrornet_minus_original"] = round(result["mirrornet_acc"] - result["original_acc"], 2)
     if split_check:
-        result["split_execution"] = split_agreement(build, x_test[:SPLIT_CHECK_IMAGES], label[:SPLIT_CHECK_IMAGES])
+        n_split = n if split_images is None else min(split_images, n)
+        result["split_execution"] = split_agreement(build, x_test[:n_split], label[:n_split])
     return result
 
 
