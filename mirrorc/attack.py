@@ -411,21 +411,14 @@ def architecture_key(model: onnx.ModelProto, output: str) -> str:
     not their values): two builds with the same key train identical from-scratch baselines."""
     import hashlib
 
-    producer = {o: n for n in model.graph.node for o in n.output if o}
+    from passes.upstream import upstream_nodes
+
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
-    seen, stack, parts = set(), [output], []
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in producer:
-            node = producer[name]
-            parts.append(f"{node.op_type}|{list(node.input)}|{list(node.output)}|"
-                         f"{sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute)}")
-            stack.extend(i for i in node.input if i)
-        elif name in shapes:
-            parts.append(f"init|{name}|{shapes[name]}")
+    nodes = upstream_nodes(model.graph, [output])
+    parts = [f"{node.op_type}|{list(node.input)}|{list(node.output)}|"
+             f"{sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute)}" for node in nodes]
+    reached = {output} | {i for node in nodes for i in node.input}
+    parts += [f"init|{name}|{shapes[name]}" for name in sorted(reached & shapes.keys())]
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
 

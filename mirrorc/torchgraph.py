@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 from mirrorc.errors import MirrorcError
+from passes.upstream import upstream_nodes
 
 # Float inputs in these (op, input index) slots are configuration, not weights: keep them constant.
 _CONFIG_SLOTS = {("Clip", 1), ("Clip", 2), ("Pad", 2), ("Resize", 1), ("Resize", 2), ("Dropout", 1),
@@ -508,17 +509,9 @@ class OnnxModule(torch.nn.Module):
             else:
                 env0[name] = _to_tensor(arr.copy())
 
-        # Prune to the nodes the requested outputs need (reverse walk from the outputs).
-        producer = {o: n for n in graph.node for o in n.output if o}
-        needed, stack = set(), list(self.output_names)
-        while stack:
-            t = stack.pop()
-            if t in needed:
-                continue
-            needed.add(t)
-            if t in producer:
-                stack.extend(i for i in producer[t].input if i)
-        nodes = [n for n in graph.node if any(o in needed for o in n.output)]
+        # Prune to the nodes the requested outputs need.
+        nodes = upstream_nodes(graph, self.output_names)
+        needed = set(self.output_names) | {i for n in nodes for i in n.input if i}
 
         # Compile: fold nodes with constant inputs now, keep a closure for the rest.
         static = dict(env0)
