@@ -1,13 +1,21 @@
 /*
- * The wire protocol between the Client API shim (teec_sim.c, in the normal-world process) and the
- * TA simulator (ta_sim_main.c, its own process). One fixed-size request, one fixed-size response,
- * over a SOCK_SEQPACKET socketpair; buffers never travel in messages: they live in memfd shared
- * memory that both processes map, and a request names them by id and offset. A memfd reaches the
- * simulator once, attached (SCM_RIGHTS) to its MSIM_SHM_REGISTER request.
+ * The protocol between the Client API shim (teec_sim.c, in the normal-world process) and the TA
+ * simulator (ta_sim_main.c, its own process). One fixed-size request, one fixed-size response,
+ * passed through a mailbox: a shared page (a memfd the client creates, the simulator's fd 4)
+ * with a sequence number each way (sim_doorbell.h waits on them). Buffers never travel in
+ * messages: they live in memfd shared memory that both processes map, and a request names them
+ * by id and offset. A memfd reaches the simulator once, over the SOCK_SEQPACKET socketpair (the
+ * simulator's fd 3): one byte with the fd attached (SCM_RIGHTS), sent just before its
+ * MSIM_SHM_REGISTER request. The socket also tells each side that the other has gone (hang-up).
+ *
+ * Why a mailbox and not a message on the socket: a socket round trip wakes the other process
+ * through the scheduler (tens of microseconds on a loaded host, more than LeNet-5's whole CPM);
+ * the mailbox is polled for a short while first, as a core switching worlds would just run on.
  */
 #ifndef MIRRORC_SIM_PROTOCOL_H
 #define MIRRORC_SIM_PROTOCOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define MSIM_MAGIC 0x4d53494du /* "MSIM" */
@@ -55,5 +63,24 @@ struct msim_response {
 	uint32_t session;
 	struct msim_param params[4]; /* output values and memref sizes as the TA left them */
 };
+
+/* The shared page. Each sequence number sits on its own cache line: one writer each. */
+struct msim_mailbox {
+	uint32_t req_seq;         /* client: bumped after writing req */
+	uint32_t server_sleeping; /* simulator: asleep on req_seq (the client must wake it) */
+	uint32_t closing;         /* client: the context is finalized, exit */
+	uint32_t pad0[13];
+	uint32_t rsp_seq;         /* simulator: set to req_seq after writing rsp */
+	uint32_t client_sleeping; /* client: asleep on rsp_seq */
+	uint32_t pad1[14];
+	struct msim_request req;
+	struct msim_response rsp;
+};
+
+/* The mailbox memfd's size: whole pages. */
+#define MSIM_MAILBOX_BYTES ((sizeof(struct msim_mailbox) + 4095) & ~(size_t)4095)
+
+#define MSIM_SOCKET_FD 3
+#define MSIM_MAILBOX_FD 4
 
 #endif /* MIRRORC_SIM_PROTOCOL_H */

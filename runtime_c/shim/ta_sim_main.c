@@ -1,9 +1,11 @@
 /*
  * The TA simulator: a process that holds one Trusted Application (its sources compiled for the
- * host against tee_internal_api.h) and serves the Client API shim over a socket, standing in for
- * OP-TEE's core. It loads nothing at run time: the model's weights are compiled into the TA.
+ * host against tee_internal_api.h) and serves the Client API shim through a shared mailbox,
+ * standing in for OP-TEE's core. It loads nothing at run time: the model's weights are compiled
+ * into the TA.
  *
- *   ta_sim --fd N    serve requests on socket N (teec_sim.c spawns it this way)
+ *   ta_sim --serve   serve the mailbox on fd 4, memfds and hang-ups on socket fd 3
+ *                    (teec_sim.c spawns it this way; see sim_protocol.h)
  *   ta_sim --info    print the TA's properties as JSON
  *
  * Like OP-TEE it creates the TA instance before the first session, checks the UUID at open,
@@ -14,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sim_doorbell.h"
 #include "sim_protocol.h"
 #include "tee_internal_api.h"
 #include "user_ta_header.h"
@@ -48,26 +52,41 @@ struct session {
 static struct session sessions[MSIM_MAX_SESSIONS];
 
 static int sock = -1;
+static struct msim_mailbox *mb;
 
-/* Receive one request and at most one attached fd; returns 0 on EOF, -1 on error. */
-static ssize_t recv_request(struct msim_request *req, int *fd)
+/* The next memfd the client sent ahead of its MSIM_SHM_REGISTER request, or -1. */
+static int recv_fd(void)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
 	} control;
-	struct iovec iov = {.iov_base = req, .iov_len = sizeof(*req)};
+	char byte;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
 			     .msg_controllen = sizeof(control.buf)};
 	ssize_t n;
-	do
-		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	int fd = -1;
+	do /* queued before the request was posted: never waits */
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
-	*fd = -1;
+	if (n != 1)
+		return -1;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-			memcpy(fd, CMSG_DATA(c), sizeof(int));
-	return n;
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+/* Whether the client is still there: it has not finalized the context, and its end of the
+ * socket is open (it closes when the client exits or dies). */
+static int client_alive(void *unused)
+{
+	struct pollfd p = {.fd = sock, .events = 0};
+	(void)unused;
+	if (msim_load(&mb->closing))
+		return 0;
+	return !(poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)));
 }
 
 static int uuid_equal(const struct msim_request *req)
@@ -230,25 +249,26 @@ static void *serve(void *unused)
 	(void)unused;
 	TEE_Result created = TA_CreateEntryPoint();
 
+	uint64_t spin_ns = msim_spin_ns(getenv("MIRRORC_SIM_SPIN_US"));
+	uint32_t seq = 0;
+
 	for (;;) {
 		struct msim_request req;
 		struct msim_response rsp;
-		int fd;
-		ssize_t n = recv_request(&req, &fd);
-		if (n <= 0)
-			break; /* the client closed the context or died */
+		int fd = -1;
+		if (msim_wait(&mb->req_seq, seq, &mb->server_sleeping, spin_ns, client_alive, NULL) != 0 ||
+		    msim_load(&mb->closing))
+			break; /* the client finalized the context or died */
+		seq = msim_load(&mb->req_seq);
+		memcpy(&req, &mb->req, sizeof(req)); /* the client could rewrite the page meanwhile */
 		memset(&rsp, 0, sizeof(rsp));
 		rsp.magic = MSIM_MAGIC;
-		if ((size_t)n != sizeof(req) || req.magic != MSIM_MAGIC) {
+		if (req.magic != MSIM_MAGIC) {
 			rsp.result = TEE_ERROR_COMMUNICATION;
 			rsp.origin = TEE_ORIGIN_COMMS;
-			if (fd >= 0)
-				close(fd);
 		} else {
-			if (fd >= 0 && req.op != MSIM_SHM_REGISTER) {
-				close(fd);
-				fd = -1;
-			}
+			if (req.op == MSIM_SHM_REGISTER)
+				fd = recv_fd();
 			switch (req.op) {
 			case MSIM_OPEN_SESSION:
 				open_session(&req, &rsp, created);
@@ -277,8 +297,8 @@ static void *serve(void *unused)
 				rsp.origin = TEE_ORIGIN_COMMS;
 			}
 		}
-		if (send(sock, &rsp, sizeof(rsp), MSG_NOSIGNAL) != (ssize_t)sizeof(rsp))
-			break;
+		memcpy(&mb->rsp, &rsp, sizeof(rsp));
+		msim_post(&mb->rsp_seq, seq, &mb->client_sleeping);
 	}
 	for (int id = 1; id < MSIM_MAX_SESSIONS; id++)
 		if (sessions[id].open)
@@ -305,11 +325,16 @@ int main(int argc, char **argv)
 		print_info();
 		return 0;
 	}
-	if (argc != 3 || strcmp(argv[1], "--fd") != 0) {
-		fprintf(stderr, "usage: %s --fd N | --info\n", argv[0]);
+	if (argc != 2 || strcmp(argv[1], "--serve") != 0) {
+		fprintf(stderr, "usage: %s --serve | --info\n", argv[0]);
 		return 2;
 	}
-	sock = atoi(argv[2]);
+	sock = MSIM_SOCKET_FD;
+	mb = mmap(NULL, MSIM_MAILBOX_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, MSIM_MAILBOX_FD, 0);
+	if (mb == MAP_FAILED) {
+		fprintf(stderr, "mirrorc TA simulator: no mailbox on fd %d\n", MSIM_MAILBOX_FD);
+		return 2;
+	}
 	msim_heap_limit = TA_DATA_SIZE;
 
 	/* The TA runs on a stack of its declared size (plus this loop's margin): an undersized

@@ -5,7 +5,8 @@
  *
  * TEEC_InitializeContext spawns the simulator: the executable named by the context name, or by
  * $MIRRORC_TA_SIM when the name is NULL (the default TEE). Each context owns one simulator
- * process and one socket to it (TEEC_Context.imp.fd).
+ * process, one mailbox page shared with it for the requests and one socket to it for memfds and
+ * hang-ups (TEEC_Context.imp.fd); see sim_protocol.h.
  *
  * Memory crosses as in OP-TEE: temporary memrefs are copied into a per-context shared bounce
  * buffer, allocated shared memory is a memfd mapped by both processes, registered memory gets a
@@ -15,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sim_doorbell.h"
 #include "sim_protocol.h"
 #include "tee_client_api.h"
 
@@ -39,7 +42,10 @@ enum { TA_NONE = 0, TA_VALUE_IN = 1, TA_VALUE_OUT = 2, TA_VALUE_INOUT = 3,
 struct context_rec {
 	int fd;
 	pid_t pid;
-	pthread_mutex_t lock; /* one request/response at a time per socket */
+	struct msim_mailbox *mb;
+	uint32_t seq;     /* of the last request */
+	uint64_t spin_ns; /* polling for a response before sleeping */
+	pthread_mutex_t lock; /* one request/response at a time per mailbox */
 	uint32_t bounce_id;
 	void *bounce;
 	size_t bounce_size;
@@ -68,43 +74,61 @@ static struct context_rec *find_context(int fd)
 	return c;
 }
 
-/* One round trip; `fd` (or -1) is attached to the request. Caller holds c->lock. */
-static TEEC_Result roundtrip(struct context_rec *c, struct msim_request *req, int fd,
-			     struct msim_response *rsp)
+/* Whether the simulator still exists: its end of the socket closes when it exits or dies. */
+static int simulator_alive(void *arg)
+{
+	struct context_rec *c = arg;
+	struct pollfd p = {.fd = c->fd, .events = 0};
+	return !(poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)));
+}
+
+/* Hand `fd` to the simulator: one byte with the fd attached. */
+static int send_fd(struct context_rec *c, int fd)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
 	} control;
-	struct iovec iov = {.iov_base = req, .iov_len = sizeof(*req)};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			     .msg_controllen = sizeof(control.buf)};
 	ssize_t n;
 
-	req->magic = MSIM_MAGIC;
-	if (c->dead)
-		return TEEC_ERROR_TARGET_DEAD;
-	if (fd >= 0) {
-		memset(&control, 0, sizeof(control));
-		msg.msg_control = control.buf;
-		msg.msg_controllen = sizeof(control.buf);
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
+	memset(&control, 0, sizeof(control));
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
 	do
 		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*req)) {
+	return n == 1 ? 0 : -1;
+}
+
+/* One round trip through the mailbox; `fd` (or -1) goes ahead on the socket. Caller holds c->lock. */
+static TEEC_Result roundtrip(struct context_rec *c, struct msim_request *req, int fd,
+			     struct msim_response *rsp)
+{
+	req->magic = MSIM_MAGIC;
+	if (c->dead)
+		return TEEC_ERROR_TARGET_DEAD;
+	if (fd >= 0 && send_fd(c, fd) != 0) {
 		c->dead = 1;
 		return TEEC_ERROR_TARGET_DEAD;
 	}
-	do
-		n = recv(c->fd, rsp, sizeof(*rsp), 0);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*rsp) || rsp->magic != MSIM_MAGIC) {
-		c->dead = 1; /* EOF: the simulator (the TA) died */
+	memcpy(&c->mb->req, req, sizeof(*req));
+	c->seq++;
+	msim_post(&c->mb->req_seq, c->seq, &c->mb->server_sleeping);
+	if (msim_wait(&c->mb->rsp_seq, c->seq - 1, &c->mb->client_sleeping, c->spin_ns,
+		      simulator_alive, c) != 0) {
+		c->dead = 1; /* the simulator (the TA) died */
+		return TEEC_ERROR_TARGET_DEAD;
+	}
+	memcpy(rsp, &c->mb->rsp, sizeof(*rsp));
+	if (rsp->magic != MSIM_MAGIC) {
+		c->dead = 1;
 		return TEEC_ERROR_TARGET_DEAD;
 	}
 	return TEEC_SUCCESS;
@@ -178,45 +202,76 @@ static void shm_destroy(struct context_rec *c, uint32_t id)
 	pthread_mutex_unlock(&registry_lock);
 }
 
+/* A close-on-exec copy of `fd` numbered above the simulator's fixed fds (the spawn's dup2s
+ * must not overwrite one source with another). */
+static int above_fixed_fds(int fd)
+{
+	int moved;
+	if (fd > MSIM_MAILBOX_FD)
+		return fd;
+	moved = fcntl(fd, F_DUPFD_CLOEXEC, MSIM_MAILBOX_FD + 1);
+	close(fd);
+	return moved;
+}
+
 TEEC_Result TEEC_InitializeContext(const char *name, TEEC_Context *context)
 {
 	const char *path = name ? name : getenv("MIRRORC_TA_SIM");
-	int sv[2];
-	char fdarg[16];
+	int sv[2], mbfd;
+	size_t mb_size = MSIM_MAILBOX_BYTES;
 	posix_spawn_file_actions_t actions;
 	struct context_rec *c;
+	void *mb;
 
 	if (!context)
 		return TEEC_ERROR_BAD_PARAMETERS;
 	if (!path || access(path, X_OK) != 0)
 		return TEEC_ERROR_ITEM_NOT_FOUND; /* no such TEE */
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-		return TEEC_ERROR_COMMUNICATION;
-	c = calloc(1, sizeof(*c));
-	if (!c) {
-		close(sv[0]);
-		close(sv[1]);
+	mbfd = memfd_create("mirrorc-teec-mailbox", MFD_CLOEXEC);
+	if (mbfd < 0)
+		return TEEC_ERROR_OUT_OF_MEMORY;
+	mbfd = above_fixed_fds(mbfd);
+	if (mbfd < 0 || ftruncate(mbfd, (off_t)mb_size) != 0 ||
+	    (mb = mmap(NULL, mb_size, PROT_READ | PROT_WRITE, MAP_SHARED, mbfd, 0)) == MAP_FAILED) {
+		if (mbfd >= 0)
+			close(mbfd);
 		return TEEC_ERROR_OUT_OF_MEMORY;
 	}
-	/* The simulator gets its end as fd 3 (dup2 clears close-on-exec). */
-	if (sv[1] == 3) {
-		int moved = fcntl(sv[1], F_DUPFD_CLOEXEC, 4);
-		close(sv[1]);
-		sv[1] = moved;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+		munmap(mb, mb_size);
+		close(mbfd);
+		return TEEC_ERROR_COMMUNICATION;
 	}
-	snprintf(fdarg, sizeof(fdarg), "%d", 3);
-	char *argv[] = {(char *)path, "--fd", fdarg, NULL};
+	sv[1] = above_fixed_fds(sv[1]);
+	c = calloc(1, sizeof(*c));
+	if (!c || sv[1] < 0) {
+		free(c);
+		close(sv[0]);
+		if (sv[1] >= 0)
+			close(sv[1]);
+		munmap(mb, mb_size);
+		close(mbfd);
+		return c ? TEEC_ERROR_COMMUNICATION : TEEC_ERROR_OUT_OF_MEMORY;
+	}
+	/* The simulator gets its socket end as fd 3 and the mailbox as fd 4 (dup2 clears
+	 * close-on-exec). */
+	char *argv[] = {(char *)path, "--serve", NULL};
 	posix_spawn_file_actions_init(&actions);
-	posix_spawn_file_actions_adddup2(&actions, sv[1], 3);
+	posix_spawn_file_actions_adddup2(&actions, sv[1], MSIM_SOCKET_FD);
+	posix_spawn_file_actions_adddup2(&actions, mbfd, MSIM_MAILBOX_FD);
 	int err = posix_spawn(&c->pid, path, &actions, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&actions);
 	close(sv[1]);
+	close(mbfd); /* the mappings keep the page */
 	if (err != 0) {
 		close(sv[0]);
+		munmap(mb, mb_size);
 		free(c);
 		return TEEC_ERROR_ITEM_NOT_FOUND;
 	}
 	c->fd = sv[0];
+	c->mb = mb;
+	c->spin_ns = msim_spin_ns(getenv("MIRRORC_SIM_SPIN_US"));
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_lock(&registry_lock);
 	c->next = contexts;
@@ -247,10 +302,14 @@ void TEEC_FinalizeContext(TEEC_Context *context)
 		return;
 	if (c->bounce_id)
 		shm_destroy(NULL, c->bounce_id);
-	close(c->fd); /* the simulator sees EOF, closes its sessions and exits */
+	/* the simulator closes its sessions and exits (it would also on the socket's hang-up) */
+	msim_store(&c->mb->closing, 1);
+	msim_post(&c->mb->req_seq, c->seq + 1, &c->mb->server_sleeping);
+	close(c->fd);
 	while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	pthread_mutex_destroy(&c->lock);
+	munmap(c->mb, MSIM_MAILBOX_BYTES);
 	free(c);
 	context->imp.fd = -1;
 }
