@@ -223,6 +223,28 @@ def test_dead_simulator_is_target_dead(build):
         assert (res, origin) == (T.TEEC_ERROR_TARGET_DEAD, T.TEEC_ORIGIN_TEE)
 
 
+def test_sleeping_transport(build, monkeypatch):
+    """With polling off both sides sleep on the mailbox's futexes at once: the same labels, a killed
+    simulator is still TARGET_DEAD, and closing the context ends the simulator."""
+    monkeypatch.setenv("MIRRORC_SIM_SPIN_US", "0")
+    rng = np.random.default_rng(7)
+    before = _simulators()
+    with T.Context.simulator(build[0]) as ctx:
+        s = ctx.open_session(build[1])
+        for _ in range(50):
+            taps, logits = random_inputs(rng)
+            assert single(s, taps, logits) == fixture_label(taps, logits)
+            assert stream(s, taps, logits) == fixture_label(taps, logits)
+        s.close()
+        kid = sorted(_simulators() - before)
+    assert len(kid) == 1 and kid[0] not in _simulators()  # gone, and reaped
+    with T.Context.simulator(build[0]) as ctx:
+        s = ctx.open_session(build[1])
+        os.kill(sorted(_simulators() - before)[0], 9)
+        taps, logits = random_inputs(rng)
+        assert s.try_invoke(SINGLE, final_op(np.concatenate([*taps, logits])))[0] == T.TEEC_ERROR_TARGET_DEAD
+
+
 def _simulators() -> set[int]:
     """This process's simulator children, found through /proc."""
     return {int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == os.getpid()
