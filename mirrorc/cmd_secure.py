@@ -43,11 +43,11 @@ def load_input(path: Path, build_dir: Path, input_shape: list) -> np.ndarray:
     if prep is None:
         raise MirrorcError(f"{build_dir}: records no preprocessing (mean/std) to apply to {path.name}; "
                            "pass a preprocessed .npy instead")
-    from mirrorc.data import _decode, preprocess
+    from mirrorc.data import decode_image, preprocess
 
     if len(input_shape) != 3:
         raise MirrorcError(f"{path}: the model takes {input_shape}, not an image")
-    img = _decode(path.read_bytes(), str(path))[None]
+    img = decode_image(path.read_bytes(), str(path))[None]
     # data.preprocess converts (scale, channels, size); statistics taken from an all-zero image are
     # mean 0, std 1, so the training set's recorded ones are applied here instead
     x, _, _ = preprocess(img, img, [1, *input_shape], stats_from=np.zeros_like(img))

@@ -175,7 +175,7 @@ def _load_idx_dir(directory: Path):
 
 # --- image folders and tarballs -----------------------------------------------------------------------
 
-def _decode(data: bytes, where: str) -> np.ndarray:
+def decode_image(data: bytes, where: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -208,7 +208,7 @@ def _load_image_folders(directory: Path):
     for p in sorted(directory.rglob("*")):
         m = _IMAGE_RE.search(p.relative_to(directory).as_posix())
         if m and p.is_file():
-            items[m.group(1)].append((m.group(2), _decode(p.read_bytes(), str(p))))
+            items[m.group(1)].append((m.group(2), decode_image(p.read_bytes(), str(p))))
     return _stack(items, str(directory))
 
 
@@ -221,7 +221,7 @@ def _load_image_tarball(path: Path):
                 m = _IMAGE_RE.search(member.name)
                 if m and member.isfile():
                     data = tar.extractfile(member).read()
-                    items[m.group(1)].append((m.group(2), _decode(data, f"{path}:{member.name}")))
+                    items[m.group(1)].append((m.group(2), decode_image(data, f"{path}:{member.name}")))
     except (tarfile.TarError, EOFError, OSError) as e:
         raise MirrorcError(f"{path}: cannot read tarball ({e})") from None
     # archive order is arbitrary: sort by member path so the arrays are the same on every machine

@@ -38,8 +38,8 @@ def require_torch():
         import torch
     except ModuleNotFoundError:
         raise MirrorcError(TORCH_HINT) from None
-    # the machine's cores, not torch's guess; MIRRORC_THREADS lowers it on a shared machine
-    torch.set_num_threads(int(os.environ.get("MIRRORC_THREADS") or os.cpu_count() or 1))
+    # the cores this process may run on, not torch's guess; MIRRORC_THREADS lowers it on a shared machine
+    torch.set_num_threads(int(os.environ.get("MIRRORC_THREADS") or len(os.sched_getaffinity(0)) or 1))
     return torch
 
 
