@@ -5,9 +5,11 @@ time), and the labels must equal mirrornet.onnx's `label` on every input.
     python benchmarks/split_agreement.py [--models lenet5,vgg7,resnet50,squeezenet] [--inputs 1000] [-C 2]
 
 Models are examples/models/<name>.onnx or the onnx package's model-zoo files (light_<name>.onnx).
-`init="random"` re-draws every backbone and CPM weight (the zoo files' weights are constant). An
-untrained network sends almost every input to one class, so the CPM's last bias is shifted by minus
-the mean MirrorNet logits over the inputs: still a random-weight model, but one whose labels vary.
+Every backbone and CPM weight is random (the zoo files' weights are constant), drawn so that the
+signal survives depth (He: N(0, 2/fan_in), zero biases). An untrained network still sends most
+inputs to one class, so a constant Add in the CPM shifts its logits by minus the mean MirrorNet
+logits over the inputs: still a random-weight model, but one whose labels vary, whatever the head
+(Gemm, or conv and pooling).
 The table prints how many distinct labels occurred and the smallest top-1/top-2 logit margin, so an
 agreement that is trivial shows as such."""
 
@@ -49,19 +51,44 @@ def reference(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
 
 
+def he_weights(model: onnx.ModelProto, rng: np.random.Generator) -> None:
+    """Redraw every Conv/Gemm/MatMul weight from N(0, 2/fan_in) and zero their biases: the default
+    uniform(+-1/sqrt(fan_in)) shrinks the signal at every layer, so a deep random network (SqueezeNet)
+    answers the same logits, to float noise, for every input."""
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        w = onnx.numpy_helper.to_array(inits[node.input[1]])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        fan_in = int(np.prod(w.shape[1:])) if node.op_type == "Conv" else \
+            w.shape[1] if node.op_type == "Gemm" and attrs.get("transB", 0) else w.shape[0]
+        new = rng.normal(0, np.sqrt(2 / fan_in), w.shape).astype(np.float32)
+        inits[node.input[1]].CopyFrom(onnx.numpy_helper.from_array(new, node.input[1]))
+        if len(node.input) > 2 and node.input[2] in inits:
+            b = onnx.numpy_helper.to_array(inits[node.input[2]])
+            inits[node.input[2]].CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(b), node.input[2]))
+
+
 def center_labels(model: onnx.ModelProto, logits: np.ndarray) -> None:
-    """Shift the bias of the Gemm that makes cpm_logits by minus the mean logits."""
-    head = next(n for n in model.graph.node if "cpm_logits" in n.output)
-    if head.op_type != "Gemm" or len(head.input) < 3:
-        return
-    bias = next(t for t in model.graph.initializer if t.name == head.input[2])
-    bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) - logits.mean(0), bias.name))
+    """Add minus the mean logits to cpm_logits, in the secure graph (a constant Add the C lowering
+    runs like any other node), whatever kind of head the CPM has."""
+    k = logits.shape[1]
+    shift = onnx.numpy_helper.from_array(-logits.mean(0, keepdims=True).astype(np.float32), "cpm/center")
+    model.graph.initializer.append(shift)
+    final = next(n for n in model.graph.node if "cpm_logits" in n.input)
+    final.input[list(final.input).index("cpm_logits")] = "cpm_logits_centred"
+    add = onnx.helper.make_node("Add", ["cpm_logits", "cpm/center"], ["cpm_logits_centred"], name="cpm/center_add")
+    add.metadata_props.add(key="mirrorc.world", value="secure")
+    model.graph.node.insert(list(model.graph.node).index(final), add)
+    assert shift.dims == [1, k]
 
 
 def check(name: str, inputs: int, channels: int, work: Path) -> dict:
     mirrornet, _ = build_mirrornet(model_path(name, work), channels=channels, seed=0, init="random")
     shape = [d.dim_value or 1 for d in mirrornet.graph.input[0].type.tensor_type.shape.dim][1:]
     x = np.random.default_rng(1).standard_normal((inputs, *shape), dtype=np.float32)
+    he_weights(mirrornet, np.random.default_rng(2))
     center_labels(mirrornet, reference(mirrornet, x)[1])
     label, logits = reference(mirrornet, x)
     build = work / name
