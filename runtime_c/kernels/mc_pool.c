@@ -3,6 +3,8 @@
 
 #define MC_LOWEST (-3.40282347e38f) /* what onnxruntime starts a max from */
 
+static int mc_ceil_div(int a, int b) { return (a + b - 1) / b; }
+
 /* first k in [0, kn) with 0 <= start + k*d, and one past the last with start + k*d < size */
 static void mc_window(int start, int d, int kn, int size, int *k0, int *k1)
 {
@@ -18,10 +20,38 @@ static void mc_window(int start, int d, int kn, int size, int *k0, int *k1)
     *k1 = hi < kn ? hi : kn;
 }
 
+/* y[i] = max of the k x k window at column i * s of rows r[0..k): the window fully inside, for the
+ * common 2x2 and 3x3 kernels with strides 1 and 2. Each output is one register max of all its
+ * taps, stored once; the fixed stride lets the compiler vectorise (the generic path below makes
+ * one read-modify-write pass per tap, slow on the short rows of CNN feature maps). */
+static void mc_maxpool_row(float *restrict y, const float *const *r, int n, int k, int s)
+{
+    int i;
+#define MC_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define MC_MAX3(p, j) MC_MAX(MC_MAX(p[j], p[(j) + 1]), p[(j) + 2])
+    const float *r0 = r[0], *r1 = r[1], *r2 = r[2];
+    if (k == 3 && s == 1)
+        for (i = 0; i < n; i++) y[i] = MC_MAX(MC_MAX(MC_MAX3(r0, i), MC_MAX3(r1, i)), MC_MAX3(r2, i));
+    else if (k == 3)
+        for (i = 0; i < n; i++) y[i] = MC_MAX(MC_MAX(MC_MAX3(r0, 2 * i), MC_MAX3(r1, 2 * i)), MC_MAX3(r2, 2 * i));
+    else if (s == 1)
+        for (i = 0; i < n; i++) y[i] = MC_MAX(MC_MAX(r0[i], r0[i + 1]), MC_MAX(r1[i], r1[i + 1]));
+    else
+        for (i = 0; i < n; i++) y[i] = MC_MAX(MC_MAX(r0[2 * i], r0[2 * i + 1]), MC_MAX(r1[2 * i], r1[2 * i + 1]));
+#undef MC_MAX3
+#undef MC_MAX
+}
+
 void mc_maxpool2d(const float *x, float *y, int nc, int h, int w, int oh, int ow, int kh, int kw,
                   int sh, int sw, int pt, int pl, int dh, int dw)
 {
     int p, oy, ox, ky, kx;
+    /* fast path: square 2x2 / 3x3 window, stride 1 or 2 along rows, no dilation */
+    int fast = kh == kw && (kh == 2 || kh == 3) && (sw == 1 || sw == 2) && dh == 1 && dw == 1;
+    /* output columns [in0, in1) have their whole window inside the row */
+    int in0 = mc_ceil_div(pl, sw), in1 = w - kw + pl >= 0 ? (w - kw + pl) / sw + 1 : 0;
+    if (in1 > ow) in1 = ow;
+    if (in0 > in1) in0 = in1;
     for (p = 0; p < nc; p++) {
         const float *xp = x + (long)p * h * w;
         float *yp = y + (long)p * oh * ow;
@@ -29,6 +59,30 @@ void mc_maxpool2d(const float *x, float *y, int nc, int h, int w, int oh, int ow
             int y0 = oy * sh - pt, ky0, ky1;
             float *restrict yr = yp + (long)oy * ow;
             mc_window(y0, dh, kh, h, &ky0, &ky1);
+            if (fast && ky1 > ky0) {
+                /* rows in the top/bottom padding repeat a valid row of the window: max is unchanged */
+                const float *row[3], *r[3];
+                for (ky = 0; ky < 3; ky++) {
+                    int k = ky < ky0 ? ky0 : ky >= ky1 ? ky1 - 1 : ky;
+                    row[ky] = xp + (long)(y0 + k) * w;
+                    r[ky] = row[ky] + (long)in0 * sw - pl;
+                }
+                mc_maxpool_row(yr + in0, r, in1 - in0, kh, sw);
+                /* the few border columns: their window clipped to the row */
+                for (ox = 0; ox < ow; ox++) {
+                    int x0, a, e;
+                    float best = MC_LOWEST;
+                    if (ox == in0) ox = in1;   /* skip the interior */
+                    if (ox >= ow) break;
+                    x0 = ox * sw - pl;
+                    a = x0 < 0 ? 0 : x0;
+                    e = x0 + kw < w ? x0 + kw : w;
+                    for (ky = 0; ky < kh; ky++)
+                        for (kx = a; kx < e; kx++) best = row[ky][kx] > best ? row[ky][kx] : best;
+                    yr[ox] = best;
+                }
+                continue;
+            }
             for (ox = 0; ox < ow; ox++) yr[ox] = MC_LOWEST;
             /* one pass per kernel tap over the output columns that see it: vectorises for sw == 1 */
             for (ky = ky0; ky < ky1; ky++) {
@@ -100,6 +154,20 @@ void mc_global_maxpool(const float *x, float *y, int nc, int hw)
     }
 }
 
+/* 1/sqrt(v) for a positive normal float v: bit-level first guess, three Newton steps (the error
+ * squares each step). No branches, so loops over it vectorise; mc_sqrtf handles every input. */
+static float mc_rsqrt_pos(float v)
+{
+    union { uint32_t u; float f; } g;
+    float r;
+    g.f = v;
+    g.u = 0x5f375a86u - (g.u >> 1);
+    r = g.f;
+    r = r * (1.5f - 0.5f * v * r * r);
+    r = r * (1.5f - 0.5f * v * r * r);
+    return r * (1.5f - 0.5f * v * r * r);
+}
+
 void mc_lrn(const float *x, float *y, int n, int c, int hw, int size, float alpha, float beta,
             float bias)
 {
@@ -107,19 +175,37 @@ void mc_lrn(const float *x, float *y, int n, int c, int hw, int size, float alph
     int before = (size - 1) / 2, after = size - 1 - before;
     int b, ch, j, i;
     float a = alpha / (float)size;
+    /* AlexNet, GoogLeNet: beta 0.75 and base >= bias > 0, so base^-0.75 = r * sqrt(r) with
+     * r = 1/sqrt(base) comes from two branch-free rsqrts, vectorised over the plane */
+    int fast = beta == 0.75f && bias >= 1.17549435e-38f && a >= 0.0f;
     for (b = 0; b < n; b++) {
         const float *xb = x + (long)b * c * hw;
         float *yb = y + (long)b * c * hw;
         for (ch = 0; ch < c; ch++) {
             int lo = ch - before < 0 ? 0 : ch - before;
             int hi = ch + after > c - 1 ? c - 1 : ch + after;
+            const float *restrict xc = xb + (long)ch * hw;
+            float *restrict yc = yb + (long)ch * hw;
+            /* the window's sum of squares in y, one channel at a time (long contiguous passes) */
+            for (i = 0; i < hw; i++) yc[i] = 0.0f;
+            for (j = lo; j <= hi; j++) {
+                const float *restrict xj = xb + (long)j * hw;
+                for (i = 0; i < hw; i++) yc[i] += xj[i] * xj[i];
+            }
+            if (fast) {
+                for (i = 0; i < hw; i++) {
+                    float base = bias + a * yc[i], r;
+                    base = base > 3.40282347e38f ? 3.40282347e38f : base; /* inf -> largest float */
+                    r = mc_rsqrt_pos(base);
+                    yc[i] = xc[i] * (r * (r * mc_rsqrt_pos(r)));
+                }
+                continue;
+            }
             for (i = 0; i < hw; i++) {
-                float sq = 0.0f, v;
-                for (j = lo; j <= hi; j++) { v = xb[(long)j * hw + i]; sq += v * v; }
-                float base = bias + a * sq, den;
-                if (beta == 0.75f) { float r = mc_sqrtf(base); den = r * mc_sqrtf(r); } /* AlexNet, GoogLeNet */
+                float base = bias + a * yc[i], den;
+                if (beta == 0.75f) { float r = mc_sqrtf(base); den = r * mc_sqrtf(r); }
                 else den = mc_powf(base, beta);
-                yb[(long)ch * hw + i] = xb[(long)ch * hw + i] / den;
+                yc[i] = xc[i] / den;
             }
         }
     }
