@@ -3,7 +3,8 @@
 `lower(secure, name)` turns the secure graph of `passes/split.py` into the generated model of
 docs/ARCHITECTURE.md ("Generated C model interface"): every shape a compile-time constant, weights as
 `static const float` arrays of exact hex-float literals, one static arena and a per-session carry
-state laid out by `passes/memplan.py`, one C call per node into `runtime_c/kernels`. Each node runs at
+state laid out by `passes/memplan.py`, one C call per node into `runtime_c/kernels` (a Conv's only
+consumer chain Relu -> GlobalAveragePool runs inside the conv call: `fuse_epilogues`). Each node runs at
 the earliest command where all its inputs exist (command k-1 brings `mirrorc_tap{k}`, the final
 command brings `backbone_logits`). The output is deterministic: the same graph gives byte-identical
 sources.
@@ -122,6 +123,59 @@ def _prod(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
+# kernel epilogue bits (mirrorc_kernels.h MC_EPI_*)
+EPI_RELU, EPI_GAP = 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Fused:
+    """A Conv that runs its only consumers, Relu and/or GlobalAveragePool in that order, as kernel
+    epilogues: the Conv node then writes the chain's last output."""
+    conv_out: str                # the Conv's own output, never materialised
+    epi: int                     # EPI_RELU | EPI_GAP bits
+    absorbed: tuple[str, ...]    # names of the absorbed nodes, for the command lists
+
+
+def _name(node) -> str:
+    return node.name or node.output[0]
+
+
+def fuse_epilogues(items: list, keep: set[str]) -> tuple[list, dict[str, Fused]]:
+    """`items`, (tag, node) pairs in run order -> the same with each Conv -> [Relu] ->
+    [GlobalAveragePool] chain as one Conv node (keeping the Conv's tag) that writes the chain's last
+    output, and {that output: Fused}. A link is fused only when it is the tensor's sole consumer and
+    the tensor is not in `keep` (graph outputs). Saves a pass over the activation per link, and the
+    GAP link never materialises the conv output (SqueezeNet's head: [1000, 13, 13] -> 1000 floats)."""
+    consumers: dict[str, list] = {}
+    for _, nd in items:
+        for t in nd.input:
+            consumers.setdefault(t, []).append(nd)
+    absorbed, fused, out = set(), {}, []
+    for tag, nd in items:
+        if id(nd) in absorbed:
+            continue
+        if nd.op_type != "Conv":
+            out.append((tag, nd))
+            continue
+        t, epi, chain = nd.output[0], 0, []
+        for op, bit in (("Relu", EPI_RELU), ("GlobalAveragePool", EPI_GAP)):
+            users = consumers.get(t, [])
+            if t not in keep and len(users) == 1 and users[0].op_type == op and len(users[0].input) == 1:
+                chain.append(users[0])
+                epi |= bit
+                t = users[0].output[0]
+        if not chain:
+            out.append((tag, nd))
+            continue
+        conv = onnx.NodeProto()
+        conv.CopyFrom(nd)
+        conv.output[0] = t
+        absorbed.update(id(u) for u in chain)
+        fused[t] = Fused(nd.output[0], epi, tuple(_name(u) for u in chain))
+        out.append((tag, conv))
+    return out, fused
+
+
 # ---------------------------------------------------------------------------------------------
 # per-node emission
 
@@ -130,9 +184,10 @@ class _Emitter:
     """Turns nodes into kernel calls. `buf(name)` gives the C expression of an activation tensor;
     constant inputs become `static const float` arrays registered in `self.weights`."""
 
-    def __init__(self, shapes, consts, buf, prefix: str = "", fast_conv: bool = True):
+    def __init__(self, shapes, consts, buf, prefix: str = "", fast_conv: bool = True, fused=None):
         self.shapes, self.consts, self.buf, self.prefix = shapes, consts, buf, prefix
         self.fast_conv = fast_conv  # stride-1 convs through a padded copy in scratch
+        self.fused: dict[str, Fused] = fused or {}  # see fuse_epilogues
         self.weights: dict[str, tuple[str, np.ndarray]] = {}  # key -> (C symbol, float32 data)
         self.int_arrays: list[str] = []
 
@@ -249,19 +304,24 @@ class _Emitter:
     def _conv(self, node, a, xs, ys, y):
         w = node.input[1]
         ws = self.shapes[w]
+        f = self.fused.get(node.output[0])
+        epi = f.epi if f else 0
+        if f:
+            ys = self.shapes[f.conv_out]
         if "kernel_shape" not in a:
             a = dict(a, kernel_shape=list(ws[2:]))
         k, s, d, pb, _ = self._spatial(node, a, xs, ys)
         h, wd = (1, xs[2]) if len(xs) == 3 else xs[2:]
         oh, ow = (1, ys[2]) if len(ys) == 3 else ys[2:]
         bias = self.operand(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
-        if self.fast_conv and _conv_s1(node, self.shapes) is not None:
+        if self.fast_conv and _conv_s1(node, self.shapes, self.fused) is not None:
             return (f"mc_conv2d_s1({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, "
                     f"{self.buf(scratch_name(node))}, {xs[0]}, {xs[1]}, {h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, "
-                    f"{pb[0]}, {pb[1]}, {a.get('group', 1)});")
-        return (f"mc_conv2d({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, {xs[0]}, {xs[1]}, "
+                    f"{pb[0]}, {pb[1]}, {a.get('group', 1)}, {epi});")
+        scratch = self.buf(scratch_name(node)) if epi & EPI_GAP else "0"
+        return (f"mc_conv2d({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, {scratch}, {xs[0]}, {xs[1]}, "
                 f"{h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, {s[0]}, {s[1]}, {pb[0]}, {pb[1]}, "
-                f"{d[0]}, {d[1]}, {a.get('group', 1)});")
+                f"{d[0]}, {d[1]}, {a.get('group', 1)}, {epi});")
 
     def _pool(self, node, a, xs, ys, y):
         k, s, d, pb, pe = self._spatial(node, a, xs, ys)
@@ -414,12 +474,17 @@ def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
     return len(taps), taps
 
 
-def _conv_s1(node, shapes) -> tuple[int, int, int, int, int] | None:
+def _conv_out_shape(node, shapes, fused=None) -> tuple[int, ...]:
+    f = (fused or {}).get(node.output[0])
+    return shapes[f.conv_out if f else node.output[0]]
+
+
+def _conv_s1(node, shapes, fused=None) -> tuple[int, int, int, int, int] | None:
     """(c, oh, hp, wp, kw) when a Conv takes the padded stride-1 path (needs scratch), else None."""
     if node.op_type != "Conv" or len(shapes[node.input[0]]) != 4:
         return None
     a = _attrs(node)
-    ws, ys = shapes[node.input[1]], shapes[node.output[0]]
+    ws, ys = shapes[node.input[1]], _conv_out_shape(node, shapes, fused)
     kh, kw = ws[2:]
     if any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1])) \
             or kh * kw == 1:
@@ -427,11 +492,13 @@ def _conv_s1(node, shapes) -> tuple[int, int, int, int, int] | None:
     return shapes[node.input[0]][1], ys[2], ys[2] + kh - 1, ys[3] + kw - 1, kw
 
 
-def scratch_floats(node, shapes, fast_conv: bool = True) -> int:
+def scratch_floats(node, shapes, fast_conv: bool = True, fused=None) -> int:
     """Scratch a node's kernel needs for the duration of its step (0 for most)."""
-    s1 = _conv_s1(node, shapes) if fast_conv else None
+    s1 = _conv_s1(node, shapes, fused) if fast_conv else None
     if s1 is None:
-        return 0
+        f = (fused or {}).get(node.output[0])
+        # mc_conv2d with a fused global average pool: one output plane
+        return _prod(shapes[f.conv_out][2:]) if f and f.epi & EPI_GAP else 0
     c, oh, hp, wp, kw = s1
     return c * (hp * wp + kw) + oh * wp  # see mc_conv2d_s1
 
@@ -440,9 +507,9 @@ def scratch_name(node) -> str:
     return f"{node.output[0]}#scratch"
 
 
-def _step_outputs(node, shapes, fast_conv: bool = True) -> list[str]:
+def _step_outputs(node, shapes, fast_conv: bool = True, fused=None) -> list[str]:
     """What a step writes: its outputs, then its kernel's scratch (live only during the step)."""
-    return list(node.output) + ([scratch_name(node)] if scratch_floats(node, shapes, fast_conv) else [])
+    return list(node.output) + ([scratch_name(node)] if scratch_floats(node, shapes, fast_conv, fused) else [])
 
 
 def inplace_steps(nodes, shapes, consts) -> set[int]:
@@ -495,6 +562,7 @@ class SecurePlan:
     inputs: dict          # graph input -> the command that brings it
     memory: memplan.MemoryPlan
     fast_conv: bool
+    fused: dict           # fused conv output -> Fused (see fuse_epilogues)
 
 
 def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
@@ -518,17 +586,19 @@ def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
             raise MirrorcError(f"{PASS}: input '{t}' must have batch 1, has shape {list(shapes[t])}")
     tap_floats = [_prod(shapes[t]) for t in taps]
 
+    order, fused = fuse_epilogues(order, {"label"})  # a chain runs in its Conv's command (its inputs')
     body = [(cmd, nd) for cmd, nd in order if nd is not argmax]
-    steps = [memplan.Step(cmd, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes, fast_conv))
+    steps = [memplan.Step(cmd, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes, fast_conv, fused))
              for cmd, nd in body]
     steps.append(memplan.Step(n_taps, [logits], []))
     inputs = {t: k for k, t in enumerate(taps)}
     inputs["backbone_logits"] = n_taps
     floats = {t: _prod(s) for t, s in shapes.items()}
-    floats.update({scratch_name(nd): scratch_floats(nd, shapes, fast_conv) for _, nd in body
-                   if scratch_floats(nd, shapes, fast_conv)})
+    floats.update({scratch_name(nd): scratch_floats(nd, shapes, fast_conv, fused) for _, nd in body
+                   if scratch_floats(nd, shapes, fast_conv, fused)})
     mplan = memplan.plan(steps, floats, inputs, inplace=inplace_steps([nd for _, nd in body], shapes, consts))
-    return SecurePlan(n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan, fast_conv)
+    return SecurePlan(n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan, fast_conv,
+                      fused)
 
 
 def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
@@ -549,7 +619,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
             raise MirrorcError(f"{PASS}: tensor '{t}' has no buffer")
         return f"(s->carry + {b.offset})" if b.carry else f"(mirrorc_arena + {b.offset})"
 
-    emitter = _Emitter(shapes, consts, buf, fast_conv=fast_conv)
+    emitter = _Emitter(shapes, consts, buf, fast_conv=fast_conv, fused=sp.fused)
     per_cmd: list[list[str]] = [[] for _ in range(n_taps + 1)]
     cmd_nodes: list[list[str]] = [[] for _ in range(n_taps + 1)]
     for k, t in enumerate(taps):  # taps read after their own command are copied into the state
@@ -558,9 +628,13 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
     if "backbone_logits" in mplan.buffers:  # cannot happen: nothing follows the final command
         raise MirrorcError(f"{PASS}: backbone_logits carried")
     for cmd, nd in body:
-        per_cmd[cmd].append(f"/* {nd.name or nd.output[0]}: {nd.op_type} -> {list(shapes[nd.output[0]])} */")
+        f = sp.fused.get(nd.output[0])
+        ops = "+".join([nd.op_type] + (["Relu"] if f and f.epi & EPI_RELU else []) +
+                       (["GlobalAveragePool"] if f and f.epi & EPI_GAP else []))
+        per_cmd[cmd].append(f"/* {_name(nd)}{''.join(', ' + a for a in f.absorbed) if f else ''}: {ops} -> "
+                            f"{list(shapes[nd.output[0]])} */")
         per_cmd[cmd].extend(emitter.emit(nd))
-        cmd_nodes[cmd].append(nd.name or nd.output[0])
+        cmd_nodes[cmd] += [_name(nd), *(f.absorbed if f else ())]
     cmd_nodes[n_taps].append(argmax.name or "label")
 
     weight_bytes = _weight_bytes(emitter)
@@ -569,7 +643,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
     sizes = {"weights": weight_bytes, "arena": arena_bytes, "state": state_bytes, "stack": STACK_BYTES}
     total = sum(sizes.values())
     if tee_memory is not None and total > tee_memory and fast_conv and any(
-            scratch_floats(nd, shapes) for _, nd in body):
+            scratch_floats(nd, shapes, True, sp.fused) for _, nd in body):
         return lower(secure, name, tee_memory, fast_conv=False)
     if tee_memory is not None and total > tee_memory:
         raise MirrorcError(
@@ -667,11 +741,14 @@ def lower_function(model: onnx.ModelProto, fn: str = "mirrorc_graph") -> tuple[s
     g = model.graph
     in_names = [i.name for i in g.input if i.name not in consts]
     out_names = [o.name for o in g.output]
-    nodes = [nd for nd in g.node if nd.op_type != "Constant"]
-    steps = [memplan.Step(0, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes)) for nd in nodes]
+    nodes, fused = fuse_epilogues([(None, nd) for nd in g.node if nd.op_type != "Constant"], set(out_names))
+    nodes = [nd for _, nd in nodes]
+    steps = [memplan.Step(0, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes, True, fused))
+             for nd in nodes]
     steps.append(memplan.Step(0, out_names, []))
     floats = {t: _prod(s) for t, s in shapes.items()}
-    floats.update({scratch_name(nd): scratch_floats(nd, shapes) for nd in nodes if scratch_floats(nd, shapes)})
+    floats.update({scratch_name(nd): scratch_floats(nd, shapes, True, fused) for nd in nodes
+                   if scratch_floats(nd, shapes, True, fused)})
     mplan = memplan.plan(steps, floats, {t: 0 for t in in_names}, external=set(out_names),
                          inplace=inplace_steps(nodes, shapes, consts))
 
@@ -682,7 +759,7 @@ def lower_function(model: onnx.ModelProto, fn: str = "mirrorc_graph") -> tuple[s
             return f"in[{in_names.index(t)}]"
         return f"({fn}_arena + {mplan.buffers[t].offset})"
 
-    emitter = _Emitter(shapes, consts, buf, prefix=f"{fn}_")
+    emitter = _Emitter(shapes, consts, buf, prefix=f"{fn}_", fused=fused)
     body = []
     for nd in nodes:
         body.extend(emitter.emit(nd))

@@ -273,6 +273,73 @@ def test_kernels_match_onnxruntime_random_shapes(tmp_path):
     _compare(harness.run(tmp_path))
 
 
+def _chain(ops, x_shape, w, b, conv_attrs, extra_use=False):
+    """x -> Conv -> ops... -> y (and, with extra_use, y2 = Add(conv out, conv out): the Conv's
+    output then has two consumers and must not be fused)."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["t0"], **conv_attrs)]
+    for i, op in enumerate(ops):
+        nodes.append(helper.make_node(op, [f"t{i}"], [f"t{i + 1}"]))
+    outputs = [helper.make_tensor_value_info(f"t{len(ops)}", TensorProto.FLOAT, None)]
+    if extra_use:
+        nodes.append(helper.make_node("Add", ["t0", "t0"], ["y2"]))
+        outputs.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              outputs, [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_fused_conv_epilogues_match_onnxruntime(tmp_path):
+    """Conv -> Relu -> GlobalAveragePool chains run as conv kernel epilogues (pointwise, the padded
+    stride-1 path and the generic path); a Conv output with a second consumer stays unfused."""
+    rng = np.random.default_rng(7)
+    harness = Harness()
+    convs = [(dict(kernel_shape=[1, 1]), 1), (dict(kernel_shape=[1, 1]), 4), (dict(kernel_shape=[1, 1]), 9),
+             (dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 3), (dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), 2),
+             (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0]), 5), (dict(kernel_shape=[2, 3]), 6)]
+    for attrs, c in convs:
+        for ops, extra in ((["Relu"], False), (["Relu", "GlobalAveragePool"], False), (["GlobalAveragePool"], False),
+                           (["Relu", "GlobalAveragePool"], True)):
+            m = int(rng.integers(1, 7))
+            fan_in = c * attrs["kernel_shape"][0] * attrs["kernel_shape"][1]  # outputs O(1), as in trained nets
+            w = (rng.standard_normal((m, c, *attrs["kernel_shape"])) / np.sqrt(fan_in)).astype(np.float32)
+            b = rng.standard_normal(m).astype(np.float32)
+            shape = [int(rng.integers(1, 3)), c, int(rng.integers(5, 15)), int(rng.integers(5, 15))]
+            model = _chain(ops, shape, w, b, attrs, extra)
+            x = rng.standard_normal(shape).astype(np.float32)
+            sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            harness.add(f"Conv+{'+'.join(ops)}{'+shared' if extra else ''}:chain", model, [x],
+                        sess.run(None, {"x": x}))
+            src, _ = lower_c.lower_function(_fixed(model, [x]), "probe")
+            unfused = ("mc_relu" in src) + ("mc_global_avgpool" in src)
+            assert unfused == (len(ops) if extra else 0), (ops, extra, src)
+    _compare(harness.run(tmp_path))
+
+
+def test_maxpool_fast_paths_match_onnxruntime(tmp_path):
+    """2x2 / 3x3 windows with stride 1 or 2 take mc_maxpool_row for the columns whose window lies
+    inside the row; padding, ceil_mode and odd sizes exercise the rows and columns around them."""
+    rng = np.random.default_rng(3)
+    harness = Harness()
+    for k in (2, 3):
+        for s in (1, 2):
+            for pads, ceil in (([0, 0, 0, 0], 0), ([1, 1, 1, 1], 0), ([0, 1, 1, 0], 1), ([1, 0, 0, 1], 1)):
+                if max(pads) >= k:
+                    continue
+                for h, w in ((5, 7), (13, 13), (4, 2)):
+                    model = _single("MaxPool", [("x", [1, 3, h, w])], dict(kernel_shape=[k, k], strides=[s, s],
+                                                                          pads=pads, ceil_mode=ceil), {})
+                    x = rng.standard_normal([1, 3, h, w]).astype(np.float32)
+                    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+                    try:
+                        harness.add(f"MaxPool:k{k}s{s}p{pads}c{ceil}", model, [x], sess.run(None, {"x": x}))
+                    except MirrorcError as e:
+                        assert "differs from onnxruntime" in str(e), e
+    assert len(harness.cases) > 30
+    _compare(harness.run(tmp_path))
+
+
 def test_math_functions_against_numpy():
     lib = cbuild.load(cbuild.build_kernels())
     for fn in ("mc_expf", "mc_logf", "mc_tanhf", "mc_sqrtf"):

@@ -19,16 +19,20 @@ float mc_tanhf(float x);
 float mc_sqrtf(float x);           /* x >= 0; no libm, no errno */
 
 /* ---- dense (mc_dense.c) ---- */
+/* Epilogues a conv kernel applies to its output (the lowering fuses a Conv's only consumer
+ * chain Relu -> GlobalAveragePool): ReLU, then the mean of each output plane, so y is [n, m]. */
+enum { MC_EPI_RELU = 1, MC_EPI_GAP = 2 };
 /* y[n, m, oh, ow] = bias[m] + sum conv(x[n, c, h, w], w[m, c/groups, kh, kw]); pads top/left only
- * are needed: bottom/right padding is implied by oh/ow. bias may be 0. */
-void mc_conv2d(const float *x, const float *w, const float *bias, float *y,
+ * are needed: bottom/right padding is implied by oh/ow. bias may be 0. scratch (oh * ow floats) is
+ * used with MC_EPI_GAP only, else it may be 0. */
+void mc_conv2d(const float *x, const float *w, const float *bias, float *y, float *scratch,
                int n, int c, int h, int wd, int m, int oh, int ow,
-               int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw, int groups);
-/* the same for stride 1, dilation 1, faster: each kernel row is one pass over a zero-padded copy;
- * scratch holds c * ((oh+kh-1) * (ow+kw-1) + kw) + oh * (ow+kw-1) floats */
+               int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw, int groups, int epi);
+/* the same for stride 1, dilation 1, faster: each output accumulates all its taps from a
+ * zero-padded copy; scratch holds c * ((oh+kh-1) * (ow+kw-1) + kw) + oh * (ow+kw-1) floats */
 void mc_conv2d_s1(const float *x, const float *w, const float *bias, float *y, float *scratch,
                   int n, int c, int h, int wd, int m, int oh, int ow, int kh, int kw, int pt, int pl,
-                  int groups);
+                  int groups, int epi);
 /* y[m, n] = alpha * A'[m, k] B'[k, n] + beta * C, C broadcast from [c_rows, c_cols]
  * (each 1 or the full size; c may be 0). A is [k, m] when trans_a, B is [n, k] when trans_b. */
 void mc_gemm(const float *a, const float *b, const float *c, float *y, int m, int k, int n,
