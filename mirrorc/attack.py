@@ -134,37 +134,54 @@ def _consumers(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, int]]:
     return found
 
 
-def _fresh_value(shape: tuple[int, ...], node: onnx.NodeProto | None, pos: int, rng: np.random.Generator) -> np.ndarray:
-    """A new random value for a parameter, by the role it plays (He-normal weights, zero biases,
-    identity BatchNorm), as a from-scratch training run would start."""
+INIT_SCHEMES = ("he", "torch")
+
+
+def _fan_in(shape: tuple[int, ...], node: onnx.NodeProto | None) -> int:
+    """Inputs per output of a layer's weight of `shape`."""
+    op = node.op_type if node is not None else ""
+    if op == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return shape[1] if trans_b else shape[0]
+    if op == "MatMul" and len(shape) == 2:
+        return shape[0]
+    return int(np.prod(shape[1:]))
+
+
+def _fresh_value(shape: tuple[int, ...], node: onnx.NodeProto | None, pos: int, rng: np.random.Generator,
+                 scheme: str = "he", weight_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A new random value for a parameter, by the role it plays, as a from-scratch training run would
+    start: identity BatchNorm, and `scheme` "he" (He-normal weights, zero biases) or "torch"
+    (PyTorch's default uniform(+-1/sqrt(fan_in)) for weights and for biases, whose fan-in is that of
+    their layer's weight, `weight_shape`: the compiler's own start)."""
     op = node.op_type if node is not None else ""
     if op == "BatchNormalization":
         return (np.ones if pos in (1, 4) else np.zeros)(shape, np.float32)  # scale, var = 1; bias, mean = 0
-    if op in ("Conv", "ConvTranspose") and pos == 1:
-        fan_in = int(np.prod(shape[1:]))
-    elif op == "Gemm" and pos == 1:
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        fan_in = shape[1] if trans_b else shape[0]
-    elif op == "MatMul" and len(shape) == 2:
-        fan_in = shape[0]
-    elif len(shape) <= 1:  # biases and other per-channel offsets
+    if len(shape) <= 1:  # biases and other per-channel offsets
+        if scheme == "torch" and pos == 2 and weight_shape:
+            bound = 1.0 / math.sqrt(max(_fan_in(weight_shape, node), 1))
+            return rng.uniform(-bound, bound, shape).astype(np.float32)
         return np.zeros(shape, np.float32)
-    else:
-        fan_in = int(np.prod(shape[1:]))
-    return rng.normal(0.0, math.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32)
+    fan_in = max(_fan_in(shape, node), 1)
+    if scheme == "torch":
+        return rng.uniform(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in), shape).astype(np.float32)
+    return rng.normal(0.0, math.sqrt(2.0 / fan_in), shape).astype(np.float32)
 
 
-def reinitialize(model: onnx.ModelProto, select: Callable[[str], bool], seed: int) -> onnx.ModelProto:
+def reinitialize(model: onnx.ModelProto, select: Callable[[str], bool], seed: int,
+                 scheme: str = "he") -> onnx.ModelProto:
     """A copy of `model` whose float initializers chosen by `select` are drawn afresh (seeded)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     rng = np.random.default_rng(seed)
     users = _consumers(out)
+    dims = {t.name: tuple(t.dims) for t in out.graph.initializer}
     for i, init in enumerate(out.graph.initializer):
         if not select(init.name) or init.data_type != onnx.TensorProto.FLOAT:
             continue
         node, pos = users.get(init.name, (None, 0))
-        value = _fresh_value(tuple(init.dims), node, pos, rng)
+        weight = dims.get(node.input[1]) if node is not None and len(node.input) > 1 else None
+        value = _fresh_value(tuple(init.dims), node, pos, rng, scheme, weight)
         out.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, init.name))
     return out
 
@@ -301,6 +318,8 @@ class Attack:
     output: str
     trainable: Callable[[str], bool]
     labels: str = "true"  # "true" (the budget's own labels) or "oracle"
+    # other starting points, chosen between (with the learning rate) on the attacker's validation part
+    alternatives: tuple[onnx.ModelProto, ...] = ()
 
 
 @dataclass
@@ -316,20 +335,23 @@ class Result:
 
 def fit_and_score(attack: Attack, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
                   schedule: Schedule, seed: int, budget: int) -> Result:
-    """Choose the learning rate on a validation part of the attacker's own data, retrain on all of it
-    with that rate, score on the test split."""
+    """Choose the learning rate (and the start, when the attack has alternatives) on a validation part
+    of the attacker's own data, retrain on all of it with that choice, score on the test split."""
     fit_idx, val_idx = holdout(len(x), schedule.val_fraction, seed)
     steps = schedule.steps(len(x))
-    best_lr, best_val = schedule.lr_grid[0], -1.0
-    if len(schedule.lr_grid) > 1:
-        for lr in schedule.lr_grid:
-            trial = train(attack.start, attack.output, attack.trainable, x[fit_idx], y[fit_idx], lr=lr,
-                          steps=max(1, int(schedule.steps(len(fit_idx)) * schedule.trial_fraction)), batch=schedule.batch, seed=seed,
-                          desc=f"{attack.name} b={budget} s={seed} lr={lr:g}")
-            val = accuracy(trial, attack.output, x[val_idx], y[val_idx])
-            if val > best_val:
-                best_lr, best_val = lr, val
-    final = train(attack.start, attack.output, attack.trainable, x, y, lr=best_lr, steps=steps,
+    starts = (attack.start, *attack.alternatives)
+    best_start, best_lr, best_val = attack.start, schedule.lr_grid[0], -1.0
+    if len(schedule.lr_grid) > 1 or len(starts) > 1:
+        for k, start in enumerate(starts):
+            for lr in schedule.lr_grid:
+                trial = train(start, attack.output, attack.trainable, x[fit_idx], y[fit_idx], lr=lr,
+                              steps=max(1, int(schedule.steps(len(fit_idx)) * schedule.trial_fraction)),
+                              batch=schedule.batch, seed=seed,
+                              desc=f"{attack.name}{f' start {k}' if k else ''} b={budget} s={seed} lr={lr:g}")
+                val = accuracy(trial, attack.output, x[val_idx], y[val_idx])
+                if val > best_val:
+                    best_start, best_lr, best_val = start, lr, val
+    final = train(best_start, attack.output, attack.trainable, x, y, lr=best_lr, steps=steps,
                   batch=schedule.batch, seed=seed, desc=f"{attack.name} b={budget} s={seed}")
     return Result(attack.name, budget, seed, accuracy(final, attack.output, x_test, y_test), best_lr,
                   best_val if best_val >= 0 else None)
@@ -371,15 +393,17 @@ def attacks_for(view: AttackerView, seed: int) -> list[Attack]:
     if not cpm:
         raise MirrorcError("mirrornet.onnx: no cpm/* initializer; replace_cpm has nothing to re-draw")
     fresh_cpm = reinitialize(view.mirrornet, lambda n: n.startswith("cpm/"), seed=1000 + seed)
-    scratch = reinitialize(normal, lambda n: n in every, seed=2000 + seed)
+    # from scratch as the attacker would: the better (on validation) of He and PyTorch's default draw
+    scratch, *others = [reinitialize(normal, lambda n: n in every, seed=2000 + seed, scheme=s) for s in INIT_SCHEMES]
     return [
         Attack("finetune_all", normal, "backbone_logits", lambda n: n in every),
         Attack("retrain_head", reinitialize(normal, lambda n: n in head, seed=3000 + seed), "backbone_logits",
                lambda n: n in head),
         Attack("replace_cpm", fresh_cpm, "mirrornet_logits", lambda n: n.startswith("cpm/")),
         Attack("distill", normal, "backbone_logits", lambda n: n in every, labels="oracle"),
-        Attack("scratch", scratch, "backbone_logits", lambda n: n in every),
-        Attack("scratch_oracle", scratch, "backbone_logits", lambda n: n in every, labels="oracle"),
+        Attack("scratch", scratch, "backbone_logits", lambda n: n in every, alternatives=tuple(others)),
+        Attack("scratch_oracle", scratch, "backbone_logits", lambda n: n in every, labels="oracle",
+               alternatives=tuple(others)),
     ]
 
 
