@@ -170,9 +170,10 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
         for s in range(0, len(indices), 1000):
             yield torch.from_numpy(indices[s:s + 1000])
 
-    def forward(xb):
+    def forward(xb, bf16: bool = config.fast):
         if config.fast:
             xb = xb.contiguous(memory_format=torch.channels_last)
+        if bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 out = module(xb)
             return {k: v.float() for k, v in out.items()}
@@ -185,7 +186,7 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
         hits = {name: 0 for name in outputs}
         with torch.no_grad():
             for idx in batches_of(indices):
-                out = forward(xt[idx])
+                out = forward(xt[idx], bf16=False)  # validated as it is exported and deployed: float32
                 for name in outputs:
                     hits[name] += int((out[name].argmax(1) == yt[idx]).sum())
         return (hits[logits] / len(indices),
