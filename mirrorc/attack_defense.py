@@ -26,15 +26,14 @@ import numpy as np
 import onnx
 
 from mirrorc.errors import MirrorcError
+from mirrorc.train import TrainConfig, backbone_penalty
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(TrainConfig):
+    """mirrorc.train's options (val_fraction and fast unused here) and the probes'."""
+
     epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    backbone_penalty: float = 0.0
     probe_weight: float = 1.0
     probe_steps: int = 200   # a probe is re-drawn at random after this many steps
     probe_lr: float = 3e-3
@@ -91,8 +90,8 @@ def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarra
             out = main(xt[idx])
             loss = F.cross_entropy(out["mirrornet_logits"], yt[idx])
             if config.backbone_penalty > 0:
-                p_right = torch.softmax(out["backbone_logits"], 1).gather(1, yt[idx, None]).squeeze(1)
-                loss = loss + config.backbone_penalty * -torch.log1p(-p_right.clamp(max=1 - 1e-6)).mean()
+                loss = loss + config.backbone_penalty * backbone_penalty(out["backbone_logits"], yt[idx],
+                                                                         config.penalty_kind)
             feeds = [out[name] for name in probe_inputs]
             # the backbone pushes the current probe's loss up, to chance and no further
             adversarial = torch.clamp(F.cross_entropy(probe(*feeds)["mirrornet_logits"], yt[idx]), max=chance)
