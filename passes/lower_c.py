@@ -507,9 +507,17 @@ def scratch_name(node) -> str:
     return f"{node.output[0]}#scratch"
 
 
-def _step_outputs(node, shapes, fast_conv: bool = True, fused=None) -> list[str]:
-    """What a step writes: its outputs, then its kernel's scratch (live only during the step)."""
-    return list(node.output) + ([scratch_name(node)] if scratch_floats(node, shapes, fast_conv, fused) else [])
+def plan_steps(body, shapes, consts, fast_conv: bool = True, fused=None) -> tuple[list, dict[str, int]]:
+    """The memplan steps of `body`, (command, node) pairs in run order, each writing its outputs and
+    then its kernel's scratch (live only during the step); and the floats of every tensor and scratch."""
+    steps, floats = [], {t: _prod(sh) for t, sh in shapes.items()}
+    for cmd, nd in body:
+        scratch = scratch_floats(nd, shapes, fast_conv, fused)
+        if scratch:
+            floats[scratch_name(nd)] = scratch
+        steps.append(memplan.Step(cmd, [t for t in nd.input if t not in consts],
+                                  list(nd.output) + ([scratch_name(nd)] if scratch else [])))
+    return steps, floats
 
 
 def inplace_steps(nodes, shapes, consts) -> set[int]:
@@ -588,14 +596,10 @@ def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
 
     order, fused = fuse_epilogues(order, {"label"})  # a chain runs in its Conv's command (its inputs')
     body = [(cmd, nd) for cmd, nd in order if nd is not argmax]
-    steps = [memplan.Step(cmd, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes, fast_conv, fused))
-             for cmd, nd in body]
+    steps, floats = plan_steps(body, shapes, consts, fast_conv, fused)
     steps.append(memplan.Step(n_taps, [logits], []))
     inputs = {t: k for k, t in enumerate(taps)}
     inputs["backbone_logits"] = n_taps
-    floats = {t: _prod(s) for t, s in shapes.items()}
-    floats.update({scratch_name(nd): scratch_floats(nd, shapes, fast_conv, fused) for _, nd in body
-                   if scratch_floats(nd, shapes, fast_conv, fused)})
     mplan = memplan.plan(steps, floats, inputs, inplace=inplace_steps([nd for _, nd in body], shapes, consts))
     return SecurePlan(n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan, fast_conv,
                       fused)
@@ -741,14 +745,10 @@ def lower_function(model: onnx.ModelProto, fn: str = "mirrorc_graph") -> tuple[s
     g = model.graph
     in_names = [i.name for i in g.input if i.name not in consts]
     out_names = [o.name for o in g.output]
-    nodes, fused = fuse_epilogues([(None, nd) for nd in g.node if nd.op_type != "Constant"], set(out_names))
-    nodes = [nd for _, nd in nodes]
-    steps = [memplan.Step(0, [t for t in nd.input if t not in consts], _step_outputs(nd, shapes, True, fused))
-             for nd in nodes]
+    body, fused = fuse_epilogues([(0, nd) for nd in g.node if nd.op_type != "Constant"], set(out_names))
+    nodes = [nd for _, nd in body]
+    steps, floats = plan_steps(body, shapes, consts, True, fused)
     steps.append(memplan.Step(0, out_names, []))
-    floats = {t: _prod(s) for t, s in shapes.items()}
-    floats.update({scratch_name(nd): scratch_floats(nd, shapes, True, fused) for nd in nodes
-                   if scratch_floats(nd, shapes, True, fused)})
     mplan = memplan.plan(steps, floats, {t: 0 for t in in_names}, external=set(out_names),
                          inplace=inplace_steps(nodes, shapes, consts))
 
