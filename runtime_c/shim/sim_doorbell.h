@@ -12,8 +12,10 @@
 #define MIRRORC_SIM_DOORBELL_H
 
 #include <linux/futex.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,12 +57,14 @@ static inline uint64_t msim_now_ns(void)
 /* Polling time from $MIRRORC_SIM_SPIN_US (0 = sleep at once), else the default. */
 static inline uint64_t msim_spin_ns(const char *env)
 {
-	uint64_t us = 0;
-	if (!env || !*env)
-		return MSIM_DEFAULT_SPIN_NS;
-	for (; *env >= '0' && *env <= '9'; env++)
-		us = us * 10 + (uint64_t)(*env - '0');
-	return us * 1000ull;
+	return env && *env ? strtoull(env, NULL, 10) * 1000ull : MSIM_DEFAULT_SPIN_NS;
+}
+
+/* Whether the other side still holds its end of socket `fd` (it closes when it exits or dies). */
+static inline int msim_peer_open(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = 0};
+	return !(poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)));
 }
 
 /* Wake whoever sleeps on `word` after setting it to `v`. */

@@ -16,7 +16,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,11 +81,8 @@ static int recv_fd(void)
  * socket is open (it closes when the client exits or dies). */
 static int client_alive(void *unused)
 {
-	struct pollfd p = {.fd = sock, .events = 0};
 	(void)unused;
-	if (msim_load(&mb->closing))
-		return 0;
-	return !(poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)));
+	return !msim_load(&mb->closing) && msim_peer_open(sock);
 }
 
 static int uuid_equal(const struct msim_request *req)

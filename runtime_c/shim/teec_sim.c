@@ -16,7 +16,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -74,12 +73,10 @@ static struct context_rec *find_context(int fd)
 	return c;
 }
 
-/* Whether the simulator still exists: its end of the socket closes when it exits or dies. */
+/* Whether the simulator still exists. */
 static int simulator_alive(void *arg)
 {
-	struct context_rec *c = arg;
-	struct pollfd p = {.fd = c->fd, .events = 0};
-	return !(poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)));
+	return msim_peer_open(((struct context_rec *)arg)->fd);
 }
 
 /* Hand `fd` to the simulator: one byte with the fd attached. */
@@ -245,13 +242,14 @@ TEEC_Result TEEC_InitializeContext(const char *name, TEEC_Context *context)
 	sv[1] = above_fixed_fds(sv[1]);
 	c = calloc(1, sizeof(*c));
 	if (!c || sv[1] < 0) {
+		TEEC_Result res = c ? TEEC_ERROR_COMMUNICATION : TEEC_ERROR_OUT_OF_MEMORY;
 		free(c);
 		close(sv[0]);
 		if (sv[1] >= 0)
 			close(sv[1]);
 		munmap(mb, mb_size);
 		close(mbfd);
-		return c ? TEEC_ERROR_COMMUNICATION : TEEC_ERROR_OUT_OF_MEMORY;
+		return res;
 	}
 	/* The simulator gets its socket end as fd 3 and the mailbox as fd 4 (dup2 clears
 	 * close-on-exec). */
