@@ -13,7 +13,9 @@
  * (plus a margin for this loop) and limits TEE_Malloc to TA_DATA_SIZE. A TA that crashes or
  * panics ends the process, which the client sees as TEEC_ERROR_TARGET_DEAD.
  */
+#ifndef _GNU_SOURCE /* the build also passes -D_GNU_SOURCE */
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>

@@ -13,7 +13,9 @@
  * shared shadow copied in before and out after each call. The simulator only ever sees offsets
  * into memory it mapped itself.
  */
+#ifndef _GNU_SOURCE /* the build also passes -D_GNU_SOURCE */
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
