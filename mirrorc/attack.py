@@ -34,6 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mirrorc.errors import MirrorcError
+from passes.mirror import torch_uniform
 
 LABELLED_ATTACKS = ("finetune_all", "retrain_head", "replace_cpm")
 ALL_ATTACKS = ("as_is", *LABELLED_ATTACKS, "distill", "scratch", "scratch_oracle")
@@ -159,12 +160,11 @@ def _fresh_value(shape: tuple[int, ...], node: onnx.NodeProto | None, pos: int, 
         return (np.ones if pos in (1, 4) else np.zeros)(shape, np.float32)  # scale, var = 1; bias, mean = 0
     if len(shape) <= 1:  # biases and other per-channel offsets
         if scheme == "torch" and pos == 2 and weight_shape:
-            bound = 1.0 / math.sqrt(max(_fan_in(weight_shape, node), 1))
-            return rng.uniform(-bound, bound, shape).astype(np.float32)
+            return torch_uniform(rng, shape, _fan_in(weight_shape, node))
         return np.zeros(shape, np.float32)
     fan_in = max(_fan_in(shape, node), 1)
     if scheme == "torch":
-        return rng.uniform(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in), shape).astype(np.float32)
+        return torch_uniform(rng, shape, fan_in)
     return rng.normal(0.0, math.sqrt(2.0 / fan_in), shape).astype(np.float32)
 
 

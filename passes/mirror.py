@@ -92,7 +92,8 @@ def select_indices(width: int, count: int, mode: str, rng: np.random.Generator) 
     return sorted(int(i) for i in rng.choice(width, size=count, replace=False))
 
 
-def _uniform(rng: np.random.Generator, shape, fan_in: int) -> np.ndarray:
+def torch_uniform(rng: np.random.Generator, shape, fan_in: int) -> np.ndarray:
+    """PyTorch's default draw for a layer's weight and bias: uniform(+-1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(max(fan_in, 1))
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
@@ -125,9 +126,9 @@ def reinit_backbone(graph: gs.Graph, rng: np.random.Generator) -> None:
         if is_parametric(node):
             w = node.inputs[1]
             fan_in = _fan_in(node, w.shape)
-            w.values = _uniform(rng, w.shape, fan_in)
+            w.values = torch_uniform(rng, w.shape, fan_in)
             if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
-                node.inputs[2].values = _uniform(rng, node.inputs[2].shape, fan_in)
+                node.inputs[2].values = torch_uniform(rng, node.inputs[2].shape, fan_in)
         elif node.op == "BatchNormalization":
             c = node.inputs[1].shape
             for i, fill in ((1, 1.0), (2, 0.0), (3, 0.0), (4, 1.0)):
@@ -383,9 +384,9 @@ class MirrorPass(Pass):
         attrs["group"] = g
         fan_in = (c_in // g) * int(np.prod(kernel))
         name = f"cpm/{node.name}"
-        new = [x, gs.Constant(f"{name}/weight", _uniform(self.rng, [c_out, c_in // g, *kernel], fan_in))]
+        new = [x, gs.Constant(f"{name}/weight", torch_uniform(self.rng, [c_out, c_in // g, *kernel], fan_in))]
         if len(xs) > 2 and xs[2] is not None:
-            new.append(gs.Constant(f"{name}/bias", _uniform(self.rng, [c_out], fan_in)))
+            new.append(gs.Constant(f"{name}/bias", torch_uniform(self.rng, [c_out], fan_in)))
         return new, attrs
 
     def _match_channels(self, node, xs) -> None:
@@ -433,12 +434,12 @@ class MirrorPass(Pass):
             f_out = min(max(self.dense_width, self.num_classes), bb_out)
         name = f"cpm/{node.name}"
         shape = [f_out, f_in] if trans_b else [f_in, f_out]
-        new = [x, gs.Constant(f"{name}/weight", _uniform(self.rng, shape, f_in))]
+        new = [x, gs.Constant(f"{name}/weight", torch_uniform(self.rng, shape, f_in))]
         if len(xs) > 2 and xs[2] is not None:
             b = node.inputs[2]
             bshape = list(b.shape) if isinstance(b, gs.Constant) else [bb_out]
             bshape = [f_out if d == bb_out else d for d in bshape]
-            new.append(gs.Constant(f"{name}/bias", _uniform(self.rng, bshape, f_in)))
+            new.append(gs.Constant(f"{name}/bias", torch_uniform(self.rng, bshape, f_in)))
         return new
 
     def _norm(self, node, xs):
