@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.make_models import write_all  # noqa: E402
+from mirrorc.attack import reinitialize  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.runtime import ProtectedModel  # noqa: E402
 from mirrorc.secure_build import build_secure  # noqa: E402
@@ -51,23 +52,10 @@ def reference(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
 
 
-def he_weights(model: onnx.ModelProto, rng: np.random.Generator) -> None:
-    """Redraw every Conv/Gemm/MatMul weight from N(0, 2/fan_in) and zero their biases: the default
-    uniform(+-1/sqrt(fan_in)) shrinks the signal at every layer, so a deep random network (SqueezeNet)
-    answers the same logits, to float noise, for every input."""
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        w = onnx.numpy_helper.to_array(inits[node.input[1]])
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        fan_in = int(np.prod(w.shape[1:])) if node.op_type == "Conv" else \
-            w.shape[1] if node.op_type == "Gemm" and attrs.get("transB", 0) else w.shape[0]
-        new = rng.normal(0, np.sqrt(2 / fan_in), w.shape).astype(np.float32)
-        inits[node.input[1]].CopyFrom(onnx.numpy_helper.from_array(new, node.input[1]))
-        if len(node.input) > 2 and node.input[2] in inits:
-            b = onnx.numpy_helper.to_array(inits[node.input[2]])
-            inits[node.input[2]].CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(b), node.input[2]))
+def layer_parameters(model: onnx.ModelProto) -> set[str]:
+    """The weights and biases of every Conv/Gemm/MatMul (not other float constants, e.g. Clip bounds)."""
+    inits = {t.name for t in model.graph.initializer}
+    return {t for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") for t in n.input[1:3] if t in inits}
 
 
 def center_labels(model: onnx.ModelProto, logits: np.ndarray) -> None:
@@ -88,7 +76,10 @@ def check(name: str, inputs: int, channels: int, work: Path) -> dict:
     mirrornet, _ = build_mirrornet(model_path(name, work), channels=channels, seed=0, init="random")
     shape = [d.dim_value or 1 for d in mirrornet.graph.input[0].type.tensor_type.shape.dim][1:]
     x = np.random.default_rng(1).standard_normal((inputs, *shape), dtype=np.float32)
-    he_weights(mirrornet, np.random.default_rng(2))
+    # He-normal weights, zero biases: the default uniform(+-1/sqrt(fan_in)) shrinks the signal at every
+    # layer, so a deep random network (SqueezeNet) answers the same logits, to float noise, for every input
+    params = layer_parameters(mirrornet)
+    mirrornet = reinitialize(mirrornet, lambda n: n in params, seed=2)
     center_labels(mirrornet, reference(mirrornet, x)[1])
     label, logits = reference(mirrornet, x)
     build = work / name

@@ -35,6 +35,15 @@ static void mc_conv_row_s1(float *restrict yr, const float *restrict xr, const f
     }
 }
 
+/* The mean of a plane from its sixteen partial sums s and the scalar tail's sum r (a fixed order:
+ * the fused paths and the plain reduction give the same bits). */
+static float mc_mean16(float *s, float r, long plane)
+{
+    int j;
+    for (j = 0; j < 8; j++) s[j] += s[j + 8];
+    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + r) / (float)plane;
+}
+
 /* What follows the conv in the graph, applied to one finished output plane yo: ReLU, and with
  * MC_EPI_GAP the plane's mean goes to *gap instead (yo is then scratch, left as it is). */
 static void mc_epilogue(float *restrict yo, long plane, int epi, float *gap)
@@ -45,7 +54,7 @@ static void mc_epilogue(float *restrict yo, long plane, int epi, float *gap)
         /* sixteen partial sums: a vectorisable reduction without -ffast-math, two vectors deep
          * so it is not bound by the add latency; ReLU on the fly (a separate in-place pass costs
          * a fifth more on SqueezeNet's head) */
-        float s[16] = {0.0f}, t, r = 0.0f;
+        float s[16] = {0.0f}, r = 0.0f;
         long tail = plane - plane % 16;
         if (epi & MC_EPI_RELU) { /* branch-free max: a branch on the sign would mispredict */
             for (i = 0; i < tail; i += 16)
@@ -56,9 +65,7 @@ static void mc_epilogue(float *restrict yo, long plane, int epi, float *gap)
                 for (j = 0; j < 16; j++) s[j] += yo[i + j];
             for (; i < plane; i++) r += yo[i];
         }
-        for (j = 0; j < 8; j++) s[j] += s[j + 8];
-        t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + r;
-        *gap = t / (float)plane;
+        *gap = mc_mean16(s, r, plane);
     } else if (epi & MC_EPI_RELU) {
         for (i = 0; i < plane; i++) yo[i] = yo[i] > 0.0f ? yo[i] : 0.0f;
     }
@@ -118,7 +125,7 @@ static float mc_pointwise_relu_gap(const float *x, const float *wo, float bv, in
     const float *restrict x0 = x, *restrict x1 = cg > 1 ? x0 + plane : x0;
     const float *restrict x2 = cg > 2 ? x1 + plane : x1, *restrict x3 = cg > 3 ? x2 + plane : x2;
     float w0 = wo[0], w1 = cg > 1 ? wo[1] : 0.0f, w2 = cg > 2 ? wo[2] : 0.0f, w3 = cg > 3 ? wo[3] : 0.0f;
-    float s[16] = {0.0f}, t, r = 0.0f;
+    float s[16] = {0.0f}, r = 0.0f;
     long i, tail = plane - plane % 16;
     int j;
     switch (cg) {
@@ -127,9 +134,7 @@ static float mc_pointwise_relu_gap(const float *x, const float *wo, float bv, in
     case 3: MC_RELU_SUM(MC_PW3) break;
     default: MC_RELU_SUM(MC_PW4) break;
     }
-    for (j = 0; j < 8; j++) s[j] += s[j + 8];
-    t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + r;
-    return t / (float)plane;
+    return mc_mean16(s, r, plane);
 }
 #undef MC_RELU_SUM
 #undef MC_PW4
