@@ -48,6 +48,7 @@ from passes.base import Pass, PassContext
 from passes.shapes import node_output_shapes
 from passes.taps import ACTIVATIONS, POOLINGS, is_parametric
 
+CPM_PREFIX = "cpm/"  # every CPM node and initializer name starts with it
 SELECT_MODES = ("first", "spread", "random")
 INIT_MODES = ("random", "keep")
 
@@ -57,6 +58,11 @@ _AS_IS = (ACTIVATIONS | POOLINGS | {"LRN", "Flatten", "Transpose", "Squeeze", "U
                                      "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "Concat",
                                      "Identity", "Dropout", "DepthToSpace", "SpaceToDepth"})
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu")
+
+
+def is_cpm(name: str) -> bool:
+    """Whether a node or initializer name belongs to the CPM (the secure part)."""
+    return name.startswith(CPM_PREFIX)
 
 
 def normalize_options(options: dict) -> dict:
@@ -239,10 +245,10 @@ class MirrorPass(Pass):
             raise self.fail(f"graph outputs are {names}")
         for node in graph.nodes:
             if self.world.get(node.name) == "secure":
-                if not node.name.startswith("cpm/"):
+                if not is_cpm(node.name):
                     raise self.fail("secure node without the cpm/ prefix", node.name)
                 for x in node.inputs:
-                    if isinstance(x, gs.Constant) and not x.name.startswith("cpm/"):
+                    if isinstance(x, gs.Constant) and not is_cpm(x.name):
                         raise self.fail(f"CPM constant '{x.name}' without the cpm/ prefix", node.name)
 
     # -- crossing the worlds -------------------------------------------------------------------
@@ -589,7 +595,7 @@ def _free_conv(t: gs.Variable) -> str | None:
     while t.inputs:
         node = t.inputs[0]
         if node.op == "Conv":
-            return node.name[len("cpm/"):]
+            return node.name[len(CPM_PREFIX):]
         if node.op not in _PER_CHANNEL:
             return None
         if sum(isinstance(x, gs.Variable) for x in node.inputs) != 1:

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 
 from mirrorc.errors import MirrorcError
 from passes.fold_bn import fold_bn
+from passes.mirror import is_cpm
 
 PASS = "split"
 # model metadata the normal world may see (tap layout, not the CPM)
@@ -121,7 +122,7 @@ def split(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]
     normal_outputs += [helper.make_tensor_value_info(t["selected"], TensorProto.FLOAT, [batch, *t["shape"]])
                        for t in taps]
     normal = _sub_model(mirrornet, normal_nodes, in_vi, normal_outputs, f"{g.name}_normal", _NORMAL_META)
-    leaked = [i.name for i in normal.graph.initializer if i.name.startswith("cpm/")]
+    leaked = [i.name for i in normal.graph.initializer if is_cpm(i.name)]
     if leaked:
         raise _err(f"CPM initializer '{leaked[0]}' is read by a normal-world node")
 
