@@ -1,9 +1,15 @@
-"""What a thief gets, across MirrorNet constructions: for each dataset, C, tap selection and backbone
-penalty, compile a LeNet-5 MirrorNet, run `mirrorc.attack` on it and print MirrorNet accuracy, Δp
-and the head start (best attack - from scratch) at each budget.
+"""What a thief gets, across MirrorNet constructions: for each dataset, protection strategy, C, tap
+selection and backbone penalty, compile a LeNet-5 MirrorNet, run `mirrorc.attack` on it and print
+MirrorNet accuracy, Δp and the head start (best attack - from scratch) at each budget; with
+`--baseline`, also the unprotected model trained the same way and the MirrorNet's cost against it.
 
     python benchmarks/attacks.py --out /tmp/attack-bench                      # the full grid (hours)
     python benchmarks/attacks.py --out /tmp/ab --datasets mnist --channels 2 --penalties 0,1 --seeds 1
+    python benchmarks/attacks.py --out /tmp/ab --datasets mnist --protects joint,random-backbone \
+        --channels default --penalties 0 --selects first --budgets 600 --seeds 3 --baseline   # mirrorc.protect's figures
+
+`--channels default` is each strategy's own C (mirrorc.protect). A backbone penalty is skipped for a
+strategy that freezes the backbone (nothing to penalise).
 
 Builds are kept in OUT/builds/<name>/ and reused when present (delete them to rebuild); every
 attack report is written to OUT/<name>.attack.json and the summary to OUT/summary.json. The
@@ -19,6 +25,9 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +46,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(ROOT / "examples" / "models" / "lenet5.onnx"))
     ap.add_argument("--data-dir", default=os.environ.get("MIRRORC_DATA", str(ROOT.parent / "shared" / "datasets")))
     ap.add_argument("--datasets", default="mnist,fashion-mnist")
-    ap.add_argument("--channels", default="1,2,4")
+    ap.add_argument("--protects", default="joint", help="protection strategies (mirrorc.protect)")
+    ap.add_argument("--channels", default="1,2,4", help="C values, or 'default' for each strategy's own")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also train the unprotected model per build and report the MirrorNet's cost")
     ap.add_argument("--selects", default="first,random")
     ap.add_argument("--penalties", default="0,1", help="backbone-penalty weights (0 = the paper's plain loss)")
     ap.add_argument("--budgets", default="600,3000")
@@ -52,9 +64,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from mirrorc import attack as atk
+    from mirrorc import protect as protection
     from mirrorc.compile import compile_model
     from mirrorc.data import load_dataset
-    from mirrorc.train import TrainConfig
+    from mirrorc.train import TrainConfig, logits_tensor
 
     if args.threads:
         import torch
@@ -69,44 +82,63 @@ def main(argv=None) -> int:
     for data in args.datasets.split(","):
         dataset = None
         scratch_cache: dict = {}
-        for penalty in _floats(args.penalties):
-            for select in args.selects.split(","):
-                for c in _ints(args.channels):
-                    name = f"{data}-C{c}-{select}-p{penalty:g}"
-                    build = out / "builds" / name
-                    began = time.perf_counter()
-                    if not (build / "mirrornet.onnx").is_file():
-                        config = TrainConfig(epochs=args.compile_epochs, backbone_penalty=penalty, seed=0)
-                        compile_model(args.model, build, data=data, data_dir=args.data_dir, channels=c,
-                                      select=select, seed=0, config=config, baseline=False, limit_train=args.limit_train,
-                                      log=lambda m: print(f"  [{name}] {m}", file=sys.stderr))
-                    built = time.perf_counter()
-                    if dataset is None:
-                        view = atk.load_view(build)
-                        dataset = load_dataset(data, data_dir=args.data_dir, input_shape=view.input_shape)
-                    report = atk.run(build, dataset, budgets=budgets, seeds=args.seeds, schedule=schedule,
-                                     attacks=attacks, scratch_cache=scratch_cache)
-                    (out / f"{name}.attack.json").write_text(json.dumps(report, indent=1))
-                    table, head = atk.format_report(report)
-                    print(f"== {name} (compile {built - began:.0f}s, attacks {time.perf_counter() - built:.0f}s)")
-                    print(table)
-                    print(head, flush=True)
-                    rows.append({"dataset": data, "C": c, "select": select, "penalty": penalty,
-                                 "mirrornet": report["mirrornet_accuracy"], "backbone": report["backbone_accuracy"],
-                                 "delta_p": report["delta_p"], "head_start": report["head_start"],
-                                 "best": {b: max(set(h["best_attack"]), key=h["best_attack"].count)
-                                          for b, h in report["head_start"].items()}})
-                    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+        grid = [(protection.get(p), penalty, select, c) for p in args.protects.split(",")
+                for penalty in _floats(args.penalties) for select in args.selects.split(",")
+                for c in (["default"] if args.channels == "default" else _ints(args.channels))]
+        for strategy, penalty, select, c in grid:
+            if strategy.freeze_backbone and penalty:
+                continue
+            if c == "default":
+                c = strategy.default_channels(args.model)
+            name = f"{data}-{strategy.name}-C{c}-{select}-p{penalty:g}"
+            build = out / "builds" / name
+            began = time.perf_counter()
+            if not (build / "mirrornet.onnx").is_file():
+                config = TrainConfig(epochs=args.compile_epochs, backbone_penalty=penalty, seed=0)
+                compile_model(args.model, build, data=data, data_dir=args.data_dir, channels=c,
+                              protect=strategy.name, select=select, seed=0, config=config,
+                              baseline=args.baseline, limit_train=args.limit_train,
+                              log=lambda m: print(f"  [{name}] {m}", file=sys.stderr))
+            built = time.perf_counter()
+            if dataset is None:
+                view = atk.load_view(build)
+                dataset = load_dataset(data, data_dir=args.data_dir, input_shape=view.input_shape)
+            report = atk.run(build, dataset, budgets=budgets, seeds=args.seeds, schedule=schedule,
+                             attacks=attacks, scratch_cache=scratch_cache)
+            (out / f"{name}.attack.json").write_text(json.dumps(report, indent=1))
+            table, head = atk.format_report(report)
+            print(f"== {name} (compile {built - began:.0f}s, attacks {time.perf_counter() - built:.0f}s)")
+            print(table)
+            print(head, flush=True)
+            unprotected = None
+            if (build / "original.onnx").is_file():
+                original = onnx.load(str(build / "original.onnx"))
+                unprotected = atk.accuracy(original, logits_tensor(original), dataset.x_test, dataset.y_test)
+            rows.append({"dataset": data, "protect": strategy.name, "C": c, "select": select,
+                         "penalty": penalty, "unprotected": unprotected,
+                         "mirrornet": report["mirrornet_accuracy"], "backbone": report["backbone_accuracy"],
+                         "delta_p": report["delta_p"], "head_start": report["head_start"],
+                         "best": {b: max(set(h["best_attack"]), key=h["best_attack"].count)
+                                  for b, h in report["head_start"].items()}})
+            (out / "summary.json").write_text(json.dumps(rows, indent=1))
 
-    print("\nsummary (test accuracy %, head start = best attack - from scratch, points; mean over seeds)")
-    head = f"{'dataset':<14}{'C':>3} {'select':<7}{'penalty':>8}{'MirrorNet':>10}{'backbone':>9}{'Δp':>7}"
-    head += "".join(f"{'HS@' + str(b):>9}" for b in budgets) + "  best attack"
+    def spread(values: list[float]) -> str:
+        arr = np.array(values)
+        return f"{arr.mean():+.2f}" + (f" ± {arr.std(ddof=1):.2f}" if len(arr) > 1 else "")
+
+    print("\nsummary (test accuracy %; cost = unprotected - MirrorNet; head start = best attack - from scratch, "
+          "points, mean ± sd over seeds)")
+    head = (f"{'dataset':<14}{'protect':<16}{'C':>3} {'select':<7}{'penalty':>8}{'unprot':>7}{'MirrorNet':>10}"
+            f"{'cost':>6}{'backbone':>9}{'Δp':>7}")
+    head += "".join(f"{'HS@' + str(b):>14}" for b in budgets) + "  best attack"
     print(head)
     for r in rows:
-        line = (f"{r['dataset']:<14}{r['C']:>3} {r['select']:<7}{r['penalty']:>8g}{r['mirrornet']:>10.2f}"
-                f"{r['backbone']:>9.2f}{r['delta_p']:>7.2f}")
-        line += "".join(f"{r['head_start'][str(b)]['mean']:>+9.2f}" if str(b) in r["head_start"] else f"{'-':>9}"
-                        for b in budgets)
+        u = r["unprotected"]
+        line = (f"{r['dataset']:<14}{r['protect']:<16}{r['C']:>3} {r['select']:<7}{r['penalty']:>8g}"
+                f"{u if u is None else round(u, 2)!s:>7}{r['mirrornet']:>10.2f}"
+                f"{'-' if u is None else format(u - r['mirrornet'], '.2f'):>6}{r['backbone']:>9.2f}{r['delta_p']:>7.2f}")
+        line += "".join(f"{spread(r['head_start'][str(b)]['per_seed']):>14}" if str(b) in r["head_start"]
+                        else f"{'-':>14}" for b in budgets)
         line += "  " + ", ".join(f"{b}: {a}" for b, a in r["best"].items())
         print(line)
     return 0

@@ -34,7 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mirrorc.errors import MirrorcError
-from passes.mirror import torch_uniform
+from passes.mirror import is_cpm, torch_uniform
 
 LABELLED_ATTACKS = ("finetune_all", "retrain_head", "replace_cpm")
 ALL_ATTACKS = ("as_is", *LABELLED_ATTACKS, "distill", "scratch", "scratch_oracle")
@@ -79,7 +79,7 @@ def backbone_from_mirrornet(mirrornet: onnx.ModelProto) -> onnx.ModelProto:
     from passes.split import split
 
     normal, _secure = split(mirrornet)
-    leaked = [t.name for t in normal.graph.initializer if t.name.startswith("cpm/")]
+    leaked = [t.name for t in normal.graph.initializer if is_cpm(t.name)]
     if leaked:
         raise MirrorcError(f"mirrornet.onnx: normal-world part holds CPM weight '{leaked[0]}'")
     return normal
@@ -107,7 +107,7 @@ def load_view(build_dir: str | Path) -> AttackerView:
     normal_path = build_dir / "normal.onnx"
     if normal_path.is_file():
         normal, source = _load_onnx(normal_path), "normal.onnx"
-        if any(t.name.startswith("cpm/") for t in normal.graph.initializer):
+        if any(is_cpm(t.name) for t in normal.graph.initializer):
             raise MirrorcError(f"{normal_path}: holds CPM weights; not a valid normal-world model")
     else:
         normal, source = backbone_from_mirrornet(mirrornet), "mirrornet.onnx (normal-world part, passes.split)"
@@ -389,17 +389,17 @@ def attacks_for(view: AttackerView, seed: int) -> list[Attack]:
     normal = view.normal
     every = set(float_initializers(normal))
     head = set(dense_head(normal))
-    cpm = [t for t in float_initializers(view.mirrornet) if t.startswith("cpm/")]
+    cpm = [t for t in float_initializers(view.mirrornet) if is_cpm(t)]
     if not cpm:
         raise MirrorcError("mirrornet.onnx: no cpm/* initializer; replace_cpm has nothing to re-draw")
-    fresh_cpm = reinitialize(view.mirrornet, lambda n: n.startswith("cpm/"), seed=1000 + seed)
+    fresh_cpm = reinitialize(view.mirrornet, is_cpm, seed=1000 + seed)
     # from scratch as the attacker would: the better (on validation) of He and PyTorch's default draw
     scratch, *others = [reinitialize(normal, lambda n: n in every, seed=2000 + seed, scheme=s) for s in INIT_SCHEMES]
     return [
         Attack("finetune_all", normal, "backbone_logits", lambda n: n in every),
         Attack("retrain_head", reinitialize(normal, lambda n: n in head, seed=3000 + seed), "backbone_logits",
                lambda n: n in head),
-        Attack("replace_cpm", fresh_cpm, "mirrornet_logits", lambda n: n.startswith("cpm/")),
+        Attack("replace_cpm", fresh_cpm, "mirrornet_logits", is_cpm),
         Attack("distill", normal, "backbone_logits", lambda n: n in every, labels="oracle"),
         Attack("scratch", scratch, "backbone_logits", lambda n: n in every, alternatives=tuple(others)),
         Attack("scratch_oracle", scratch, "backbone_logits", lambda n: n in every, labels="oracle",
@@ -498,6 +498,7 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
                 results.append(res)
     return {
         "build": str(view.build_dir),
+        "protect": build_protection(view.build_dir),
         "backbone_source": view.normal_source,
         "oracle": oracle_source,
         "num_classes": view.num_classes,
@@ -516,6 +517,14 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
     }
 
 
+def build_protection(build_dir: Path) -> str | None:
+    """The protection strategy a build was compiled with (training.json), if it says."""
+    try:
+        return json.loads((Path(build_dir) / "training.json").read_text()).get("protect", "joint")
+    except (OSError, ValueError):
+        return None
+
+
 # --------------------------------------------------------------------------- the text report
 
 
@@ -529,7 +538,8 @@ def _spread(values: list[float]) -> str:
 def format_report(report: dict) -> tuple[str, str]:
     """(table, head-start line): the caller prints the last line in bold."""
     lines = [
-        f"build: {report['build']}   backbone from {report['backbone_source']}",
+        f"build: {report['build']}   backbone from {report['backbone_source']}"
+        + (f"   protection {report['protect']}" if report.get("protect") else ""),
         f"MirrorNet {report['mirrornet_accuracy']:.2f}%   backbone alone {report['backbone_accuracy']:.2f}%   "
         f"Δp {report['delta_p']:.2f}",
     ]

@@ -7,6 +7,7 @@ import click
 
 from mirrorc.clikit import echo_json, user_errors
 from mirrorc.errors import MirrorcError
+from mirrorc.protect import STRATEGIES
 
 
 def _channel_list(text: str | None) -> list[int] | None:
@@ -34,6 +35,9 @@ def register(main: click.Group) -> None:
     @click.option("-C", "--channels", default=None,
                   help="CPM channels C (report; default: the pipeline's) or candidates, comma-separated "
                        "(--strategies; default 1,2,3,4)")
+    @click.option("--protect", default=None, type=click.Choice(list(STRATEGIES)),
+                  help="report the plan of this protection strategy (its default C, and what it measured)  "
+                  "[default: joint]")
     @click.option("--select", default=None, help="which backbone channels each tap sends: first, spread or random (the mirror pass's modes)")
     @click.option("--seed", default=0, show_default=True, type=int, help="seed of the mirror pass")
     @click.option("--device", default="rpi3b-optee", show_default=True,
@@ -44,13 +48,14 @@ def register(main: click.Group) -> None:
                   help="which invocation mode's latency ranks the strategies")
     @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
     @user_errors
-    def partition_cmd(model_path, want_report, strategies, channels, select, seed, device, tee_memory, mode, as_json):
+    def partition_cmd(model_path, want_report, strategies, channels, protect, select, seed, device, tee_memory, mode, as_json):
         """Mirror MODEL and report the partition: per stage the backbone and CPM layers in the paper's
         notation, their MACs, the bytes each tap sends to the secure world and the emulator's latency;
         then TEE memory, world switches and bytes per inference (streaming and single-invoke).
 
         MODEL is the original classifier, or an existing mirrornet.onnx (then reported as it is)."""
         from mirrorc import emulator, report, strategy
+        from mirrorc import protect as protection
         from mirrorc.layers import as_model
 
         dev = emulator.load_device(device)
@@ -58,6 +63,8 @@ def register(main: click.Group) -> None:
         wanted = _channel_list(channels)
         if strategies and want_report:
             raise MirrorcError("--report and --strategies: choose one")
+        if strategies and protect:
+            raise MirrorcError("--protect: give it with --report (the strategies table ranks channel counts)")
         if strategies:
             ranked = strategy.candidates(model_path, wanted or (1, 2, 3, 4), dev, tee_memory=limit,
                                          select=select, seed=seed, mode=mode)
@@ -69,20 +76,24 @@ def register(main: click.Group) -> None:
         if wanted is not None and len(wanted) != 1:
             raise MirrorcError(f"--channels: the report takes one channel count, got '{channels}'")
         model = as_model(model_path)
-        if _is_mirrornet(model):
-            if wanted is not None or select is not None:
-                raise MirrorcError(f"{model_path}: already a mirrornet; -C/--select only apply to an original model")
+        chosen = protection.get(protect or protection.DEFAULT)
+        given_mirrornet = _is_mirrornet(model)
+        if given_mirrornet:
+            if wanted is not None or select is not None or protect:
+                raise MirrorcError(f"{model_path}: already a mirrornet; -C/--select/--protect only apply to an "
+                                   f"original model")
         else:
             from mirrorc.pipeline import build_mirrornet
 
-            kwargs = {"seed": seed, "init": "keep"}
-            if wanted is not None:
-                kwargs["channels"] = wanted[0]
+            kwargs = {"seed": seed, "init": "keep",
+                      "channels": wanted[0] if wanted is not None else chosen.default_channels(model_path)}
             if select is not None:
                 kwargs["select"] = select
             built = build_mirrornet(model_path, **kwargs)
             model = built[0] if isinstance(built, tuple) else built
         rep = report.build_report(model, dev, tee_memory=limit)
+        if not given_mirrornet:
+            rep["protection"] = protection.describe(chosen)
         if as_json:
             echo_json(rep)
             for w in rep["warnings"]:  # the text report carries its warnings itself

@@ -8,6 +8,7 @@ import sys
 import click
 
 from mirrorc.clikit import echo_json, user_errors
+from mirrorc.protect import STRATEGIES
 
 
 def _log(message: str) -> None:
@@ -20,7 +21,14 @@ def register(main: click.Group) -> None:
     @click.option("--data", required=True, help="mnist, fashion-mnist, cifar10, or a path (IDX directory, "
                   "train/ test/ image folders or a tarball of them, .npz)")
     @click.option("--data-dir", default=None, help="folder holding the named datasets  [default: $MIRRORC_DATA]")
-    @click.option("-C", "--channels", default=2, show_default=True, type=click.IntRange(1), help="CPM channels C")
+    @click.option("--protect", default="joint", show_default=True, type=click.Choice(list(STRATEGIES)),
+                  help="protection strategy: joint = backbone and CPM trained together (the paper); "
+                  "random-backbone = the backbone keeps its random weights, only a wider CPM learns (a stolen "
+                  "backbone is worth no more than a fresh init; costs TEE memory and time: see `mirrorc partition "
+                  "--report --protect`)")
+    @click.option("-C", "--channels", default=None, type=click.IntRange(1),
+                  help="CPM channels C  [default: the strategy's: 2 for joint, half the widest tapped feature "
+                  "map for random-backbone]")
     @click.option("-o", "--output", "out_dir", default="build", show_default=True, type=click.Path(file_okay=False),
                   help="build directory (written atomically)")
     @click.option("--epochs", default=10, show_default=True, type=click.IntRange(0))
@@ -45,18 +53,18 @@ def register(main: click.Group) -> None:
     @click.option("--resume", is_flag=True, help="continue from the per-epoch checkpoints of an interrupted run")
     @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
     @user_errors
-    def compile_cmd(model, data, data_dir, channels, out_dir, epochs, batch_size, lr, backbone_penalty, penalty_kind,
-                    select,
-                    seed, val_fraction, limit_train, tee_memory, no_baseline, fast, resume, as_json):
-        """Compile MODEL (ONNX classifier) into a MirrorNet deployment in OUTPUT: train backbone + CPM
-        jointly on DATA, then write mirrornet.onnx, original.onnx, normal.onnx, ta/, host/, plan.json
-        and the report."""
+    def compile_cmd(model, data, data_dir, protect, channels, out_dir, epochs, batch_size, lr, backbone_penalty,
+                    penalty_kind, select, seed, val_fraction, limit_train, tee_memory, no_baseline, fast, resume, as_json):
+        """Compile MODEL (ONNX classifier) into a MirrorNet deployment in OUTPUT: train it on DATA
+        (backbone and CPM jointly, or the CPM alone under --protect random-backbone), then write
+        mirrornet.onnx, original.onnx, normal.onnx, ta/, host/, plan.json and the report."""
         from mirrorc.compile import compile_model
         from mirrorc.train import TrainConfig
 
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                              backbone_penalty=backbone_penalty, penalty_kind=penalty_kind, val_fraction=val_fraction, fast=fast)
-        summary = compile_model(model, out_dir, data=data, data_dir=data_dir, channels=channels, select=select,
+        summary = compile_model(model, out_dir, data=data, data_dir=data_dir, channels=channels, protect=protect,
+                                select=select,
                                 seed=seed, config=config, limit_train=limit_train, baseline=not no_baseline,
                                 tee_memory=tee_memory, resume=resume, log=None if as_json else _log)
         if as_json:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,19 +29,25 @@ def checkpoint_dir(out_dir: Path) -> Path:
 
 
 def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, data_dir: str | None = None,
-                  channels: int = 2, select: str | None = None, seed: int = 0,
+                  channels: int | None = None, protect: str = "joint", select: str | None = None, seed: int = 0,
                   config: TrainConfig | None = None, limit_train: int | None = None, baseline: bool = True,
                   tee_memory: str | int | None = None, resume: bool = False,
                   log: Callable[[str], None] | None = None) -> dict:
-    """Compile `model_path` into `out_dir`; returns a summary (what `--json` prints)."""
+    """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.protect;
+    `channels` defaults to the strategy's C); returns a summary (what `--json` prints)."""
+    from mirrorc import protect as strategies
     from mirrorc.data import load_dataset
     from mirrorc.pipeline import build_mirrornet
 
     require_torch()  # fail before any work if training is impossible
-    config = config or TrainConfig(seed=seed)
+    strategy = strategies.get(protect)
+    config = replace(config or TrainConfig(seed=seed), freeze_backbone=strategy.freeze_backbone)
+    config.check()
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():
         raise MirrorcError(f"{model_path}: model file not found")
+    if channels is None:
+        channels = strategy.default_channels(model_path)
     tee_bytes = None
     if tee_memory is not None:
         from mirrorc.report import parse_size
@@ -75,7 +82,7 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
     if baseline:
         source = same_init(onnx.load(str(model_path)), initial)
         # same loss as the paper's MirrorNet, no penalty: the unprotected model as its owner would train it
-        base_config = TrainConfig(**{**trained.config, "backbone_penalty": 0.0})
+        base_config = TrainConfig(**{**trained.config, "backbone_penalty": 0.0, "freeze_backbone": False})
         original = train(source, dataset.x_train, dataset.y_train, base_config, logits=logits_tensor(source),
                          checkpoint=ckpts / "original.pt", resume=resume, fingerprint=fingerprint(source),
                          progress_desc="original", log=log)
@@ -85,7 +92,8 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
         (tmp / "mirrornet.onnx").write_bytes(mirrornet_bytes)
         if original is not None:
             (tmp / "original.onnx").write_bytes(original.model.SerializeToString())
-        training = {"data": data, "preprocessing": dataset.preprocessing, "classes": dataset.classes,
+        training = {"data": data, "protect": strategy.name, "channels": channels,
+                    "preprocessing": dataset.preprocessing, "classes": dataset.classes,
                     "config": trained.config, "limit_train": limit_train,
                     "mirrornet": [vars(h) for h in trained.history],
                     "original": [vars(h) for h in original.history] if original else None}
@@ -96,7 +104,7 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
 
     last = trained.last
     return {
-        "build": str(out_dir), "model": str(model_path), "channels": channels, "data": data,
+        "build": str(out_dir), "model": str(model_path), "protect": strategy.name, "channels": channels, "data": data,
         "train_images": int(len(dataset.y_train)), "epochs": config.epochs,
         "val_mirrornet_acc": _pct(last.val_acc if last else None),
         "val_backbone_acc": _pct(last.val_backbone_acc if last else None),
@@ -118,11 +126,13 @@ def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, trai
         return None
     report = build_report(model, tee_memory=tee_bytes)
     last = training["mirrornet"][-1] if training["mirrornet"] else None
-    report["training"] = {"data": training["data"], "preprocessing": training["preprocessing"],
+    report["training"] = {"data": training["data"], "protect": training["protect"],
+                          "preprocessing": training["preprocessing"],
                           "config": training["config"], "last_epoch": last}
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     prep = training["preprocessing"]
     lines = [format_report(report).rstrip(), "", "Training",
+             f"  protection: {training['protect']}, C = {training['channels']}",
              f"  data: {training['data']} ({prep.get('train_images')} training images before the validation split)",
              "  preprocessing: " + "; ".join(prep.get("steps", [])),
              f"  mean {prep.get('mean')} std {prep.get('std')} (feed deployed inputs the same way)"]

@@ -241,6 +241,11 @@ def format_report(report: dict) -> str:
         ["TEE memory", f"{fmt_bytes(m['total'])} of {fmt_bytes(m['limit'])}: weights {fmt_bytes(m['weights'])}, arena {fmt_bytes(m['arena'])}, "
                        f"carry {fmt_bytes(m['carry'])}, input buffer {fmt_bytes(m['input_buffer'])}, TA overhead {fmt_bytes(m['ta_overhead'])}"],
     ]
+    if r.get("protection"):
+        from mirrorc.protect import format_measured
+
+        p = r["protection"]
+        summary += [["protection", f"{p['name']}: {p['summary']}"], ["  measured", format_measured(p["measured"])]]
     lines += [""] + text_table(summary, right=set())
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 from mirrorc.errors import MirrorcError
+from passes.mirror import is_cpm
 
 TORCH_HINT = ("training needs torch: install the CPU build first (pip install torch==2.13.0 "
               "--index-url https://download.pytorch.org/whl/cpu), then pip install 'mirrorc[train]'")
@@ -56,6 +57,7 @@ class TrainConfig:
     penalty_kind: str = "wrong"  # "wrong": -log(1 - p_y); "uniform": cross-entropy to the uniform distribution
     val_fraction: float = 0.1
     fast: bool = False  # channels_last + bf16 autocast: ~3x on conv-heavy models on recent x86 CPUs
+    freeze_backbone: bool = False  # train only the CPM (mirrorc.protect's random-backbone strategy)
 
     def check(self) -> None:
         if self.epochs < 0:
@@ -68,6 +70,8 @@ class TrainConfig:
             raise MirrorcError(f"--backbone-penalty: must be >= 0, got {self.backbone_penalty}")
         if self.penalty_kind not in PENALTY_KINDS:
             raise MirrorcError(f"--penalty-kind: one of {', '.join(PENALTY_KINDS)}, not '{self.penalty_kind}'")
+        if self.freeze_backbone and self.backbone_penalty > 0:
+            raise MirrorcError("--backbone-penalty: the backbone is frozen (random-backbone), nothing to penalise")
         if not 0 <= self.val_fraction < 1:
             raise MirrorcError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -140,7 +144,9 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
     outputs = [logits] + ([backbone_logits] if backbone_logits else [])
 
     torch.manual_seed(config.seed)
-    module = OnnxModule(model, outputs=outputs)
+    if config.freeze_backbone and backbone_logits is None:
+        raise MirrorcError("freeze_backbone: the model has no backbone_logits output (not a MirrorNet)")
+    module = OnnxModule(model, outputs=outputs, trainable=is_cpm if config.freeze_backbone else None)
     train_idx, val_idx = split_validation(len(y), config.val_fraction, config.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     if config.fast:
@@ -253,7 +259,7 @@ def same_init(original: onnx.ModelProto, mirrornet: onnx.ModelProto) -> onnx.Mod
     shapes agree, so the unprotected baseline starts from the same weights as the MirrorNet."""
     from onnx import numpy_helper
 
-    source = {t.name: t for t in mirrornet.graph.initializer if not t.name.startswith("cpm/")}
+    source = {t.name: t for t in mirrornet.graph.initializer if not is_cpm(t.name)}
     out = onnx.ModelProto()
     out.CopyFrom(original)
     copied = 0

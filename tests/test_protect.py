@@ -1,0 +1,161 @@
+"""Protection strategies (mirrorc.protect): `random-backbone` trains the CPM alone and leaves every
+backbone weight at its seeded random value, through the trainer, `mirrorc compile` and the
+partition report; bad combinations are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+pytest.importorskip("torch")
+
+from mirrorc import protect  # noqa: E402
+from mirrorc.cli import main  # noqa: E402
+from mirrorc.errors import MirrorcError  # noqa: E402
+from mirrorc.pipeline import build_mirrornet  # noqa: E402
+from mirrorc.train import TrainConfig, train  # noqa: E402
+from passes.mirror import is_cpm  # noqa: E402
+
+LENET = "examples/models/lenet5.onnx"
+DATA_DIR = Path(os.environ.get("MIRRORC_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+needs_mnist = pytest.mark.skipif(not (DATA_DIR / "mnist").is_dir(), reason=f"MNIST not found in {DATA_DIR}")
+
+
+def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+
+
+def backbone_changes(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """Names of the float initializers whose values changed: (backbone, CPM)."""
+    a, b = weights(before), weights(after)
+    changed = [k for k in a if not np.array_equal(a[k], b[k])]
+    return [k for k in changed if not is_cpm(k)], [k for k in changed if is_cpm(k)]
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], env={"MIRRORC_DATA": str(DATA_DIR)})
+
+
+def test_freeze_backbone_trains_the_cpm_alone():
+    model, _ = build_mirrornet(LENET, channels=2, seed=3)
+    rng = np.random.default_rng(0)
+    y = (np.arange(96) % 10).astype(np.int64)
+    x = rng.standard_normal((96, 1, 28, 28)).astype(np.float32)
+    x[np.arange(96), 0, y, y] += 3.0
+    result = train(model, x, y, TrainConfig(epochs=2, batch_size=16, lr=3e-3, freeze_backbone=True),
+                   logits="mirrornet_logits", backbone_logits="backbone_logits")
+    backbone, cpm = backbone_changes(model, result.model)
+    assert backbone == [] and len(cpm) >= 4, (backbone, cpm)
+    assert result.history[-1].loss < result.history[0].loss
+    # the same call without freezing moves the backbone too (the check above can fail)
+    joint = train(model, x, y, TrainConfig(epochs=1, batch_size=16, lr=3e-3),
+                  logits="mirrornet_logits", backbone_logits="backbone_logits")
+    assert backbone_changes(model, joint.model)[0]
+
+
+def test_freezing_refuses_a_penalty_and_a_plain_model():
+    with pytest.raises(MirrorcError, match="backbone is frozen"):
+        TrainConfig(freeze_backbone=True, backbone_penalty=0.3).check()
+    with pytest.raises(MirrorcError, match="not a MirrorNet"):
+        train(onnx.load(LENET), np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64),
+              TrainConfig(epochs=1, freeze_backbone=True))
+
+
+def test_default_channels_per_strategy():
+    assert protect.get("joint").default_channels(LENET) == 2
+    assert protect.get("random-backbone").default_channels(LENET) == 8  # half of conv2's 16
+    assert protect.get("random-backbone").default_channels("examples/models/vgg7.onnx") == 128
+    with pytest.raises(MirrorcError, match="unknown strategy 'nope'"):
+        protect.get("nope")
+
+
+@pytest.fixture
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    y_train, y_test = np.arange(160) % 10, np.arange(40) % 10
+    x_train = rng.integers(0, 60, (160, 28, 28)).astype(np.uint8)
+    x_test = rng.integers(0, 60, (40, 28, 28)).astype(np.uint8)
+    x_train[np.arange(160), y_train * 2, y_train * 2] = 255
+    x_test[np.arange(40), y_test * 2, y_test * 2] = 255
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def test_compile_random_backbone_ships_the_random_backbone(tmp_path, npz):
+    from mirrorc.compile import compile_model
+
+    out = tmp_path / "build"
+    summary = compile_model(LENET, out, data=str(npz), protect="random-backbone", seed=5,
+                            config=TrainConfig(epochs=1, batch_size=32, seed=5), baseline=True)
+    assert summary["protect"] == "random-backbone" and summary["channels"] == 8
+    initial, _ = build_mirrornet(LENET, channels=8, seed=5, init="random")
+    mirrornet = onnx.load(str(out / "mirrornet.onnx"))
+    backbone, cpm = backbone_changes(initial, mirrornet)
+    assert backbone == [] and cpm
+    # what a thief copies (normal.onnx) is the seeded random draw, value for value
+    normal, start = weights(onnx.load(str(out / "normal.onnx"))), weights(initial)
+    shipped = [k for k in normal if k in start]
+    assert len(shipped) >= 10 and all(np.array_equal(normal[k], start[k]) for k in shipped)
+    # the unprotected baseline is trained whole
+    original = weights(onnx.load(str(out / "original.onnx")))
+    assert any(not np.array_equal(original[k], start[k]) for k in original if k in start)
+    training = json.loads((out / "training.json").read_text())
+    assert training["protect"] == "random-backbone" and training["config"]["freeze_backbone"] is True
+    assert "protection: random-backbone, C = 8" in (out / "report.txt").read_text()
+    from mirrorc.attack import build_protection
+
+    assert build_protection(out) == "random-backbone" and build_protection(tmp_path) is None
+
+
+def test_compile_penalty_with_random_backbone_is_one_line_exit_2(tmp_path, npz):
+    out = tmp_path / "b"
+    run = cli("compile", LENET, "--data", npz, "--protect", "random-backbone", "--backbone-penalty", "0.3",
+              "-o", out, "--epochs", "1")
+    assert run.exit_code == 2, run.output
+    assert "backbone is frozen" in run.output and len(run.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_partition_report_shows_the_strategy():
+    run = cli("partition", LENET, "--report", "--protect", "random-backbone")
+    assert run.exit_code == 0, run.output
+    assert "C=8" in run.output.splitlines()[0]
+    assert "protection     random-backbone" in run.output and "  measured" in run.output
+    run = cli("partition", LENET, "--json")
+    rep = json.loads(run.output)
+    assert rep["channels"] == 2 and rep["protection"]["name"] == "joint"
+    assert rep["protection"]["measured"]["command"].startswith("python benchmarks/attacks.py")
+
+
+def test_partition_protect_misuse_is_one_line_exit_2(tmp_path):
+    model, _ = build_mirrornet(LENET, channels=2)
+    path = tmp_path / "mirrornet.onnx"
+    onnx.save(model, str(path))
+    for args, says in (((path, "--protect", "random-backbone"), "only apply to an original model"),
+                       ((LENET, "--strategies", "--protect", "joint"), "--protect: give it with --report"),
+                       ((LENET, "--protect", "nope"), "Invalid value for '--protect'")):
+        run = cli("partition", *args)
+        assert run.exit_code == 2, run.output
+        assert says in run.output and "Traceback" not in run.output
+
+
+@needs_mnist
+def test_random_backbone_on_mnist_learns_in_the_cpm_alone(tmp_path):
+    """Real MNIST, 3000 images, 1 epoch: the MirrorNet learns although the backbone alone stays at
+    chance (its weights are random), so all the accuracy is the secure world's."""
+    out = tmp_path / "rb"
+    run = cli("compile", LENET, "--data", "mnist", "--protect", "random-backbone", "--limit-train", "3000",
+              "--epochs", "1", "--no-baseline", "-o", out, "--json")
+    assert run.exit_code == 0, run.output
+    summary = json.loads(run.output[run.output.index("{"):])
+    print("validation MirrorNet", summary["val_mirrornet_acc"], "backbone alone", summary["val_backbone_acc"])
+    assert summary["val_backbone_acc"] < 30.0
+    assert summary["val_mirrornet_acc"] > max(50.0, summary["val_backbone_acc"] + 30.0)
