@@ -157,8 +157,7 @@ def bench_model(name: str, images: int, rounds: int, per_round: int, channels: i
     single = protected["single"]
 
     def normal_bound(i):  # what the protected runtime runs in onnxruntime, without the TA
-        single._one[...] = batches[i]
-        single.backbone.run_with_iobinding(single._io)
+        single.backbone_one(batches[i])
 
     times = {"original": [], "original run()": [], "normal.onnx only": [], "protected, stream": [],
              "protected, single": []}

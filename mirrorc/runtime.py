@@ -110,9 +110,17 @@ class ProtectedModel(teec.ClosedOnCollect):
             io.bind_output(name, "cpu", 0, np.float32, [1, *shape], row.ctypes.data)
         return io
 
-    def _predict_one(self, x: np.ndarray) -> np.ndarray:
+    def backbone_one(self, x: np.ndarray) -> None:
+        """The normal world's half of one inference: normal.onnx on one input (shape [1, *input]),
+        its taps and logits written straight into the buffer the TA calls read. No TA call."""
+        if self._io is None:
+            raise MirrorcError(f"{self.build_dir / 'normal.onnx'}: input '{self.input_name}' has a symbolic "
+                               f"dimension besides the batch; use predict()")
         self._one[...] = x
         self.backbone.run_with_iobinding(self._io)
+
+    def _predict_one(self, x: np.ndarray) -> np.ndarray:
+        self.backbone_one(x)
         invoke = self.session.invoke
         for call in self._calls:  # stream: each tap, then the logits; single: one command
             invoke(*call)

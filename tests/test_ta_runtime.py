@@ -37,6 +37,16 @@ def test_predict_matches_reference(build, mode):
     assert (labels == want).all(), f"{(labels != want).sum()} of {len(x)} labels differ"
 
 
+def test_backbone_one_fills_what_the_ta_reads(build):
+    """The batch-1 normal-world half writes exactly normal.onnx's outputs into the TA's buffer."""
+    x = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
+    with ProtectedModel(build, tee="sim", mode="single") as model:
+        for i in range(3):
+            model.backbone_one(x[i:i + 1])
+            want = np.concatenate([o.ravel() for o in model.backbone_outputs(x[i:i + 1])])
+            assert np.array_equal(model.buffer, want)
+
+
 def test_normal_world_never_reads_the_ta(build, monkeypatch):
     """Once the simulator exists, the normal-world process opens nothing under ta/ (the weights)."""
     ProtectedModel(build).close()  # builds the simulator (in a child process) if needed
