@@ -30,6 +30,12 @@ Measured (full MNIST, 5 epochs, one training seed per build, 3 attack seeds, 600
 98.82%): nothing reaches head start <= 2 at MirrorNet cost <= 0.5. plain W=0: cost 0.06, head start
 +5.6 (better baseline); plain W=6: 0.11, +5.2; probe1 W=0: 1.63, +2.2; probe1 W=6: 7.78, +0.1;
 frozen W=6: 1.89, -0.4 with 39% of the backbone's MACs in the TEE.
+
+Then frozen with a wider CPM (`--channels C`, same setup): cost 2.22 (C=4, W=0), 0.73 (C=4, W=6, 57% of
+the MACs), 0.85 (C=8, W=0, 37%), 0.11 (C=8, W=6, 94%), 0.62 (C=16, W=0); C=8, W=0 trained 10 epochs
+(unprotected 98.79% at 10 epochs): cost 0.27. The stem buys less per MAC than a wider C, and a frozen
+backbone gives no head start whatever the CPM, so the frozen C=8 CPM without a stem became
+`mirrorc compile --protect random-backbone` (mirrorc/protect.py, measured by benchmarks/attacks.py).
 """
 
 from __future__ import annotations
