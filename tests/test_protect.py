@@ -76,24 +76,11 @@ def test_default_channels_per_strategy():
         protect.get("nope")
 
 
-@pytest.fixture
-def npz(tmp_path):
-    rng = np.random.default_rng(0)
-    y_train, y_test = np.arange(160) % 10, np.arange(40) % 10
-    x_train = rng.integers(0, 60, (160, 28, 28)).astype(np.uint8)
-    x_test = rng.integers(0, 60, (40, 28, 28)).astype(np.uint8)
-    x_train[np.arange(160), y_train * 2, y_train * 2] = 255
-    x_test[np.arange(40), y_test * 2, y_test * 2] = 255
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
-
-
-def test_compile_random_backbone_ships_the_random_backbone(tmp_path, npz):
+def test_compile_random_backbone_ships_the_random_backbone(tmp_path, tiny_npz):
     from mirrorc.compile import compile_model
 
     out = tmp_path / "build"
-    summary = compile_model(LENET, out, data=str(npz), protect="random-backbone", seed=5,
+    summary = compile_model(LENET, out, data=str(tiny_npz), protect="random-backbone", seed=5,
                             config=TrainConfig(epochs=1, batch_size=32, seed=5), baseline=True)
     assert summary["protect"] == "random-backbone" and summary["channels"] == 8
     initial, _ = build_mirrornet(LENET, channels=8, seed=5, init="random")
@@ -115,9 +102,9 @@ def test_compile_random_backbone_ships_the_random_backbone(tmp_path, npz):
     assert build_protection(out) == "random-backbone" and build_protection(tmp_path) is None
 
 
-def test_compile_penalty_with_random_backbone_is_one_line_exit_2(tmp_path, npz):
+def test_compile_penalty_with_random_backbone_is_one_line_exit_2(tmp_path, tiny_npz):
     out = tmp_path / "b"
-    run = cli("compile", LENET, "--data", npz, "--protect", "random-backbone", "--backbone-penalty", "0.3",
+    run = cli("compile", LENET, "--data", tiny_npz, "--protect", "random-backbone", "--backbone-penalty", "0.3",
               "-o", out, "--epochs", "1")
     assert run.exit_code == 2, run.output
     assert "backbone is frozen" in run.output and len(run.output.strip().splitlines()) == 1

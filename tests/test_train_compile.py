@@ -15,20 +15,7 @@ from mirrorc.errors import MirrorcError  # noqa: E402
 from mirrorc.train import TrainConfig  # noqa: E402
 
 
-@pytest.fixture
-def npz(tmp_path):
-    rng = np.random.default_rng(0)
-    y_train, y_test = np.arange(120) % 10, np.arange(40) % 10
-    x_train = rng.integers(0, 60, (120, 28, 28)).astype(np.uint8)
-    x_test = rng.integers(0, 60, (40, 28, 28)).astype(np.uint8)
-    x_train[np.arange(120), y_train * 2, y_train * 2] = 255  # learnable: a bright pixel per class
-    x_test[np.arange(40), y_test * 2, y_test * 2] = 255
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
-
-
-def test_failure_keeps_checkpoints_and_resume_continues(tmp_path, npz, monkeypatch):
+def test_failure_keeps_checkpoints_and_resume_continues(tmp_path, tiny_npz, monkeypatch):
     import mirrorc.compile as comp
 
     out = tmp_path / "build"
@@ -39,14 +26,14 @@ def test_failure_keeps_checkpoints_and_resume_continues(tmp_path, npz, monkeypat
 
     monkeypatch.setattr(comp, "_write_report", broken)
     with pytest.raises(MirrorcError, match="simulated"):
-        compile_model("examples/models/lenet5.onnx", out, data=str(npz), channels=1,
+        compile_model("examples/models/lenet5.onnx", out, data=str(tiny_npz), channels=1,
                       config=TrainConfig(epochs=1, batch_size=32), baseline=False)
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".build") and p != checkpoint_dir(out)]
     assert not out.exists() and not leftovers  # no half-written build
     assert (checkpoint_dir(out) / "mirrornet.pt").is_file()
 
     monkeypatch.undo()
-    summary = compile_model("examples/models/lenet5.onnx", out, data=str(npz), channels=1,
+    summary = compile_model("examples/models/lenet5.onnx", out, data=str(tiny_npz), channels=1,
                             config=TrainConfig(epochs=2, batch_size=32), baseline=True, resume=True,
                             log=logs.append)
     assert any("resumed" in line and "after epoch 1" in line for line in logs), logs
