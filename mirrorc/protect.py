@@ -11,7 +11,8 @@ random-backbone  the backbone keeps its seeded random initial weights and only t
 
 Each strategy carries what was measured for it on the reference build (LeNet-5 on MNIST), with the
 command that measured it, so the partition report can show the measured cost beside the predicted
-one. The figures are from `benchmarks/attacks.py`; rerun it to check them."""
+one. Rerun the command to check them; `benchmarks/attacks.py --protects ... --baseline` measures the
+same through `mirrorc compile`."""
 
 from __future__ import annotations
 
@@ -42,20 +43,20 @@ class Strategy:
         return max(1, round(self.channels_fraction * max(widths))) if widths else 2
 
 
-# Measured on LeNet-5 / MNIST (full training set, 5 epochs, 3 attack seeds, 600 labelled images);
-# cost = unprotected - MirrorNet test accuracy, head start = best attack - from scratch (points).
-BENCH = ("python benchmarks/attacks.py --out /tmp/ab --datasets mnist --protects joint,random-backbone "
-         "--budgets 600 --seeds 3 --baseline")
+# Measured on LeNet-5 / MNIST (full training set, 3 attack seeds, 600 labelled images) by the
+# prototype of benchmarks/attack_stem.py; cost = unprotected - MirrorNet test accuracy (points), head
+# start = best attack - the better from-scratch start (points, mean ± sd over seeds).
+STEM = "OMP_NUM_THREADS=1 python benchmarks/attack_stem.py --threads 1 --seeds 3 --widths 0"
 STRATEGIES = {
     "joint": Strategy(
         "joint", "backbone and CPM trained together (the paper's MirrorNet)", freeze_backbone=False, channels=2,
-        measured={"model": "LeNet-5", "data": "mnist", "channels": 2, "cost": None, "head_start_600": None,
-                  "command": BENCH}),
+        measured={"model": "LeNet-5", "data": "mnist", "channels": 2, "epochs": 5, "cost": 0.06,
+                  "head_start_600": "+5.6 ± 0.4", "command": f"{STEM} --channels 2 --epochs 5 --settings plain"}),
     "random-backbone": Strategy(
         "random-backbone", "backbone left at its seeded random weights, only the CPM trained (all learning in the TEE)",
         freeze_backbone=True, channels_fraction=0.5,
-        measured={"model": "LeNet-5", "data": "mnist", "channels": 8, "cost": None, "head_start_600": None,
-                  "command": BENCH}),
+        measured={"model": "LeNet-5", "data": "mnist", "channels": 8, "epochs": 10, "cost": 0.27,
+                  "head_start_600": "-0.4 ± 0.5", "command": f"{STEM} --channels 8 --epochs 10 --settings frozen"}),
 }
 DEFAULT = "joint"
 
@@ -70,8 +71,8 @@ def format_measured(measured: dict) -> str:
     m = measured
     if m.get("cost") is None:
         return "not measured"
-    return (f"{m['model']} / {m['data']}, C = {m['channels']}: MirrorNet {m['cost']:+.2f} points below the unprotected "
-            f"model, head start @600 labels {m['head_start_600']} (`{m['command']}`)")
+    return (f"{m['model']} / {m['data']}, C = {m['channels']}, {m['epochs']} epochs: MirrorNet {m['cost']:.2f} points "
+            f"below the unprotected model, head start @600 labels {m['head_start_600']} points (`{m['command']}`)")
 
 
 def get(name: str) -> Strategy:
