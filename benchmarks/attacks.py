@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +66,8 @@ def main(argv=None) -> int:
     from mirrorc import protect as protection
     from mirrorc.compile import compile_model
     from mirrorc.data import load_dataset
-    from mirrorc.train import TrainConfig, logits_tensor
+    from mirrorc.evaluate import evaluate
+    from mirrorc.train import TrainConfig
 
     if args.threads:
         import torch
@@ -110,10 +110,8 @@ def main(argv=None) -> int:
             print(f"== {name} (compile {built - began:.0f}s, attacks {time.perf_counter() - built:.0f}s)")
             print(table)
             print(head, flush=True)
-            unprotected = None
-            if (build / "original.onnx").is_file():
-                original = onnx.load(str(build / "original.onnx"))
-                unprotected = atk.accuracy(original, logits_tensor(original), dataset.x_test, dataset.y_test)
+            # the unprotected model as `mirrorc evaluate` scores it (None without --baseline)
+            unprotected = evaluate(build, dataset.x_test, dataset.y_test, split_check=False)["original_acc"]
             rows.append({"dataset": data, "protect": strategy.name, "C": c, "select": select,
                          "penalty": penalty, "unprotected": unprotected,
                          "mirrornet": report["mirrornet_accuracy"], "backbone": report["backbone_accuracy"],
