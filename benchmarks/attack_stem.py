@@ -313,12 +313,6 @@ def main(argv=None) -> int:
                          "head_start": report["head_start"].get(str(args.budget))})
             (out / "summary.json").write_text(json.dumps(rows, indent=1))
 
-    def spread(values: list[float]) -> str:
-        if not values:
-            return "-"
-        arr = np.array(values)
-        return f"{arr.mean():+.2f}" + (f" ± {arr.std(ddof=1):.2f}" if len(arr) > 1 else "")
-
     b = args.budget
     print(f"\nsecure stem, LeNet-5 / {args.data}, C = {args.channels}, {args.epochs} epochs on "
           f"{len(dataset.y_train)} images, {args.seeds} attack seed(s); test accuracy %; cost = unprotected - "
@@ -332,8 +326,9 @@ def main(argv=None) -> int:
               f"{r['unprotected'] - r['mirrornet']:>6.2f}{r['backbone']:>9.2f}{r['cpm_macs']:>9d}"
               f"{100 * r['cpm_macs'] / r['backbone_macs']:>6.1f}%{np.mean(r['scratch']):>8.2f}"
               f"{np.mean(r['scratch_default']):>8.2f}"
-              f"{spread(r['gains'].get('finetune_all', [])):>14}{spread(r['gains'].get('replace_cpm', [])):>14}"
-              f"{spread(hs['per_seed']) if hs else '-':>14}{spread(r['head_start_fair']):>14}")
+              f"{atk.signed_spread(r['gains'].get('finetune_all', [])):>14}"
+              f"{atk.signed_spread(r['gains'].get('replace_cpm', [])):>14}"
+              f"{atk.signed_spread(hs['per_seed']) if hs else '-':>14}{atk.signed_spread(r['head_start_fair']):>14}")
     print("scratch: mirrorc.attack's He-normal start; scr-def: the compiler's default-init start, untrained; "
           "HS ft-all/repl-CPM/best: against scratch (mirrorc.attack); HS best*: against the better of the two")
     print(f"(backbone MACs {rows[0]['backbone_macs'] if rows else 0}; total {time.perf_counter() - began:.0f}s)")

@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,7 +64,7 @@ def main(argv=None) -> int:
     from mirrorc import protect as protection
     from mirrorc.compile import compile_model
     from mirrorc.data import load_dataset
-    from mirrorc.evaluate import evaluate
+    from mirrorc.evaluate import original_accuracy
     from mirrorc.train import TrainConfig
 
     if args.threads:
@@ -110,8 +108,7 @@ def main(argv=None) -> int:
             print(f"== {name} (compile {built - began:.0f}s, attacks {time.perf_counter() - built:.0f}s)")
             print(table)
             print(head, flush=True)
-            # the unprotected model as `mirrorc evaluate` scores it (None without --baseline)
-            unprotected = evaluate(build, dataset.x_test, dataset.y_test, split_check=False)["original_acc"]
+            unprotected = original_accuracy(build, dataset.x_test, dataset.y_test)  # None without --baseline
             rows.append({"dataset": data, "protect": strategy.name, "C": c, "select": select,
                          "penalty": penalty, "unprotected": unprotected,
                          "mirrornet": report["mirrornet_accuracy"], "backbone": report["backbone_accuracy"],
@@ -119,10 +116,6 @@ def main(argv=None) -> int:
                          "best": {b: max(set(h["best_attack"]), key=h["best_attack"].count)
                                   for b, h in report["head_start"].items()}})
             (out / "summary.json").write_text(json.dumps(rows, indent=1))
-
-    def spread(values: list[float]) -> str:
-        arr = np.array(values)
-        return f"{arr.mean():+.2f}" + (f" ± {arr.std(ddof=1):.2f}" if len(arr) > 1 else "")
 
     print("\nsummary (test accuracy %; cost = unprotected - MirrorNet; head start = best attack - from scratch, "
           "points, mean ± sd over seeds)")
@@ -135,7 +128,7 @@ def main(argv=None) -> int:
         line = (f"{r['dataset']:<14}{r['protect']:<16}{r['C']:>3} {r['select']:<7}{r['penalty']:>8g}"
                 f"{u if u is None else round(u, 2)!s:>7}{r['mirrornet']:>10.2f}"
                 f"{'-' if u is None else format(u - r['mirrornet'], '.2f'):>6}{r['backbone']:>9.2f}{r['delta_p']:>7.2f}")
-        line += "".join(f"{spread(r['head_start'][str(b)]['per_seed']):>14}" if str(b) in r["head_start"]
+        line += "".join(f"{atk.signed_spread(r['head_start'][str(b)]['per_seed']):>14}" if str(b) in r["head_start"]
                         else f"{'-':>14}" for b in budgets)
         line += "  " + ", ".join(f"{b}: {a}" for b, a in r["best"].items())
         print(line)

@@ -535,6 +535,14 @@ def _spread(values: list[float]) -> str:
     return f"{arr.mean():6.2f} ± {arr.std(ddof=1):4.2f}"
 
 
+def signed_spread(values: list[float]) -> str:
+    """A gain over seeds as "+mean ± sd" ("+mean" for one seed, "-" for none): the benchmarks' tables."""
+    if not values:
+        return "-"
+    arr = np.array(values)
+    return f"{arr.mean():+.2f}" + (f" ± {arr.std(ddof=1):.2f}" if len(arr) > 1 else "")
+
+
 def format_report(report: dict) -> tuple[str, str]:
     """(table, head-start line): the caller prints the last line in bold."""
     lines = [

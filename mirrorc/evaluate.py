@@ -58,6 +58,16 @@ def model_num_classes(model: onnx.ModelProto) -> int | None:
     return int(meta["mirrorc.num_classes"]) if "mirrorc.num_classes" in meta else None
 
 
+def original_accuracy(build: Path, x_test: np.ndarray, y_test: np.ndarray) -> float | None:
+    """Test accuracy (%) of the build's unprotected model, original.onnx; None when it has none."""
+    original = Path(build) / "original.onnx"
+    if not original.exists():
+        return None
+    sess_out = _session(original).get_outputs()[0].name
+    pred = predictions(run_outputs(original, x_test, [sess_out])[sess_out])
+    return round(100.0 * float((pred == y_test).mean()), 2)
+
+
 def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, split_check: bool = True,
              split_images: int | None = None) -> dict:
     """Test accuracies (in percent) of what is in `build_dir`, and (split_check) the labels of split
@@ -74,16 +84,12 @@ def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, s
     result = {
         "build": str(build),
         "test_images": int(n),
-        "original_acc": None,
+        "original_acc": original_accuracy(build, x_test, y_test),
         "backbone_acc": round(100.0 * float((predictions(out["backbone_logits"]) == y_test).mean()), 2),
         "mirrornet_acc": round(100.0 * float((label == y_test).mean()), 2),
     }
     result["delta_p"] = round(result["mirrornet_acc"] - result["backbone_acc"], 2)
-    original = build / "original.onnx"
-    if original.exists():
-        sess_out = _session(original).get_outputs()[0].name
-        pred = predictions(run_outputs(original, x_test, [sess_out])[sess_out])
-        result["original_acc"] = round(100.0 * float((pred == y_test).mean()), 2)
+    if result["original_acc"] is not None:
         result["mirrornet_minus_original"] = round(result["mirrornet_acc"] - result["original_acc"], 2)
     if split_check:
         n_split = n if split_images is None else min(split_images, n)

@@ -32,7 +32,7 @@ def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
 
 
-def backbone_changes(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[list[str], list[str]]:
+def changed_weights(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """Names of the float initializers whose values changed: (backbone, CPM)."""
     a, b = weights(before), weights(after)
     changed = [k for k in a if not np.array_equal(a[k], b[k])]
@@ -51,13 +51,13 @@ def test_freeze_backbone_trains_the_cpm_alone():
     x[np.arange(96), 0, y, y] += 3.0
     result = train(model, x, y, TrainConfig(epochs=2, batch_size=16, lr=3e-3, freeze_backbone=True),
                    logits="mirrornet_logits", backbone_logits="backbone_logits")
-    backbone, cpm = backbone_changes(model, result.model)
+    backbone, cpm = changed_weights(model, result.model)
     assert backbone == [] and len(cpm) >= 4, (backbone, cpm)
     assert result.history[-1].loss < result.history[0].loss
     # the same call without freezing moves the backbone too (the check above can fail)
     joint = train(model, x, y, TrainConfig(epochs=1, batch_size=16, lr=3e-3),
                   logits="mirrornet_logits", backbone_logits="backbone_logits")
-    assert backbone_changes(model, joint.model)[0]
+    assert changed_weights(model, joint.model)[0]
 
 
 def test_freezing_refuses_a_penalty_and_a_plain_model():
@@ -85,7 +85,7 @@ def test_compile_random_backbone_ships_the_random_backbone(tmp_path, tiny_npz):
     assert summary["protect"] == "random-backbone" and summary["channels"] == 8
     initial, _ = build_mirrornet(LENET, channels=8, seed=5, init="random")
     mirrornet = onnx.load(str(out / "mirrornet.onnx"))
-    backbone, cpm = backbone_changes(initial, mirrornet)
+    backbone, cpm = changed_weights(initial, mirrornet)
     assert backbone == [] and cpm
     # what a thief copies (normal.onnx) is the seeded random draw, value for value
     normal, start = weights(onnx.load(str(out / "normal.onnx"))), weights(initial)
