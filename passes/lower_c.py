@@ -360,7 +360,13 @@ class _Emitter:
             cs = (1,) * (2 - len(cs)) + tuple(cs)
             rows, cols = cs
             c = self.operand(node.input[2])
-        return (f"mc_gemm({self.operand(A)}, {self.operand(B)}, {c}, {y}, {m}, {k}, {n}, {ta}, {tb}, "
+        if tb and B in self.consts:
+            # a constant B is stored transposed: the kernel then runs along contiguous rows of B and
+            # vectorises across the outputs (with transB a 1-row A gets one dot product per output)
+            b, tb = self.weight(B + "^T", np.asarray(self.consts[B]).reshape(n, k).T), 0
+        else:
+            b = self.operand(B)
+        return (f"mc_gemm({self.operand(A)}, {b}, {c}, {y}, {m}, {k}, {n}, {ta}, {tb}, "
                 f"{c_float(a.get('alpha', 1.0))}, {c_float(a.get('beta', 1.0))}, {rows}, {cols});")
 
     def _matmul(self, node, y):

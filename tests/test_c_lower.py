@@ -246,11 +246,14 @@ def test_memplan_in_place_steps():
 
 
 def test_weights_are_bit_exact(examples):
-    """Every weight array in the generated C holds exactly the secure graph's float32 bits."""
+    """Every weight array in the generated C holds exactly the secure graph's float32 bits (a Gemm's
+    constant B with transB, key "<name>^T", transposed)."""
     secure = split(trained_like(build_mirrornet(examples / "vgg7.onnx", channels=2)[0], seed=5))[1]
     lowered = lower_c.lower(secure, "vgg7")
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in secure.graph.initializer}
-    assert set(lowered.weights) == {k for k in inits if any(k in n.input for n in secure.graph.node)}
+    source = {k: k.removesuffix("^T") for k in lowered.weights}
+    assert set(source.values()) == {k for k in inits if any(k in n.input for n in secure.graph.node)}
+    assert any(k.endswith("^T") for k in source)  # VGG-7's CPM classifier is a Gemm with transB
     accessor = "#include \"mirrorc_weights.h\"\nconst float *weight(int i) {\n  switch (i) {\n"
     keys = sorted(lowered.weights)
     accessor += "".join(f"  case {i}: return {lowered.weights[k]};\n" for i, k in enumerate(keys))
@@ -258,7 +261,8 @@ def test_weights_are_bit_exact(examples):
     lib = cbuild.load(cbuild.build_lowered(dict(lowered.files, **{"model/accessor.c": accessor}), name="weights"))
     lib.weight.restype = ctypes.POINTER(ctypes.c_uint32)
     for i, k in enumerate(keys):
-        want = np.ascontiguousarray(inits[k], np.float32).ravel().view(np.uint32)
+        data = inits[source[k]].T if k.endswith("^T") else inits[k]
+        want = np.ascontiguousarray(data, np.float32).ravel().view(np.uint32)
         got = np.ctypeslib.as_array(lib.weight(i), shape=(want.size,))
         assert np.array_equal(got, want), k
     assert any("folded" in k for k in keys)  # VGG-7's BatchNorms were folded by split
