@@ -25,8 +25,10 @@
 /* Between naps on the futex the waiter checks that the other side still exists. */
 #define MSIM_NAP_NS 50000000l
 /* Default polling time (overridden by $MIRRORC_SIM_SPIN_US): long enough to bridge the normal
- * world's compute between two calls of a small model. */
-#define MSIM_DEFAULT_SPIN_NS 5000000ull
+ * world's compute between two calls of a VGG-sized model (a VGG-7 backbone takes 3-5 ms here).
+ * A sleeping simulator costs 50-500 us to wake on a VM (the host must schedule the idle vCPU),
+ * where a board's secure world starts on the calling core. */
+#define MSIM_DEFAULT_SPIN_NS 20000000ull
 
 static inline uint32_t msim_load(const uint32_t *p)
 {
