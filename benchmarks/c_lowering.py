@@ -4,7 +4,7 @@
 
 For each model: mirrornet (pipeline, random CPM weights) -> split -> lower_c. Prints
 - weights / arena / carry bytes and the naive sum of every tensor (what the liveness plan saves);
-- CPU time per batch-1 inference of the C model (loop inside C, -O3 -march=native, fastest of 5)
+- CPU time per batch-1 inference of the C model (loop inside C, -O3 for this CPU, fastest of 5)
   vs onnxruntime running the same secure graph single-threaded (session.run per sample, fastest of
   5 interleaved rounds);
 - label agreement of the C model with mirrornet.onnx in onnxruntime over --inputs random inputs

@@ -9,8 +9,10 @@ library is ever loaded by a concurrent run)."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -198,15 +200,31 @@ double mirrorc_time_inference(const float *const *taps, const float *logits, int
 """
 
 
-# Benchmarks compile for the host CPU, as onnxruntime's kernels pick the host's vector units too.
-BENCH_CFLAGS = (*DEFAULT_CFLAGS, "-march=native")
+@functools.lru_cache(maxsize=None)
+def host_march(compiler: str = "gcc") -> tuple[str, ...]:
+    """-march for this host's CPU as the compiler names it (-march=rocketlake rather than
+    -march=native, so that the cache key differs and a build from another CPU is never reused
+    here); () when the compiler cannot tell. Benchmarks and the simulator compile for the host, as
+    onnxruntime's kernels pick the host's vector units too; -std=c99 keeps floating-point
+    contraction off, so the results do not change."""
+    try:
+        out = subprocess.run([compiler, "-march=native", "-Q", "--help=target"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    arch = re.search(r"^\s*-march=\s+(\S+)\s*$", out, re.M)
+    return (f"-march={arch.group(1)}",) if arch else ()
 
 
 def time_lowered(lowered, taps, backbone_logits, *, iters: int = 100, repeats: int = 5,
-                 cflags: Iterable[str] = BENCH_CFLAGS) -> tuple[float, int]:
+                 cflags: Iterable[str] | None = None) -> tuple[float, int]:
     """Best CPU seconds per batch-1 inference of a `passes.lower_c.Lowered` (reset, every tap,
-    final), timed by a loop inside C, and the label it returns. For benchmarks, not tests."""
+    final), timed by a loop inside C, and the label it returns; compiled for this CPU unless
+    `cflags` says otherwise. For benchmarks, not tests."""
     import numpy as np
+
+    if cflags is None:
+        cflags = (*DEFAULT_CFLAGS, *host_march())
 
     lib = load(build_lowered(dict(lowered.files, **{"model/mirrorc_timer.c": _TIMER_C}), name="mirrorc_timed",
                              debug=False, cflags=cflags))

@@ -13,7 +13,6 @@ only stats the sources and, when the binary is missing or stale, compiles in a c
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -48,20 +47,10 @@ SIM_CFLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-
 DEBUG_DEFINES = {"MIRRORC_DEBUG": None, "MIRRORC_TA_DEBUG_LOGITS": None}
 
 
-@functools.lru_cache(maxsize=None)
 def sim_cflags() -> tuple[str, ...]:
-    """SIM_CFLAGS plus -march for this host's CPU, named (-march=rocketlake, not -march=native) so
-    that a simulator built on another CPU is never reused here. The simulator stands in for the
-    secure world's core, which the TA dev kit compiles for; onnxruntime, which the C is measured
-    against, also uses every instruction the CPU has. -std=c99 keeps floating-point contraction off,
-    so the results are the same as without it."""
-    try:
-        out = subprocess.run(["gcc", "-march=native", "-Q", "--help=target"], capture_output=True, text=True,
-                             timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return SIM_CFLAGS
-    arch = re.search(r"^\s*-march=\s+(\S+)\s*$", out, re.M)
-    return SIM_CFLAGS + ((f"-march={arch.group(1)}",) if arch else ())
+    """SIM_CFLAGS for this host's CPU: the simulator stands in for the secure world's core, which
+    the TA dev kit compiles for."""
+    return SIM_CFLAGS + cbuild.host_march()
 
 
 def ta_uuid(model_sha256: str) -> uuidlib.UUID:

@@ -380,3 +380,10 @@ def test_kernels_build_freestanding_for_aarch64(tmp_path):
                            cflags=("-std=c99", "-ffreestanding", "-nostdlib", "-O2", "-Wall", "-Wextra",
                                    "-pedantic", "-Werror"), out_dir=tmp_path)
         assert obj.stat().st_size > 0
+
+
+def test_host_march_names_the_cpu():
+    """Host builds (simulator, benchmarks) name the CPU in their flags, never -march=native, so a
+    cached build from another CPU has another cache key."""
+    flags = cbuild.host_march()
+    assert flags == () or (len(flags) == 1 and flags[0].startswith("-march=") and flags[0] != "-march=native")
