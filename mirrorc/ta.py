@@ -40,8 +40,7 @@ MALLOC_OVERHEAD = 64
 # Heap libutee itself may take (property and parameter handling).
 LIBUTEE_HEAP_BYTES = 4096
 
-# Simulator C flags; the model is built exactly like the kernels' tests build it (sim_cflags() adds
-# the host CPU's instruction set to them).
+# Simulator C flags, the kernels' own C99 warnings-clean set; sim_cflags() adds the host CPU's -march.
 SIM_CFLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-D_GNU_SOURCE", "-pthread")
 # Test-only builds add a command returning the MirrorNet logits; never in a TA for a board.
 DEBUG_DEFINES = {"MIRRORC_DEBUG": None, "MIRRORC_TA_DEBUG_LOGITS": None}
