@@ -34,6 +34,8 @@ def register(main: click.Group) -> None:
     @click.option("--epochs", default=10, show_default=True, type=click.IntRange(0))
     @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
     @click.option("--lr", default=1e-3, show_default=True, type=float, help="Adam learning rate")
+    @click.option("--lr-schedule", default="constant", show_default=True, type=click.Choice(["constant", "cosine"]),
+                  help="cosine: the learning rate decays to 0 over the run (the baseline gets the same schedule)")
     @click.option("--backbone-penalty", default=0.0, show_default=True, type=click.FloatRange(0),
                   help="weight W of the term W * -log(1 - p_backbone(right class)) that makes the backbone alone "
                   "wrong (a larger accuracy gap); 0 = the paper's plain cross-entropy")
@@ -53,7 +55,8 @@ def register(main: click.Group) -> None:
     @click.option("--resume", is_flag=True, help="continue from the per-epoch checkpoints of an interrupted run")
     @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
     @user_errors
-    def compile_cmd(model, data, data_dir, protect, channels, out_dir, epochs, batch_size, lr, backbone_penalty,
+    def compile_cmd(model, data, data_dir, protect, channels, out_dir, epochs, batch_size, lr, lr_schedule,
+                    backbone_penalty,
                     penalty_kind, select, seed, val_fraction, limit_train, tee_memory, no_baseline, fast, resume, as_json):
         """Compile MODEL (ONNX classifier) into a MirrorNet deployment in OUTPUT: train it on DATA
         (backbone and CPM jointly, or the CPM alone under --protect random-backbone), then write
@@ -61,7 +64,7 @@ def register(main: click.Group) -> None:
         from mirrorc.compile import compile_model
         from mirrorc.train import TrainConfig
 
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
                              backbone_penalty=backbone_penalty, penalty_kind=penalty_kind, val_fraction=val_fraction, fast=fast)
         summary = compile_model(model, out_dir, data=data, data_dir=data_dir, channels=channels, protect=protect,
                                 select=select,

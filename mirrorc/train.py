@@ -18,6 +18,7 @@ every epoch; `resume` continues from it.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,7 @@ def require_torch():
 
 
 PENALTY_KINDS = ("wrong", "uniform")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -52,6 +54,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # "constant", or "cosine": decays to 0 over all the batches of the run
     seed: int = 0
     backbone_penalty: float = 0.0
     penalty_kind: str = "wrong"  # "wrong": -log(1 - p_y); "uniform": cross-entropy to the uniform distribution
@@ -66,6 +69,8 @@ class TrainConfig:
             raise MirrorcError(f"--batch-size: must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise MirrorcError(f"--lr: must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise MirrorcError(f"--lr-schedule: one of {', '.join(LR_SCHEDULES)}, not '{self.lr_schedule}'")
         if self.backbone_penalty < 0:
             raise MirrorcError(f"--backbone-penalty: must be >= 0, got {self.backbone_penalty}")
         if self.penalty_kind not in PENALTY_KINDS:
@@ -152,6 +157,11 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
     if config.fast:
         module = module.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=config.lr)
+    steps = config.epochs * -(-len(train_idx) // config.batch_size)
+    # LambdaLR keeps a constant schedule a no-op; the cosine factor reaches 0 at the last batch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+        if config.lr_schedule == "cosine" and steps else (lambda step: 1.0))
 
     history: list[EpochStats] = []
     start_epoch = 0
@@ -167,6 +177,7 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
                                f"({state.get('config')}); remove it or use the same options")
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
         history = [EpochStats(**h) for h in state["history"]]
         start_epoch = state["epoch"]
         if log:
@@ -217,6 +228,7 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             total_loss += float(loss.detach()) * len(idx)
             correct += int((out[logits].detach().argmax(1) == yb).sum())
             seen += len(idx)
@@ -236,7 +248,7 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
         if ckpt:
             with atomic_file(ckpt) as tmp:
                 torch.save({"epoch": epoch + 1, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                            "history": [asdict(h) for h in history], "config": asdict(config),
+                            "scheduler": scheduler.state_dict(), "history": [asdict(h) for h in history], "config": asdict(config),
                             "outputs": outputs, "fingerprint": fingerprint}, tmp)
     bar.close()
     module = module.to(memory_format=torch.contiguous_format)

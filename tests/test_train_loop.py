@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -55,6 +57,34 @@ def test_resume_continues_exactly(tmp_path):
         train(lenet5(), x, y, TrainConfig(epochs=3, batch_size=16), checkpoint=ckpt, resume=True, fingerprint="x")
     with pytest.raises(MirrorcError, match="different options"):
         train(lenet5(), x, y, TrainConfig(epochs=3, batch_size=32), checkpoint=ckpt, resume=True, fingerprint="m")
+
+
+def test_cosine_schedule_decays_to_zero_and_resumes_exactly(tmp_path):
+    import torch
+
+    x, y = tiny_data()
+    cfg = TrainConfig(epochs=3, batch_size=16, seed=0, lr=3e-3, lr_schedule="cosine")
+    straight = train(lenet5(), x, y, cfg)
+    constant = train(lenet5(), x, y, replace(cfg, lr_schedule="constant"))
+    ws = weights(straight.model)
+    assert any(not np.array_equal(ws[k], v) for k, v in weights(constant.model).items())
+
+    def crash_in_epoch_2(line):
+        if " epoch 2/" in line:
+            raise KeyboardInterrupt
+    ckpt = tmp_path / "ck.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(lenet5(), x, y, cfg, checkpoint=ckpt, fingerprint="m", log=crash_in_epoch_2)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    resumed = train(lenet5(), x, y, cfg, checkpoint=ckpt, resume=True, fingerprint="m")
+    wr = weights(resumed.model)
+    diff = max(float(np.abs(ws[k] - wr[k]).max()) for k in ws)
+    print("cosine, resume vs straight: max weight difference", diff)
+    assert diff == 0.0
+    last_lr = torch.load(ckpt, weights_only=False)["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr < 1e-9  # the schedule ends at 0 after the last batch
+    with pytest.raises(MirrorcError, match="--lr-schedule"):
+        TrainConfig(lr_schedule="step").check()
 
 
 def test_logits_tensor_skips_softmax_and_identity():
