@@ -93,12 +93,14 @@ int main(int argc, char **argv)
 """
 
 
-def session(path_or_model) -> ort.InferenceSession:
+def session(path_or_model, disabled_optimizers: list[str] | None = None) -> ort.InferenceSession:
+    """A single-threaded CPU session (onnxruntime graph optimizers in `disabled_optimizers` off)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     src = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    kwargs = {"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"], **kwargs)
 
 
 def per_image(fn, n: int) -> float:

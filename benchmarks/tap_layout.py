@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes.split import split  # noqa: E402
+from secure_world import INPUT_SHAPES, interleaved, session  # noqa: E402  (same timing as the end to end)
 
-INPUT_SHAPES = {"lenet5": (1, 28, 28), "vgg7": (3, 32, 32)}
 CHANNELWISE = ("Relu", "BatchNormalization", "MaxPool")  # ops a channel split passes through
 
 
@@ -82,12 +81,13 @@ class Graph:
 
 
 def select_conv(normal: onnx.ModelProto, outputs: int, shapes: dict) -> onnx.ModelProto:
-    """Each tap's Gather replaced by a 1x1 conv with one-hot weights (and a Slice to C channels)."""
+    """Each feature-map tap's Gather replaced by a 1x1 conv with one-hot weights (and a Slice to C
+    channels); a dense tap keeps its Gather."""
     gr = Graph(normal)
     nodes = []
     taps = {n.name for n in tap_gathers(gr.model)}
     for n in gr.g.node:
-        if n.name not in taps:
+        if n.name not in taps or len(shapes[n.input[0]]) != 4:
             nodes.append(n)
             continue
         idx = gr.inits[n.input[1]]
@@ -164,16 +164,6 @@ def block_split(normal: onnx.ModelProto, block: int) -> onnx.ModelProto:
     return gr.finish(out)
 
 
-def session(model, disabled: list[str] | None = None) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    src = model if isinstance(model, str) else model.SerializeToString()
-    kwargs = {"disabled_optimizers": disabled} if disabled else {}
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"], **kwargs)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="vgg7", choices=sorted(INPUT_SHAPES))
@@ -201,20 +191,13 @@ def main() -> None:
         if not name.startswith("original"):
             got = s.run(None, feed)
             diffs[name] = max(float(np.abs(a - b).max()) for a, b in zip(want, got))
-    names = list(variants)
-    times = {k: np.empty(args.calls) for k in names}
-    for c in range(args.calls):
-        for j in range(len(names)):
-            k = names[(c + j) % len(names)]
-            t = time.perf_counter()
-            variants[k].run(None, feed)
-            times[k][c] = time.perf_counter() - t
+    times = interleaved({k: (lambda i, s=s: s.run(None, feed)) for k, s in variants.items()}, 1, args.calls)
 
     o50, omean = np.median(times["original"]), np.mean(times["original"])
     print(f"\n{args.model}, C = {args.channels}, batch 1, 1 thread, {args.calls} calls each, wall us; "
           f"max |output - normal.onnx| over all outputs")
     print(f"{'variant':22} {'p50':>9} {'vs original':>11} {'mean':>9} {'vs original':>11} {'max diff':>9}")
-    for k in names:
+    for k in variants:
         p50, mean = np.median(times[k]), np.mean(times[k])
         diff = f"{diffs[k]:9.1e}" if k in diffs else f"{'':9}"
         print(f"{k:22} {p50 * 1e6:9.1f} {100 * (p50 / o50 - 1):+10.1f}% {mean * 1e6:9.1f} "
