@@ -5,7 +5,7 @@ the CPM's first conv. The backbone can then be trained to be a poor initialisati
 (backbone penalty, probe-adversarial training of mirrorc/attack_defense.py, or not trained at all)
 while the CPM keeps accuracy from its own stem. For each W and backbone-training setting: MirrorNet,
 backbone-alone and unprotected test accuracy, the CPM's MACs (TEE cost) against the backbone's, and
-the head start at the attack budget (best attack - from scratch, mirrorc.attack).
+the head start at the attack budget (best attack - from scratch, mirrorc.attack.thief).
 
     OMP_NUM_THREADS=1 python benchmarks/attack_stem.py --threads 1 --epochs 3 --limit-train 20000 \
         --widths 0,2,4,6 --settings plain,probe1 --seeds 1
@@ -18,7 +18,7 @@ the TA lowering do not know it, so each build writes its own normal.onnx and the
 given a stem-aware secure part. Builds go to OUT/<name>/ (`--reuse` takes a trained one from there),
 every row to OUT/summary.json.
 
-A second from-scratch baseline, `scratch_default`: mirrorc.attack's `scratch` starts from He-normal
+A second from-scratch baseline, `scratch_default`: mirrorc.attack.thief's `scratch` starts from He-normal
 weights with zero biases, but the compiler's own backbone init (passes/mirror.py, init="random": PyTorch's
 default uniform) is a better start on 600 images, and a thief who steals nothing can use it too. So
 every attack seed also fine-tunes an *untrained* backbone of that init (another seed than the build's),
@@ -100,7 +100,7 @@ def add_stem(mirrornet: onnx.ModelProto, width: int, seed: int = 0) -> onnx.Mode
     whose input channels are widened to match. width 0 returns the model unchanged."""
     if width == 0:
         return mirrornet
-    from mirrorc.attack import _fresh_value
+    from mirrorc.attack.thief import _fresh_value
 
     model = onnx.ModelProto()
     model.CopyFrom(mirrornet)
@@ -186,7 +186,7 @@ def secure_part(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def mac_ratio(model: onnx.ModelProto) -> tuple[int, int]:
-    from mirrorc.layers import layers
+    from mirrorc.plan.layers import layers
 
     all_layers = layers(model)
     cpm = sum(layer.macs for layer in all_layers if layer.name.startswith("cpm/"))
@@ -197,9 +197,9 @@ def mac_ratio(model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def train_mirrornet(initial: onnx.ModelProto, dataset, setting: dict, epochs: int, seed: int) -> onnx.ModelProto:
-    from mirrorc import attack as atk
-    from mirrorc import attack_defense as defense
-    from mirrorc.train import TrainConfig, train
+    from mirrorc.attack import thief as atk
+    from mirrorc.attack import defense
+    from mirrorc.train.loop import TrainConfig, train
 
     if setting["frozen"]:  # only the CPM learns; the backbone keeps its random initial weights
         steps = epochs * math.ceil(len(dataset.y_train) / 128)
@@ -236,14 +236,14 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", action="store_true", help="take OUT/<name>/mirrornet.onnx when present")
     args = ap.parse_args(argv)
 
-    os.environ["MIRRORC_THREADS"] = str(args.threads)  # mirrorc.train sets torch's threads from it
+    os.environ["MIRRORC_THREADS"] = str(args.threads)  # mirrorc.train.loop sets torch's threads from it
     import torch
 
     torch.set_num_threads(args.threads)
-    from mirrorc import attack as atk
-    from mirrorc.data import load_dataset
+    from mirrorc.attack import thief as atk
+    from mirrorc.train.data import load_dataset
     from mirrorc.pipeline import build_mirrornet
-    from mirrorc.train import TrainConfig, logits_tensor, same_init, train
+    from mirrorc.train.loop import TrainConfig, logits_tensor, same_init, train
 
     began = time.perf_counter()
     out = Path(args.out)
@@ -329,8 +329,8 @@ def main(argv=None) -> int:
               f"{atk.signed_spread(r['gains'].get('finetune_all', [])):>14}"
               f"{atk.signed_spread(r['gains'].get('replace_cpm', [])):>14}"
               f"{atk.signed_spread(hs['per_seed']) if hs else '-':>14}{atk.signed_spread(r['head_start_fair']):>14}")
-    print("scratch: mirrorc.attack's He-normal start; scr-def: the compiler's default-init start, untrained; "
-          "HS ft-all/repl-CPM/best: against scratch (mirrorc.attack); HS best*: against the better of the two")
+    print("scratch: mirrorc.attack.thief's He-normal start; scr-def: the compiler's default-init start, untrained; "
+          "HS ft-all/repl-CPM/best: against scratch (mirrorc.attack.thief); HS best*: against the better of the two")
     print(f"(backbone MACs {rows[0]['backbone_macs'] if rows else 0}; total {time.perf_counter() - began:.0f}s)")
     return 0
 

@@ -1,14 +1,14 @@
 """What a thief gets, across MirrorNet constructions: for each dataset, protection strategy, C, tap
-selection and backbone penalty, compile a LeNet-5 MirrorNet, run `mirrorc.attack` on it and print
+selection and backbone penalty, compile a LeNet-5 MirrorNet, run `mirrorc.attack.thief` on it and print
 MirrorNet accuracy, Δp and the head start (best attack - from scratch) at each budget; with
 `--baseline`, also the unprotected model trained the same way and the MirrorNet's cost against it.
 
     python benchmarks/attacks.py --out /tmp/attack-bench                      # the full grid (hours)
     python benchmarks/attacks.py --out /tmp/ab --datasets mnist --channels 2 --penalties 0,1 --seeds 1
     python benchmarks/attacks.py --out /tmp/ab --datasets mnist --protects joint,random-backbone \
-        --channels default --penalties 0 --selects first --budgets 600 --seeds 3 --baseline   # mirrorc.protect's figures
+        --channels default --penalties 0 --selects first --budgets 600 --seeds 3 --baseline   # mirrorc.train.protect's figures
 
-`--channels default` is each strategy's own C (mirrorc.protect). A backbone penalty is skipped for a
+`--channels default` is each strategy's own C (mirrorc.train.protect). A backbone penalty is skipped for a
 strategy that freezes the backbone (nothing to penalise).
 
 Builds are kept in OUT/builds/<name>/ and reused when present (delete them to rebuild); every
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(ROOT / "examples" / "models" / "lenet5.onnx"))
     ap.add_argument("--data-dir", default=os.environ.get("MIRRORC_DATA", str(ROOT.parent / "shared" / "datasets")))
     ap.add_argument("--datasets", default="mnist,fashion-mnist")
-    ap.add_argument("--protects", default="joint", help="protection strategies (mirrorc.protect)")
+    ap.add_argument("--protects", default="joint", help="protection strategies (mirrorc.train.protect)")
     ap.add_argument("--channels", default="1,2,4", help="C values, or 'default' for each strategy's own")
     ap.add_argument("--baseline", action="store_true",
                     help="also train the unprotected model per build and report the MirrorNet's cost")
@@ -60,12 +60,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
 
-    from mirrorc import attack as atk
-    from mirrorc import protect as protection
+    from mirrorc.attack import thief as atk
+    from mirrorc.train import protect as protection
     from mirrorc.compile import compile_model
-    from mirrorc.data import load_dataset
+    from mirrorc.train.data import load_dataset
     from mirrorc.evaluate import original_accuracy
-    from mirrorc.train import TrainConfig
+    from mirrorc.train.loop import TrainConfig
 
     if args.threads:
         import torch

@@ -27,7 +27,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mirrorc import cbuild  # noqa: E402
+from mirrorc.backend import cbuild  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes.lower_c import lower  # noqa: E402
 from passes.split import split  # noqa: E402

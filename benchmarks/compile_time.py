@@ -1,5 +1,5 @@
 """Compile-time cost of the front end: per model, wall time and peak memory of inspect
-(mirrorc.cmd_core.inspect_model: load, canonicalize, taps, the layer table), mirror (mirrorc.pipeline.build_mirrornet) and the partition report.
+(mirrorc.plan.inspect.inspect_model: load, canonicalize, taps, the layer table), mirror (mirrorc.pipeline.build_mirrornet) and the partition report.
 
     python benchmarks/compile_time.py [-C 4] [--only resnet50,vgg7]
 
@@ -37,8 +37,8 @@ def models(tmp: Path) -> dict[str, Path]:
 
 def run_one(path: str, channels: int) -> dict:
     """Runs in the child: time each phase, then report peak RSS."""
-    from mirrorc import report
-    from mirrorc.cmd_core import inspect_model
+    from mirrorc.plan import report
+    from mirrorc.plan.inspect import inspect_model
     from mirrorc.pipeline import build_mirrornet
 
     out = {}
@@ -80,7 +80,7 @@ def main() -> None:
         print(json.dumps(res))
         return
 
-    from mirrorc.layers import fmt_count
+    from mirrorc.plan.layers import fmt_count
 
     rows = [["model", "inspect s", "mirror s", "report s", "total s", "peak RSS MB", "taps", "backbone MACs",
              "CPM MACs", "CPM ms (single)", "TEE KiB", "note"]]

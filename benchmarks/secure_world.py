@@ -40,10 +40,12 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mirrorc import cbuild, ta, teec  # noqa: E402
+from mirrorc.backend import cbuild, ta  # noqa: E402
+
+from mirrorc.tee import teec
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
-from mirrorc.runtime import MODES, ProtectedModel  # noqa: E402
-from mirrorc.secure_build import build_secure  # noqa: E402
+from mirrorc.tee.runtime import MODES, ProtectedModel  # noqa: E402
+from mirrorc.backend.secure_build import build_secure  # noqa: E402
 from passes.split import split  # noqa: E402
 
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "vgg7": (3, 32, 32)}

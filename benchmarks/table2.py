@@ -60,9 +60,9 @@ def lenet5_for(dataset: str, work: Path) -> Path:
 
 def run_cell(model: Path, dataset: str, channels: int, penalty: float, args, work: Path, baseline: bool) -> dict:
     from mirrorc.compile import compile_model
-    from mirrorc.data import load_dataset
+    from mirrorc.train.data import load_dataset
     from mirrorc.evaluate import evaluate, model_input_shape
-    from mirrorc.train import TrainConfig
+    from mirrorc.train.loop import TrainConfig
 
     build = work / f"{dataset}-C{channels}-W{penalty:g}"
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

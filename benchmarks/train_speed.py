@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.make_models import lenet5, vgg7  # noqa: E402
-from mirrorc.torchgraph import OnnxModule  # noqa: E402
-from mirrorc.train import logits_tensor  # noqa: E402
+from mirrorc.train.interpreter import OnnxModule  # noqa: E402
+from mirrorc.train.loop import logits_tensor  # noqa: E402
 
 
 class HandLeNet5(torch.nn.Module):

@@ -1,6 +1,6 @@
 """`mirrorc compile`: build the MirrorNet (compiler core), train it, train the unprotected baseline the
 same way from the same initial weights, and write the build directory atomically (mirrornet.onnx,
-original.onnx, report.txt/json, training.json and, through mirrorc.secure_build, normal.onnx, ta/,
+original.onnx, report.txt/json, training.json and, through mirrorc.backend.secure_build, normal.onnx, ta/,
 host/ and plan.json).
 
 Per-epoch checkpoints live beside the build, in `.<build>.checkpoints/`, so an interrupted compile
@@ -21,7 +21,7 @@ import onnx
 
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_dir
-from mirrorc.train import TrainConfig, logits_tensor, require_torch, same_init, train
+from mirrorc.train.loop import TrainConfig, logits_tensor, require_torch, same_init, train
 
 
 def checkpoint_dir(out_dir: Path) -> Path:
@@ -33,10 +33,10 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
                   config: TrainConfig | None = None, limit_train: int | None = None, baseline: bool = True,
                   tee_memory: str | int | None = None, resume: bool = False,
                   log: Callable[[str], None] | None = None) -> dict:
-    """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.protect;
+    """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.train.protect;
     `channels` defaults to the strategy's C); returns a summary (what `--json` prints)."""
-    from mirrorc import protect as strategies
-    from mirrorc.data import load_dataset
+    from mirrorc.train import protect as strategies
+    from mirrorc.train.data import load_dataset
     from mirrorc.pipeline import build_mirrornet
 
     require_torch()  # fail before any work if training is impossible
@@ -50,7 +50,7 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
         channels = strategy.default_channels(model_path)
     tee_bytes = None
     if tee_memory is not None:
-        from mirrorc.report import parse_size
+        from mirrorc.plan.report import parse_size
 
         tee_bytes = parse_size(tee_memory)
 
@@ -110,7 +110,6 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
         "val_backbone_acc": _pct(last.val_backbone_acc if last else None),
         "val_original_acc": _pct(original.last.val_acc if original and original.last else None),
         "preprocessing": dataset.preprocessing,
-        "secure_part": plan is not None and "uuid" in plan,
         "files": sorted(p.name for p in out_dir.iterdir()),
     }
 
@@ -119,11 +118,9 @@ def _pct(v: float | None) -> float | None:
     return None if v is None else round(100.0 * v, 2)
 
 
-def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, training: dict) -> dict | None:
-    try:
-        from mirrorc.report import build_report, format_report
-    except ImportError:
-        return None
+def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, training: dict) -> dict:
+    from mirrorc.plan.report import build_report, format_report
+
     report = build_report(model, tee_memory=tee_bytes)
     last = training["mirrornet"][-1] if training["mirrornet"] else None
     report["training"] = {"data": training["data"], "protect": training["protect"],
@@ -144,18 +141,15 @@ def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, trai
     return report
 
 
-def _write_secure_part(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, report: dict | None,
-                       model_path: Path, preprocessing: dict) -> dict | None:
+def _write_secure_part(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, report: dict,
+                       model_path: Path, preprocessing: dict) -> dict:
     """THE call site for the secure world: split, lower the CPM to C, write ta/, host/, normal.onnx;
     plan.json combines its fields with the emulator's figures."""
-    try:
-        from mirrorc.secure_build import build_secure
-    except ImportError:
-        return None
+    from mirrorc.backend.secure_build import build_secure
+
     fields = build_secure(model, tmp, tee_memory=tee_bytes)
     # preprocessing: how inputs must be prepared (mirrorc run applies it to images)
     plan = {"format": 1, "model": model_path.name, **fields, "preprocessing": preprocessing}
-    if report is not None:
-        plan["emulator"] = {"device": report.get("device"), "latency_us": report.get("latency_us")}
+    plan["emulator"] = {"device": report.get("device"), "latency_us": report.get("latency_us")}
     (tmp / "plan.json").write_text(json.dumps(plan, indent=2))
     return plan

@@ -1,7 +1,5 @@
-"""User-facing errors: one line, naming the file, node or field, exit code 2."""
+"""User-facing errors: `MirrorcError` (defined in `passes.errors`, the lowest layer that raises it)."""
 
+from passes.errors import MirrorcError
 
-class MirrorcError(Exception):
-    """An error caused by the user's input. The CLI prints `mirrorc: error: <msg>` and exits 2."""
-
-    exit_code = 2
+__all__ = ["MirrorcError"]

@@ -99,15 +99,10 @@ def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, s
 
 def split_agreement(build: Path, x: np.ndarray, reference_labels: np.ndarray) -> dict | None:
     """THE call site for split execution: normal.onnx in onnxruntime + the TA (simulated or on a board)
-    must give the label mirrornet.onnx gives. None when the build has no secure part or the runtime
-    does not exist yet."""
-    if not (build / "normal.onnx").exists():
-        return None
-    try:
-        from mirrorc.runtime import ProtectedModel
-    except ImportError:
-        return None
-    if not (build / "plan.json").exists():
+    must give the label mirrornet.onnx gives. None when the build has no secure part."""
+    from mirrorc.tee.runtime import ProtectedModel
+
+    if not (build / "normal.onnx").exists() or not (build / "plan.json").exists():
         return None
     with ProtectedModel(build) as protected:
         labels = np.asarray(protected.predict(x)).reshape(-1)

@@ -20,7 +20,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
-from mirrorc.errors import MirrorcError
+from passes.errors import MirrorcError
 
 # gs logs folding warnings (and a hint about the `colored` module) on stdout/stderr; CLI errors must
 # stay one line, so only its errors are shown.

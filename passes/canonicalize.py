@@ -25,7 +25,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-from mirrorc.errors import MirrorcError
+from passes.errors import MirrorcError
 from passes.base import Pass, PassContext, to_gs
 from passes.load import default_opset
 from passes.shapes import infer_graph

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from mirrorc.errors import MirrorcError
+from passes.errors import MirrorcError
 
 PASS = "fold_bn"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from mirrorc.errors import MirrorcError
+from passes.errors import MirrorcError
 from passes.base import Pass, PassContext
 from passes.shapes import skeleton
 

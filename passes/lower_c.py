@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from mirrorc import cbuild
-from mirrorc.errors import MirrorcError
+import runtime_c
+from passes.errors import MirrorcError
 from passes import memplan
 
 PASS = "lower_c"
@@ -667,7 +667,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
                               "hex literals. Included by mirrorc_model.c only.")
     files = {"model/mirrorc_model.h": header, "model/mirrorc_model.c": source,
              "model/mirrorc_weights.h": weights}
-    for src in [cbuild.KERNEL_DIR / "mirrorc_kernels.h", *cbuild.kernel_sources()]:
+    for src in [runtime_c.KERNEL_DIR / "mirrorc_kernels.h", *runtime_c.kernel_sources()]:
         files[f"kernels/{src.name}"] = src.read_text()
     memory = dict(mplan.summary(), weight_bytes=weight_bytes, fast_conv=fast_conv)
     symbols = {key: sym for key, (sym, _) in emitter.weights.items()}

@@ -67,7 +67,7 @@ def is_cpm(name: str) -> bool:
 
 def normalize_options(options: dict) -> dict:
     """The mirror options with defaults filled in, checked; errors name the option."""
-    from mirrorc.errors import MirrorcError
+    from passes.errors import MirrorcError
 
     opts = {"channels": 2, "select": "first", "seed": 0, "init": "random", "dense_width": None}
     unknown = set(options) - set(opts)

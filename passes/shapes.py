@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from mirrorc.errors import MirrorcError
+from passes.errors import MirrorcError
 
 _KEEP_BYTES = 4096  # initializers up to this size keep their data (shape constants, indices)
 

@@ -18,7 +18,7 @@ import json
 import onnx
 from onnx import TensorProto, helper
 
-from mirrorc.errors import MirrorcError
+from passes.errors import MirrorcError
 from passes.fold_bn import fold_bn
 from passes.mirror import is_cpm
 

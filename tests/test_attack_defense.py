@@ -1,4 +1,4 @@
-"""mirrorc.attack_defense: MirrorNet training against fresh-CPM probes (a candidate --protect strategy)."""
+"""mirrorc.attack.defense: MirrorNet training against fresh-CPM probes (a candidate --protect strategy)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _values(model):
 
 
 def test_probe_training_trains_backbone_and_cpm_and_keeps_the_contract():
-    from mirrorc.attack_defense import ProbeConfig, train_against_probes
+    from mirrorc.attack.defense import ProbeConfig, train_against_probes
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 1, 28, 28)).astype(np.float32)
@@ -32,7 +32,7 @@ def test_probe_training_trains_backbone_and_cpm_and_keeps_the_contract():
 
 
 def test_probe_training_refuses_a_plain_classifier():
-    from mirrorc.attack_defense import ProbeConfig, train_against_probes
+    from mirrorc.attack.defense import ProbeConfig, train_against_probes
     from mirrorc.errors import MirrorcError
 
     plain = lenet_mirrornet(2)

@@ -102,7 +102,7 @@ def lenet_mirrornet(channels: int = 2, seed: int = 0) -> onnx.ModelProto:
 
 @pytest.fixture(scope="module")
 def mnist():
-    from mirrorc.data import load_dataset
+    from mirrorc.train.data import load_dataset
 
     return load_dataset("mnist", data_dir=str(DATA_DIR), input_shape=(1, 28, 28))
 
@@ -111,7 +111,7 @@ def mnist():
 def plain_build(tmp_path_factory, mnist):
     """A plain-loss MirrorNet (cross-entropy on mirrornet_logits only), briefly trained by the real
     trainer: its backbone alone is a weak model that a working fine-tune must improve on."""
-    from mirrorc.train import TrainConfig, train
+    from mirrorc.train.loop import TrainConfig, train
 
     result = train(lenet_mirrornet(2), mnist.x_train[:3000], mnist.y_train[:3000],
                    TrainConfig(epochs=1, batch_size=64, lr=1e-3, val_fraction=0.0),
@@ -133,7 +133,7 @@ def _cli(*args):
 
 
 def test_head_start_is_best_attack_minus_matching_scratch():
-    from mirrorc.attack import Result, head_starts
+    from mirrorc.attack.thief import Result, head_starts
 
     results = [Result("finetune_all", 600, s, a) for s, a in ((0, 97.0), (1, 96.0))]
     results += [Result("replace_cpm", 600, s, a) for s, a in ((0, 95.0), (1, 96.5))]
@@ -147,7 +147,7 @@ def test_head_start_is_best_attack_minus_matching_scratch():
 
 
 def test_budget_draw_is_seeded_and_bounded():
-    from mirrorc.attack import draw_budget
+    from mirrorc.attack.thief import draw_budget
     from mirrorc.errors import MirrorcError
 
     a, b = draw_budget(1000, 100, 3), draw_budget(1000, 100, 3)
@@ -160,7 +160,7 @@ def test_budget_draw_is_seeded_and_bounded():
 def test_attacker_view_has_no_cpm_and_matches_mirrornet(tmp_path):
     """The backbone cut out of mirrornet.onnx computes exactly the mirrornet's backbone_logits and
     holds no CPM weight; replace_cpm starts from a CPM with no trained value in it."""
-    from mirrorc import attack as atk
+    from mirrorc.attack import thief as atk
 
     model = lenet_mirrornet(2, seed=5)
     onnx.save(model, str(tmp_path / "mirrornet.onnx"))

@@ -17,7 +17,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from mirrorc import cbuild
+import runtime_c
+from mirrorc.backend import cbuild
 from mirrorc.errors import MirrorcError
 from passes import lower_c
 
@@ -62,8 +63,8 @@ class Harness:
     def run(self, tmp_path):
         path = tmp_path / "cases.c"
         path.write_text("\n".join(self.sources))
-        lib = cbuild.load(cbuild.build([path, *cbuild.kernel_sources()], name="kernel_cases",
-                                       include_dirs=[cbuild.KERNEL_DIR]))
+        lib = cbuild.load(cbuild.build([path, *runtime_c.kernel_sources()], name="kernel_cases",
+                                       include_dirs=[runtime_c.KERNEL_DIR]))
         results = []
         for label, fn, feeds, refs in self.cases:
             expected = refs[0][0]
@@ -375,8 +376,8 @@ def test_kernels_build_freestanding_for_aarch64(tmp_path):
     cc = "aarch64-linux-gnu-gcc"
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} not installed")
-    for src in cbuild.kernel_sources():
-        obj = cbuild.build([src], kind="object", name=src.stem, include_dirs=[cbuild.KERNEL_DIR], compiler=cc,
+    for src in runtime_c.kernel_sources():
+        obj = cbuild.build([src], kind="object", name=src.stem, include_dirs=[runtime_c.KERNEL_DIR], compiler=cc,
                            cflags=("-std=c99", "-ffreestanding", "-nostdlib", "-O2", "-Wall", "-Wextra",
                                    "-pedantic", "-Werror"), out_dir=tmp_path)
         assert obj.stat().st_size > 0

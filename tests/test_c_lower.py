@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from mirrorc import cbuild
+from mirrorc.backend import cbuild
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import build_mirrornet
 from passes import lower_c, memplan

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
-from mirrorc import layers as L
-from mirrorc.cmd_core import inspect_model
+from mirrorc.plan import layers as L
+from mirrorc.plan.inspect import inspect_model
 from mirrorc.pipeline import build_mirrornet
 from test_core_passes import _session, _source_logits, _zero_cpm_head
 

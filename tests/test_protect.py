@@ -1,4 +1,4 @@
-"""Protection strategies (mirrorc.protect): `random-backbone` trains the CPM alone and leaves every
+"""Protection strategies (mirrorc.train.protect): `random-backbone` trains the CPM alone and leaves every
 backbone weight at its seeded random value, through the trainer, `mirrorc compile` and the
 partition report; bad combinations are one-line errors."""
 
@@ -16,11 +16,11 @@ from onnx import numpy_helper
 
 pytest.importorskip("torch")
 
-from mirrorc import protect  # noqa: E402
+from mirrorc.train import protect  # noqa: E402
 from mirrorc.cli import main  # noqa: E402
 from mirrorc.errors import MirrorcError  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
-from mirrorc.train import TrainConfig, train  # noqa: E402
+from mirrorc.train.loop import TrainConfig, train  # noqa: E402
 from passes.mirror import is_cpm  # noqa: E402
 
 LENET = "examples/models/lenet5.onnx"
@@ -97,7 +97,7 @@ def test_compile_random_backbone_ships_the_random_backbone(tmp_path, tiny_npz):
     training = json.loads((out / "training.json").read_text())
     assert training["protect"] == "random-backbone" and training["config"]["freeze_backbone"] is True
     assert "protection: random-backbone, C = 8" in (out / "report.txt").read_text()
-    from mirrorc.attack import build_protection
+    from mirrorc.attack.thief import build_protection
 
     assert build_protection(out) == "random-backbone" and build_protection(tmp_path) is None
 

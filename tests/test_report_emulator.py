@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from mirrorc.emulator import load_device, predict
+from mirrorc.plan.emulator import load_device, predict
 from mirrorc.errors import MirrorcError
-from mirrorc.layers import Layer
+from mirrorc.plan.layers import Layer
 
 
 def conv(ic, oc, k, fi, fo):

@@ -1,4 +1,4 @@
-"""mirrorc.layers against hand-computed counts (LeNet-5 of the paper's Fig. 3) and small odd cases."""
+"""mirrorc.plan.layers against hand-computed counts (LeNet-5 of the paper's Fig. 3) and small odd cases."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mirrorc import layers as L
+from mirrorc.plan import layers as L
 from mirrorc.errors import MirrorcError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))

@@ -12,9 +12,9 @@ import onnx
 import pytest
 
 from mirrorc.pipeline import build_mirrornet
-from mirrorc.report import build_report
+from mirrorc.plan.report import build_report
 from test_report_emulator import VGG, lenet5_cpm, vgg_cpm
-from mirrorc.emulator import load_device, predict
+from mirrorc.plan.emulator import load_device, predict
 from test_report_fixture import lenet_mirrornet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from mirrorc.cli import main
-from mirrorc.emulator import load_device
+from mirrorc.plan.emulator import load_device
 from mirrorc.errors import MirrorcError
-from mirrorc.report import build_report, format_report, parse_size
+from mirrorc.plan.report import build_report, format_report, parse_size
 from test_report_fixture import lenet_mirrornet
 
 SW, B = 345.9, 4.888 / 1024  # Eq. 2: base and per-byte slope (us)

@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from mirrorc import strategy
+from mirrorc.plan import strategy
 from mirrorc.errors import MirrorcError
-from mirrorc.report import build_report
+from mirrorc.plan.report import build_report
 from test_report_fixture import lenet_mirrornet
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mirrorc import ta
+from mirrorc.backend import ta
 from test_ta_support import write_fixture_build
 
 CROSS = "aarch64-linux-gnu-gcc"

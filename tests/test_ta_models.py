@@ -13,10 +13,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from mirrorc import ta, teec
+from mirrorc.backend import ta
+
+from mirrorc.tee import teec
 from mirrorc.pipeline import build_mirrornet
-from mirrorc.runtime import ProtectedModel
-from mirrorc.secure_build import build_secure
+from mirrorc.tee.runtime import ProtectedModel
+from mirrorc.backend.secure_build import build_secure
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models"
 MODELS = {"lenet5": ((1, 28, 28), 200), "vgg7": ((3, 32, 32), 60)}

@@ -10,7 +10,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from mirrorc import ta, teec
+from mirrorc.backend import ta
+
+from mirrorc.tee import teec
 from mirrorc.errors import MirrorcError
 from test_ta_support import (FIXTURE_CLASSES, FIXTURE_TAP_FLOATS, fixture_label, fixture_logits, random_inputs,
                              write_fixture_build)
@@ -323,8 +325,8 @@ def test_host_example_links_against_the_shim(build, tmp_path):
 
 
 def test_client_structures_match_the_c_header():
-    """mirrorc.teec's ctypes layouts equal tee_client_api.h's (checked by the C compiler)."""
-    from mirrorc import cbuild
+    """mirrorc.tee.teec's ctypes layouts equal tee_client_api.h's (checked by the C compiler)."""
+    from mirrorc.backend import cbuild
 
     src = ta.SHIM / "tee_client_api.h"
     code = (f'#include "{src}"\n#include <stddef.h>\n'

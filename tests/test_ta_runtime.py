@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from mirrorc.cli import main
 from mirrorc.errors import MirrorcError
-from mirrorc.runtime import ProtectedModel
+from mirrorc.tee.runtime import ProtectedModel
 from test_ta_support import fixture_deployment_labels, write_fixture_deployment
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mirrorc import ta
+from mirrorc.backend import ta
 
 # Two taps of 3 and 2 floats, 4 classes. Tap 0's sum is carried to the final command; tap 1's sum is
 # doubled, so sending the taps in the wrong order changes the answer.

@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 
 from mirrorc.compile import checkpoint_dir, compile_model  # noqa: E402
 from mirrorc.errors import MirrorcError  # noqa: E402
-from mirrorc.train import TrainConfig  # noqa: E402
+from mirrorc.train.loop import TrainConfig  # noqa: E402
 
 
 def test_failure_keeps_checkpoints_and_resume_continues(tmp_path, tiny_npz, monkeypatch):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mirrorc.data import load_dataset, read_idx
+from mirrorc.train.data import load_dataset, read_idx
 from mirrorc.errors import MirrorcError
 
 

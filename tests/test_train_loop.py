@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 from examples.make_models import lenet5  # noqa: E402
 from mirrorc.errors import MirrorcError  # noqa: E402
-from mirrorc.train import TrainConfig, logits_tensor, same_init, split_validation, train  # noqa: E402
+from mirrorc.train.loop import TrainConfig, logits_tensor, same_init, split_validation, train  # noqa: E402
 
 
 def tiny_data(n=96, seed=0):
@@ -114,7 +114,7 @@ def test_same_init_copies_backbone_weights():
 def test_without_torch_the_message_says_how_to_install(monkeypatch):
     import sys
 
-    from mirrorc.train import require_torch
+    from mirrorc.train.loop import require_torch
 
     monkeypatch.setitem(sys.modules, "torch", None)  # what an environment without torch looks like
     with pytest.raises(MirrorcError, match=r"pip install torch==2\.13\.0.*mirrorc\[train\]"):

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from examples.make_models import lenet5, vgg7  # noqa: E402
 from mirrorc.errors import MirrorcError  # noqa: E402
-from mirrorc.torchgraph import OnnxModule  # noqa: E402
+from mirrorc.train.interpreter import OnnxModule  # noqa: E402
 
 ZOO = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 # small enough for CI, and between them they cover LRN, Concat, Sum, Transpose, BN, AveragePool, Dropout

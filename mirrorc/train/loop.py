@@ -60,7 +60,7 @@ class TrainConfig:
     penalty_kind: str = "wrong"  # "wrong": -log(1 - p_y); "uniform": cross-entropy to the uniform distribution
     val_fraction: float = 0.1
     fast: bool = False  # channels_last + bf16 autocast: ~3x on conv-heavy models on recent x86 CPUs
-    freeze_backbone: bool = False  # train only the CPM (mirrorc.protect's random-backbone strategy)
+    freeze_backbone: bool = False  # train only the CPM (mirrorc.train.protect's random-backbone strategy)
 
     def check(self) -> None:
         if self.epochs < 0:
@@ -138,9 +138,9 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
     torch = require_torch()
     import torch.nn.functional as F
 
-    from mirrorc.clikit import progress
+    from mirrorc.cli.common import progress
     from mirrorc.outdir import atomic_file
-    from mirrorc.torchgraph import OnnxModule
+    from mirrorc.train.interpreter import OnnxModule
 
     config.check()
     if backbone_logits is None and config.backbone_penalty > 0:

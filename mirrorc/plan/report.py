@@ -13,7 +13,7 @@ import re
 
 import onnx
 
-from mirrorc import emulator, layers as L
+from mirrorc.plan import emulator, layers as L
 from mirrorc.errors import MirrorcError
 
 FINAL_NODES = ("cpm/final_add", "cpm/argmax")  # run by the final command whatever their stage says
@@ -242,7 +242,7 @@ def format_report(report: dict) -> str:
                        f"carry {fmt_bytes(m['carry'])}, input buffer {fmt_bytes(m['input_buffer'])}, TA overhead {fmt_bytes(m['ta_overhead'])}"],
     ]
     if r.get("protection"):
-        from mirrorc.protect import format_measured
+        from mirrorc.train.protect import format_measured
 
         p = r["protection"]
         summary += [["protection", f"{p['name']}: {p['summary']}"], ["  measured", format_measured(p["measured"])]]

@@ -17,21 +17,8 @@ def main():
     Companion Partial Monitor (CPM) runs in an OP-TEE Trusted Application and corrects the answer."""
 
 
-# Commands are registered by their modules' `register(main)` below; each module owns its options.
-def _register_all():
-    import importlib
+# One module per subcommand; each owns its options and registers itself on the group.
+from mirrorc.cli import attack, compile, evaluate, inspect, partition, run  # noqa: E402
 
-    for name in ("mirrorc.cmd_core", "mirrorc.cmd_partition", "mirrorc.cmd_train", "mirrorc.cmd_secure", "mirrorc.cmd_attack"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # not written yet
-                continue
-            raise
-        mod.register(main)
-
-
-_register_all()
-
-if __name__ == "__main__":
-    main()
+for _command in (inspect, partition, compile, evaluate, run, attack):
+    _command.register(main)

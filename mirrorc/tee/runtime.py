@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mirrorc import teec
+from mirrorc.tee import teec
 from mirrorc.errors import MirrorcError
 
 TEES = ("sim", "optee")

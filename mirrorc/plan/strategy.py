@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from mirrorc import emulator
+from mirrorc.plan import emulator
 from mirrorc.errors import MirrorcError
-from mirrorc.report import build_report
+from mirrorc.plan.report import build_report
 
 MODES = ("single", "streaming")
 
@@ -69,8 +69,8 @@ def candidates(path, channels: Iterable[int] = (1, 2, 3, 4), device=None, *, tee
 
 
 def format_candidates(ranked: list[dict], mode: str = "single") -> str:
-    from mirrorc.layers import fmt_count
-    from mirrorc.report import fmt_bytes, fmt_ratio, text_table
+    from mirrorc.plan.layers import fmt_count
+    from mirrorc.plan.report import fmt_bytes, fmt_ratio, text_table
 
     rows = [["rank", "C", "single ms", "streaming ms", "CPM MACs", "CPM/backbone", "CPM params",
              "bytes/inf", "TEE memory", "fits"]]

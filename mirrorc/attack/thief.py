@@ -4,7 +4,7 @@ The attacker's view is the normal world only: `normal.onnx` (architecture and we
 backbone, including which channels each tap selects, since those bytes cross the boundary in the
 clear), a labelled budget drawn from the *training* split, and label-only queries to the deployed
 protected model. Every attack is a real, seeded training run through the ONNX interpreter of
-`mirrorc.torchgraph` (the same source of truth as training): the result is written back to ONNX and
+`mirrorc.train.interpreter` (the same source of truth as training): the result is written back to ONNX and
 scored by onnxruntime on the test split.
 
 Attacks (test accuracy each):
@@ -49,7 +49,7 @@ class AttackerView:
     """What the thief holds: the normal-world model, plus handles to query the deployed model.
 
     `mirrornet` is used for two things only: its label output as the oracle (when
-    mirrorc.runtime.ProtectedModel is not available) and the *shape* of the CPM for `replace_cpm`
+    mirrorc.tee.runtime.ProtectedModel is not available) and the *shape* of the CPM for `replace_cpm`
     (every cpm/* initializer is re-drawn before use)."""
 
     build_dir: Path
@@ -274,8 +274,8 @@ def train(model: onnx.ModelProto, output: str, trainable: Callable[[str], bool],
     return the model with the trained values written back."""
     import torch
 
-    from mirrorc.clikit import progress
-    from mirrorc.torchgraph import OnnxModule
+    from mirrorc.cli.common import progress
+    from mirrorc.train.interpreter import OnnxModule
 
     torch.manual_seed(seed)
     module = OnnxModule(model, outputs=[output], trainable=trainable)
@@ -364,15 +364,15 @@ def oracle_labels(view: AttackerView, x: np.ndarray) -> tuple[np.ndarray, str]:
     """Labels from the deployed protected model, label-only. Returns (labels, what answered).
 
     A full build (plan.json, normal.onnx, the TA) is queried by split execution through
-    mirrorc.runtime.ProtectedModel; a build without the secure-world part by mirrornet.onnx's
+    mirrorc.tee.runtime.ProtectedModel; a build without the secure-world part by mirrornet.onnx's
     `label` output in onnxruntime (the golden reference every split execution must match)."""
     if (view.build_dir / "plan.json").is_file() and (view.build_dir / "normal.onnx").is_file():
-        from mirrorc.runtime import ProtectedModel
+        from mirrorc.tee.runtime import ProtectedModel
 
         with ProtectedModel(view.build_dir, tee="sim", mode="single") as deployed:
             labels = np.concatenate([np.asarray(deployed.predict(x[i:i + 500])).reshape(-1)
                                      for i in range(0, len(x), 500)])
-        return labels.astype(np.int64), "mirrorc.runtime.ProtectedModel (split execution, simulated TEE, label only)"
+        return labels.astype(np.int64), "mirrorc.tee.runtime.ProtectedModel (split execution, simulated TEE, label only)"
     labels = run_onnx(view.mirrornet, "label", x).astype(np.int64)
     return labels, "mirrornet.onnx 'label' output in onnxruntime (no plan.json/normal.onnx in the build)"
 
@@ -448,7 +448,7 @@ def architecture_key(model: onnx.ModelProto, output: str) -> str:
 
 def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, schedule: Schedule | None = None,
         attacks: tuple[str, ...] = ALL_ATTACKS, scratch_cache: dict | None = None) -> dict:
-    """Every attack at every budget and seed. `dataset` is a mirrorc.data Dataset; returns a JSON-able dict.
+    """Every attack at every budget and seed. `dataset` is a mirrorc.train.data Dataset; returns a JSON-able dict.
 
     `scratch_cache` (a dict the caller keeps) lets several builds of the same architecture on the same
     data share the labelled from-scratch baseline, which does not depend on the build's weights."""

@@ -9,7 +9,7 @@ for the host against `runtime_c/shim/`: `simulator(build_dir)` gives the TA simu
 The simulator is compiled on first use into `build/ta/sim/`. Building it reads the TA sources, which
 hold the CPM weights, so a normal-world process never builds it itself: it calls `simulator()`, which
 only stats the sources and, when the binary is missing or stale, compiles in a child process
-(`python -m mirrorc.ta sim BUILD_DIR`)."""
+(`python -m mirrorc.backend.ta sim BUILD_DIR`)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ import sys
 import uuid as uuidlib
 from pathlib import Path
 
-from mirrorc import cbuild
+import runtime_c
+from mirrorc.backend import cbuild
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_file
 
-RUNTIME_C = Path(__file__).resolve().parent.parent / "runtime_c"
-TEMPLATES = RUNTIME_C / "ta"
-SHIM = RUNTIME_C / "shim"
+TEMPLATES = runtime_c.TEMPLATE_DIR
+SHIM = runtime_c.SHIM_DIR
 
 # Namespace of mirrorc TA UUIDs: uuid5(NAMESPACE_URL, this URL); a TA's UUID is uuid5(namespace,
 # sha256 of its model), so the same model always gets the same TA and a changed one a new TA.
@@ -206,7 +206,7 @@ def simulator(build_dir: str | os.PathLike) -> Path:
             return exe
     except (OSError, ValueError, KeyError):
         pass
-    proc = subprocess.run([sys.executable, "-m", "mirrorc.ta", "sim", str(build_dir)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "mirrorc.backend.ta", "sim", str(build_dir)], capture_output=True, text=True)
     if proc.returncode != 0:
         msg = (proc.stderr.strip().splitlines() or ["failed"])[-1]
         raise MirrorcError(f"{ta_dir}: building the TA simulator: {msg}")
@@ -237,9 +237,9 @@ def build_host_example(build_dir: str | os.PathLike) -> Path:
                         ldflags=[str(lib), f"-Wl,-rpath,{lib.parent}"], out_dir=host / "sim")
 
 
-if __name__ == "__main__":  # python -m mirrorc.ta sim BUILD_DIR: compile the simulator, print its path
+if __name__ == "__main__":  # python -m mirrorc.backend.ta sim BUILD_DIR: compile the simulator, print its path
     if len(sys.argv) != 3 or sys.argv[1] != "sim":
-        sys.exit("usage: python -m mirrorc.ta sim BUILD_DIR")
+        sys.exit("usage: python -m mirrorc.backend.ta sim BUILD_DIR")
     try:
         print(_build_and_record(Path(sys.argv[2])))
     except MirrorcError as e:

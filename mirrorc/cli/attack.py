@@ -1,4 +1,4 @@
-"""`mirrorc attack`: measure what a thief who steals the normal world gets (mirrorc.attack)."""
+"""`mirrorc attack`: measure what a thief who steals the normal world gets (mirrorc.attack.thief)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import click
 
-from mirrorc.clikit import echo_json, user_errors
+from mirrorc.cli.common import echo_json, user_errors
 from mirrorc.errors import MirrorcError
 
 
@@ -50,7 +50,7 @@ def register(main: click.Group) -> None:
         The attacker holds normal.onnx (architecture, weights, tapped channels), a labelled budget from
         the training split and label-only queries to the protected model. The last line, the head
         start, is what stealing the backbone is worth over not stealing it."""
-        from mirrorc import attack as atk
+        from mirrorc.attack import thief as atk
 
         budgets = _budgets(budget)
         try:
@@ -64,7 +64,7 @@ def register(main: click.Group) -> None:
 
             torch.set_num_threads(threads)
         view = atk.load_view(build_dir)  # fail on a bad build before reading the dataset
-        from mirrorc.data import load_dataset
+        from mirrorc.train.data import load_dataset
 
         dataset = load_dataset(data, data_dir=data_dir, input_shape=view.input_shape)
         schedule = atk.Schedule(epochs=epochs, min_steps=min_steps, lr_grid=grid)

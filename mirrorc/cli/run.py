@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from mirrorc.clikit import echo_json, user_errors
+from mirrorc.cli.common import echo_json, user_errors
 from mirrorc.errors import MirrorcError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm")
@@ -43,7 +43,7 @@ def load_input(path: Path, build_dir: Path, input_shape: list) -> np.ndarray:
     if prep is None:
         raise MirrorcError(f"{build_dir}: records no preprocessing (mean/std) to apply to {path.name}; "
                            "pass a preprocessed .npy instead")
-    from mirrorc.data import decode_image, preprocess
+    from mirrorc.train.data import decode_image, preprocess
 
     if len(input_shape) != 3:
         raise MirrorcError(f"{path}: the model takes {input_shape}, not an image")
@@ -69,7 +69,7 @@ def register(main: click.Group) -> None:
     @user_errors
     def run(build_dir: Path, input_path: Path, tee: str, mode: str, as_json: bool):
         """Protected inference: normal.onnx in onnxruntime, the CPM in the TA; prints one label per input."""
-        from mirrorc.runtime import ProtectedModel
+        from mirrorc.tee.runtime import ProtectedModel
 
         if not input_path.is_file():
             raise MirrorcError(f"{input_path}: no such file")

@@ -20,16 +20,12 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from mirrorc.errors import MirrorcError
+from runtime_c import KERNEL_DIR, kernel_sources
 
-KERNEL_DIR = Path(__file__).resolve().parent.parent / "runtime_c" / "kernels"
 # Portable, warning-clean C99; -O3 lets gcc vectorise the conv/gemm inner loops.
 DEFAULT_CFLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror=implicit-function-declaration")
 _KINDS = {"shared": ".so", "exe": "", "object": ".o"}
 
-
-def kernel_sources() -> list[Path]:
-    """The kernel library's C files (compile them with include_dirs=[KERNEL_DIR])."""
-    return sorted(KERNEL_DIR.glob("*.c"))
 
 
 def cache_dir() -> Path:

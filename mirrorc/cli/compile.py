@@ -1,14 +1,11 @@
-"""`mirrorc compile` (build, train, write the deployment) and `mirrorc evaluate` (accuracies by
-onnxruntime on a build's ONNX files)."""
+"""`mirrorc compile`: build, train and write the deployment (mirrorc.compile)."""
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from mirrorc.clikit import echo_json, user_errors
-from mirrorc.protect import STRATEGIES
+from mirrorc.cli.common import echo_json, user_errors
+from mirrorc.train.protect import STRATEGIES
 
 
 def _log(message: str) -> None:
@@ -62,7 +59,7 @@ def register(main: click.Group) -> None:
         (backbone and CPM jointly, or the CPM alone under --protect random-backbone), then write
         mirrornet.onnx, original.onnx, normal.onnx, ta/, host/, plan.json and the report."""
         from mirrorc.compile import compile_model
-        from mirrorc.train import TrainConfig
+        from mirrorc.train.loop import TrainConfig
 
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
                              backbone_penalty=backbone_penalty, penalty_kind=penalty_kind, val_fraction=val_fraction, fast=fast)
@@ -78,47 +75,3 @@ def register(main: click.Group) -> None:
         if summary["val_original_acc"] is not None:
             line += f", unprotected {summary['val_original_acc']}%"
         click.echo(line)
-        if not summary["secure_part"]:
-            click.echo("note: no secure part written (mirrorc.secure_build unavailable)", err=True)
-
-    @main.command("evaluate")
-    @click.argument("build_dir", type=click.Path(file_okay=False, path_type=str))
-    @click.option("--data", required=True, help="the dataset the build was compiled with (name or path)")
-    @click.option("--data-dir", default=None, help="folder holding the named datasets  [default: $MIRRORC_DATA]")
-    @click.option("--no-split-check", is_flag=True, help="skip the split-execution agreement check (TA simulator)")
-    @click.option("--split-images", type=click.IntRange(min=1), default=None,
-                  help="check split execution on the first N test images  [default: all]")
-    @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-    @user_errors
-    def evaluate_cmd(build_dir, data, data_dir, no_split_check, split_images, as_json):
-        """Test accuracy of BUILD_DIR's unprotected model, backbone alone and MirrorNet, by onnxruntime."""
-        from pathlib import Path
-
-        import onnx
-
-        from mirrorc.data import load_dataset
-        from mirrorc.errors import MirrorcError
-        from mirrorc.evaluate import evaluate, format_evaluation, model_input_shape, model_num_classes
-
-        mirrornet = Path(build_dir) / "mirrornet.onnx"
-        if not mirrornet.is_file():
-            raise MirrorcError(f"{build_dir}: no mirrornet.onnx (is it a `mirrorc compile` output directory?)")
-        try:
-            num_classes = model_num_classes(onnx.load(str(mirrornet), load_external_data=False))
-        except Exception as e:  # protobuf's DecodeError and friends
-            raise MirrorcError(f"{mirrornet}: not a readable ONNX model ({e})") from None
-        dataset = load_dataset(data, data_dir=data_dir, input_shape=model_input_shape(mirrornet),
-                               num_classes=num_classes)
-        result = evaluate(build_dir, dataset.x_test, dataset.y_test, split_check=not no_split_check,
-                          split_images=split_images)
-        result["data"] = data
-        if as_json:
-            echo_json(result)
-        else:
-            click.echo(format_evaluation(result))
-        sys.stdout.flush()
-        split = result.get("split_execution")
-        if split and split["agree"] != split["images"]:
-            click.echo(f"mirrorc: error: split execution disagrees with mirrornet.onnx on "
-                       f"{split['images'] - split['agree']} of {split['images']} images", err=True)
-            sys.exit(1)

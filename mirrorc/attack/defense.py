@@ -1,4 +1,4 @@
-"""A candidate `--protect` training strategy against the attacks of mirrorc.attack: train the MirrorNet
+"""A candidate `--protect` training strategy against the attacks of mirrorc.attack.thief: train the MirrorNet
 while an adversary keeps training *fresh* CPMs of the same shape (probes) on the taps and the backbone
 logits, and the backbone is pushed to make those probes fail.
 
@@ -26,12 +26,12 @@ import numpy as np
 import onnx
 
 from mirrorc.errors import MirrorcError
-from mirrorc.train import TrainConfig, backbone_penalty
+from mirrorc.train.loop import TrainConfig, backbone_penalty
 
 
 @dataclass
 class ProbeConfig(TrainConfig):
-    """mirrorc.train's options (val_fraction and fast unused here) and the probes'."""
+    """mirrorc.train.loop's options (val_fraction and fast unused here) and the probes'."""
 
     epochs: int = 5
     probe_weight: float = 1.0
@@ -50,13 +50,13 @@ def secure_part(mirrornet: onnx.ModelProto) -> onnx.ModelProto:
 def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: ProbeConfig,
                          *, progress_desc: str = "train+probes") -> onnx.ModelProto:
     """Joint MirrorNet training (cross-entropy on mirrornet_logits, optional backbone penalty as in
-    mirrorc.train) with the adversarial fresh-CPM probes described in the module docstring."""
+    mirrorc.train.loop) with the adversarial fresh-CPM probes described in the module docstring."""
     import torch
     import torch.nn.functional as F
 
-    from mirrorc.attack import reinitialize
-    from mirrorc.clikit import progress
-    from mirrorc.torchgraph import OnnxModule
+    from mirrorc.attack.thief import reinitialize
+    from mirrorc.cli.common import progress
+    from mirrorc.train.interpreter import OnnxModule
 
     meta = {p.key: p.value for p in mirrornet.metadata_props}
     if "mirrorc.taps" not in meta:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mirrorc.errors import MirrorcError
-from mirrorc.layers import Layer
+from mirrorc.plan.layers import Layer
 
 DEVICES_DIR = Path(__file__).parent / "devices"
 DEFAULT_DEVICE = "rpi3b-optee"

@@ -193,7 +193,7 @@ class Context(ClosedOnCollect):
     @classmethod
     def simulator(cls, build_dir: str | os.PathLike) -> "Context":
         """The build's TA in the simulator, in its own process."""
-        from mirrorc import ta
+        from mirrorc.backend import ta
 
         return cls(ta.client_library(), str(ta.simulator(build_dir)))
 

@@ -1,13 +1,13 @@
 """`mirrorc partition`: what the mirror puts in each world and what the secure world costs
-(mirrorc.report), or the ranked CPM strategies (mirrorc.strategy)."""
+(mirrorc.plan.report), or the ranked CPM strategies (mirrorc.plan.strategy)."""
 
 from __future__ import annotations
 
 import click
 
-from mirrorc.clikit import echo_json, user_errors
+from mirrorc.cli.common import echo_json, user_errors
 from mirrorc.errors import MirrorcError
-from mirrorc.protect import STRATEGIES
+from mirrorc.train.protect import STRATEGIES
 
 
 def _channel_list(text: str | None) -> list[int] | None:
@@ -54,9 +54,9 @@ def register(main: click.Group) -> None:
         then TEE memory, world switches and bytes per inference (streaming and single-invoke).
 
         MODEL is the original classifier, or an existing mirrornet.onnx (then reported as it is)."""
-        from mirrorc import emulator, report, strategy
-        from mirrorc import protect as protection
-        from mirrorc.layers import as_model
+        from mirrorc.plan import emulator, report, strategy
+        from mirrorc.train import protect as protection
+        from mirrorc.plan.layers import as_model
 
         dev = emulator.load_device(device)
         limit = report.parse_size(tee_memory) if tee_memory is not None else None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from mirrorc import ta
+from mirrorc.backend import ta
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_dir, atomic_file
 
