@@ -6,7 +6,8 @@
 Computed in float64 and rounded once to float32, so the folded graph matches the original to about
 1e-6 relative. A BatchNormalization is folded only when its input comes from a Conv whose output
 nothing else reads and whose weights are constants; any other stays (the C backend lowers it as a
-per-channel affine). Works on an `onnx.ModelProto`; the input model is not modified."""
+per-channel affine). Works on an `onnx.ModelProto`; the input model is not modified. `FoldBnPass`
+folds the split's secure graph and gives it onnx's full check."""
 
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from passes.errors import MirrorcError
-
-PASS = "fold_bn"
+from passes.base import Pass, PassContext, check_graph
 
 
 def fold_bn(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -45,8 +44,8 @@ def fold_bn(model: onnx.ModelProto) -> onnx.ModelProto:
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
         if w.shape[0] != scale.shape[0]:
-            raise MirrorcError(f"{PASS}: node '{bn.name}': {scale.shape[0]} channels after Conv '{conv.name}' "
-                               f"with {w.shape[0]} outputs")
+            raise FoldBnPass().fail(f"{scale.shape[0]} channels after Conv '{conv.name}' with {w.shape[0]} outputs",
+                                    bn.name)
         has_bias = len(conv.input) > 2 and conv.input[2]
         b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_bias else np.zeros(w.shape[0])
         s = scale / np.sqrt(var + eps)
@@ -80,4 +79,22 @@ def unfolded_count(model: onnx.ModelProto) -> int:
     return sum(1 for n in model.graph.node if n.op_type == "BatchNormalization")
 
 
-__all__ = ["fold_bn", "unfolded_count"]
+class FoldBnPass(Pass):
+    name = "fold_bn"
+    requires = ("split",)
+    ensures = ("bn_folded",)
+    form = "proto"
+
+    def run(self, secure: onnx.ModelProto, ctx: PassContext) -> onnx.ModelProto:
+        ctx.info["bn_before_fold"] = unfolded_count(secure)
+        return fold_bn(secure)
+
+    def check(self, secure: onnx.ModelProto, ctx: PassContext) -> None:
+        check_graph(self, secure, "secure", full=True)  # with shape inference: the secure graph is small
+
+    def describe(self, secure: onnx.ModelProto, ctx: PassContext) -> str:
+        left = unfolded_count(secure)
+        return f"{ctx.info['bn_before_fold'] - left} BatchNormalization folded, {left} left"
+
+
+__all__ = ["FoldBnPass", "fold_bn", "unfolded_count"]

@@ -1,6 +1,7 @@
 """Lower the secure graph to fixed-size C (pass `lower_c`).
 
-`lower(secure, name)` turns the secure graph of `passes/split.py` into the generated model of
+`lower(secure, name)` turns the secure graph of `passes/split.py` (BatchNorm folded by
+`passes/fold_bn.py`) into the generated model of
 docs/ARCHITECTURE.md ("Generated C model interface"): every shape a compile-time constant, weights as
 `static const float` arrays of exact hex-float literals, one static arena and a per-session carry
 state laid out by `passes/memplan.py`, one C call per node into `runtime_c/kernels` (a Conv's only
@@ -8,6 +9,10 @@ consumer chain Relu -> GlobalAveragePool runs inside the conv call: `fuse_epilog
 the earliest command where all its inputs exist (command k-1 brings `mirrorc_tap{k}`, the final
 command brings `backbone_logits`). The output is deterministic: the same graph gives byte-identical
 sources.
+
+Two passes live here: `MemPlanPass` ("memplan": schedule and memory plan of the secure graph,
+`plan_secure`, which sizes the C's own scratch and fused epilogues and packs with
+`passes/memplan.py`) and `LowerCPass` ("lower_c": the C text from that plan, `ctx.info["lowered"]`).
 
 `lower_function(model)` lowers any supported single-command graph to one C function
 `void <fn>(const float *const *in, void *const *out)`; the kernel tests run the ONNX backend node
@@ -22,10 +27,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 import runtime_c
-from passes.errors import MirrorcError
 from passes import memplan
+from passes.base import Pass, PassContext
+from passes.errors import MirrorcError
 
-PASS = "lower_c"
 # Worst-case stack of the generated functions and the kernels they call (no recursion, no VLAs,
 # largest kernel frame ~200 bytes on x86-64/aarch64; tests/test_c_lower.py checks it with
 # -fstack-usage). Stated for TA_STACK_SIZE with headroom.
@@ -59,7 +64,7 @@ class Lowered:
 
 def _err(node: onnx.NodeProto | None, msg: str) -> MirrorcError:
     where = f"node '{node.name or node.output[0]}' ({node.op_type}): " if node is not None else ""
-    return MirrorcError(f"{PASS}: {where}{msg}")
+    return MirrorcError(f"{LowerCPass.name}: {where}{msg}")
 
 
 def c_float(v: float) -> str:
@@ -71,7 +76,7 @@ def c_floats(data: np.ndarray) -> list[str]:
     """c_float of every element (the weights path: millions of values, so no regex per value)."""
     data = np.asarray(data, np.float32).ravel()
     if not np.isfinite(data).all():
-        raise MirrorcError(f"{PASS}: non-finite constant in a weight array")
+        raise _err(None, "non-finite constant in a weight array")
     out = []
     for v in data.astype(np.float64).tolist():  # float32 -> float64 is exact
         mant, exp = v.hex().split("p")
@@ -99,7 +104,7 @@ def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as e:  # onnx raises several types here
-        raise MirrorcError(f"{PASS}: shape inference failed: {str(e).splitlines()[0]}") from None
+        raise _err(None, f"shape inference failed: {str(e).splitlines()[0]}") from None
     shapes: dict[str, tuple[int, ...]] = {}
     g = inferred.graph
     for vi in [*g.input, *g.value_info, *g.output]:
@@ -470,13 +475,13 @@ def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
     taps = [n for n in names if n != "backbone_logits"]
     expected = [f"mirrorc_tap{k}" for k in range(1, len(taps) + 1)]
     if "backbone_logits" not in names:
-        raise MirrorcError(f"{PASS}: secure graph input 'backbone_logits' is missing")
+        raise _err(None, "secure graph input 'backbone_logits' is missing")
     if not taps:
-        raise MirrorcError(f"{PASS}: secure graph has no tap input (mirrorc_tap1..n)")
+        raise _err(None, "secure graph has no tap input (mirrorc_tap1..n)")
     if taps != expected:
-        raise MirrorcError(f"{PASS}: secure graph inputs must be {expected + ['backbone_logits']}, got {names}")
+        raise _err(None, f"secure graph inputs must be {expected + ['backbone_logits']}, got {names}")
     if [o.name for o in g.output] != ["label"]:
-        raise MirrorcError(f"{PASS}: secure graph output must be ['label'], got {[o.name for o in g.output]}")
+        raise _err(None, f"secure graph output must be ['label'], got {[o.name for o in g.output]}")
     return len(taps), taps
 
 
@@ -589,7 +594,7 @@ def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
     order = schedule(secure)
     label_nodes = [nd for _, nd in order if "label" in nd.output]
     if len(label_nodes) != 1 or label_nodes[0].op_type != "ArgMax":
-        raise MirrorcError(f"{PASS}: 'label' must be produced by one ArgMax node")
+        raise _err(None, "'label' must be produced by one ArgMax node")
     argmax = label_nodes[0]
     logits = argmax.input[0]
     num_classes = _prod(shapes[logits])
@@ -597,7 +602,7 @@ def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
         raise _err(argmax, f"ArgMax input {shapes[logits]} is not [1, K] with K = {shapes['backbone_logits'][-1]}")
     for t in taps + ["backbone_logits"]:
         if shapes[t][0] != 1:
-            raise MirrorcError(f"{PASS}: input '{t}' must have batch 1, has shape {list(shapes[t])}")
+            raise _err(None, f"input '{t}' must have batch 1, has shape {list(shapes[t])}")
     tap_floats = [_prod(shapes[t]) for t in taps]
 
     order, fused = fuse_epilogues(order, {"label"})  # a chain runs in its Conv's command (its inputs')
@@ -612,11 +617,12 @@ def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
 
 
 def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
-          fast_conv: bool = True) -> Lowered:
-    """Generate the C model of the secure graph; `name` is the model's name in comments.
-    When the model does not fit `tee_memory` bytes (weights + arena + state + stack), the stride-1
-    conv scratch is given up first; if it still does not fit, MirrorcError."""
-    sp = plan_secure(secure, fast_conv)
+          fast_conv: bool = True, plan: SecurePlan | None = None) -> Lowered:
+    """Generate the C model of the secure graph; `name` is the model's name in comments; `plan`, the
+    graph's `plan_secure` if already made (the memplan pass). When the model does not fit
+    `tee_memory` bytes (weights + arena + state + stack), the stride-1 conv scratch is given up
+    first; if it still does not fit, MirrorcError."""
+    sp = plan if plan is not None and plan.fast_conv == fast_conv else plan_secure(secure, fast_conv)
     n_taps, taps, shapes, consts, body, argmax = sp.n_taps, sp.taps, sp.shapes, sp.consts, sp.body, sp.argmax
     tap_floats, num_classes, inputs, mplan = sp.tap_floats, sp.num_classes, sp.inputs, sp.memory
     logits = argmax.input[0]
@@ -626,7 +632,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
         if b is None:
             if t in inputs:  # read during its own command: the caller's buffer
                 return "tap" if t != "backbone_logits" else "backbone_logits"
-            raise MirrorcError(f"{PASS}: tensor '{t}' has no buffer")
+            raise _err(None, f"tensor '{t}' has no buffer")
         return f"(s->carry + {b.offset})" if b.carry else f"(mirrorc_arena + {b.offset})"
 
     emitter = _Emitter(shapes, consts, buf, fast_conv=fast_conv, fused=sp.fused)
@@ -636,7 +642,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
         if t in mplan.buffers:
             per_cmd[k].append(f"mc_copy(tap, {buf(t)}, {tap_floats[k]}); /* keep {t} */")
     if "backbone_logits" in mplan.buffers:  # cannot happen: nothing follows the final command
-        raise MirrorcError(f"{PASS}: backbone_logits carried")
+        raise _err(None, "backbone_logits carried")
     for cmd, nd in body:
         f = sp.fused.get(nd.output[0])
         ops = "+".join([nd.op_type] + (["Relu"] if f and f.epi & EPI_RELU else []) +
@@ -656,8 +662,8 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
             scratch_floats(nd, shapes, True, sp.fused) for _, nd in body):
         return lower(secure, name, tee_memory, fast_conv=False)
     if tee_memory is not None and total > tee_memory:
-        raise MirrorcError(
-            f"{PASS}: model '{name}' needs {total} bytes in the TA (weights {weight_bytes}, arena {arena_bytes}, "
+        raise _err(
+            None, f"model '{name}' needs {total} bytes in the TA (weights {weight_bytes}, arena {arena_bytes}, "
             f"state {state_bytes}, stack {STACK_BYTES}), more than the TEE memory limit of {tee_memory} bytes")
 
     header = _model_header(name, n_taps, num_classes, tap_floats, sizes, mplan)
@@ -672,6 +678,68 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
     memory = dict(mplan.summary(), weight_bytes=weight_bytes, fast_conv=fast_conv)
     symbols = {key: sym for key, (sym, _) in emitter.weights.items()}
     return Lowered(files, sizes, tap_floats, num_classes, memory, cmd_nodes, symbols)
+
+
+class MemPlanPass(Pass):
+    """Schedule and memory plan of the secure graph (`ctx.info["secure_plan"]`): what the report's
+    estimate and the lowering read."""
+
+    name = "memplan"
+    requires = ("bn_folded",)
+    ensures = ("memory_planned",)
+    form = "proto"
+
+    def __init__(self, fast_conv: bool = True):
+        self.fast_conv = fast_conv
+
+    def run(self, secure: onnx.ModelProto, ctx: PassContext) -> onnx.ModelProto:
+        ctx.info["secure_plan"] = plan_secure(secure, self.fast_conv)
+        return secure
+
+    def check(self, secure: onnx.ModelProto, ctx: PassContext) -> None:
+        mp = ctx.info["secure_plan"].memory
+        for b in mp.buffers.values():
+            top = mp.carry_floats if b.carry else mp.arena_floats
+            if b.offset < 0 or b.offset + b.floats > top:
+                raise self.fail(f"tensor '{b.name}' at [{b.offset}, {b.offset + b.floats}) lies outside its "
+                                f"{'carry state' if b.carry else 'arena'} of {top} floats")
+
+    def describe(self, secure: onnx.ModelProto, ctx: PassContext) -> str:
+        sp = ctx.info["secure_plan"]
+        return (f"{sp.n_taps + 1} commands, arena {4 * sp.memory.arena_floats} B, "
+                f"state {4 * sp.memory.carry_floats} B")
+
+
+class LowerCPass(Pass):
+    """The C model of the planned secure graph (`ctx.info["lowered"]`, a `Lowered`); the graph
+    passes through unchanged."""
+
+    name = "lower_c"
+    requires = ("memory_planned",)
+    ensures = ("lowered_c",)
+    form = "proto"
+
+    def __init__(self, model_name: str, tee_memory: int | None = None):
+        self.model_name = model_name
+        self.tee_memory = tee_memory
+
+    def run(self, secure: onnx.ModelProto, ctx: PassContext) -> onnx.ModelProto:
+        ctx.info["lowered"] = lower(secure, self.model_name, self.tee_memory, plan=ctx.info["secure_plan"])
+        return secure
+
+    def check(self, secure: onnx.ModelProto, ctx: PassContext) -> None:
+        lowered = ctx.info["lowered"]
+        missing = [f for f in ("model/mirrorc_model.h", "model/mirrorc_model.c", "model/mirrorc_weights.h",
+                               "kernels/mirrorc_kernels.h") if f not in lowered.files]
+        if missing:
+            raise self.fail(f"generated sources lack {', '.join(missing)}")
+        if lowered.tap_floats != ctx.info["secure_plan"].tap_floats:
+            raise self.fail(f"taps of {lowered.tap_floats} floats, the plan has {ctx.info['secure_plan'].tap_floats}")
+
+    def describe(self, secure: onnx.ModelProto, ctx: PassContext) -> str:
+        lowered = ctx.info["lowered"]
+        conv = "" if lowered.memory.get("fast_conv", True) else ", compact conv scratch"
+        return f"{len(lowered.files)} C files, {sum(lowered.sizes.values())} B in the TA{conv}"
 
 
 def _model_header(name, n_taps, k, tap_floats, sizes, mplan) -> str:

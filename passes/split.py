@@ -1,13 +1,17 @@
 """Split an annotated mirrornet.onnx into the two worlds (pass `split`).
 
-    normal, secure = split(mirrornet)
+    normal, secure = split(mirrornet)    # the split and fold_bn passes
+
+`SplitPass` takes the mirrornet and hands on the secure graph (`ctx.info["normal"]` holds the
+normal one); `split` runs it and `FoldBnPass` for callers that want both halves (attacks, tests).
 
 - `normal`: the nodes annotated `mirrorc.world = normal`; outputs `backbone_logits` then
   `mirrorc_tap1..n` (the selected channels only), symbolic batch kept; holds only the initializers
   its nodes read, so no CPM weight.
 - `secure`: the nodes annotated `secure`; inputs `mirrorc_tap1..n` (`[1, *shape]`) and
   `backbone_logits` (`[1, K]`); the single output `label` (int64 `[1]`; the evaluation-only
-  `mirrornet_logits` stays an inner tensor); BatchNormalization folded into the preceding Conv.
+  `mirrornet_logits` stays an inner tensor); BatchNormalization folded into the preceding Conv
+  (by the fold_bn pass that follows).
 
 See docs/ARCHITECTURE.md ("mirrornet.onnx", "The secure graph")."""
 
@@ -18,17 +22,18 @@ import json
 import onnx
 from onnx import TensorProto, helper
 
+from passes.base import Pass, PassContext, PassManager, check_graph
 from passes.errors import MirrorcError
-from passes.fold_bn import fold_bn
+from passes.fold_bn import FoldBnPass
 from passes.mirror import is_cpm
+from passes.verify import MIRRORNET_FACTS
 
-PASS = "split"
 # model metadata the normal world may see (tap layout, not the CPM)
 _NORMAL_META = ("mirrorc.version", "mirrorc.num_classes", "mirrorc.taps")
 
 
 def _err(msg: str) -> MirrorcError:
-    return MirrorcError(f"{PASS}: {msg}")
+    return SplitPass().fail(msg)
 
 
 def _world(node: onnx.NodeProto) -> str:
@@ -74,7 +79,8 @@ def _value_info(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     return {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
 
 
-def split(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+def split_worlds(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(normal, secure) of an annotated mirrornet, BatchNorm not folded; the input is not modified."""
     taps = _taps(mirrornet)
     g = mirrornet.graph
     init_names = {i.name for i in g.initializer}
@@ -132,12 +138,32 @@ def split(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]
     secure_outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, [1])]
     meta = ("mirrorc.version", "mirrorc.channels", "mirrorc.num_classes", "mirrorc.taps")
     secure = _sub_model(mirrornet, secure_nodes, secure_inputs, secure_outputs, f"{g.name}_secure", meta)
-    secure = fold_bn(secure)
-    # the full check (with shape inference) on the small secure graph; the structural one on the
-    # backbone, whose size the mirrornet's own verification already covered
-    for model, which, full in ((normal, "normal", False), (secure, "secure", True)):
-        try:
-            onnx.checker.check_model(model, full_check=full)
-        except Exception as e:  # onnx raises several types
-            raise _err(f"the {which} graph is invalid: {str(e).splitlines()[0]}") from None
     return normal, secure
+
+
+class SplitPass(Pass):
+    name = "split"
+    requires = ("verified",)
+    ensures = ("split",)
+    form = "proto"
+
+    def run(self, mirrornet: onnx.ModelProto, ctx: PassContext) -> onnx.ModelProto:
+        normal, secure = split_worlds(mirrornet)
+        ctx.info["normal"] = normal
+        return secure
+
+    def check(self, secure: onnx.ModelProto, ctx: PassContext) -> None:
+        # structural checks here; the full one (shape inference) runs on the folded secure graph in
+        # fold_bn, and the backbone's was the mirrornet's own verification (its size makes it slow)
+        check_graph(self, ctx.info["normal"], "normal", full=False)
+        check_graph(self, secure, "secure", full=False)
+
+    def describe(self, secure: onnx.ModelProto, ctx: PassContext) -> str:
+        return f"normal world {len(ctx.info['normal'].graph.node)} nodes, secure world {len(secure.graph.node)}"
+
+
+def split(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(normal, secure) of a mirrornet.onnx, BatchNorm folded: the split and fold_bn passes."""
+    ctx = PassContext(facts=set(MIRRORNET_FACTS))
+    secure = PassManager([SplitPass(), FoldBnPass()]).run(mirrornet, ctx)
+    return ctx.info["normal"], secure

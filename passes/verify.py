@@ -18,6 +18,9 @@ from passes.annotate import get_props
 from passes.base import Pass, PassContext
 from passes.shapes import skeleton
 
+# what a mirrornet.onnx carries by its contract (docs/ARCHITECTURE.md), also after training, which
+# changes only initializers: the facts a pass context starts from when handed one
+MIRRORNET_FACTS = ("annotated", "verified")
 OUTPUTS = ["label", "backbone_logits", "mirrornet_logits"]
 SECURE_OUTPUTS = {"label", "mirrornet_logits"}
 

@@ -18,6 +18,7 @@ import onnx
 from mirrorc.backend import ta
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_dir, atomic_file
+from mirrorc.pipeline import secure_pipeline
 
 TAP_COMMAND_BASE = 0x100
 FINAL_COMMAND = 0x200
@@ -43,9 +44,6 @@ def model_name(model: onnx.ModelProto) -> str:
 
 
 def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_memory: int | None = None) -> dict:
-    from passes.lower_c import lower
-    from passes.split import split
-
     out_dir = Path(out_dir)
     meta = _metadata(mirrornet_model)
     if "mirrorc.taps" not in meta:
@@ -55,11 +53,12 @@ def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_m
     except (ValueError, KeyError, TypeError) as e:
         raise MirrorcError(f"mirrornet model: metadata field 'mirrorc.taps' is malformed ({e})") from None
 
-    normal, secure = split(mirrornet_model)
     name = model_name(mirrornet_model)
+    built = secure_pipeline(mirrornet_model, name, tee_memory=tee_memory)
+    normal, lowered = built.normal, built.lowered
+    assert lowered is not None  # a ta_name was given
     mirrornet_bytes = mirrornet_model.SerializeToString()
     uuid = ta.ta_uuid(_sha256(mirrornet_bytes))
-    lowered = lower(secure, name, tee_memory)
 
     if [t["bytes"] for t in taps] != [4 * f for f in lowered.tap_floats]:
         raise MirrorcError(f"mirrornet model: 'mirrorc.taps' bytes {[t['bytes'] for t in taps]} disagree with the "

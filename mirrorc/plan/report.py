@@ -15,6 +15,7 @@ import onnx
 
 from mirrorc.plan import emulator, layers as L
 from mirrorc.errors import MirrorcError
+from mirrorc.pipeline import secure_pipeline
 
 FINAL_NODES = ("cpm/final_add", "cpm/argmax")  # run by the final command whatever their stage says
 
@@ -66,13 +67,9 @@ def _layer_row(layer: L.Layer) -> dict:
 
 def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_layers) -> dict:
     """Weights after BatchNorm folding, and the arena and per-session carry exactly as the C lowering
-    will lay them out: the split, BN-folded secure graph planned by passes.lower_c.plan_secure
+    will lay them out: the secure pipeline's memory plan of the split, BN-folded secure graph
     (schedule per docs/ARCHITECTURE.md, liveness, in-place steps, conv scratch)."""
-    from passes.fold_bn import fold_bn
-    from passes.lower_c import plan_secure
-    from passes.split import split
-
-    mp = plan_secure(fold_bn(split(model)[1])).memory
+    mp = secure_pipeline(model).plan.memory
     nodes = model.graph.node
     producer = {o: i for i, node in enumerate(nodes) for o in node.output if o}
 
