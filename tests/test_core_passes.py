@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from onnx import helper, numpy_helper
 
 import test_core_fixtures as F
 from mirrorc.errors import MirrorcError
-from mirrorc.pipeline import analyze, build_mirrornet
+from mirrorc.pipeline import analyze, build_mirrornet, compile_to_c, secure_pipeline
 from passes.annotate import get_props
 from passes.base import Pass, PassContext, PassManager
+from passes.lower_c import LowerCPass, MemPlanPass
+from passes.split import SplitPass
 from passes.mirror import _narrow_reshape, select_indices
 from passes.verify import check_partition
 
@@ -77,6 +80,82 @@ def test_pass_manager_checks_requirements_and_names_the_pass():
         PassManager([_Needs()]).run(None, PassContext())
     with pytest.raises(MirrorcError, match=r"^fails: node 'n1': bad$"):
         PassManager([_Fails()]).run(None, PassContext())
+
+
+def _mirrorc_imports(source: str) -> list[str]:
+    """Modules of `mirrorc` that `source` imports, at any depth (function-local imports too)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "mirrorc"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "mirrorc":
+            found.append(node.module)
+    return found
+
+
+def test_passes_never_import_mirrorc():
+    # the finder itself: a passes module that did would be caught
+    assert _mirrorc_imports("import mirrorc\ndef f():\n    from mirrorc.errors import MirrorcError\n") == \
+        ["mirrorc", "mirrorc.errors"]
+    assert _mirrorc_imports("import mirrorc_tools\nfrom passes.base import Pass\n") == []
+    files = sorted((Path(__file__).resolve().parent.parent / "passes").glob("*.py"))
+    assert len(files) >= 14
+    offenders = {f.name: _mirrorc_imports(f.read_text()) for f in files}
+    assert {name: mods for name, mods in offenders.items() if mods} == {}
+
+
+def test_pass_manager_refuses_a_secure_pass_without_its_requirement(example_models):
+    mirrornet, _ = build_mirrornet(example_models["lenet5"], channels=2)
+    ctx = PassContext()  # nothing says this graph was verified
+    with pytest.raises(MirrorcError, match=r"^split: needs verified \(run the passes that ensure it first\)$"):
+        PassManager([SplitPass()]).run(mirrornet, ctx)
+    assert ctx.results == [] and "normal" not in ctx.info  # refused before it ran
+    secure = secure_pipeline(mirrornet).secure
+    with pytest.raises(MirrorcError, match=r"^memplan: needs bn_folded"):
+        PassManager([MemPlanPass()]).run(secure, PassContext(facts={"verified", "split"}))
+    with pytest.raises(MirrorcError, match=r"^lower_c: needs memory_planned"):
+        PassManager([LowerCPass("lenet5")]).run(secure, PassContext(facts={"verified", "split", "bn_folded"}))
+
+
+def test_pass_results_of_a_full_lenet5_run(example_models):
+    path = example_models["lenet5"]
+    mirrornet, built = compile_to_c(path, "lenet5")
+    res = {r.name: r for r in built.results}
+    assert [r.name for r in built.results] == ["load", "canonicalize", "taps", "mirror", "annotate", "verify",
+                                               "split", "fold_bn", "memplan", "lower_c"]
+    modified = {name for name, r in res.items() if r.modified}
+    # LeNet-5 has no BatchNorm, so fold_bn changes nothing; memplan and lower_c read the graph only
+    assert modified == {"load", "canonicalize", "mirror", "annotate", "split"}
+    source = onnx.load(path)
+    assert len(res["load"].nodes_added) == len(source.graph.node)
+    assert set(res["load"].initializers_added) == {t.name for t in source.graph.initializer}
+    assert res["mirror"].nodes_added and all(n.startswith(("cpm/", "mirrorc/select")) for n in res["mirror"].nodes_added)
+    assert {t for t in res["mirror"].initializers_added if not t.startswith("mirrorc/select")} == \
+        {t.name for t in mirrornet.graph.initializer if t.name.startswith("cpm/")}
+    assert res["annotate"].summary == "metadata changed"
+    normal_nodes = {n.name for n in built.normal.graph.node}
+    assert set(res["split"].nodes_removed) == normal_nodes and not res["split"].nodes_added
+    assert {n.name for n in built.secure.graph.node} == \
+        {n.name for n in mirrornet.graph.node} - normal_nodes
+    assert res["fold_bn"].summary == "graph unchanged; 0 BatchNormalization folded, 0 left"
+    plan = built.plan.memory
+    assert res["memplan"].summary == (f"graph unchanged; {built.plan.n_taps + 1} commands, "
+                                      f"arena {4 * plan.arena_floats} B, state {4 * plan.carry_floats} B")
+    assert res["lower_c"].summary.endswith(f"{sum(built.lowered.sizes.values())} B in the TA")
+    for r in built.results:
+        assert r.seconds >= 0 and "\n" not in r.summary
+        assert r.modified == (r.summary.split(";")[0] != "graph unchanged")
+
+
+def test_pass_result_sees_bn_folding(example_models):
+    built = secure_pipeline(build_mirrornet(example_models["vgg7"], channels=2)[0])
+    fold = built.results[1]
+    folded = fold.nodes_removed  # the BatchNormalization nodes
+    assert fold.name == "fold_bn" and fold.modified and folded
+    assert all(n.startswith("cpm/") for n in folded)
+    assert not any(n.op_type == "BatchNormalization" for n in built.secure.graph.node)
+    assert len(fold.initializers_added) == 2 * len(folded)  # a folded weight and bias per Conv
+    assert [r.name for r in built.results] == ["split", "fold_bn", "memplan"]  # no TA name: no lowering
 
 
 # -- canonicalize and taps ----------------------------------------------------------------------
