@@ -185,8 +185,9 @@ def test_benchmarks_write_what_the_report_reads(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setenv("MIRRORC_RESULTS", str(tmp_path))
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    monkeypatch.setattr(sys, "argv", [str(Path(__file__).resolve().parents[1] / "benchmarks" / "attacks.py"), "--seeds", "3"])
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    monkeypatch.setattr(sys, "argv", [str(benchmarks / "attacks.py"), "--seeds", "3"])
     from record import write_results
 
     from mirrorc.plan.report import load_results, measured_protection

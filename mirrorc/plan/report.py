@@ -315,8 +315,9 @@ def format_measured(measured: dict) -> str:
     parts = []
     for r in measured["rows"]:
         hs = r.get("head_start", {}).get("600", "-")
-        parts.append(f"{setup.get('model', '?')} / {r['dataset']}, C = {r['C']}, {setup.get('compile_epochs', '?')} epochs: "
-                     f"MirrorNet {r['cost']:.2f} points below the unprotected model, head start @600 labels {hs} points")
+        parts.append(f"{setup.get('model', '?')} / {r['dataset']}, C = {r['C']}, "
+                     f"{setup.get('compile_epochs', '?')} epochs: MirrorNet {r['cost']:.2f} points below the "
+                     f"unprotected model, head start @600 labels {hs} points")
     line = "; ".join(parts) + f" (`{measured['command']}`, {measured['file']}"
     line += ", transcribed, not re-measured)" if measured.get("transcribed") else ")"
     schedule = [r for r in measured.get("lr_schedule", []) if r.get("cost") is not None]
