@@ -2,7 +2,7 @@
 so the one-way property holds) and runs its own copy of the first stage at width W (Conv 5x5 + ReLU +
 MaxPool on the raw image); its W channels are concatenated with the tapped channels of tap 1 before
 the CPM's first conv. The backbone can then be trained to be a poor initialisation for a thief
-(backbone penalty, probe-adversarial training of mirrorc/attack_defense.py, or not trained at all)
+(backbone penalty, probe-adversarial training of mirrorc/attack/defense.py, or not trained at all)
 while the CPM keeps accuracy from its own stem. For each W and backbone-training setting: MirrorNet,
 backbone-alone and unprotected test accuracy, the CPM's MACs (TEE cost) against the backbone's, and
 the head start at the attack budget (best attack - from scratch, mirrorc.attack.thief).
@@ -26,16 +26,11 @@ and the head start is shown against attack.py's baseline and against the better 
 this experiment, attack.py's `scratch` itself chooses between the two draws on the attacker's
 validation part.)
 
-Measured (full MNIST, 5 epochs, one training seed per build, 3 attack seeds, 600 labels; unprotected
-98.82%): nothing reaches head start <= 2 at MirrorNet cost <= 0.5. plain W=0: cost 0.06, head start
-+5.6 (better baseline); plain W=6: 0.11, +5.2; probe1 W=0: 1.63, +2.2; probe1 W=6: 7.78, +0.1;
-frozen W=6: 1.89, -0.4 with 39% of the backbone's MACs in the TEE.
-
-Then frozen with a wider CPM (`--channels C`, same setup): cost 2.22 (C=4, W=0), 0.73 (C=4, W=6, 57% of
-the MACs), 0.85 (C=8, W=0, 37%), 0.11 (C=8, W=6, 94%), 0.62 (C=16, W=0); C=8, W=0 trained 10 epochs
-(unprotected 98.79% at 10 epochs): cost 0.27. The stem buys less per MAC than a wider C, and a frozen
-backbone gives no head start whatever the CPM, so the frozen C=8 CPM without a stem became
-`mirrorc compile --protect random-backbone` (mirrorc/protect.py, measured by benchmarks/attacks.py).
+The table goes to results/attack_stem.json; what was measured is in docs/RESULTS.md. Nothing reached
+head start <= 2 at MirrorNet cost <= 0.5 with a trained backbone; the stem buys less per MAC than a
+wider C, and a frozen backbone gives no head start whatever the CPM, so the frozen C=8 CPM without a
+stem became `mirrorc compile --protect random-backbone` (mirrorc/train/protect.py, measured by
+benchmarks/attacks.py).
 """
 
 from __future__ import annotations
@@ -54,6 +49,8 @@ from onnx import helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from record import write_results  # noqa: E402
 
 RAW_TAP = "mirrorc_tap0"
 
@@ -332,6 +329,11 @@ def main(argv=None) -> int:
     print("scratch: mirrorc.attack.thief's He-normal start; scr-def: the compiler's default-init start, untrained; "
           "HS ft-all/repl-CPM/best: against scratch (mirrorc.attack.thief); HS best*: against the better of the two")
     print(f"(backbone MACs {rows[0]['backbone_macs'] if rows else 0}; total {time.perf_counter() - began:.0f}s)")
+    write_results("attack_stem", f"secure stem: cost = unprotected - MirrorNet, head start @{b} = attack - from "
+                  "scratch (points) per stem width W and backbone training",
+                  {"setup": {"data": args.data, "channels": args.channels, "epochs": args.epochs,
+                             "attack_seeds": args.seeds, "budget": b},
+                   "rows": [{**r, "cost": r["unprotected"] - r["mirrornet"]} for r in rows]})
     return 0
 
 

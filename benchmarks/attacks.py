@@ -6,7 +6,10 @@ MirrorNet accuracy, Δp and the head start (best attack - from scratch) at each 
     python benchmarks/attacks.py --out /tmp/attack-bench                      # the full grid (hours)
     python benchmarks/attacks.py --out /tmp/ab --datasets mnist --channels 2 --penalties 0,1 --seeds 1
     python benchmarks/attacks.py --out /tmp/ab --datasets mnist --protects joint,random-backbone \
-        --channels default --penalties 0 --selects first --budgets 600 --seeds 3 --baseline   # mirrorc.train.protect's figures
+        --channels default --penalties 0 --selects first --budgets 600,3000 --seeds 3 --baseline \
+        --compile-epochs 10 --results protection          # the figures the partition report reads
+
+The summary table also goes to results/attacks.json (`--results NAME`: results/NAME.json).
 
 `--channels default` is each strategy's own C (mirrorc.train.protect). A backbone penalty is skipped for a
 strategy that freezes the backbone (nothing to penalise).
@@ -25,6 +28,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from record import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-grid", default="3e-4,1e-3,3e-3")
     ap.add_argument("--attacks", default=None, help="subset of attacks (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--results", default="attacks",
+                    help="write the summary to results/NAME.json ('protection' is what the partition report reads)")
     args = ap.parse_args(argv)
 
     from mirrorc.attack import thief as atk
@@ -132,7 +139,23 @@ def main(argv=None) -> int:
                         else f"{'-':>14}" for b in budgets)
         line += "  " + ", ".join(f"{b}: {a}" for b, a in r["best"].items())
         print(line)
+    setup = {"model": Path(args.model).stem, "compile_epochs": args.compile_epochs, "limit_train": args.limit_train,
+             "attack_seeds": args.seeds, "budgets": budgets}
+    write_results(args.results, "what a thief gets per MirrorNet construction: test accuracy %, cost = unprotected - "
+                  "MirrorNet, head start = best attack - from scratch (points, mean ± sd over seeds)",
+                  {"setup": setup, "rows": [_result_row(r) for r in rows]})
     return 0
+
+
+def _result_row(row: dict) -> dict:
+    """A summary row as results/<name>.json holds it (mirrorc.plan.report.measured_protection reads it)."""
+    from mirrorc.attack.thief import signed_spread
+
+    u = row["unprotected"]
+    return {**{k: row[k] for k in ("dataset", "protect", "C", "select", "penalty", "unprotected", "mirrornet",
+                                   "backbone", "delta_p", "best")},
+            "cost": None if u is None else round(u - row["mirrornet"], 2),
+            "head_start": {b: signed_spread(h["per_seed"]) for b, h in row["head_start"].items()}}
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from record import write_results  # noqa: E402
+
 from mirrorc.backend import cbuild  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes.lower_c import lower  # noqa: E402
@@ -112,6 +114,9 @@ def main():
         print("  ".join(v.rjust(w) for v, w in zip(t, widths)))
     print("bytes: weights (static const), arena (static, shared), carry (per session), naive (every tensor "
           "its own buffer); times: CPU us per batch-1 inference, onnxruntime single-threaded")
+    write_results("c_lowering", "generated C of the CPM secure graph against onnxruntime running the same graph: "
+                  "labels agreeing, max logit difference, CPU us per batch-1 inference, bytes",
+                  {"setup": {"inputs": args.inputs, "channels": args.channels, "weights": "random"}, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ def main() -> None:
 
     from mirrorc.plan.layers import fmt_count
 
+    measured = []  # the child's figures per model, for results/compile_time.json
     rows = [["model", "inspect s", "mirror s", "report s", "total s", "peak RSS MB", "taps", "backbone MACs",
              "CPM MACs", "CPM ms (single)", "TEE KiB", "note"]]
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,8 +97,10 @@ def main() -> None:
             wall = time.perf_counter() - t0
             if proc.returncode != 0:
                 rows.append([name] + ["-"] * 10 + [proc.stderr.strip().splitlines()[-1][:80] if proc.stderr else "failed"])
+                measured.append({"model": name, "error": rows[-1][-1]})
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
+            measured.append({"model": name, **r})
             phases = [r.get(k) for k in ("inspect_s", "mirror_s", "report_s")]
             rows.append([name] + [f"{p:.2f}" if p is not None else "-" for p in phases]
                         + [f"{sum(p for p in phases if p is not None):.2f}", f"{r['peak_rss_mb']:.0f}",
@@ -110,6 +113,11 @@ def main() -> None:
     print(f"C = {args.channels}")
     for r in rows:
         print("  ".join(cell.ljust(w) if c in (0, 11) else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths))))
+    from record import write_results
+
+    write_results("compile_time", "inspect + mirror + report per model, one process each: seconds, peak RSS, "
+                  "taps, MACs, predicted secure-world time, TEE memory", {"setup": {"channels": args.channels},
+                                                                         "rows": measured})
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.tee.runtime import MODES, ProtectedModel  # noqa: E402
 from mirrorc.backend.secure_build import build_secure  # noqa: E402
 from passes.split import split  # noqa: E402
+from record import write_results  # noqa: E402
 
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "vgg7": (3, 32, 32)}
 PAPER = {"lenet5": 32.93, "vgg7": 0.99}  # Table IV overhead (%), Raspberry Pi 3B + OP-TEE
@@ -303,6 +304,24 @@ def main() -> None:
         secs = " ".join(f"{k}={v}" for k, v in sorted(m.get("aarch64", {}).items())) or "(no cross compiler)"
         print(f"{r['name']:8} {m['weights']:8} {m['arena']:7} {m['state']:6} {m['stack']:6} {m['ta_stack_size']:8} "
               f"{m['ta_data_size']:8} {m['total']:7}  {secs}")
+    write_results("secure_world", "the secure world at batch 1: 1. the CPM in C vs onnxruntime (us), 2. end to end "
+                  "per image (wall us, p50 and mean per variant and mode), the cold path, 3. TA memory (bytes)",
+                  {"setup": {"images": args.images, "rounds": args.rounds, "calls": args.calls,
+                             "channels": args.channels},
+                   "rows": [_result_row(r) for r in results]})
+
+
+def _result_row(r: dict) -> dict:
+    """One model's figures as results/secure_world.json holds them (summaries, not every call)."""
+    (c_wall, c_cpu), ort_wall = r["c"], r["ort_secure"]
+    return {"model": r["name"], "cpm_c_us": c_wall * 1e6, "cpm_c_cpu_us": c_cpu * 1e6,
+            "cpm_onnxruntime_us": ort_wall * 1e6, "c_vs_onnxruntime_labels": r["c_vs_ort_labels"],
+            "end_to_end_us": {m: {k: {"p50": float(np.median(x)) * 1e6, "mean": float(np.mean(x)) * 1e6}
+                                  for k, x in r["times"][m].items()} for m in MODES},
+            "agree": {m: float(r["agree"][m]) for m in MODES},
+            "cold_path_us": {k: {"warm": w * 1e6, "after_backbone": c * 1e6} for k, (w, c) in r["cold"].items()},
+            "target_overhead_pct": TARGET[r["name"]], "paper_overhead_pct": PAPER[r["name"]],
+            "memory": r["memory"]}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from mirrorc.attack.thief import reinitialize  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.tee.runtime import ProtectedModel  # noqa: E402
 from mirrorc.backend.secure_build import build_secure  # noqa: E402
+from record import write_results  # noqa: E402
 
 
 def model_path(name: str, work: Path) -> Path:
@@ -104,12 +105,18 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{'model':12} {'taps':>4} {'agree':>11} {'distinct labels':>15} {'min top-2 margin':>16} {'ms/image':>9}")
     worst = True
+    rows = []
     with tempfile.TemporaryDirectory(prefix="mirrorc-split-") as tmp:
         for name in args.models.split(","):
             r = check(name, args.inputs, args.channels, Path(tmp))
             worst &= r["agree"] == r["inputs"]
+            rows.append(r)
             print(f"{r['model']:12} {r['taps']:4d} {r['agree']:5d}/{r['inputs']:<5d} {r['distinct_labels']:15d} "
                   f"{r['min_margin']:16.3g} {r['ms_per_image']:9.2f}", flush=True)
+    write_results("split_agreement", "split execution (normal.onnx in onnxruntime, the TA in the simulator, "
+                  "stream mode) against mirrornet.onnx: labels agreeing, distinct labels, smallest top-1/top-2 margin",
+                  {"setup": {"inputs": args.inputs, "channels": args.channels, "weights": "random He-normal"},
+                   "rows": rows})
     sys.exit(0 if worst else 1)
 
 

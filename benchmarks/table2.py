@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.make_models import lenet5  # noqa: E402
+from record import write_results  # noqa: E402
 
 # Table II of the paper: input network accuracy, then per C (BackboneNet, MirrorNet, Δp)
 PAPER = {
@@ -122,6 +123,24 @@ def main():
                 out.write_text(json.dumps(results, indent=2))
                 print_table(results, cells, args, file=sys.stderr)  # progress
     print_table(results, cells, args)
+    if not args.print_only:  # --print-only measures nothing, so it records nothing
+        write_results("table2", "Table II, LeNet-5: test accuracy (%) of the unprotected network, the backbone alone "
+                      "and the MirrorNet, and Δp, beside the paper's",
+                      {"setup": {"epochs": args.epochs, "limit_train": args.limit_train, "seed": args.seed,
+                                 "penalty_kind": args.penalty_kind},
+                       "rows": [table_row(results, d, c, w, args) for d, c, w in cells]})
+
+
+def table_row(results, d, c, w, args) -> dict:
+    """One printed row as results/table2.json holds it: ours (None when not run) and the paper's."""
+    r = find(results, d, c, w, args)
+    base = next((x["original_acc"] for x in results if x["dataset"] == d and x.get("original_acc") is not None
+                 and x["epochs"] == args.epochs and x["limit_train"] == args.limit_train), None)
+    p_in, p_rows = PAPER[d]
+    pb, pm, pd = p_rows.get(c, (None, None, None)) if w == 0 else (None, None, None)
+    return {"dataset": d, "C": c, "penalty": w, "input": base,
+            "backbone": r and r["backbone_acc"], "mirrornet": r and r["mirrornet_acc"], "delta_p": r and r["delta_p"],
+            "paper": {"input": p_in, "backbone": pb, "mirrornet": pm, "delta_p": pd} if pb is not None else None}
 
 
 def find(results, d, c, w, args):

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes.split import split  # noqa: E402
+from record import write_results  # noqa: E402
 from secure_world import INPUT_SHAPES, interleaved, session  # noqa: E402  (same timing as the end to end)
 
 CHANNELWISE = ("Relu", "BatchNormalization", "MaxPool")  # ops a channel split passes through
@@ -197,11 +198,19 @@ def main() -> None:
     print(f"\n{args.model}, C = {args.channels}, batch 1, 1 thread, {args.calls} calls each, wall us; "
           f"max |output - normal.onnx| over all outputs")
     print(f"{'variant':22} {'p50':>9} {'vs original':>11} {'mean':>9} {'vs original':>11} {'max diff':>9}")
+    rows = []
     for k in variants:
         p50, mean = np.median(times[k]), np.mean(times[k])
+        rows.append({"variant": k, "p50_us": float(p50 * 1e6), "p50_vs_original": float(p50 / o50 - 1),
+                     "mean_us": float(mean * 1e6), "mean_vs_original": float(mean / omean - 1),
+                     "max_diff": diffs.get(k)})
         diff = f"{diffs[k]:9.1e}" if k in diffs else f"{'':9}"
         print(f"{k:22} {p50 * 1e6:9.1f} {100 * (p50 / o50 - 1):+10.1f}% {mean * 1e6:9.1f} "
               f"{100 * (mean / omean - 1):+10.1f}% {diff}")
+    write_results("tap_layout", "normal.onnx variants that hand out the tapped channels: wall us per call and "
+                  "the change against the original model (p50, mean)",
+                  {"setup": {"model": args.model, "channels": args.channels, "calls": args.calls, "block": args.block},
+                   "rows": rows})
 
 
 if __name__ == "__main__":

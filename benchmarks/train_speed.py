@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.make_models import lenet5, vgg7  # noqa: E402
 from mirrorc.train.interpreter import OnnxModule  # noqa: E402
 from mirrorc.train.loop import logits_tensor  # noqa: E402
+from record import write_results  # noqa: E402
 
 
 class HandLeNet5(torch.nn.Module):
@@ -131,6 +132,11 @@ def main():
     print(f"{'model':<18} {'mode':<20} {'hand-written s/epoch':>21} {'OnnxModule s/epoch':>19} {'ratio':>6}")
     for name, mode, hand, ours in rows:
         print(f"{name:<18} {mode:<20} {hand:>21.1f} {ours:>19.1f} {ours / hand:>6.2f}")
+    write_results("train_speed", "seconds per training epoch: hand-written torch model against OnnxModule running "
+                  "the ONNX graph", {"setup": {"batches": args.batches, "batch_size": args.batch_size,
+                                               "threads": torch.get_num_threads()},
+                                     "rows": [{"model": name, "mode": mode, "hand_s_per_epoch": hand,
+                                               "onnxmodule_s_per_epoch": ours} for name, mode, hand, ours in rows]})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Protection strategies (mirrorc.train.protect): `random-backbone` trains the CPM alone and leaves every
 backbone weight at its seeded random value, through the trainer, `mirrorc compile` and the
-partition report; bad combinations are one-line errors."""
+partition report (which reads the measured figures from results/); bad combinations are one-line errors."""
 
 from __future__ import annotations
 
@@ -39,8 +39,18 @@ def changed_weights(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[li
     return [k for k in changed if not is_cpm(k)], [k for k in changed if is_cpm(k)]
 
 
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], env={"MIRRORC_DATA": str(DATA_DIR)})
+def cli(*args, env: dict | None = None):
+    return CliRunner().invoke(main, [str(a) for a in args], env={"MIRRORC_DATA": str(DATA_DIR), **(env or {})})
+
+
+def write_protection_results(folder: Path, rows: list[dict], command: str = "python benchmarks/attacks.py --x") -> Path:
+    """A results/protection.json as benchmarks/attacks.py --results protection writes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "protection.json"
+    path.write_text(json.dumps({"name": "protection", "table": "t", "command": command, "date": "2026-01-01",
+                                "machine": {}, "figures": {"setup": {"model": "lenet5", "compile_epochs": 7},
+                                                           "rows": rows}}))
+    return path
 
 
 def test_freeze_backbone_trains_the_cpm_alone():
@@ -116,13 +126,79 @@ def test_partition_report_shows_the_strategy():
     assert run.exit_code == 0, run.output
     assert "C=8" in run.output.splitlines()[0]
     assert "protection     random-backbone" in run.output
-    assert "C = 8, 10 epochs: MirrorNet 0.46 points below" in run.output
     run = cli("partition", LENET, "--json")
     rep = json.loads(run.output)
     assert rep["channels"] == 2 and rep["protection"]["name"] == "joint"
-    assert rep["protection"]["measured"]["command"].startswith("python benchmarks/attacks.py")
 
 
+def test_partition_report_reads_the_measured_figures_from_results(tmp_path):
+    row = {"dataset": "mnist", "protect": "random-backbone", "C": 8, "select": "first", "penalty": 0.0,
+           "unprotected": 98.0, "mirrornet": 96.77, "cost": 1.23, "head_start": {"600": "+9.87 ± 0.65"}}
+    path = write_protection_results(tmp_path / "res", [row, {**row, "protect": "joint", "cost": None}],
+                                    command="python benchmarks/attacks.py --only-in-this-test")
+    env = {"MIRRORC_RESULTS": str(tmp_path / "res")}
+    run = cli("partition", LENET, "--report", "--protect", "random-backbone", env=env)
+    assert run.exit_code == 0, run.output
+    measured = next(line for line in run.output.splitlines() if line.startswith("  measured"))
+    assert "C = 8, 7 epochs: MirrorNet 1.23 points below the unprotected model" in measured
+    assert "+9.87 ± 0.65" in measured and "--only-in-this-test" in measured and str(path) in measured
+    # a row without an unprotected baseline (cost None) is no measured cost
+    run = cli("partition", LENET, "--report", "--protect", "joint", env=env)
+    assert "no measured figures for this strategy in " + str(path) in run.output
+    rep = json.loads(cli("partition", LENET, "--json", "--protect", "random-backbone", env=env).output)
+    assert rep["protection"]["measured"]["rows"] == [row] and rep["protection"]["measured"]["file"] == str(path)
+
+
+def test_partition_report_without_results_says_so(tmp_path):
+    env = {"MIRRORC_RESULTS": str(tmp_path / "nothing-here")}
+    run = cli("partition", LENET, "--report", "--protect", "random-backbone", env=env)
+    assert run.exit_code == 0, run.output
+    assert f"no measured figures (no protection.json in {tmp_path / 'nothing-here'})" in run.output
+    rep = json.loads(cli("partition", LENET, "--json", env=env).output)
+    assert rep["protection"]["measured"]["rows"] == []
+
+
+def test_a_broken_results_file_is_one_line_exit_2(tmp_path):
+    (tmp_path / "protection.json").write_text(json.dumps({"command": "python benchmarks/attacks.py"}))
+    run = cli("partition", LENET, "--report", env={"MIRRORC_RESULTS": str(tmp_path)})
+    assert run.exit_code == 2, run.output
+    assert "protection.json: field 'figures' missing" in run.output and len(run.output.strip().splitlines()) == 1
+
+
+def test_the_shipped_results_cover_every_strategy_at_its_default_channels(monkeypatch):
+    """results/protection.json (in the repo) holds a measured cost and head start for each strategy, at the C
+    the strategy uses by default, so `partition --report --protect S` quotes a figure for the build it plans."""
+    from mirrorc.plan.report import measured_protection
+
+    monkeypatch.delenv("MIRRORC_RESULTS", raising=False)
+    for name, strategy in protect.STRATEGIES.items():
+        measured = measured_protection(name)
+        assert measured["rows"], (name, measured)
+        assert any(r["C"] == strategy.default_channels(LENET) for r in measured["rows"]), (name, measured["rows"])
+        assert all("600" in r["head_start"] for r in measured["rows"])
+        assert measured["command"].startswith("python benchmarks/attacks.py")
+
+
+def test_benchmarks_write_what_the_report_reads(tmp_path, monkeypatch):
+    """benchmarks/record.py (the benchmarks' one writer) and mirrorc.plan.report (the reader) agree on the
+    folder and the format."""
+    import sys
+
+    monkeypatch.setenv("MIRRORC_RESULTS", str(tmp_path))
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    monkeypatch.setattr(sys, "argv", [str(benchmarks / "attacks.py"), "--seeds", "3"])
+    from record import write_results
+
+    from mirrorc.plan.report import load_results, measured_protection
+
+    row = {"dataset": "mnist", "protect": "joint", "C": 2, "cost": 0.5, "head_start": {"600": "+1.00"}}
+    path = write_results("protection", "a table", {"setup": {}, "rows": [row]})
+    assert path == tmp_path / "protection.json"
+    written = load_results("protection")
+    assert written["command"] == "python benchmarks/attacks.py --seeds 3"
+    assert written["date"] and written["machine"]["cores"] >= 1
+    assert measured_protection("joint")["rows"] == [row]
 def test_partition_protect_misuse_is_one_line_exit_2(tmp_path):
     model, _ = build_mirrornet(LENET, channels=2)
     path = tmp_path / "mirrornet.onnx"

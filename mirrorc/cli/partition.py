@@ -93,7 +93,7 @@ def register(main: click.Group) -> None:
             model = built[0] if isinstance(built, tuple) else built
         rep = report.build_report(model, dev, tee_memory=limit)
         if not given_mirrornet:
-            rep["protection"] = protection.describe(chosen)
+            rep["protection"] = {**protection.describe(chosen), "measured": report.measured_protection(chosen.name)}
         if as_json:
             echo_json(rep)
             for w in rep["warnings"]:  # the text report carries its warnings itself

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import onnx
 
@@ -239,10 +240,85 @@ def format_report(report: dict) -> str:
                        f"carry {fmt_bytes(m['carry'])}, input buffer {fmt_bytes(m['input_buffer'])}, TA overhead {fmt_bytes(m['ta_overhead'])}"],
     ]
     if r.get("protection"):
-        from mirrorc.train.protect import format_measured
-
         p = r["protection"]
         summary += [["protection", f"{p['name']}: {p['summary']}"], ["  measured", format_measured(p["measured"])]]
     lines += [""] + text_table(summary, right=set())
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+# Measured figures live in results/<table>.json at the top of the repo (written by benchmarks/record.py),
+# not in code: the report quotes the file and the command that made it.
+PROTECTION_RESULTS = "protection"  # benchmarks/attacks.py --baseline --results protection
+SCHEDULE_RESULTS = "protection_lr_schedule"  # the same strategies under --lr-schedule cosine
+
+
+def results_dir() -> Path:
+    """Where measured figures are read from: $MIRRORC_RESULTS, else results/ beside mirrorc/."""
+    override = os.environ.get("MIRRORC_RESULTS")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "results"
+
+
+def load_results(name: str) -> dict | None:
+    """results/<name>.json as written by benchmarks/record.py, or None when there is none."""
+    path = results_dir() / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise MirrorcError(f"{path}: not a readable results file ({e})") from None
+    for key in ("command", "figures"):
+        if not isinstance(results, dict) or key not in results:
+            raise MirrorcError(f"{path}: field '{key}' missing (a results file has command, date, machine, figures)")
+    return results
+
+
+def measured_protection(strategy: str) -> dict:
+    """What was measured for a protection strategy, from results/protection.json (and the learning-rate
+    schedule table beside it): the MirrorNet's cost and the thief's head start, with the command and
+    the file. `{"results": <dir>, "rows": []}` when nothing was measured for it."""
+    found: dict = {"results": str(results_dir()), "rows": []}
+    measured = load_results(PROTECTION_RESULTS)
+    if measured is None:
+        return found
+    where = results_dir() / f"{PROTECTION_RESULTS}.json"
+    rows = _rows(measured, where)
+    # the reference build: each strategy at its default C, plain loss, scored against an unprotected baseline
+    found["rows"] = [r for r in rows if r.get("protect") == strategy and r.get("cost") is not None]
+    found.update(file=str(where), command=measured["command"], date=measured.get("date"),
+                 transcribed=measured.get("transcribed"), setup=measured["figures"].get("setup", {}))
+    schedule = load_results(SCHEDULE_RESULTS)
+    if schedule is not None:
+        found["lr_schedule"] = [r for r in _rows(schedule, results_dir() / f"{SCHEDULE_RESULTS}.json")
+                                if r.get("protect") == strategy]
+    return found
+
+
+def _rows(results: dict, where: Path) -> list[dict]:
+    rows = results["figures"].get("rows") if isinstance(results["figures"], dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise MirrorcError(f"{where}: field 'figures.rows' is not a list of rows")
+    return rows
+
+
+def format_measured(measured: dict) -> str:
+    """One line of what was measured for a strategy, or why there is nothing to show."""
+    if not measured["rows"]:
+        if "file" not in measured:
+            return f"no measured figures (no {PROTECTION_RESULTS}.json in {measured['results']})"
+        return f"no measured figures for this strategy in {measured['file']}"
+    setup = measured["setup"]
+    parts = []
+    for r in measured["rows"]:
+        hs = r.get("head_start", {}).get("600", "-")
+        parts.append(f"{setup.get('model', '?')} / {r['dataset']}, C = {r['C']}, "
+                     f"{setup.get('compile_epochs', '?')} epochs: MirrorNet {r['cost']:.2f} points below the "
+                     f"unprotected model, head start @600 labels {hs} points")
+    line = "; ".join(parts) + f" (`{measured['command']}`, {measured['file']}"
+    line += ", transcribed, not re-measured)" if measured.get("transcribed") else ")"
+    schedule = [r for r in measured.get("lr_schedule", []) if r.get("cost") is not None]
+    if schedule:
+        line += (f"; with --lr-schedule {schedule[0].get('lr_schedule', 'cosine')} for both models the cost is "
+                 + " and ".join(f"{r['cost']:.2f} at C = {r['C']}" for r in schedule))
+    return line
