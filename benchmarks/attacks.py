@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", action="store_true",
                     help="also train the unprotected model per build and report the MirrorNet's cost")
     ap.add_argument("--selects", default="first,random")
-    ap.add_argument("--penalties", default="0,1", help="backbone-penalty weights (0 = the paper's plain loss)")
+    ap.add_argument("--penalties", default="0,1", help="backbone-penalty weights (0 = the paper's plain loss; 'default' = each strategy's own)")
     ap.add_argument("--budgets", default="600,3000")
     ap.add_argument("--seeds", type=int, default=1, help="attack seeds per budget")
     ap.add_argument("--compile-epochs", type=int, default=5)
@@ -87,8 +87,9 @@ def main(argv=None) -> int:
     for data in args.datasets.split(","):
         dataset = None
         scratch_cache: dict = {}
-        grid = [(protection.get(p), penalty, select, c) for p in args.protects.split(",")
-                for penalty in _floats(args.penalties) for select in args.selects.split(",")
+        grid = [(strategy, penalty, select, c) for strategy in map(protection.get, args.protects.split(","))
+                for penalty in ([strategy.backbone_penalty] if args.penalties == "default" else _floats(args.penalties))
+                for select in args.selects.split(",")
                 for c in (["default"] if args.channels == "default" else _ints(args.channels))]
         for strategy, penalty, select, c in grid:
             if strategy.freeze_backbone and penalty:

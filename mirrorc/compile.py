@@ -41,7 +41,8 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
 
     require_torch()  # fail before any work if training is impossible
     strategy = strategies.get(protect)
-    config = replace(config or TrainConfig(seed=seed), freeze_backbone=strategy.freeze_backbone)
+    config = replace(config or TrainConfig(seed=seed, backbone_penalty=strategy.backbone_penalty),
+                     freeze_backbone=strategy.freeze_backbone)
     config.check()
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():

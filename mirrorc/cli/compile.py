@@ -6,6 +6,7 @@ import click
 
 from mirrorc.cli.common import echo_json, user_errors
 from mirrorc.train.protect import STRATEGIES
+from mirrorc.train.protect import get as get_strategy
 
 
 def _log(message: str) -> None:
@@ -19,7 +20,8 @@ def register(main: click.Group) -> None:
                   "train/ test/ image folders or a tarball of them, .npz)")
     @click.option("--data-dir", default=None, help="folder holding the named datasets  [default: $MIRRORC_DATA]")
     @click.option("--protect", default="joint", show_default=True, type=click.Choice(list(STRATEGIES)),
-                  help="protection strategy: joint = backbone and CPM trained together (the paper); "
+                  help="protection strategy: joint = backbone and CPM trained together, the backbone penalised "
+                  "so that alone it is useless; paper = the paper's plain recipe (the backbone alone stays good); "
                   "random-backbone = the backbone keeps its random weights, only a wider CPM learns (a stolen "
                   "backbone is worth no more than a fresh init; costs TEE memory and time: see `mirrorc partition "
                   "--report --protect`)")
@@ -33,9 +35,10 @@ def register(main: click.Group) -> None:
     @click.option("--lr", default=1e-3, show_default=True, type=float, help="Adam learning rate")
     @click.option("--lr-schedule", default="constant", show_default=True, type=click.Choice(["constant", "cosine"]),
                   help="cosine: the learning rate decays to 0 over the run (the baseline gets the same schedule)")
-    @click.option("--backbone-penalty", default=0.0, show_default=True, type=click.FloatRange(0),
+    @click.option("--backbone-penalty", default=None, type=click.FloatRange(0),
                   help="weight W of the term W * -log(1 - p_backbone(right class)) that makes the backbone alone "
-                  "wrong (a larger accuracy gap); 0 = the paper's plain cross-entropy")
+                  "wrong (a larger accuracy gap); 0 = plain cross-entropy  [default: the strategy's: 0.3 for "
+                  "joint, 0 for paper and random-backbone]")
     @click.option("--penalty-kind", default="wrong", show_default=True, type=click.Choice(["wrong", "uniform"]),
                   help="wrong: -log(1 - p_y), makes the backbone's answer wrong; uniform: cross-entropy to the "
                   "uniform distribution, makes its output uninformative")
@@ -61,6 +64,8 @@ def register(main: click.Group) -> None:
         from mirrorc.compile import compile_model
         from mirrorc.train.loop import TrainConfig
 
+        if backbone_penalty is None:
+            backbone_penalty = get_strategy(protect).backbone_penalty
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
                              backbone_penalty=backbone_penalty, penalty_kind=penalty_kind, val_fraction=val_fraction, fast=fast)
         summary = compile_model(model, out_dir, data=data, data_dir=data_dir, channels=channels, protect=protect,

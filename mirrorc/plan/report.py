@@ -17,6 +17,7 @@ import onnx
 from mirrorc.plan import emulator, layers as L
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import secure_pipeline
+from mirrorc.train.protect import get as get_strategy
 
 FINAL_NODES = ("cpm/final_add", "cpm/argmax")  # run by the final command whatever their stage says
 
@@ -285,7 +286,9 @@ def measured_protection(strategy: str) -> dict:
     where = results_dir() / f"{PROTECTION_RESULTS}.json"
     rows = _rows(measured, where)
     # the reference build: each strategy at its default C, plain loss, scored against an unprotected baseline
-    found["rows"] = [r for r in rows if r.get("protect") == strategy and r.get("cost") is not None]
+    penalty = get_strategy(strategy).backbone_penalty
+    found["rows"] = [r for r in rows if r.get("protect") == strategy and r.get("cost") is not None
+                     and float(r.get("penalty", 0.0)) == penalty]
     found.update(file=str(where), command=measured["command"], date=measured.get("date"),
                  transcribed=measured.get("transcribed"), setup=measured["figures"].get("setup", {}))
     schedule = load_results(SCHEDULE_RESULTS)
