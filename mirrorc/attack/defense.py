@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from mirrorc.errors import MirrorcError
-from mirrorc.train.loop import TrainConfig, backbone_penalty
+from mirrorc.train.loop import TrainConfig, backbone_penalty, fit, trainable_parameters
 
 
 @dataclass
@@ -75,34 +75,35 @@ def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarra
                            outputs=["mirrornet_logits"])
         return probe, torch.optim.Adam(probe.parameters(), lr=config.probe_lr)
 
-    opt = torch.optim.Adam(main.parameters(), lr=config.lr)
+    opt = torch.optim.Adam(trainable_parameters(main), lr=config.lr)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    steps_per_epoch = math.ceil(len(xt) / config.batch_size)
     chance = math.log(num_classes)
-    probe, probe_opt, step = None, None, 0
-    main.train()
+    current = {"step": 0}  # the probe, its optimiser and the features it read, re-drawn every probe_steps steps
+
+    def loss_of(out, yb):
+        if current["step"] % config.probe_steps == 0:
+            current["probe"], current["opt"] = fresh_probe(current["step"] // config.probe_steps)
+        loss = F.cross_entropy(out["mirrornet_logits"], yb)
+        if config.backbone_penalty > 0:
+            loss = loss + config.backbone_penalty * backbone_penalty(out["backbone_logits"], yb, config.penalty_kind)
+        current["feeds"] = [out[name] for name in probe_inputs]
+        # the backbone pushes the current probe's loss up, to chance and no further
+        adversarial = torch.clamp(F.cross_entropy(current["probe"](*current["feeds"])["mirrornet_logits"], yb),
+                                  max=chance)
+        return loss - config.probe_weight * adversarial
+
+    def probe_learns(out, yb):
+        # the probe learns on what it sees, like an attacker would
+        probe_opt = current["opt"]
+        probe_opt.zero_grad(set_to_none=True)
+        probe_loss = F.cross_entropy(current["probe"](*[f.detach() for f in current["feeds"]])["mirrornet_logits"], yb)
+        probe_loss.backward()
+        probe_opt.step()
+        current["step"] += 1
+
     for epoch in progress(range(config.epochs), desc=progress_desc, unit="epoch"):
         order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(len(xt)))
-        for s in range(steps_per_epoch):
-            if step % config.probe_steps == 0:
-                probe, probe_opt = fresh_probe(step // config.probe_steps)
-            idx = order[s * config.batch_size:(s + 1) * config.batch_size]
-            out = main(xt[idx])
-            loss = F.cross_entropy(out["mirrornet_logits"], yt[idx])
-            if config.backbone_penalty > 0:
-                loss = loss + config.backbone_penalty * backbone_penalty(out["backbone_logits"], yt[idx],
-                                                                         config.penalty_kind)
-            feeds = [out[name] for name in probe_inputs]
-            # the backbone pushes the current probe's loss up, to chance and no further
-            adversarial = torch.clamp(F.cross_entropy(probe(*feeds)["mirrornet_logits"], yt[idx]), max=chance)
-            opt.zero_grad(set_to_none=True)
-            (loss - config.probe_weight * adversarial).backward()
-            opt.step()
-            # the probe learns on what it sees, like an attacker would
-            probe_opt.zero_grad(set_to_none=True)
-            probe_loss = F.cross_entropy(probe(*[f.detach() for f in feeds])["mirrornet_logits"], yt[idx])
-            probe_loss.backward()
-            probe_opt.step()
-            step += 1
+        batches = (order[s:s + config.batch_size] for s in range(0, len(xt), config.batch_size))
+        fit(main, xt, yt, batches, loss_of, opt, after_step=probe_learns)
     main.eval()
     return main.write_back()

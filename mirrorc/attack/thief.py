@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import onnx
@@ -35,6 +35,9 @@ from onnx import helper, numpy_helper
 
 from mirrorc.errors import MirrorcError
 from passes.mirror import is_cpm, torch_uniform
+
+if TYPE_CHECKING:
+    import torch
 
 LABELLED_ATTACKS = ("finetune_all", "retrain_head", "replace_cpm")
 ALL_ATTACKS = ("as_is", *LABELLED_ATTACKS, "distill", "scratch", "scratch_oracle")
@@ -268,45 +271,43 @@ def accuracy(model: onnx.ModelProto, output: str, x: np.ndarray, y: np.ndarray) 
     return float((pred == y).mean() * 100.0)
 
 
+def cycling_batches(n: int, batch: int, steps: int, seed: int) -> Iterator[torch.Tensor]:
+    """`steps` index batches of `batch` drawn from a seeded permutation of n, re-shuffled when a batch
+    would run past its end (the attacks train by steps, not epochs)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    order, cursor = torch.randperm(n, generator=gen), 0
+    for _ in range(steps):
+        if cursor + batch > len(order):
+            order, cursor = torch.randperm(n, generator=gen), 0
+        yield order[cursor:cursor + batch]
+        cursor += batch
+
+
 def train(model: onnx.ModelProto, output: str, trainable: Callable[[str], bool], x: np.ndarray, y: np.ndarray,
           *, lr: float, steps: int, batch: int, seed: int, desc: str = "") -> onnx.ModelProto:
-    """Train the initializers chosen by `trainable` with Adam + cosine decay, cross-entropy on `output`;
-    return the model with the trained values written back."""
+    """Train the initializers chosen by `trainable` with Adam + cosine decay, cross-entropy on `output`,
+    through mirrorc.train.loop's loop (a frozen BatchNorm keeps its statistics); return the model with
+    the trained values written back."""
     import torch
 
     from mirrorc.cli.common import progress
     from mirrorc.train.interpreter import OnnxModule
+    from mirrorc.train.loop import fit, trainable_parameters
 
     torch.manual_seed(seed)
     module = OnnxModule(model, outputs=[output], trainable=trainable)
-    params = [p for p in module.parameters() if p.requires_grad]
+    params = trainable_parameters(module)
     if not params:
         raise MirrorcError(f"{desc or 'attack'}: nothing to train (no initializer selected)")
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(xt), generator=gen)
-    cursor = 0
-    module.train()
-    for _ in progress(range(steps), desc=desc, leave=False):
-        if cursor + batch > len(order):
-            order, cursor = torch.randperm(len(xt), generator=gen), 0
-        idx = order[cursor:cursor + batch]
-        cursor += batch
-        loss = torch.nn.functional.cross_entropy(module(xt[idx])[output], yt[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+    batches = progress(cycling_batches(len(x), batch, steps, seed), total=steps, desc=desc, leave=False)
+    fit(module, torch.from_numpy(x), torch.from_numpy(y), batches,
+        lambda out, yb: torch.nn.functional.cross_entropy(out[output], yb), opt, scheduler=sched)
     module.eval()
-    trained = module.write_back()
-    # A frozen part stays frozen: BatchNorm running statistics move in train() mode, put them back.
-    original = {t.name: t for t in model.graph.initializer}
-    for init in trained.graph.initializer:
-        if not trainable(init.name) and init.name in original:
-            init.CopyFrom(original[init.name])
-    return trained
+    return module.write_back()
 
 
 @dataclass

@@ -5,6 +5,8 @@ At construction the graph is compiled once into a flat list of closures (one per
 topological order, pruned to what the requested outputs need); `forward` just runs them over a dict
 of tensors. Float initializers that nodes use as weights become `nn.Parameter`s, BatchNormalization
 running statistics become buffers (updated in `train()` mode), everything else is a constant.
+Freezing means frozen weights and frozen BatchNorm: a BatchNormalization whose scale and bias are not
+trainable normalises by its running statistics and leaves them untouched, even in `train()` mode.
 Nodes whose inputs are all constants (ConstantOfShape, Shape arithmetic, ...) are folded at build
 time.
 """
@@ -131,7 +133,7 @@ def _op_batchnorm(attrs, opset, node):
     torch_momentum = 1.0 - attrs.get("momentum", 0.9)  # ONNX weights the old value, torch the new one
 
     def batchnorm(x, scale, bias, mean, var, *, training: bool):
-        if training:
+        if training and not batchnorm.frozen:
             # running statistics are updated in place only when they are the module's buffers
             tracked = batchnorm.stats_are_buffers
             return F.batch_norm(x, mean if tracked else None, var if tracked else None, scale, bias,
@@ -140,6 +142,7 @@ def _op_batchnorm(attrs, opset, node):
 
     batchnorm.needs_training = True
     batchnorm.stats_are_buffers = False
+    batchnorm.frozen = False  # set by OnnxModule: scale and bias not trainable -> inference mode always
     return batchnorm
 
 
@@ -514,6 +517,7 @@ class OnnxModule(torch.nn.Module):
         needed = set(self.output_names) | {i for n in nodes for i in n.input if i}
 
         # Compile: fold nodes with constant inputs now, keep a closure for the rest.
+        learnable = dict(zip(self._param_names, self.weights))
         static = dict(env0)
         variable = set(self.input_names) | set(self._param_names) | set(self._buffer_names)
         self._steps: list[tuple] = []
@@ -525,6 +529,8 @@ class OnnxModule(torch.nn.Module):
             fn = builder(_attrs(node), opset, node)
             if node.op_type == "BatchNormalization":
                 fn.stats_are_buffers = all(i in self._buffer_names for i in node.input[3:5])
+                fn.frozen = trainable is not None and not any(
+                    learnable[i].requires_grad for i in node.input[1:3] if i in learnable)
             needs_training = getattr(fn, "needs_training", False)
             ins = list(node.input)
             while ins and not ins[-1]:

@@ -14,6 +14,11 @@ keeps ~91-94% on its own (benchmarks/table2.py). `backbone_penalty` W > 0 adds W
 
 Adam, seeded: the same seed, data and model give the same weights. A checkpoint is written after
 every epoch; `resume` continues from it.
+
+`fit` is the one training loop of mirrorc: `train` here, the attacks (mirrorc.attack.thief) and the
+probe trainer (mirrorc.attack.defense) each bring their own batch order, loss, optimiser and schedule
+to it. What is trainable is the module's (OnnxModule(trainable=...)), and a frozen BatchNorm keeps its
+statistics there.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import onnx
 
 from mirrorc.errors import MirrorcError
 from passes.mirror import is_cpm
+
+if TYPE_CHECKING:
+    import torch
 
 TORCH_HINT = ("training needs torch: install the CPU build first (pip install torch==2.13.0 "
               "--index-url https://download.pytorch.org/whl/cpu), then pip install 'mirrorc[train]'")
@@ -126,6 +134,50 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+@dataclass
+class FitTotals:
+    """What one `fit` call saw: summed loss over samples, correct predictions of the scored output."""
+
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
+def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def fit(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batches: Iterable[torch.Tensor],
+        loss_of: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
+        *, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        forward: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None, scored: str | None = None,
+        after_step: Callable[[dict[str, torch.Tensor], torch.Tensor], None] | None = None) -> FitTotals:
+    """The training loop: for each index batch of `batches`, forward (x[idx], default `module`),
+    `loss_of(outputs, y[idx])`, one optimiser step, then one scheduler step. `after_step(outputs, y[idx])`
+    runs after the update (the probe trainer's adversary learns there); `scored` names the output whose
+    arg-max is counted as correct. The module is in train() mode; BatchNorm nodes whose scale and bias
+    are frozen stay in inference mode (mirrorc.train.interpreter)."""
+    forward = forward or module
+    totals = FitTotals()
+    module.train()
+    for idx in batches:
+        xb, yb = x[idx], y[idx]
+        out = forward(xb)
+        loss = loss_of(out, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if after_step is not None:
+            after_step(out, yb)
+        totals.loss += float(loss.detach()) * len(idx)
+        if scored is not None:
+            totals.correct += int((out[scored].detach().argmax(1) == yb).sum())
+        totals.seen += len(idx)
+    return totals
+
+
 def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainConfig, *,
           logits: str | None = None, backbone_logits: str | None = None,
           checkpoint: str | os.PathLike | None = None, resume: bool = False, fingerprint: str = "",
@@ -156,7 +208,7 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     if config.fast:
         module = module.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=config.lr)
+    optimizer = torch.optim.Adam(trainable_parameters(module), lr=config.lr)
     steps = config.epochs * -(-len(train_idx) // config.batch_size)
     # LambdaLR keeps a constant schedule a no-op; the cosine factor reaches 0 at the last batch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -209,32 +261,24 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
         return (hits[logits] / len(indices),
                 hits[backbone_logits] / len(indices) if backbone_logits else None)
 
+    def loss_of(out, yb):
+        loss = F.cross_entropy(out[logits], yb)
+        if config.backbone_penalty > 0:
+            loss = loss + config.backbone_penalty * backbone_penalty(out[backbone_logits], yb, config.penalty_kind)
+        return loss
+
     bar = progress(range(start_epoch, config.epochs), desc=progress_desc, unit="epoch",
                    initial=start_epoch, total=config.epochs)
     for epoch in bar:
         began = time.perf_counter()
-        module.train()
         # the order of epoch e depends only on (seed, e): a resumed run sees the same batches
         order = train_idx[np.random.default_rng([config.seed, epoch]).permutation(len(train_idx))]
         torch.manual_seed(config.seed * 100003 + epoch)  # dropout masks, if the model has any
-        total_loss, correct, seen = 0.0, 0, 0
-        for s in range(0, len(order), config.batch_size):
-            idx = torch.from_numpy(order[s:s + config.batch_size])
-            xb, yb = xt[idx], yt[idx]
-            out = forward(xb)
-            loss = F.cross_entropy(out[logits], yb)
-            if config.backbone_penalty > 0:
-                loss = loss + config.backbone_penalty * backbone_penalty(out[backbone_logits], yb, config.penalty_kind)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((out[logits].detach().argmax(1) == yb).sum())
-            seen += len(idx)
+        batches = (torch.from_numpy(order[s:s + config.batch_size]) for s in range(0, len(order), config.batch_size))
+        totals = fit(module, xt, yt, batches, loss_of, optimizer, scheduler=scheduler, forward=forward, scored=logits)
         val_acc, val_backbone = evaluate(val_idx)
-        stats = EpochStats(epoch + 1, total_loss / max(seen, 1), correct / max(seen, 1), val_acc, val_backbone,
-                           time.perf_counter() - began)
+        stats = EpochStats(epoch + 1, totals.loss / max(totals.seen, 1), totals.correct / max(totals.seen, 1),
+                           val_acc, val_backbone, time.perf_counter() - began)
         history.append(stats)
         postfix = {"loss": f"{stats.loss:.4f}", "acc": f"{stats.train_acc:.4f}"}
         if val_acc is not None:
