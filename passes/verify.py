@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from passes import contract
 from passes.annotate import get_props
 from passes.base import Pass, PassContext
 from passes.shapes import skeleton
 
-OUTPUTS = ["label", "backbone_logits", "mirrornet_logits"]
-SECURE_OUTPUTS = {"label", "mirrornet_logits"}
+OUTPUTS = list(contract.OUTPUTS)
+SECURE_OUTPUTS = {contract.LABEL, contract.MIRRORNET_LOGITS}
 
 
 def check_partition(model: onnx.ModelProto) -> None:
@@ -28,8 +29,8 @@ def check_partition(model: onnx.ModelProto) -> None:
     world: dict[str, str] = {}  # tensor -> world of its producer (collected first: any node order)
     node_world: list[str] = []
     for node in model.graph.node:
-        w = get_props(node).get("mirrorc.world")
-        if w not in ("normal", "secure"):
+        w = get_props(node).get(contract.META_WORLD)
+        if w not in contract.WORLDS:
             raise p.fail(f"mirrorc.world is {w!r}, expected normal or secure", node.name)
         node_world.append(w)
         for o in node.output:
