@@ -50,9 +50,10 @@ from onnx import helper, numpy_helper
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from passes import contract  # noqa: E402
 from record import write_results  # noqa: E402
 
-RAW_TAP = "mirrorc_tap0"
+RAW_TAP = contract.tap_name(0)
 
 
 def _ints(text: str) -> list[int]:
@@ -85,8 +86,8 @@ def parse_setting(name: str) -> dict:
 
 
 def _world(node: onnx.NodeProto, world: str, stage: int = 1) -> onnx.NodeProto:
-    node.metadata_props.add(key="mirrorc.world", value=world)
-    node.metadata_props.add(key="mirrorc.stage", value=str(stage))
+    node.metadata_props.add(key=contract.META_WORLD, value=world)
+    node.metadata_props.add(key=contract.META_STAGE, value=str(stage))
     return node
 
 
@@ -103,7 +104,7 @@ def add_stem(mirrornet: onnx.ModelProto, width: int, seed: int = 0) -> onnx.Mode
     model.CopyFrom(mirrornet)
     g = model.graph
     meta = {p.key: p.value for p in model.metadata_props}
-    taps = json.loads(meta["mirrorc.taps"])
+    taps = json.loads(meta[contract.META_TAPS])
     tap1 = next(t for t in taps if t["index"] == 1)
     producer = {o: n for n in g.node for o in n.output}
     # the backbone's first stage: the chain input -> ... -> tap-1 tensor
@@ -154,7 +155,7 @@ def add_stem(mirrornet: onnx.ModelProto, width: int, seed: int = 0) -> onnx.Mode
                     "shape": [1, *[d.dim_value for d in g.input[0].type.tensor_type.shape.dim][2:]],
                     "bytes": 0, "raw_input": True})
     for p in model.metadata_props:
-        if p.key == "mirrorc.taps":
+        if p.key == contract.META_TAPS:
             p.value = json.dumps(taps)
     model.metadata_props.add(key="mirrorc.stem", value=json.dumps({"width": width}))
     onnx.checker.check_model(model)
@@ -163,8 +164,8 @@ def add_stem(mirrornet: onnx.ModelProto, width: int, seed: int = 0) -> onnx.Mode
 
 def crossing(model: onnx.ModelProto) -> list[str]:
     """What the secure world reads: every tap (with the raw image when there is a stem), then the logits."""
-    taps = json.loads({p.key: p.value for p in model.metadata_props}["mirrorc.taps"])
-    return [t["selected"] for t in sorted(taps, key=lambda t: t["index"])] + ["backbone_logits"]
+    taps = json.loads({p.key: p.value for p in model.metadata_props}[contract.META_TAPS])
+    return [t["selected"] for t in sorted(taps, key=lambda t: t["index"])] + [contract.BACKBONE_LOGITS]
 
 
 def _extractor(model: onnx.ModelProto) -> onnx.utils.Extractor:
@@ -179,7 +180,7 @@ def normal_part(model: onnx.ModelProto) -> onnx.ModelProto:
 def secure_part(model: onnx.ModelProto) -> onnx.ModelProto:
     """The CPM as a model of (taps incl. the raw image, backbone_logits) -> mirrornet_logits, for the
     probe trainer (passes.split refuses a secure node that reads the raw input)."""
-    return _extractor(model).extract_model(crossing(model), ["mirrornet_logits"])
+    return _extractor(model).extract_model(crossing(model), [contract.MIRRORNET_LOGITS])
 
 
 def mac_ratio(model: onnx.ModelProto) -> tuple[int, int]:
@@ -200,7 +201,7 @@ def train_mirrornet(initial: onnx.ModelProto, dataset, setting: dict, epochs: in
 
     if setting["frozen"]:  # only the CPM learns; the backbone keeps its random initial weights
         steps = epochs * math.ceil(len(dataset.y_train) / 128)
-        return atk.train(initial, "mirrornet_logits", lambda n: n.startswith("cpm/"), dataset.x_train,
+        return atk.train(initial, contract.MIRRORNET_LOGITS, lambda n: n.startswith("cpm/"), dataset.x_train,
                          dataset.y_train, lr=1e-3, steps=steps, batch=128, seed=seed, desc="mirrornet (frozen)")
     if setting["probe"]:
         defense.secure_part = secure_part  # the stem-aware secure part (see the module docstring)
@@ -208,8 +209,8 @@ def train_mirrornet(initial: onnx.ModelProto, dataset, setting: dict, epochs: in
                                      probe_weight=setting["probe"])
         return defense.train_against_probes(initial, dataset.x_train, dataset.y_train, config)
     config = TrainConfig(epochs=epochs, seed=seed, backbone_penalty=setting["penalty"])
-    return train(initial, dataset.x_train, dataset.y_train, config, logits="mirrornet_logits",
-                 backbone_logits="backbone_logits", progress_desc="mirrornet").model
+    return train(initial, dataset.x_train, dataset.y_train, config, logits=contract.MIRRORNET_LOGITS,
+                 backbone_logits=contract.BACKBONE_LOGITS, progress_desc="mirrornet").model
 
 
 def main(argv=None) -> int:
@@ -248,7 +249,7 @@ def main(argv=None) -> int:
     base, _info = build_mirrornet(args.model, channels=args.channels, seed=0)
     input_shape = tuple(d.dim_value or 1 for d in base.graph.input[0].type.tensor_type.shape.dim)
     dataset = load_dataset(args.data, data_dir=args.data_dir, input_shape=input_shape, limit_train=args.limit_train,
-                           num_classes=int({p.key: p.value for p in base.metadata_props}["mirrorc.num_classes"]))
+                           num_classes=int({p.key: p.value for p in base.metadata_props}[contract.META_NUM_CLASSES]))
 
     # the unprotected model, trained the same way from the same initial backbone weights
     source = same_init(onnx.load(args.model), base)
@@ -266,7 +267,7 @@ def main(argv=None) -> int:
         if seed not in default_cache:
             untrained = normal_part(build_mirrornet(args.model, channels=args.channels, seed=5000 + seed)[0])
             split = atk.draw_budget(len(dataset.y_train), args.budget, seed)
-            attack = atk.Attack("scratch_default", untrained, "backbone_logits", lambda n: True)
+            attack = atk.Attack("scratch_default", untrained, contract.BACKBONE_LOGITS, lambda n: True)
             default_cache[seed] = atk.fit_and_score(attack, dataset.x_train[split.labelled], dataset.y_train[split.labelled],
                                                     dataset.x_test, dataset.y_test, schedule, seed, args.budget).accuracy
         return default_cache[seed]

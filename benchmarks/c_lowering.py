@@ -31,6 +31,7 @@ from record import write_results  # noqa: E402
 
 from mirrorc.backend import cbuild  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
+from passes import contract  # noqa: E402
 from passes.lower_c import lower  # noqa: E402
 from passes.split import split  # noqa: E402
 
@@ -77,7 +78,7 @@ def run(name: str, n_inputs: int, channels: int, tmp: Path) -> dict:
 
     # speed on the first input
     nout = normal_s.run(None, {vi.name: x[:1]})
-    feeds = {f"mirrorc_tap{k}": t for k, t in enumerate(nout[1:], 1)} | {"backbone_logits": nout[0]}
+    feeds = {contract.tap_name(k): t for k, t in enumerate(nout[1:], 1)} | {contract.BACKBONE_LOGITS: nout[0]}
     sec = session(secure)
     iters = max(5, int(2e5 // max(1, lowered.sizes["arena"] // 64)))
     iters = min(iters, 2000)

@@ -46,6 +46,7 @@ from mirrorc.tee import teec
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.tee.runtime import MODES, ProtectedModel  # noqa: E402
 from mirrorc.backend.secure_build import build_secure  # noqa: E402
+from passes import contract  # noqa: E402
 from passes.split import split  # noqa: E402
 from record import write_results  # noqa: E402
 
@@ -121,12 +122,12 @@ def bench_model(name: str, images: int, rounds: int, per_round: int, calls: int,
     mirrornet, _ = build_mirrornet(ROOT / "examples" / "models" / f"{name}.onnx", channels=channels)
     onnx.save(mirrornet, build / "mirrornet.onnx")
     fields = build_secure(mirrornet, build)
-    (build / "plan.json").write_text(json.dumps({"format": 1, "model": f"{name}.onnx", **fields}))
+    (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": f"{name}.onnx", **fields}))
     x = np.random.default_rng(0).normal(size=(images, *INPUT_SHAPES[name])).astype(np.float32)
 
     # agreement with the golden reference, every image, both modes
     ref = session(str(build / "mirrornet.onnx"))
-    want = ref.run(["label"], {ref.get_inputs()[0].name: x})[0]
+    want = ref.run([contract.LABEL], {ref.get_inputs()[0].name: x})[0]
     agree = {}
     for m in MODES:
         with ProtectedModel(build, tee="sim", mode=m, threads=1) as pm:
@@ -136,9 +137,9 @@ def bench_model(name: str, images: int, rounds: int, per_round: int, calls: int,
     # 1. secure graph: generated C vs onnxruntime
     secure = split(mirrornet)[1]
     sec = session(secure)
-    names = [t["selected"] for t in fields["taps"]] + ["backbone_logits"]
+    names = [t["selected"] for t in fields["taps"]] + [contract.BACKBONE_LOGITS]
     feeds = [{n: o[i:i + 1] for n, o in zip(names, outputs)} for i in range(images)]
-    ort_labels = np.array([sec.run(["label"], f)[0][0] for f in feeds])
+    ort_labels = np.array([sec.run([contract.LABEL], f)[0][0] for f in feeds])
     packed = np.concatenate([o.reshape(images, -1) for o in outputs], axis=1).astype(np.float32)
     packed.tofile(work / f"{name}.f32")
     ta_dir = build / "ta"
@@ -153,7 +154,7 @@ def bench_model(name: str, images: int, rounds: int, per_round: int, calls: int,
                              text=True, check=True).stdout.splitlines()
         c_times.append(tuple(float(v) * 1e-9 for v in out[1].split()))
     c_labels = np.array([int(v) for v in out[0].split()])
-    sec_times = [per_image(lambda i: sec.run(["label"], feeds[i]), per_round) for _ in range(rounds)]
+    sec_times = [per_image(lambda i: sec.run([contract.LABEL], feeds[i]), per_round) for _ in range(rounds)]
 
     # 2. end to end: per mode, one simulator alive (it polls a core while it waits), the variants
     # taking turns image by image

@@ -34,6 +34,7 @@ from mirrorc.attack.thief import reinitialize  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.tee.runtime import ProtectedModel  # noqa: E402
 from mirrorc.backend.secure_build import build_secure  # noqa: E402
+from passes import contract  # noqa: E402
 from record import write_results  # noqa: E402
 
 
@@ -49,7 +50,8 @@ def model_path(name: str, work: Path) -> Path:
 def reference(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """mirrornet.onnx's label and logits, one image at a time (some zoo graphs pin their batch)."""
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    out = [ref.run(["label", "mirrornet_logits"], {ref.get_inputs()[0].name: x[i:i + 1]}) for i in range(len(x))]
+    out = [ref.run([contract.LABEL, contract.MIRRORNET_LOGITS], {ref.get_inputs()[0].name: x[i:i + 1]})
+           for i in range(len(x))]
     return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
 
 
@@ -65,10 +67,11 @@ def center_labels(model: onnx.ModelProto, logits: np.ndarray) -> None:
     k = logits.shape[1]
     shift = onnx.numpy_helper.from_array(-logits.mean(0, keepdims=True).astype(np.float32), "cpm/center")
     model.graph.initializer.append(shift)
-    final = next(n for n in model.graph.node if "cpm_logits" in n.input)
-    final.input[list(final.input).index("cpm_logits")] = "cpm_logits_centred"
-    add = onnx.helper.make_node("Add", ["cpm_logits", "cpm/center"], ["cpm_logits_centred"], name="cpm/center_add")
-    add.metadata_props.add(key="mirrorc.world", value="secure")
+    final = next(n for n in model.graph.node if contract.CPM_LOGITS in n.input)
+    final.input[list(final.input).index(contract.CPM_LOGITS)] = "cpm_logits_centred"
+    add = onnx.helper.make_node("Add", [contract.CPM_LOGITS, "cpm/center"], ["cpm_logits_centred"],
+                                name="cpm/center_add")
+    add.metadata_props.add(key=contract.META_WORLD, value="secure")
     model.graph.node.insert(list(model.graph.node).index(final), add)
     assert shift.dims == [1, k]
 
@@ -85,7 +88,7 @@ def check(name: str, inputs: int, channels: int, work: Path) -> dict:
     label, logits = reference(mirrornet, x)
     build = work / name
     fields = build_secure(mirrornet, build)
-    (build / "plan.json").write_text(json.dumps({"format": 1, "model": f"{name}.onnx", **fields}))
+    (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": f"{name}.onnx", **fields}))
     top2 = np.sort(logits, axis=1)[:, -2:]
     with ProtectedModel(build, tee="sim", mode="stream") as protected:
         protected.predict(x[:1])  # the simulator is built and started on first use: not timed

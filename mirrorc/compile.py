@@ -22,6 +22,7 @@ import onnx
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_dir
 from mirrorc.train.loop import TrainConfig, logits_tensor, require_torch, same_init, train
+from passes import contract
 
 
 def checkpoint_dir(out_dir: Path) -> Path:
@@ -60,7 +61,7 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
         options["select"] = select
     initial, info = build_mirrornet(model_path, **options)
     meta = {p.key: p.value for p in initial.metadata_props}
-    num_classes = int(meta["mirrorc.num_classes"])
+    num_classes = int(meta[contract.META_NUM_CLASSES])
     input_shape = tuple(d.dim_value or 1 for d in initial.graph.input[0].type.tensor_type.shape.dim)
     dataset = load_dataset(data, data_dir=data_dir, input_shape=input_shape, limit_train=limit_train,
                            num_classes=num_classes)
@@ -76,8 +77,8 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
         h.update(json.dumps([data, limit_train, dataset.preprocessing.get("train_images")]).encode())
         return h.hexdigest()
 
-    trained = train(initial, dataset.x_train, dataset.y_train, config, logits="mirrornet_logits",
-                    backbone_logits="backbone_logits", checkpoint=ckpts / "mirrornet.pt", resume=resume,
+    trained = train(initial, dataset.x_train, dataset.y_train, config, logits=contract.MIRRORNET_LOGITS,
+                    backbone_logits=contract.BACKBONE_LOGITS, checkpoint=ckpts / "mirrornet.pt", resume=resume,
                     fingerprint=fingerprint(initial), progress_desc="mirrornet", log=log)
     original = None
     if baseline:
@@ -150,7 +151,8 @@ def _write_secure_part(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None,
 
     fields = build_secure(model, tmp, tee_memory=tee_bytes)
     # preprocessing: how inputs must be prepared (mirrorc run applies it to images)
-    plan = {"format": 1, "model": model_path.name, **fields, "preprocessing": preprocessing}
+    plan = {"format": contract.PLAN_FORMAT, "model": model_path.name, **fields, "preprocessing": preprocessing}
     plan["emulator"] = {"device": report.get("device"), "latency_us": report.get("latency_us")}
+    contract.validate_plan(plan, tmp / "plan.json")  # what the runtime will check when it loads it
     (tmp / "plan.json").write_text(json.dumps(plan, indent=2))
     return plan

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from mirrorc.errors import MirrorcError
+from passes import contract
 
 BATCH = 1000
 
@@ -55,7 +56,7 @@ def model_input_shape(path: Path) -> tuple[int, ...]:
 
 def model_num_classes(model: onnx.ModelProto) -> int | None:
     meta = {p.key: p.value for p in model.metadata_props}
-    return int(meta["mirrorc.num_classes"]) if "mirrorc.num_classes" in meta else None
+    return int(meta[contract.META_NUM_CLASSES]) if contract.META_NUM_CLASSES in meta else None
 
 
 def original_accuracy(build: Path, x_test: np.ndarray, y_test: np.ndarray) -> float | None:
@@ -77,15 +78,15 @@ def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, s
     if not mirrornet.exists():
         raise MirrorcError(f"{build}: no mirrornet.onnx (is it a `mirrorc compile` output directory?)")
     n = len(y_test)
-    out = run_outputs(mirrornet, x_test, ["label", "backbone_logits", "mirrornet_logits"])
-    label = predictions(out["label"])
-    if not np.array_equal(label, predictions(out["mirrornet_logits"])):
+    out = run_outputs(mirrornet, x_test, list(contract.OUTPUTS))
+    label = predictions(out[contract.LABEL])
+    if not np.array_equal(label, predictions(out[contract.MIRRORNET_LOGITS])):
         raise MirrorcError(f"{mirrornet}: 'label' disagrees with argmax(mirrornet_logits)")
     result = {
         "build": str(build),
         "test_images": int(n),
         "original_acc": original_accuracy(build, x_test, y_test),
-        "backbone_acc": round(100.0 * float((predictions(out["backbone_logits"]) == y_test).mean()), 2),
+        "backbone_acc": round(100.0 * float((predictions(out[contract.BACKBONE_LOGITS]) == y_test).mean()), 2),
         "mirrornet_acc": round(100.0 * float((label == y_test).mean()), 2),
     }
     result["delta_p"] = round(result["mirrornet_acc"] - result["backbone_acc"], 2)

@@ -8,9 +8,8 @@ import json
 
 import onnx
 
+from passes import contract
 from passes.base import Pass, PassContext
-
-FORMAT_VERSION = "1"
 
 
 def set_props(proto, props: dict[str, str]) -> None:
@@ -38,20 +37,20 @@ class AnnotatePass(Pass):
         for node in model.graph.node:
             if node.name not in world:
                 raise self.fail("node has no world assigned by the mirror pass", node.name or node.op_type)
-            set_props(node, {"mirrorc.world": world[node.name], "mirrorc.stage": str(stage[node.name])})
+            set_props(node, {contract.META_WORLD: world[node.name], contract.META_STAGE: str(stage[node.name])})
         opts = ctx.info["options"]
         set_props(model, {
-            "mirrorc.version": FORMAT_VERSION,
-            "mirrorc.channels": str(opts["channels"]),
-            "mirrorc.num_classes": str(ctx.info["num_classes"]),
-            "mirrorc.taps": json.dumps(ctx.info["taps_meta"]),
-            "mirrorc.options": json.dumps(opts),
-            "mirrorc.source": json.dumps(ctx.info.get("source", {})),
+            contract.META_VERSION: contract.FORMAT_VERSION,
+            contract.META_CHANNELS: str(opts["channels"]),
+            contract.META_NUM_CLASSES: str(ctx.info["num_classes"]),
+            contract.META_TAPS: json.dumps(ctx.info["taps_meta"]),
+            contract.META_OPTIONS: json.dumps(opts),
+            contract.META_SOURCE: json.dumps(ctx.info.get("source", {})),
         })
         model.producer_name = "mirrorc"
         return model
 
     def check(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         for node in model.graph.node:
-            if get_props(node).get("mirrorc.world") not in ("normal", "secure"):
+            if get_props(node).get(contract.META_WORLD) not in contract.WORLDS:
                 raise self.fail("node without mirrorc.world", node.name)

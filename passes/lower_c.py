@@ -27,7 +27,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 import runtime_c
-from passes import memplan
+from passes import contract, memplan
 from passes.base import Pass, PassContext
 from passes.errors import MirrorcError
 
@@ -472,15 +472,15 @@ def _weight_bytes(emitter: _Emitter) -> int:
 def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
     g = secure.graph
     names = [i.name for i in g.input if i.name not in {t.name for t in g.initializer}]
-    taps = [n for n in names if n != "backbone_logits"]
-    expected = [f"mirrorc_tap{k}" for k in range(1, len(taps) + 1)]
-    if "backbone_logits" not in names:
+    taps = [n for n in names if n != contract.BACKBONE_LOGITS]
+    expected = [contract.tap_name(k) for k in range(1, len(taps) + 1)]
+    if contract.BACKBONE_LOGITS not in names:
         raise _err(None, "secure graph input 'backbone_logits' is missing")
     if not taps:
         raise _err(None, "secure graph has no tap input (mirrorc_tap1..n)")
     if taps != expected:
         raise _err(None, f"secure graph inputs must be {expected + ['backbone_logits']}, got {names}")
-    if [o.name for o in g.output] != ["label"]:
+    if [o.name for o in g.output] != [contract.LABEL]:
         raise _err(None, f"secure graph output must be ['label'], got {[o.name for o in g.output]}")
     return len(taps), taps
 
@@ -549,7 +549,7 @@ def schedule(secure: onnx.ModelProto) -> list[tuple[int, onnx.NodeProto]]:
     later, command n (final) for the rest; within a command the graph's topological order."""
     n_taps, taps = _check_secure(secure)
     ready = {t: k for k, t in enumerate(taps)}
-    ready["backbone_logits"] = n_taps
+    ready[contract.BACKBONE_LOGITS] = n_taps
     order = []
     for node in secure.graph.node:
         if node.op_type == "Constant":
@@ -558,7 +558,7 @@ def schedule(secure: onnx.ModelProto) -> list[tuple[int, onnx.NodeProto]]:
             cmd = max((ready[t] for t in node.input if t and t in ready), default=0)
         except KeyError:
             raise _err(node, "graph is not topologically sorted") from None
-        if "label" in node.output:
+        if contract.LABEL in node.output:
             cmd = n_taps
         for t in node.output:
             ready[t] = cmd
@@ -592,25 +592,25 @@ def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
     shapes = static_shapes(secure)
     consts = _constants(secure)
     order = schedule(secure)
-    label_nodes = [nd for _, nd in order if "label" in nd.output]
+    label_nodes = [nd for _, nd in order if contract.LABEL in nd.output]
     if len(label_nodes) != 1 or label_nodes[0].op_type != "ArgMax":
         raise _err(None, "'label' must be produced by one ArgMax node")
     argmax = label_nodes[0]
     logits = argmax.input[0]
     num_classes = _prod(shapes[logits])
-    if shapes[logits][0] != 1 or num_classes != shapes["backbone_logits"][-1]:
+    if shapes[logits][0] != 1 or num_classes != shapes[contract.BACKBONE_LOGITS][-1]:
         raise _err(argmax, f"ArgMax input {shapes[logits]} is not [1, K] with K = {shapes['backbone_logits'][-1]}")
-    for t in taps + ["backbone_logits"]:
+    for t in taps + [contract.BACKBONE_LOGITS]:
         if shapes[t][0] != 1:
             raise _err(None, f"input '{t}' must have batch 1, has shape {list(shapes[t])}")
     tap_floats = [_prod(shapes[t]) for t in taps]
 
-    order, fused = fuse_epilogues(order, {"label"})  # a chain runs in its Conv's command (its inputs')
+    order, fused = fuse_epilogues(order, {contract.LABEL})  # a chain runs in its Conv's command (its inputs')
     body = [(cmd, nd) for cmd, nd in order if nd is not argmax]
     steps, floats = plan_steps(body, shapes, consts, fast_conv, fused)
     steps.append(memplan.Step(n_taps, [logits], []))
     inputs = {t: k for k, t in enumerate(taps)}
-    inputs["backbone_logits"] = n_taps
+    inputs[contract.BACKBONE_LOGITS] = n_taps
     mplan = memplan.plan(steps, floats, inputs, inplace=inplace_steps([nd for _, nd in body], shapes, consts))
     return SecurePlan(n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan, fast_conv,
                       fused)
@@ -631,7 +631,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
         b = mplan.buffers.get(t)
         if b is None:
             if t in inputs:  # read during its own command: the caller's buffer
-                return "tap" if t != "backbone_logits" else "backbone_logits"
+                return "tap" if t != contract.BACKBONE_LOGITS else contract.BACKBONE_LOGITS
             raise _err(None, f"tensor '{t}' has no buffer")
         return f"(s->carry + {b.offset})" if b.carry else f"(mirrorc_arena + {b.offset})"
 
@@ -641,7 +641,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
     for k, t in enumerate(taps):  # taps read after their own command are copied into the state
         if t in mplan.buffers:
             per_cmd[k].append(f"mc_copy(tap, {buf(t)}, {tap_floats[k]}); /* keep {t} */")
-    if "backbone_logits" in mplan.buffers:  # cannot happen: nothing follows the final command
+    if contract.BACKBONE_LOGITS in mplan.buffers:  # cannot happen: nothing follows the final command
         raise _err(None, "backbone_logits carried")
     for cmd, nd in body:
         f = sp.fused.get(nd.output[0])
@@ -651,7 +651,7 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
                             f"{list(shapes[nd.output[0]])} */")
         per_cmd[cmd].extend(emitter.emit(nd))
         cmd_nodes[cmd] += [_name(nd), *(f.absorbed if f else ())]
-    cmd_nodes[n_taps].append(argmax.name or "label")
+    cmd_nodes[n_taps].append(argmax.name or contract.LABEL)
 
     weight_bytes = _weight_bytes(emitter)
     arena_bytes = 4 * max(1, mplan.arena_floats)

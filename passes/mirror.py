@@ -44,6 +44,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
+from passes import contract
 from passes.base import Pass, PassContext
 from passes.shapes import node_output_shapes
 from passes.taps import ACTIVATIONS, POOLINGS, is_parametric
@@ -241,7 +242,7 @@ class MirrorPass(Pass):
 
     def check(self, graph: gs.Graph, ctx: PassContext) -> None:
         names = [t.name for t in graph.outputs]
-        if names != ["label", "backbone_logits", "mirrornet_logits"]:
+        if names != list(contract.OUTPUTS):
             raise self.fail(f"graph outputs are {names}")
         for node in graph.nodes:
             if self.world.get(node.name) == "secure":
@@ -269,7 +270,7 @@ class MirrorPass(Pass):
                                 out.inputs[0].name)
         idx = select_indices(width, count, self.opts["select"], self.rng)
         shape = [count, *[int(d) for d in tap.shape[2:]]]
-        selected = gs.Variable(f"mirrorc_tap{k}", dtype=np.float32, shape=[tap.shape[0], *shape])
+        selected = gs.Variable(contract.tap_name(k), dtype=np.float32, shape=[tap.shape[0], *shape])
         indices = gs.Constant(f"mirrorc/select{k}/indices", np.array(idx, dtype=np.int64))
         self._add_node("Gather", f"mirrorc/select{k}", [tap, indices], [selected], {"axis": 1}, "normal", k)
         self.tap_meta.append({"index": k, "tensor": tap.name, "selected": selected.name, "channels": idx,
@@ -288,10 +289,10 @@ class MirrorPass(Pass):
         k = self.num_classes
         if list(cpm_logits.shape[1:]) != [k]:
             raise self.fail(f"CPM logits have shape {cpm_logits.shape}, expected [N, {k}]", cpm_logits.inputs[0].name)
-        cpm_logits.name = "cpm_logits"
-        logits.name = "backbone_logits"
-        total = gs.Variable("mirrornet_logits", dtype=np.float32, shape=list(logits.shape))
-        label = gs.Variable("label", dtype=np.int64, shape=[logits.shape[0]])
+        cpm_logits.name = contract.CPM_LOGITS
+        logits.name = contract.BACKBONE_LOGITS
+        total = gs.Variable(contract.MIRRORNET_LOGITS, dtype=np.float32, shape=list(logits.shape))
+        label = gs.Variable(contract.LABEL, dtype=np.int64, shape=[logits.shape[0]])
         self._add_node("Add", "cpm/final_add", [logits, cpm_logits], [total], {}, "secure", last_stage)
         self._add_node("ArgMax", "cpm/argmax", [total], [label], {"axis": 1, "keepdims": 0}, "secure", last_stage)
         graph.nodes.extend(self.new_nodes)

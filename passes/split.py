@@ -22,6 +22,7 @@ import json
 import onnx
 from onnx import TensorProto, helper
 
+from passes import contract
 from passes.base import Pass, PassContext, PassManager, check_graph
 from passes.errors import MirrorcError
 from passes.fold_bn import FoldBnPass
@@ -29,7 +30,7 @@ from passes.mirror import is_cpm
 from passes.verify import MIRRORNET_FACTS
 
 # model metadata the normal world may see (tap layout, not the CPM)
-_NORMAL_META = ("mirrorc.version", "mirrorc.num_classes", "mirrorc.taps")
+_NORMAL_META = (contract.META_VERSION, contract.META_NUM_CLASSES, contract.META_TAPS)
 
 
 def _err(msg: str) -> MirrorcError:
@@ -38,7 +39,7 @@ def _err(msg: str) -> MirrorcError:
 
 def _world(node: onnx.NodeProto) -> str:
     for p in node.metadata_props:
-        if p.key == "mirrorc.world":
+        if p.key == contract.META_WORLD:
             if p.value not in ("normal", "secure"):
                 break
             return p.value
@@ -48,9 +49,9 @@ def _world(node: onnx.NodeProto) -> str:
 def _taps(model: onnx.ModelProto) -> list[dict]:
     meta = {p.key: p.value for p in model.metadata_props}
     try:
-        taps = sorted(json.loads(meta["mirrorc.taps"]), key=lambda t: t["index"])
+        taps = sorted(json.loads(meta[contract.META_TAPS]), key=lambda t: t["index"])
         for k, t in enumerate(taps, 1):
-            if t["index"] != k or t["selected"] != f"mirrorc_tap{k}":
+            if t["index"] != k or t["selected"] != contract.tap_name(k):
                 raise ValueError(f"tap {k} is {t['index']}/{t['selected']}")
             t["shape"] = [int(d) for d in t["shape"]]
         return taps
@@ -88,7 +89,7 @@ def split_worlds(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.Mode
     normal_nodes = [n for n in g.node if _world(n) == "normal"]
     secure_nodes = [n for n in g.node if _world(n) == "secure"]
     out_names = [o.name for o in g.output]
-    if "backbone_logits" not in out_names or "label" not in out_names:
+    if contract.BACKBONE_LOGITS not in out_names or contract.LABEL not in out_names:
         raise _err(f"mirrornet outputs must include 'label' and 'backbone_logits', got {out_names}")
 
     # one way only: normal nodes never read a secure tensor, secure nodes read only the taps and
@@ -99,21 +100,21 @@ def split_worlds(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.Mode
         bad = [t for t in n.input if t in secure_made]
         if bad:
             raise _err(f"node '{n.name}': normal node reads secure tensor '{bad[0]}'")
-    crossing = set(tap_names) | {"backbone_logits"}
+    crossing = set(tap_names) | {contract.BACKBONE_LOGITS}
     for n in secure_nodes:
         for t in n.input:
             if t and t not in secure_made and t not in init_names and t not in crossing:
                 raise _err(f"node '{n.name}': secure node reads '{t}', which is neither a tap nor backbone_logits")
-    for t in [*tap_names, "backbone_logits"]:
+    for t in [*tap_names, contract.BACKBONE_LOGITS]:
         if t not in normal_made:
             raise _err(f"tensor '{t}' is not produced by a normal-world node")
 
     try:
-        k = int(dict((p.key, p.value) for p in mirrornet.metadata_props).get("mirrorc.num_classes", 0))
+        k = int(dict((p.key, p.value) for p in mirrornet.metadata_props).get(contract.META_NUM_CLASSES, 0))
     except ValueError:
         raise _err("model metadata 'mirrorc.num_classes' is not an integer") from None
     if not k:  # shape inference over the whole model only when the metadata is missing
-        logits_vi = _value_info(mirrornet).get("backbone_logits")
+        logits_vi = _value_info(mirrornet).get(contract.BACKBONE_LOGITS)
         k = logits_vi.type.tensor_type.shape.dim[-1].dim_value if logits_vi is not None else 0
     if not k:
         raise _err("number of classes unknown (metadata 'mirrorc.num_classes')")
@@ -124,7 +125,7 @@ def split_worlds(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.Mode
     if in_vi and in_vi[0].type.tensor_type.shape.dim:
         d0 = in_vi[0].type.tensor_type.shape.dim[0]
         batch = d0.dim_param or d0.dim_value or "N"
-    normal_outputs = [helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, [batch, k])]
+    normal_outputs = [helper.make_tensor_value_info(contract.BACKBONE_LOGITS, TensorProto.FLOAT, [batch, k])]
     normal_outputs += [helper.make_tensor_value_info(t["selected"], TensorProto.FLOAT, [batch, *t["shape"]])
                        for t in taps]
     normal = _sub_model(mirrornet, normal_nodes, in_vi, normal_outputs, f"{g.name}_normal", _NORMAL_META)
@@ -134,9 +135,9 @@ def split_worlds(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.Mode
 
     # secure world: batch 1
     secure_inputs = [helper.make_tensor_value_info(t["selected"], TensorProto.FLOAT, [1, *t["shape"]]) for t in taps]
-    secure_inputs.append(helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, [1, k]))
-    secure_outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, [1])]
-    meta = ("mirrorc.version", "mirrorc.channels", "mirrorc.num_classes", "mirrorc.taps")
+    secure_inputs.append(helper.make_tensor_value_info(contract.BACKBONE_LOGITS, TensorProto.FLOAT, [1, k]))
+    secure_outputs = [helper.make_tensor_value_info(contract.LABEL, TensorProto.INT64, [1])]
+    meta = (contract.META_VERSION, contract.META_CHANNELS, contract.META_NUM_CLASSES, contract.META_TAPS)
     secure = _sub_model(mirrornet, secure_nodes, secure_inputs, secure_outputs, f"{g.name}_secure", meta)
     return normal, secure
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from passes import contract
 from passes.annotate import get_props
 from passes.base import Pass, PassContext
 from passes.shapes import skeleton
@@ -21,8 +22,8 @@ from passes.shapes import skeleton
 # what a mirrornet.onnx carries by its contract (docs/ARCHITECTURE.md), also after training, which
 # changes only initializers: the facts a pass context starts from when handed one
 MIRRORNET_FACTS = ("annotated", "verified")
-OUTPUTS = ["label", "backbone_logits", "mirrornet_logits"]
-SECURE_OUTPUTS = {"label", "mirrornet_logits"}
+OUTPUTS = list(contract.OUTPUTS)
+SECURE_OUTPUTS = {contract.LABEL, contract.MIRRORNET_LOGITS}
 
 
 def check_partition(model: onnx.ModelProto) -> None:
@@ -31,8 +32,8 @@ def check_partition(model: onnx.ModelProto) -> None:
     world: dict[str, str] = {}  # tensor -> world of its producer (collected first: any node order)
     node_world: list[str] = []
     for node in model.graph.node:
-        w = get_props(node).get("mirrorc.world")
-        if w not in ("normal", "secure"):
+        w = get_props(node).get(contract.META_WORLD)
+        if w not in contract.WORLDS:
             raise p.fail(f"mirrorc.world is {w!r}, expected normal or secure", node.name)
         node_world.append(w)
         for o in node.output:

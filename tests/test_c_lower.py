@@ -22,7 +22,7 @@ import pytest
 from mirrorc.backend import cbuild
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import build_mirrornet
-from passes import lower_c, memplan
+from passes import contract, lower_c, memplan
 from passes.split import split
 from test_c_split import trained_like
 
@@ -159,10 +159,10 @@ def test_header_states_exact_sizes(examples, tmp_path):
 def test_schedule_runs_each_node_at_its_earliest_command(examples):
     secure = _lenet_secure(examples)
     order = lower_c.schedule(secure)
-    ready = {f"mirrorc_tap{k + 1}": k for k in range(4)} | {"backbone_logits": 4}
+    ready = {contract.tap_name(k + 1): k for k in range(4)} | {contract.BACKBONE_LOGITS: 4}
     for cmd, node in order:
         avail = [ready[t] for t in node.input if t in ready]
-        assert cmd == (4 if "label" in node.output else max(avail, default=0)), node.name
+        assert cmd == (4 if contract.LABEL in node.output else max(avail, default=0)), node.name
         ready.update({o: cmd for o in node.output})
     assert [c for c, _ in order] == sorted(c for c, _ in order)
     lowered = lower_c.lower(secure, "lenet5")

@@ -14,6 +14,7 @@ from onnx import helper, numpy_helper
 
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import build_mirrornet
+from passes import contract
 from passes.fold_bn import fold_bn
 from passes.split import split
 
@@ -69,13 +70,13 @@ def _input(model, n, seed=1):
 def test_normal_graph_contract_and_values(mirrornet):
     name, mn = mirrornet
     normal, _ = split(mn)
-    taps = json.loads({p.key: p.value for p in mn.metadata_props}["mirrorc.taps"])
+    taps = json.loads({p.key: p.value for p in mn.metadata_props}[contract.META_TAPS])
     outs = [o.name for o in normal.graph.output]
-    assert outs == ["backbone_logits"] + [f"mirrorc_tap{k}" for k in range(1, len(taps) + 1)]
+    assert outs == [contract.BACKBONE_LOGITS] + [contract.tap_name(k) for k in range(1, len(taps) + 1)]
     for o, t in zip(normal.graph.output[1:], taps):
         dims = o.type.tensor_type.shape.dim
         assert dims[0].dim_param == "N" and [d.dim_value for d in dims[1:]] == t["shape"]
-    assert all(p.value == "normal" for n in normal.graph.node for p in n.metadata_props if p.key == "mirrorc.world")
+    assert all(p.value == "normal" for n in normal.graph.node for p in n.metadata_props if p.key == contract.META_WORLD)
     # symbolic batch: runs at batch 3 and gives exactly the mirrornet's tensors
     iname, x = _input(mn, 3)
     got = _session(normal).run(None, {iname: x})
@@ -107,12 +108,12 @@ def test_no_cpm_weight_in_normal_graph_by_value(mirrornet):
 def test_secure_graph_contract_bn_folded_and_labels(mirrornet):
     name, mn = mirrornet
     normal, secure = split(mn)
-    k = int({p.key: p.value for p in mn.metadata_props}["mirrorc.num_classes"])
+    k = int({p.key: p.value for p in mn.metadata_props}[contract.META_NUM_CLASSES])
     ins = [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim]) for i in secure.graph.input]
     n_taps = len(normal.graph.output) - 1
-    assert [n for n, _ in ins] == [f"mirrorc_tap{j}" for j in range(1, n_taps + 1)] + ["backbone_logits"]
+    assert [n for n, _ in ins] == [contract.tap_name(j) for j in range(1, n_taps + 1)] + [contract.BACKBONE_LOGITS]
     assert all(s[0] == 1 for _, s in ins) and ins[-1][1] == [1, k]
-    assert [o.name for o in secure.graph.output] == ["label"]
+    assert [o.name for o in secure.graph.output] == [contract.LABEL]
     assert secure.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert not any(n.op_type == "BatchNormalization" for n in secure.graph.node)
     assert all(n.name.startswith("cpm/") for n in secure.graph.node)
@@ -124,14 +125,14 @@ def test_secure_graph_contract_bn_folded_and_labels(mirrornet):
     nout = _session(normal).run(None, {iname: x})
     probe = onnx.ModelProto()
     probe.CopyFrom(secure)
-    probe.graph.output.append(helper.make_tensor_value_info("mirrornet_logits", onnx.TensorProto.FLOAT, [1, k]))
+    probe.graph.output.append(helper.make_tensor_value_info(contract.MIRRORNET_LOGITS, onnx.TensorProto.FLOAT, [1, k]))
     sec = _session(probe)
     label_ref, _, logits_ref = _session(mn).run(None, {iname: x})
     assert np.isfinite(logits_ref).all()
     worst = 0.0
     for i in range(len(x)):
-        feeds = {f"mirrorc_tap{j}": nout[j][i:i + 1] for j in range(1, n_taps + 1)}
-        feeds["backbone_logits"] = nout[0][i:i + 1]
+        feeds = {contract.tap_name(j): nout[j][i:i + 1] for j in range(1, n_taps + 1)}
+        feeds[contract.BACKBONE_LOGITS] = nout[0][i:i + 1]
         label, logits = sec.run(None, feeds)
         assert label[0] == label_ref[i]
         worst = max(worst, float(np.abs(logits[0] - logits_ref[i]).max()))
@@ -179,5 +180,5 @@ def test_split_refuses_bad_annotations(examples):
         split(bad)
     bad.CopyFrom(mn)
     del bad.metadata_props[:]
-    with pytest.raises(MirrorcError, match="mirrorc.taps"):
+    with pytest.raises(MirrorcError, match=contract.META_TAPS):
         split(bad)

@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 import test_core_fixtures as F
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import analyze, build_mirrornet, compile_to_c, secure_pipeline
+from passes import contract
 from passes.annotate import get_props
 from passes.base import Pass, PassContext, PassManager
 from passes.lower_c import LowerCPass, MemPlanPass
@@ -216,7 +217,7 @@ def test_canonicalize_old_opset_same_outputs(tmp_path, opset):
     assert info["input"]["shape"][0] == "N"  # the fixed batch became symbolic
     x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
     src = _source_logits(path, info["logits_in_source"], x)
-    bb = _session(model).run(["backbone_logits"], {"x": x})[0]
+    bb = _session(model).run([contract.BACKBONE_LOGITS], {"x": x})[0]
     diff = float(np.abs(src - bb).max())
     print(f"old_opset (opset {opset}) canonical vs source: max abs diff {diff:.3g}")
     assert diff <= 1e-5 * max(1.0, float(np.abs(src).max()))
@@ -268,21 +269,21 @@ def test_mirrornet_contract(tmp_path, example_models, name):
     path = example_models[name] if name in example_models else F.write(tmp_path, name)
     model, info = build_mirrornet(path, channels=2, select="spread", seed=3)
     g = model.graph
-    assert [o.name for o in g.output] == ["label", "backbone_logits", "mirrornet_logits"]
+    assert [o.name for o in g.output] == [contract.LABEL, contract.BACKBONE_LOGITS, contract.MIRRORNET_LOGITS]
     assert g.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
     meta = get_props(model)
-    assert meta["mirrorc.version"] == "1" and meta["mirrorc.channels"] == "2"
-    assert int(meta["mirrorc.num_classes"]) == info["num_classes"]
-    assert json.loads(meta["mirrorc.options"])["select"] == "spread"
-    assert len(json.loads(meta["mirrorc.source"])["sha256"]) == 64
-    taps = json.loads(meta["mirrorc.taps"])
+    assert meta[contract.META_VERSION] == "1" and meta[contract.META_CHANNELS] == "2"
+    assert int(meta[contract.META_NUM_CLASSES]) == info["num_classes"]
+    assert json.loads(meta[contract.META_OPTIONS])["select"] == "spread"
+    assert len(json.loads(meta[contract.META_SOURCE])["sha256"]) == 64
+    taps = json.loads(meta[contract.META_TAPS])
     assert [t["index"] for t in taps] == list(range(1, len(taps) + 1))
     nodes = {n.name: n for n in g.node}
     vis = {v.name: v for v in g.value_info}
     for t in taps:
         sel = nodes[f"mirrorc/select{t['index']}"]
         assert sel.op_type == "Gather" and sel.input[0] == t["tensor"] and sel.output[0] == t["selected"]
-        assert get_props(sel)["mirrorc.world"] == "normal"
+        assert get_props(sel)[contract.META_WORLD] == "normal"
         dims = [d.dim_value for d in vis[t["selected"]].type.tensor_type.shape.dim[1:]]
         assert dims == t["shape"] and t["bytes"] == 4 * int(np.prod(dims)) and len(t["channels"]) == dims[0]
         if t["index"] >= 2:
@@ -290,12 +291,13 @@ def test_mirrornet_contract(tmp_path, example_models, name):
     inits = {i.name for i in g.initializer}
     for n in g.node:
         props = get_props(n)
-        assert props["mirrorc.world"] in ("normal", "secure") and int(props["mirrorc.stage"]) >= 1
-        if props["mirrorc.world"] == "secure":
+        assert props[contract.META_WORLD] in ("normal", "secure") and int(props[contract.META_STAGE]) >= 1
+        if props[contract.META_WORLD] == "secure":
             assert n.name.startswith("cpm/")
-            assert all(x.startswith("cpm/") or x.startswith("mirrorc_tap") or x == "backbone_logits"
+            assert all(x.startswith("cpm/") or x.startswith(contract.TAP_PREFIX) or x == contract.BACKBONE_LOGITS
                        or x not in inits for x in n.input if x)
-    assert nodes["cpm/final_add"].output[0] == "mirrornet_logits" and nodes["cpm/argmax"].output[0] == "label"
+    assert nodes["cpm/final_add"].output[0] == contract.MIRRORNET_LOGITS
+    assert nodes["cpm/argmax"].output[0] == contract.LABEL
     check_partition(model)
     onnx.checker.check_model(model, full_check=True)  # the real thing, not verify's skeleton
     # runs with batch 2 (or the fixed batch a model insists on)
@@ -350,7 +352,7 @@ def test_verify_rejects_secure_to_normal_edges(example_models):
     model, _ = build_mirrornet(example_models["lenet5"])
     bad = onnx.ModelProto()
     bad.CopyFrom(model)
-    victim = next(n for n in bad.graph.node if get_props(n)["mirrorc.world"] == "normal" and n.op_type == "Relu"
+    victim = next(n for n in bad.graph.node if get_props(n)[contract.META_WORLD] == "normal" and n.op_type == "Relu"
                   and not n.name.startswith("mirrorc/") and n.input[0] != "input" and "fc" in n.input[0])
     victim.input[0] = "cpm/m3"  # wrong shape is irrelevant: the partition check comes first
     with pytest.raises(MirrorcError, match=r"verify: node '.*': secure tensor 'cpm/m3' feeds normal node"):

@@ -19,17 +19,18 @@ from mirrorc.tee import teec
 from mirrorc.pipeline import build_mirrornet
 from mirrorc.tee.runtime import ProtectedModel
 from mirrorc.backend.secure_build import build_secure
+from passes import contract
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models"
 MODELS = {"lenet5": ((1, 28, 28), 200), "vgg7": ((3, 32, 32), 60)}
-DEBUG_FINAL = 0x2FF
 
 
 def make_build(model: str, build: Path, channels: int = 2) -> onnx.ModelProto:
     mirrornet, _ = build_mirrornet(EXAMPLES / f"{model}.onnx", channels=channels)
     onnx.save(mirrornet, build / "mirrornet.onnx")
     fields = build_secure(mirrornet, build)
-    (build / "plan.json").write_text(json.dumps({"format": 1, "model": f"{model}.onnx", **fields}, indent=1))
+    plan = {"format": contract.PLAN_FORMAT, "model": f"{model}.onnx", **fields}
+    (build / "plan.json").write_text(json.dumps(plan, indent=1))
     return mirrornet
 
 
@@ -42,7 +43,7 @@ def built(request, tmp_path_factory):
 
 def reference(build: Path, x: np.ndarray):
     sess = ort.InferenceSession(str(build / "mirrornet.onnx"), providers=["CPUExecutionProvider"])
-    return sess.run(["label", "mirrornet_logits"], {sess.get_inputs()[0].name: x})
+    return sess.run([contract.LABEL, contract.MIRRORNET_LOGITS], {sess.get_inputs()[0].name: x})
 
 
 def test_split_execution_labels_equal_mirrornet(built):
@@ -78,7 +79,7 @@ def test_ta_logits_equal_mirrornet_logits(built):
                 session.invoke(tap["command"], teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT).temp(0, out[i].copy()))
             logits = np.zeros(k, np.float32)
             op = teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT, teec.TEEC_MEMREF_TEMP_OUTPUT)
-            session.invoke(DEBUG_FINAL, op.temp(0, outputs[-1][i].copy()).temp(2, logits))
+            session.invoke(contract.CMD_DEBUG_FINAL, op.temp(0, outputs[-1][i].copy()).temp(2, logits))
             assert op.value_out(1)[0] == want_labels[i]
             worst = max(worst, float(np.abs(logits - want_logits[i]).max()))
     print(f"{name}: TA logits vs mirrornet_logits, max abs difference {worst:.3g}")
@@ -132,7 +133,7 @@ def test_build_secure_fields_and_failures(tmp_path):
 
     mirrornet = make_build("lenet5", tmp_path)
     plan = json.loads((tmp_path / "plan.json").read_text())
-    assert [t["command"] for t in plan["taps"]] == [0x100 + k for k in range(len(plan["taps"]))]
+    assert [t["command"] for t in plan["taps"]] == [contract.tap_command(k) for k in range(len(plan["taps"]))]
     assert plan["single"]["bytes"] == sum(t["bytes"] for t in plan["taps"]) + plan["logits"]["bytes"]
     for rel, digest in plan["hashes"].items():
         if rel != "mirrornet.onnx":
@@ -145,5 +146,5 @@ def test_build_secure_fields_and_failures(tmp_path):
         build_secure(mirrornet, fresh, tee_memory=1024)
     assert not any((fresh / p).exists() for p in ("ta", "host", "normal.onnx"))
     del mirrornet.metadata_props[:]
-    with pytest.raises(MirrorcError, match="mirrorc.taps"):
+    with pytest.raises(MirrorcError, match=contract.META_TAPS):
         build_secure(mirrornet, fresh)

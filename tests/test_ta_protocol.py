@@ -14,11 +14,13 @@ from mirrorc.backend import ta
 
 from mirrorc.tee import teec
 from mirrorc.errors import MirrorcError
+from passes import contract
 from test_ta_support import (FIXTURE_CLASSES, FIXTURE_TAP_FLOATS, fixture_label, fixture_logits, random_inputs,
                              write_fixture_build)
 
 T = teec
-TAP, FINAL, SINGLE, DEBUG_FINAL = 0x100, 0x200, 0x201, 0x2FF
+TAP, FINAL, SINGLE, DEBUG_FINAL = (contract.CMD_TAP_BASE, contract.CMD_FINAL, contract.CMD_SINGLE,
+                                   contract.CMD_DEBUG_FINAL)
 
 
 @pytest.fixture(scope="module")

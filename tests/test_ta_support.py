@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mirrorc.backend import ta
+from passes import contract
 
 # Two taps of 3 and 2 floats, 4 classes. Tap 0's sum is carried to the final command; tap 1's sum is
 # doubled, so sending the taps in the wrong order changes the answer.
@@ -116,30 +117,35 @@ def write_fixture_deployment(build: Path) -> None:
     uuid = write_fixture_build(build)
     w = np.random.default_rng(0).normal(size=(5, FIXTURE_CLASSES)).astype(np.float32)
     nodes = [
-        helper.make_node("Gather", ["x", "idx1"], ["mirrorc_tap1"], name="mirrorc/select1", axis=1),
+        helper.make_node("Gather", ["x", "idx1"], [contract.tap_name(1)], name="mirrorc/select1", axis=1),
         helper.make_node("Gather", ["x", "idx2"], ["t2"], name="g2", axis=1),
-        helper.make_node("Mul", ["t2", "half"], ["mirrorc_tap2"], name="mirrorc/select2"),
-        helper.make_node("MatMul", ["x", "w"], ["backbone_logits"], name="fc"),
+        helper.make_node("Mul", ["t2", "half"], [contract.tap_name(2)], name="mirrorc/select2"),
+        helper.make_node("MatMul", ["x", "w"], [contract.BACKBONE_LOGITS], name="fc"),
     ]
     inits = [numpy_helper.from_array(np.array([0, 1, 2], np.int64), "idx1"),
              numpy_helper.from_array(np.array([3, 4], np.int64), "idx2"),
              numpy_helper.from_array(np.array(0.5, np.float32), "half"), numpy_helper.from_array(w, "w")]
     graph = helper.make_graph(
         nodes, "fixture", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
-        [helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, ["N", FIXTURE_CLASSES]),
-         helper.make_tensor_value_info("mirrorc_tap1", TensorProto.FLOAT, ["N", 3]),
-         helper.make_tensor_value_info("mirrorc_tap2", TensorProto.FLOAT, ["N", 2])], inits)
+        [helper.make_tensor_value_info(contract.BACKBONE_LOGITS, TensorProto.FLOAT, ["N", FIXTURE_CLASSES]),
+         helper.make_tensor_value_info(contract.tap_name(1), TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info(contract.tap_name(2), TensorProto.FLOAT, ["N", 2])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, build / "normal.onnx")
-    taps = [{"index": k + 1, "tensor": "x", "selected": f"mirrorc_tap{k + 1}", "channels": [],
-             "shape": [f], "bytes": 4 * f, "command": 0x100 + k} for k, f in enumerate(FIXTURE_TAP_FLOATS)]
-    plan = {"format": 1, "model": "fixture", "uuid": uuid, "ta_name": "fixture",
+    taps = [{"index": k + 1, "tensor": "x", "selected": contract.tap_name(k + 1), "channels": [],
+             "shape": [f], "bytes": 4 * f, "command": contract.tap_command(k)}
+            for k, f in enumerate(FIXTURE_TAP_FLOATS)]
+    lowered = fixture_lowered()
+    hashes = {str(p.relative_to(build)): hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in sorted(build.rglob("*")) if p.is_file()}
+    plan = {"format": contract.PLAN_FORMAT, "model": "fixture", "uuid": uuid, "ta_name": "fixture",
             "input": {"name": "x", "shape": ["N", 5]}, "taps": taps,
-            "logits": {"name": "backbone_logits", "shape": [FIXTURE_CLASSES], "bytes": 4 * FIXTURE_CLASSES,
-                       "command": 0x200},
-            "single": {"command": 0x201, "bytes": 4 * (sum(FIXTURE_TAP_FLOATS) + FIXTURE_CLASSES)}}
+            "logits": {"name": contract.BACKBONE_LOGITS, "shape": [FIXTURE_CLASSES], "bytes": 4 * FIXTURE_CLASSES,
+                       "command": contract.CMD_FINAL},
+            "single": {"command": contract.CMD_SINGLE, "bytes": 4 * (sum(FIXTURE_TAP_FLOATS) + FIXTURE_CLASSES)},
+            "memory": ta.memory_plan(lowered.sizes, lowered.tap_floats, lowered.num_classes), "hashes": hashes}
     (build / "plan.json").write_text(json.dumps(plan))
     np.save(build / "w.npy", w)
 

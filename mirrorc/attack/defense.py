@@ -27,6 +27,7 @@ import onnx
 
 from mirrorc.errors import MirrorcError
 from mirrorc.train.loop import TrainConfig, backbone_penalty, fit, trainable_parameters
+from passes import contract
 
 
 @dataclass
@@ -59,20 +60,20 @@ def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarra
     from mirrorc.train.interpreter import OnnxModule
 
     meta = {p.key: p.value for p in mirrornet.metadata_props}
-    if "mirrorc.taps" not in meta:
+    if contract.META_TAPS not in meta:
         raise MirrorcError("train_against_probes: model has no mirrorc.taps metadata (not a MirrorNet)")
     import json
 
-    taps = [t["selected"] for t in json.loads(meta["mirrorc.taps"])]
-    num_classes = int(meta["mirrorc.num_classes"])
+    taps = [t["selected"] for t in json.loads(meta[contract.META_TAPS])]
+    num_classes = int(meta[contract.META_NUM_CLASSES])
     torch.manual_seed(config.seed)
-    main = OnnxModule(mirrornet, outputs=["mirrornet_logits", "backbone_logits", *taps])
+    main = OnnxModule(mirrornet, outputs=[contract.MIRRORNET_LOGITS, contract.BACKBONE_LOGITS, *taps])
     secure = secure_part(mirrornet)
     probe_inputs = [i.name for i in secure.graph.input]  # taps then backbone_logits, by the contract
 
     def fresh_probe(k: int):
         probe = OnnxModule(reinitialize(secure, lambda n: True, seed=config.seed * 7919 + k),
-                           outputs=["mirrornet_logits"])
+                           outputs=[contract.MIRRORNET_LOGITS])
         return probe, torch.optim.Adam(probe.parameters(), lr=config.probe_lr)
 
     opt = torch.optim.Adam(trainable_parameters(main), lr=config.lr)
@@ -83,12 +84,12 @@ def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarra
     def loss_of(out, yb):
         if current["step"] % config.probe_steps == 0:
             current["probe"], current["opt"] = fresh_probe(current["step"] // config.probe_steps)
-        loss = F.cross_entropy(out["mirrornet_logits"], yb)
+        loss = F.cross_entropy(out[contract.MIRRORNET_LOGITS], yb)
         if config.backbone_penalty > 0:
-            loss = loss + config.backbone_penalty * backbone_penalty(out["backbone_logits"], yb, config.penalty_kind)
+            loss = loss + config.backbone_penalty * backbone_penalty(out[contract.BACKBONE_LOGITS], yb, config.penalty_kind)
         current["feeds"] = [out[name] for name in probe_inputs]
         # the backbone pushes the current probe's loss up, to chance and no further
-        adversarial = torch.clamp(F.cross_entropy(current["probe"](*current["feeds"])["mirrornet_logits"], yb),
+        adversarial = torch.clamp(F.cross_entropy(current["probe"](*current["feeds"])[contract.MIRRORNET_LOGITS], yb),
                                   max=chance)
         return loss - config.probe_weight * adversarial
 
@@ -96,7 +97,7 @@ def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarra
         # the probe learns on what it sees, like an attacker would
         probe_opt = current["opt"]
         probe_opt.zero_grad(set_to_none=True)
-        probe_loss = F.cross_entropy(current["probe"](*[f.detach() for f in current["feeds"]])["mirrornet_logits"], yb)
+        probe_loss = F.cross_entropy(current["probe"](*[f.detach() for f in current["feeds"]])[contract.MIRRORNET_LOGITS], yb)
         probe_loss.backward()
         probe_opt.step()
         current["step"] += 1

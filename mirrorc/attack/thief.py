@@ -34,6 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mirrorc.errors import MirrorcError
+from passes import contract
 from passes.mirror import is_cpm, torch_uniform
 
 if TYPE_CHECKING:
@@ -98,12 +99,12 @@ def load_view(build_dir: str | Path) -> AttackerView:
         raise MirrorcError(f"{build_dir}: no trained model (mirrornet.onnx missing); run `mirrorc compile` first")
     mirrornet = _load_onnx(mirrornet_path)
     meta = _meta(mirrornet)
-    if "mirrorc.taps" not in meta or "mirrorc.num_classes" not in meta:
+    if contract.META_TAPS not in meta or contract.META_NUM_CLASSES not in meta:
         raise MirrorcError(f"{mirrornet_path}: no mirrorc.taps/mirrorc.num_classes metadata; not a mirrorc build")
     if meta.get("mirrorc.trained", "1").lower() in ("0", "false", "no"):
         raise MirrorcError(f"{mirrornet_path}: model is not trained (mirrorc.trained={meta['mirrorc.trained']})")
     outputs = {o.name for o in mirrornet.graph.output}
-    for needed in ("label", "backbone_logits", "mirrornet_logits"):
+    for needed in contract.OUTPUTS:
         if needed not in outputs:
             raise MirrorcError(f"{mirrornet_path}: output '{needed}' missing (see docs/ARCHITECTURE.md)")
 
@@ -114,7 +115,7 @@ def load_view(build_dir: str | Path) -> AttackerView:
             raise MirrorcError(f"{normal_path}: holds CPM weights; not a valid normal-world model")
     else:
         normal, source = backbone_from_mirrornet(mirrornet), "mirrornet.onnx (normal-world part, passes.split)"
-    if "backbone_logits" not in {o.name for o in normal.graph.output}:
+    if contract.BACKBONE_LOGITS not in {o.name for o in normal.graph.output}:
         raise MirrorcError(f"{source}: output 'backbone_logits' missing")
 
     inp = normal.graph.input[0]
@@ -122,7 +123,7 @@ def load_view(build_dir: str | Path) -> AttackerView:
     if not dims or any(d <= 0 for d in dims):
         raise MirrorcError(f"{source}: input '{inp.name}' needs a fixed shape after the batch dimension")
     return AttackerView(build_dir=build_dir, normal=normal, normal_source=source, mirrornet=mirrornet,
-                        taps=json.loads(meta["mirrorc.taps"]), num_classes=int(meta["mirrorc.num_classes"]),
+                        taps=json.loads(meta[contract.META_TAPS]), num_classes=int(meta[contract.META_NUM_CLASSES]),
                         input_name=inp.name, input_shape=tuple(dims))
 
 
@@ -374,7 +375,7 @@ def oracle_labels(view: AttackerView, x: np.ndarray) -> tuple[np.ndarray, str]:
             labels = np.concatenate([np.asarray(deployed.predict(x[i:i + 500])).reshape(-1)
                                      for i in range(0, len(x), 500)])
         return labels.astype(np.int64), "mirrorc.tee.runtime.ProtectedModel (split execution, simulated TEE, label only)"
-    labels = run_onnx(view.mirrornet, "label", x).astype(np.int64)
+    labels = run_onnx(view.mirrornet, contract.LABEL, x).astype(np.int64)
     return labels, "mirrornet.onnx 'label' output in onnxruntime (no plan.json/normal.onnx in the build)"
 
 
@@ -397,13 +398,13 @@ def attacks_for(view: AttackerView, seed: int) -> list[Attack]:
     # from scratch as the attacker would: the better (on validation) of He and PyTorch's default draw
     scratch, *others = [reinitialize(normal, lambda n: n in every, seed=2000 + seed, scheme=s) for s in INIT_SCHEMES]
     return [
-        Attack("finetune_all", normal, "backbone_logits", lambda n: n in every),
-        Attack("retrain_head", reinitialize(normal, lambda n: n in head, seed=3000 + seed), "backbone_logits",
+        Attack("finetune_all", normal, contract.BACKBONE_LOGITS, lambda n: n in every),
+        Attack("retrain_head", reinitialize(normal, lambda n: n in head, seed=3000 + seed), contract.BACKBONE_LOGITS,
                lambda n: n in head),
-        Attack("replace_cpm", fresh_cpm, "mirrornet_logits", is_cpm),
-        Attack("distill", normal, "backbone_logits", lambda n: n in every, labels="oracle"),
-        Attack("scratch", scratch, "backbone_logits", lambda n: n in every, alternatives=tuple(others)),
-        Attack("scratch_oracle", scratch, "backbone_logits", lambda n: n in every, labels="oracle",
+        Attack("replace_cpm", fresh_cpm, contract.MIRRORNET_LOGITS, is_cpm),
+        Attack("distill", normal, contract.BACKBONE_LOGITS, lambda n: n in every, labels="oracle"),
+        Attack("scratch", scratch, contract.BACKBONE_LOGITS, lambda n: n in every, alternatives=tuple(others)),
+        Attack("scratch_oracle", scratch, contract.BACKBONE_LOGITS, lambda n: n in every, labels="oracle",
                alternatives=tuple(others)),
     ]
 
@@ -467,9 +468,9 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
     x_test, y_test = dataset.x_test, dataset.y_test
     dataset_key = (len(dataset.x_train), float(dataset.x_train[:256].sum()), float(x_test[:256].sum()))
 
-    as_is_logits = run_onnx(view.normal, "backbone_logits", x_test)
+    as_is_logits = run_onnx(view.normal, contract.BACKBONE_LOGITS, x_test)
     as_is_pred = as_is_logits.argmax(axis=1)
-    mirrornet_acc = accuracy(view.mirrornet, "label", x_test, y_test)
+    mirrornet_acc = accuracy(view.mirrornet, contract.LABEL, x_test, y_test)
     results: list[Result] = []
     oracle_source = None
     for budget in budgets:
@@ -490,7 +491,7 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
                     res.extra["oracle_agreement_with_truth"] = float(
                         (y_oracle == dataset.y_train[split.pool]).mean() * 100)
                 elif attack.name == "scratch" and scratch_cache is not None:
-                    key = (architecture_key(view.normal, "backbone_logits"), dataset_key, budget, seed, repr(schedule))
+                    key = (architecture_key(view.normal, contract.BACKBONE_LOGITS), dataset_key, budget, seed, repr(schedule))
                     if key not in scratch_cache:
                         scratch_cache[key] = fit_and_score(attack, x_lab, y_lab, x_test, y_test, schedule, seed, budget)
                     res = scratch_cache[key]

@@ -19,10 +19,7 @@ from mirrorc.backend import ta
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_dir, atomic_file
 from mirrorc.pipeline import secure_pipeline
-
-TAP_COMMAND_BASE = 0x100
-FINAL_COMMAND = 0x200
-SINGLE_COMMAND = 0x201
+from passes import contract
 
 
 def _metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -37,7 +34,7 @@ def model_name(model: onnx.ModelProto) -> str:
     """The TA's name: the source model's file name (mirrorc.source), else the graph's name."""
     meta = _metadata(model)
     try:
-        source = json.loads(meta.get("mirrorc.source", "{}")).get("file")
+        source = json.loads(meta.get(contract.META_SOURCE, "{}")).get("file")
     except ValueError:
         source = None
     return ta.ta_name(source or model.graph.name or "model")
@@ -46,12 +43,12 @@ def model_name(model: onnx.ModelProto) -> str:
 def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_memory: int | None = None) -> dict:
     out_dir = Path(out_dir)
     meta = _metadata(mirrornet_model)
-    if "mirrorc.taps" not in meta:
-        raise MirrorcError("mirrornet model: metadata field 'mirrorc.taps' missing (not a mirrorc MirrorNet)")
+    if contract.META_TAPS not in meta:
+        raise MirrorcError(f"mirrornet model: metadata field '{contract.META_TAPS}' missing (not a mirrorc MirrorNet)")
     try:
-        taps = sorted(json.loads(meta["mirrorc.taps"]), key=lambda t: t["index"])
+        taps = sorted(json.loads(meta[contract.META_TAPS]), key=lambda t: t["index"])
     except (ValueError, KeyError, TypeError) as e:
-        raise MirrorcError(f"mirrornet model: metadata field 'mirrorc.taps' is malformed ({e})") from None
+        raise MirrorcError(f"mirrornet model: metadata field '{contract.META_TAPS}' is malformed ({e})") from None
 
     name = model_name(mirrornet_model)
     built = secure_pipeline(mirrornet_model, name, tee_memory=tee_memory)
@@ -61,7 +58,7 @@ def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_m
     uuid = ta.ta_uuid(_sha256(mirrornet_bytes))
 
     if [t["bytes"] for t in taps] != [4 * f for f in lowered.tap_floats]:
-        raise MirrorcError(f"mirrornet model: 'mirrorc.taps' bytes {[t['bytes'] for t in taps]} disagree with the "
+        raise MirrorcError(f"mirrornet model: '{contract.META_TAPS}' bytes {[t['bytes'] for t in taps]} disagree with the "
                            f"secure graph's tap inputs ({[4 * f for f in lowered.tap_floats]} bytes)")
     k = lowered.num_classes
 
@@ -83,9 +80,9 @@ def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_m
         "uuid": str(uuid),
         "ta_name": name,
         "input": {"name": graph_input.name, "shape": dims},
-        "taps": [dict(t, command=TAP_COMMAND_BASE + i) for i, t in enumerate(taps)],
-        "logits": {"name": "backbone_logits", "shape": [k], "bytes": 4 * k, "command": FINAL_COMMAND},
-        "single": {"command": SINGLE_COMMAND, "bytes": 4 * (sum(lowered.tap_floats) + k)},
+        "taps": [dict(t, command=contract.tap_command(i)) for i, t in enumerate(taps)],
+        "logits": {"name": contract.BACKBONE_LOGITS, "shape": [k], "bytes": 4 * k, "command": contract.CMD_FINAL},
+        "single": {"command": contract.CMD_SINGLE, "bytes": 4 * (sum(lowered.tap_floats) + k)},
         "memory": memory,
         "hashes": hashes,
     }

@@ -25,6 +25,7 @@ import runtime_c
 from mirrorc.backend import cbuild
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_file
+from passes import contract
 
 TEMPLATES = runtime_c.TEMPLATE_DIR
 SHIM = runtime_c.SHIM_DIR
@@ -121,6 +122,7 @@ def write_ta(ta_dir: Path, host_dir: Path, *, name: str, uuid: uuidlib.UUID, low
         "WEIGHT_BYTES": mem["weights"], "ARENA_BYTES": mem["arena"], "SESSION_BYTES": mem["session"],
         "STACK_BYTES": mem["stack"], "TA_STACK_SIZE": mem["ta_stack_size"], "TA_DATA_SIZE": mem["ta_data_size"],
         "MAX_SESSIONS": MAX_SESSIONS, "VERSION": version, "HOST_BINARY": f"{name}_host",
+        **contract.ta_command_macros(),
     }
     files = {
         "Makefile": render("Makefile.in", values),

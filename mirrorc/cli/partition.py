@@ -8,6 +8,7 @@ import click
 from mirrorc.cli.common import echo_json, user_errors
 from mirrorc.errors import MirrorcError
 from mirrorc.train.protect import STRATEGIES
+from passes import contract
 
 
 def _channel_list(text: str | None) -> list[int] | None:
@@ -23,7 +24,7 @@ def _channel_list(text: str | None) -> list[int] | None:
 
 
 def _is_mirrornet(model) -> bool:
-    return any(p.key == "mirrorc.taps" for p in model.metadata_props)
+    return any(p.key == contract.META_TAPS for p in model.metadata_props)
 
 
 def register(main: click.Group) -> None:

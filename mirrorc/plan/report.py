@@ -18,6 +18,7 @@ from mirrorc.plan import emulator, layers as L
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import secure_pipeline
 from mirrorc.train.protect import get as get_strategy
+from passes import contract
 
 FINAL_NODES = ("cpm/final_add", "cpm/argmax")  # run by the final command whatever their stage says
 
@@ -39,15 +40,15 @@ def _meta(node) -> dict:
 
 def _model_meta(model: onnx.ModelProto, where: str) -> tuple[int, int, list[dict]]:
     meta = {p.key: p.value for p in model.metadata_props}
-    for key in ("mirrorc.channels", "mirrorc.num_classes", "mirrorc.taps"):
+    for key in (contract.META_CHANNELS, contract.META_NUM_CLASSES, contract.META_TAPS):
         if key not in meta:
             raise MirrorcError(f"{where}: not a mirrornet: model metadata '{key}' is missing")
     try:
-        taps = json.loads(meta["mirrorc.taps"])
+        taps = json.loads(meta[contract.META_TAPS])
         taps = sorted(taps, key=lambda t: int(t["index"]))
         for t in taps:
             t["bytes"] = int(t["bytes"])
-        return int(meta["mirrorc.channels"]), int(meta["mirrorc.num_classes"]), taps
+        return int(meta[contract.META_CHANNELS]), int(meta[contract.META_NUM_CLASSES]), taps
     except (ValueError, KeyError, TypeError) as e:
         raise MirrorcError(f"{where}: model metadata 'mirrorc.taps'/'mirrorc.channels' is malformed: {e}") from None
 
@@ -118,12 +119,12 @@ def build_report(model, device=None, tee_memory: int | str | None = None) -> dic
     world, stage = {}, {}
     for i, node in enumerate(nodes):
         meta = _meta(node)
-        if meta.get("mirrorc.world") not in ("normal", "secure"):
+        if meta.get(contract.META_WORLD) not in contract.WORLDS:
             raise MirrorcError(f"{where}: node '{node.name}': 'mirrorc.world' metadata is missing or not normal|secure")
-        world[i] = meta["mirrorc.world"]
-        if "mirrorc.stage" in meta:
+        world[i] = meta[contract.META_WORLD]
+        if contract.META_STAGE in meta:
             try:
-                stage[i] = int(meta["mirrorc.stage"])
+                stage[i] = int(meta[contract.META_STAGE])
             except ValueError:
                 raise MirrorcError(f"{where}: node '{node.name}': 'mirrorc.stage' is not an integer") from None
     backbone = [i for i in world if world[i] == "normal" and not nodes[i].name.startswith("mirrorc/")]
@@ -168,7 +169,7 @@ def build_report(model, device=None, tee_memory: int | str | None = None) -> dic
     return {
         "format": 1,
         "model": model.graph.name,
-        "source": json.loads({p.key: p.value for p in model.metadata_props}.get("mirrorc.source", "null")),
+        "source": json.loads({p.key: p.value for p in model.metadata_props}.get(contract.META_SOURCE, "null")),
         "channels": channels,
         "num_classes": num_classes,
         "device": {"name": dev.name, "path": dev.path, "tee_memory_bytes": dev.tee_memory_bytes},

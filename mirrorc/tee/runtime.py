@@ -19,12 +19,14 @@ import numpy as np
 
 from mirrorc.tee import teec
 from mirrorc.errors import MirrorcError
+from passes.contract import validate_plan
 
 TEES = ("sim", "optee")
 MODES = ("stream", "single")
 
 
-def load_plan(build_dir: Path) -> dict:
+def load_plan(build_dir: str | Path) -> dict:
+    """The build's plan.json, checked against the contract's schema (passes/contract.py)."""
     path = Path(build_dir) / "plan.json"
     try:
         plan = json.loads(path.read_text())
@@ -32,9 +34,9 @@ def load_plan(build_dir: Path) -> dict:
         raise MirrorcError(f"{path}: not found (is {build_dir} a mirrorc build directory?)") from None
     except ValueError as e:
         raise MirrorcError(f"{path}: not valid JSON ({e})") from None
-    for field in ("uuid", "taps", "logits", "single"):
-        if field not in plan:
-            raise MirrorcError(f"{path}: missing field '{field}'")
+    if not isinstance(plan, dict):
+        raise MirrorcError(f"{path}: not a JSON object")
+    validate_plan(plan, path)
     return plan
 
 
