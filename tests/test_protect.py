@@ -192,7 +192,7 @@ def test_benchmarks_write_what_the_report_reads(tmp_path, monkeypatch):
 
     from mirrorc.plan.report import load_results, measured_protection
 
-    row = {"dataset": "mnist", "protect": "joint", "C": 2, "cost": 0.5, "head_start": {"600": "+1.00"}}
+    row = {"dataset": "mnist", "protect": "joint", "C": 2, "penalty": 0.3, "cost": 0.5, "head_start": {"600": "+1.00"}}
     path = write_results("protection", "a table", {"setup": {}, "rows": [row]})
     assert path == tmp_path / "protection.json"
     written = load_results("protection")
