@@ -197,8 +197,8 @@ def mac_ratio(model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def train_mirrornet(initial: onnx.ModelProto, dataset, setting: dict, epochs: int, seed: int) -> onnx.ModelProto:
-    from mirrorc.attack import thief as atk
     from mirrorc.attack import defense
+    from mirrorc.attack import thief as atk
     from mirrorc.train.loop import TrainConfig, train
 
     if setting["frozen"]:  # only the CPM learns; the backbone keeps its random initial weights
@@ -241,8 +241,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from mirrorc.attack import thief as atk
-    from mirrorc.train.data import load_dataset
     from mirrorc.pipeline import build_mirrornet
+    from mirrorc.train.data import load_dataset
     from mirrorc.train.loop import TrainConfig, logits_tensor, same_init, train
 
     began = time.perf_counter()
@@ -270,8 +270,16 @@ def main(argv=None) -> int:
             untrained = normal_part(build_mirrornet(args.model, channels=args.channels, seed=5000 + seed)[0])
             split = atk.draw_budget(len(dataset.y_train), args.budget, seed)
             attack = atk.Attack("scratch_default", untrained, "backbone_logits", lambda n: True)
-            default_cache[seed] = atk.fit_and_score(attack, dataset.x_train[split.labelled], dataset.y_train[split.labelled],
-                                                    dataset.x_test, dataset.y_test, schedule, seed, args.budget).accuracy
+            default_cache[seed] = atk.fit_and_score(
+                attack,
+                dataset.x_train[split.labelled],
+                dataset.y_train[split.labelled],
+                dataset.x_test,
+                dataset.y_test,
+                schedule,
+                seed,
+                args.budget,
+            ).accuracy
         return default_cache[seed]
     rows = []
     for setting_name in args.settings.split(","):

@@ -1,5 +1,6 @@
 """Compile-time cost of the front end: per model, wall time and peak memory of inspect
-(mirrorc.plan.inspect.inspect_model: load, canonicalize, taps, the layer table), mirror (mirrorc.pipeline.build_mirrornet) and the partition report.
+(mirrorc.plan.inspect.inspect_model: load, canonicalize, taps, the layer table), mirror
+(mirrorc.pipeline.build_mirrornet) and the partition report.
 
     python benchmarks/compile_time.py [-C 4] [--only resnet50,vgg7]
 
@@ -37,9 +38,9 @@ def models(tmp: Path) -> dict[str, Path]:
 
 def run_one(path: str, channels: int) -> dict:
     """Runs in the child: time each phase, then report peak RSS."""
+    from mirrorc.pipeline import build_mirrornet
     from mirrorc.plan import report
     from mirrorc.plan.inspect import inspect_model
-    from mirrorc.pipeline import build_mirrornet
 
     out = {}
     t0 = time.perf_counter()
@@ -95,7 +96,9 @@ def main() -> None:
                                   capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
             wall = time.perf_counter() - t0
             if proc.returncode != 0:
-                rows.append([name] + ["-"] * 10 + [proc.stderr.strip().splitlines()[-1][:80] if proc.stderr else "failed"])
+                rows.append(
+                    [name] + ["-"] * 10 + [proc.stderr.strip().splitlines()[-1][:80] if proc.stderr else "failed"]
+                )
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             phases = [r.get(k) for k in ("inspect_s", "mirror_s", "report_s")]
