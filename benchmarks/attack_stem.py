@@ -195,8 +195,8 @@ def mac_ratio(model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def train_mirrornet(initial: onnx.ModelProto, dataset, setting: dict, epochs: int, seed: int) -> onnx.ModelProto:
-    from mirrorc.attack import thief as atk
     from mirrorc.attack import defense
+    from mirrorc.attack import thief as atk
     from mirrorc.train.loop import TrainConfig, train
 
     if setting["frozen"]:  # only the CPM learns; the backbone keeps its random initial weights
@@ -239,8 +239,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from mirrorc.attack import thief as atk
-    from mirrorc.train.data import load_dataset
     from mirrorc.pipeline import build_mirrornet
+    from mirrorc.train.data import load_dataset
     from mirrorc.train.loop import TrainConfig, logits_tensor, same_init, train
 
     began = time.perf_counter()

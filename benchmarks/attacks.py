@@ -5,6 +5,7 @@ MirrorNet accuracy, Δp and the head start (best attack - from scratch) at each 
 
     python benchmarks/attacks.py --out /tmp/attack-bench                      # the full grid (hours)
     python benchmarks/attacks.py --out /tmp/ab --datasets mnist --channels 2 --penalties 0,1 --seeds 1
+    # mirrorc.train.protect's figures:
     python benchmarks/attacks.py --out /tmp/ab --datasets mnist --protects joint,random-backbone \
         --channels default --penalties 0 --selects first --budgets 600,3000 --seeds 3 --baseline \
         --compile-epochs 10 --results protection          # the figures the partition report reads
@@ -68,10 +69,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from mirrorc.attack import thief as atk
-    from mirrorc.train import protect as protection
     from mirrorc.compile import compile_model
-    from mirrorc.train.data import load_dataset
     from mirrorc.evaluate import original_accuracy
+    from mirrorc.train import protect as protection
+    from mirrorc.train.data import load_dataset
     from mirrorc.train.loop import TrainConfig
 
     if args.threads:
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
                 compile_model(args.model, build, data=data, data_dir=args.data_dir, channels=c,
                               protect=strategy.name, select=select, seed=0, config=config,
                               baseline=args.baseline, limit_train=args.limit_train,
-                              log=lambda m: print(f"  [{name}] {m}", file=sys.stderr))
+                              log=lambda m, name=name: print(f"  [{name}] {m}", file=sys.stderr))
             built = time.perf_counter()
             if dataset is None:
                 view = atk.load_view(build)
@@ -133,9 +134,11 @@ def main(argv=None) -> int:
     print(head)
     for r in rows:
         u = r["unprotected"]
-        line = (f"{r['dataset']:<14}{r['protect']:<16}{r['C']:>3} {r['select']:<7}{r['penalty']:>8g}"
-                f"{u if u is None else round(u, 2)!s:>7}{r['mirrornet']:>10.2f}"
-                f"{'-' if u is None else format(u - r['mirrornet'], '.2f'):>6}{r['backbone']:>9.2f}{r['delta_p']:>7.2f}")
+        line = (
+            f"{r['dataset']:<14}{r['protect']:<16}{r['C']:>3} {r['select']:<7}{r['penalty']:>8g}"
+            f"{u if u is None else round(u, 2)!s:>7}{r['mirrornet']:>10.2f}"
+            f"{'-' if u is None else format(u - r['mirrornet'], '.2f'):>6}{r['backbone']:>9.2f}{r['delta_p']:>7.2f}"
+        )
         line += "".join(f"{atk.signed_spread(r['head_start'][str(b)]['per_seed']):>14}" if str(b) in r["head_start"]
                         else f"{'-':>14}" for b in budgets)
         line += "  " + ", ".join(f"{b}: {a}" for b, a in r["best"].items())

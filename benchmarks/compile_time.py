@@ -1,5 +1,6 @@
 """Compile-time cost of the front end: per model, wall time and peak memory of inspect
-(mirrorc.plan.inspect.inspect_model: load, canonicalize, taps, the layer table), mirror (mirrorc.pipeline.build_mirrornet) and the partition report.
+(mirrorc.plan.inspect.inspect_model: load, canonicalize, taps, the layer table), mirror
+(mirrorc.pipeline.build_mirrornet) and the partition report.
 
     python benchmarks/compile_time.py [-C 4] [--only resnet50,vgg7]
 
@@ -37,9 +38,9 @@ def models(tmp: Path) -> dict[str, Path]:
 
 def run_one(path: str, channels: int) -> dict:
     """Runs in the child: time each phase, then report peak RSS."""
+    from mirrorc.pipeline import build_mirrornet
     from mirrorc.plan import report
     from mirrorc.plan.inspect import inspect_model
-    from mirrorc.pipeline import build_mirrornet
 
     out = {}
     t0 = time.perf_counter()

@@ -41,11 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mirrorc.backend import cbuild, ta  # noqa: E402
-
-from mirrorc.tee import teec
-from mirrorc.pipeline import build_mirrornet  # noqa: E402
-from mirrorc.tee.runtime import MODES, ProtectedModel  # noqa: E402
 from mirrorc.backend.secure_build import build_secure  # noqa: E402
+from mirrorc.pipeline import build_mirrornet  # noqa: E402
+from mirrorc.tee import teec  # noqa: E402
+from mirrorc.tee.runtime import MODES, ProtectedModel  # noqa: E402
 from passes import contract  # noqa: E402
 from passes.split import split  # noqa: E402
 from record import write_results  # noqa: E402
@@ -180,7 +179,7 @@ def bench_model(name: str, images: int, rounds: int, per_round: int, calls: int,
                         # what the protected runtime runs in onnxruntime, without the TA
                         "normal.onnx": lambda i: pm.backbone_one(batches[i]),
                         # one world crossing with no work: a command id the TA refuses
-                        "empty call": lambda i: pm.session.try_invoke(EMPTY_COMMAND, refused),
+                        "empty call": lambda i, refused=refused: pm.session.try_invoke(EMPTY_COMMAND, refused),
                         "protected": lambda i: pm.predict(batches[i])}
             times[m] = interleaved(variants, images, calls)
             if m == "single":
@@ -270,7 +269,7 @@ def main() -> None:
     print("\n1. CPM secure graph: generated C vs onnxruntime running the same graph (session.run)")
     print(f"{'model':8} {'C':>16} {'onnxruntime':>16} {'C speed-up':>16} {'labels C==ORT':>14}")
     for r in results:
-        (cw, cc), ow = r["c"], r["ort_secure"]
+        (cw, _), ow = r["c"], r["ort_secure"]
         print(f"{r['name']:8} {cw * 1e6:16.1f} {ow * 1e6:16.1f} {ow / cw:15.1f}x {100 * r['c_vs_ort_labels']:13.1f}%")
     print("\n2. End to end per image, wall time in us; each mode its own run with one simulator, the variants "
           "taking turns image by image; p50 = median call, mean = what a stream of images costs (with the host's "
@@ -278,8 +277,10 @@ def main() -> None:
           "it beside). Where it goes: taps = normal.onnx - original (onnxruntime handing out the tapped channels); "
           "TA = protected - normal.onnx (the calls and the CPM); empty call = one command the TA refuses at once, "
           "right after another variant ran (the crossing alone, from a cold normal-world core)")
-    print(f"{'model':8} {'mode':6} {'stat':4} {'original':>9} {'orig run()':>10} {'normal.onnx':>11} {'empty call':>10} "
-          f"{'protected':>10} {'overhead':>8} {'taps':>6} {'TA':>6} {'target':>6} {'paper':>6} {'agree':>6}")
+    print(
+        f"{'model':8} {'mode':6} {'stat':4} {'original':>9} {'orig run()':>10} {'normal.onnx':>11} {'empty call':>10} "
+        f"{'protected':>10} {'overhead':>8} {'taps':>6} {'TA':>6} {'target':>6} {'paper':>6} {'agree':>6}"
+    )
     for r in results:
         for m in MODES:
             for stat, fn in (("p50", np.median), ("mean", np.mean)):

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.make_models import write_all  # noqa: E402
 from mirrorc.attack.thief import reinitialize  # noqa: E402
+from mirrorc.backend.secure_build import build_secure  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.tee.runtime import ProtectedModel  # noqa: E402
 from mirrorc.backend.secure_build import build_secure  # noqa: E402

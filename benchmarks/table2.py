@@ -61,8 +61,8 @@ def lenet5_for(dataset: str, work: Path) -> Path:
 
 def run_cell(model: Path, dataset: str, channels: int, penalty: float, args, work: Path, baseline: bool) -> dict:
     from mirrorc.compile import compile_model
-    from mirrorc.train.data import load_dataset
     from mirrorc.evaluate import evaluate, model_input_shape
+    from mirrorc.train.data import load_dataset
     from mirrorc.train.loop import TrainConfig
 
     build = work / f"{dataset}-C{channels}-W{penalty:g}"
@@ -75,8 +75,15 @@ def run_cell(model: Path, dataset: str, channels: int, penalty: float, args, wor
     data = load_dataset(dataset, data_dir=args.data_dir, input_shape=model_input_shape(build / "mirrornet.onnx"),
                         limit_train=1)
     result = evaluate(build, data.x_test, data.y_test, split_check=False)
-    result.update(dataset=dataset, channels=channels, penalty=penalty, penalty_kind=args.penalty_kind, epochs=args.epochs,
-                  limit_train=args.limit_train, seconds=round(time.perf_counter() - began, 1))
+    result.update(
+        dataset=dataset,
+        channels=channels,
+        penalty=penalty,
+        penalty_kind=args.penalty_kind,
+        epochs=args.epochs,
+        limit_train=args.limit_train,
+        seconds=round(time.perf_counter() - began, 1),
+    )
     return result
 
 
@@ -165,7 +172,11 @@ def print_table(results, cells, args, file=None) -> None:
                      and x["epochs"] == args.epochs and x["limit_train"] == args.limit_train), None)
         p_in, p_rows = PAPER[d]
         pb, pm, pd = p_rows.get(c, (None, None, None))
-        paper = f"{p_in:11.1f} {pb:9.1f} {pm:10.1f} {pd:5.1f}" if w == 0 and pb is not None else f"{'(no penalty in the paper)':>38}"
+        paper = (
+            f"{p_in:11.1f} {pb:9.1f} {pm:10.1f} {pd:5.1f}"
+            if w == 0 and pb is not None
+            else f"{'(no penalty in the paper)':>38}"
+        )
         if r is None:
             ours = "(not run)"
         else:

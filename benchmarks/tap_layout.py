@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from secure_world import INPUT_SHAPES, interleaved, session  # noqa: E402  (same timing as the end to end)
 
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes.split import split  # noqa: E402

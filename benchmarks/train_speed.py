@@ -5,7 +5,8 @@ CIFAR-10 shapes with and without `fast` (channels_last + bf16 autocast).
     python benchmarks/train_speed.py [--batches 100] [--batch-size 128] [--skip-vgg]
 
 Epoch times are extrapolated from timed training steps (rounds alternate between the two modules and
-the fastest round counts, as the machine is shared) to a full epoch of the training set (54,000 MNIST images after the 10% validation split; 45,000 CIFAR-10).
+the fastest round counts, as the machine is shared) to a full epoch of the training set (54,000 MNIST
+images after the 10% validation split; 45,000 CIFAR-10).
 Random inputs: the speed of a step does not depend on the pixel values.
 """
 
@@ -52,7 +53,11 @@ class HandVGG7(torch.nn.Module):
             if cout == "M":
                 layers.append(torch.nn.MaxPool2d(2))
                 continue
-            layers += [torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False), torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]
+            layers += [
+                torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                torch.nn.BatchNorm2d(cout),
+                torch.nn.ReLU(),
+            ]
             cin = cout
         self.features = torch.nn.Sequential(*layers)
         self.fc = torch.nn.Linear(4096, 10)

@@ -1,5 +1,6 @@
 """Shared test setup. The example models are generated, never committed: make them once per run
-(examples/models/ is git-ignored) so tests can name examples/models/<name>.onnx on a fresh clone."""
+(examples/models/ is git-ignored) so tests can name examples/models/<name>.onnx on a fresh clone.
+Helpers the tests share are in helpers.py."""
 
 import os
 import sys
@@ -7,23 +8,27 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import EXAMPLE_MODELS, ROOT
+
 sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="session", autouse=True)
-def example_models():
-    from examples.make_models import MODELS, write_all
+def example_models() -> dict[str, Path]:
+    """{name: path} of examples/make_models.py's models, written once per run (again when the script
+    is newer than a file, so an edit to a model never meets a stale copy)."""
+    from examples import make_models
 
-    models = ROOT / "examples" / "models"
-    if not all((models / f"{name}.onnx").exists() for name in MODELS):
-        write_all(models)
+    paths = {name: EXAMPLE_MODELS / f"{name}.onnx" for name in make_models.MODELS}
+    script = Path(make_models.__file__).stat().st_mtime
+    if not all(p.exists() and p.stat().st_mtime >= script for p in paths.values()):
+        make_models.write_all(EXAMPLE_MODELS)
     os.chdir(ROOT)  # tests name example files relative to the repository root
-    return models
+    return paths
 
 
 @pytest.fixture
-def tiny_npz(tmp_path):
+def tiny_npz(tmp_path: Path) -> Path:
     """A small learnable MNIST-shaped .npz (a bright pixel per class) for compile runs in unit tests."""
     import numpy as np
 

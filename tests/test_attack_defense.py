@@ -5,15 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
+from helpers import initializers
 from test_attack_lenet import lenet_mirrornet
 
 
-def _values(model):
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
+@pytest.mark.slow
 def test_probe_training_trains_backbone_and_cpm_and_keeps_the_contract():
     from mirrorc.attack.defense import ProbeConfig, train_against_probes
 
@@ -22,8 +19,10 @@ def test_probe_training_trains_backbone_and_cpm_and_keeps_the_contract():
     y = rng.integers(0, 10, 128)
     start = lenet_mirrornet(2, seed=1)
     trained = train_against_probes(start, x, y, ProbeConfig(epochs=1, batch_size=64, probe_steps=1, probe_weight=0.5))
-    before, after = _values(start), _values(trained)
-    moved = {name for name in before if before[name].dtype == np.float32 and not np.array_equal(before[name], after[name])}
+    before, after = initializers(start), initializers(trained)
+    moved = {
+        name for name in before if before[name].dtype == np.float32 and not np.array_equal(before[name], after[name])
+    }
     assert "conv1.weight" in moved and "cpm/conv2.weight" in moved and "fc3.weight" in moved
     assert np.array_equal(before["mirrorc/select1/indices"], after["mirrorc/select1/indices"])
     assert [o.name for o in trained.graph.output] == ["label", "backbone_logits", "mirrornet_logits"]

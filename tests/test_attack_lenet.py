@@ -7,18 +7,13 @@ tested on its own; the plain loss is cross-entropy on mirrornet_logits only."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-DATA_DIR = Path(os.environ.get("MIRRORC_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-needs_mnist = pytest.mark.skipif(not (DATA_DIR / "mnist").is_dir(), reason=f"MNIST not found in {DATA_DIR}")
+from helpers import DATA_DIR, needs_mnist
 
 
 def lenet_mirrornet(channels: int = 2, seed: int = 0) -> onnx.ModelProto:
@@ -46,10 +41,21 @@ def lenet_mirrornet(channels: int = 2, seed: int = 0) -> onnx.ModelProto:
     pool = dict(kernel_shape=[2, 2], strides=[2, 2])
     c = channels
     # backbone
-    x = node("Conv", ["input", w("conv1.weight", 6, 1, 5, 5), b("conv1.bias", 6)], "conv1_out", "normal", 1, "conv1", pads=[2] * 4, **conv)
+    x = node(
+        "Conv",
+        ["input", w("conv1.weight", 6, 1, 5, 5), b("conv1.bias", 6)],
+        "conv1_out",
+        "normal",
+        1,
+        "conv1",
+        pads=[2] * 4,
+        **conv,
+    )
     x = node("Relu", [x], "relu1_out", "normal", 1, "relu1")
     t1 = node("MaxPool", [x], "pool1_out", "normal", 1, "pool1", **pool)
-    x = node("Conv", [t1, w("conv2.weight", 16, 6, 5, 5), b("conv2.bias", 16)], "conv2_out", "normal", 2, "conv2", **conv)
+    x = node(
+        "Conv", [t1, w("conv2.weight", 16, 6, 5, 5), b("conv2.bias", 16)], "conv2_out", "normal", 2, "conv2", **conv
+    )
     x = node("Relu", [x], "relu2_out", "normal", 2, "relu2")
     t2 = node("MaxPool", [x], "pool2_out", "normal", 2, "pool2", **pool)
     x = node("Flatten", [t2], "flat_out", "normal", 3, "flatten")
@@ -62,19 +68,39 @@ def lenet_mirrornet(channels: int = 2, seed: int = 0) -> onnx.ModelProto:
     taps = []
     for k, (tensor, shape) in enumerate(((t1, [c, 14, 14]), (t2, [c, 5, 5])), start=1):
         inits.append(numpy_helper.from_array(np.arange(c, dtype=np.int64), f"mirrorc/select{k}/indices"))
-        node("Gather", [tensor, f"mirrorc/select{k}/indices"], f"mirrorc_tap{k}", "normal", k, f"mirrorc/select{k}", axis=1)
+        node(
+            "Gather",
+            [tensor, f"mirrorc/select{k}/indices"],
+            f"mirrorc_tap{k}",
+            "normal",
+            k,
+            f"mirrorc/select{k}",
+            axis=1,
+        )
         taps.append({"index": k, "tensor": tensor, "selected": f"mirrorc_tap{k}", "channels": list(range(c)),
                      "shape": shape, "bytes": 4 * int(np.prod(shape))})
     # CPM: stage 2 narrowed to C channels, then a narrowed dense head (C_l = C * 5 * 5)
     cl = c * 25
-    x = node("Conv", ["mirrorc_tap1", w("cpm/conv2.weight", c, c, 5, 5), b("cpm/conv2.bias", c)], "cpm/conv2_out", "secure", 2, "cpm/conv2", **conv)
+    x = node(
+        "Conv",
+        ["mirrorc_tap1", w("cpm/conv2.weight", c, c, 5, 5), b("cpm/conv2.bias", c)],
+        "cpm/conv2_out",
+        "secure",
+        2,
+        "cpm/conv2",
+        **conv,
+    )
     x = node("Relu", [x], "cpm/relu2_out", "secure", 2, "cpm/relu2")
     x = node("MaxPool", [x], "cpm/pool2_out", "secure", 2, "cpm/pool2", **pool)
     x = node("Add", [x, "mirrorc_tap2"], "cpm/m2", "secure", 2, "cpm/add2")
     x = node("Flatten", [x], "cpm/flat_out", "secure", 3, "cpm/flatten")
-    x = node("Gemm", [x, w("cpm/fc1.weight", cl, cl), b("cpm/fc1.bias", cl)], "cpm/fc1_out", "secure", 3, "cpm/fc1", transB=1)
+    x = node(
+        "Gemm", [x, w("cpm/fc1.weight", cl, cl), b("cpm/fc1.bias", cl)], "cpm/fc1_out", "secure", 3, "cpm/fc1", transB=1
+    )
     x = node("Relu", [x], "cpm/relu3_out", "secure", 3, "cpm/relu3")
-    node("Gemm", [x, w("cpm/fc3.weight", 10, cl), b("cpm/fc3.bias", 10)], "cpm_logits", "secure", 3, "cpm/fc3", transB=1)
+    node(
+        "Gemm", [x, w("cpm/fc3.weight", 10, cl), b("cpm/fc3.bias", 10)], "cpm_logits", "secure", 3, "cpm/fc3", transB=1
+    )
     node("Add", ["backbone_logits", "cpm_logits"], "mirrornet_logits", "secure", 3, "cpm/final_add")
     node("ArgMax", ["mirrornet_logits"], "label", "secure", 3, "cpm/argmax", axis=1, keepdims=0)
 
@@ -194,6 +220,7 @@ def test_build_without_trained_model_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in run.output and len(run.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_budget_larger_than_training_split_is_one_line_exit_2(plain_build):
     run = _cli("attack", plain_build, "--data", "mnist", "--budget", "600,60001")
@@ -205,6 +232,7 @@ def test_budget_larger_than_training_split_is_one_line_exit_2(plain_build):
 # --------------------------------------------------------------------------- real attacks
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_attacks_train_for_real_on_plain_loss_build(plain_build, tmp_path):
     """Fails if an attack silently trains nothing: fine-tune-all (and a fresh CPM) must beat the

@@ -100,6 +100,7 @@ def _compare(results) -> dict[str, float]:
     return worst
 
 
+@pytest.mark.slow
 def test_onnx_backend_node_tests(tmp_path):
     from onnx.backend.test.case.node import collect_testcases
 
@@ -251,6 +252,7 @@ def _random_cases(rng):
     return cases
 
 
+@pytest.mark.slow
 def test_kernels_match_onnxruntime_random_shapes(tmp_path):
     rng = np.random.default_rng(1234)
     harness, refused = Harness(), []
@@ -291,6 +293,7 @@ def _chain(ops, x_shape, w, b, conv_attrs, extra_use=False):
     return model
 
 
+@pytest.mark.slow
 def test_fused_conv_epilogues_match_onnxruntime(tmp_path):
     """Conv -> Relu -> GlobalAveragePool chains run as conv kernel epilogues (pointwise, the padded
     stride-1 path and the generic path); a Conv output with a second consumer stays unfused."""
@@ -318,6 +321,7 @@ def test_fused_conv_epilogues_match_onnxruntime(tmp_path):
     _compare(harness.run(tmp_path))
 
 
+@pytest.mark.slow
 def test_maxpool_fast_paths_match_onnxruntime(tmp_path):
     """2x2 / 3x3 windows with stride 1 or 2 take mc_maxpool_row for the columns whose window lies
     inside the row; padding, ceil_mode and odd sizes exercise the rows and columns around them."""
@@ -341,6 +345,7 @@ def test_maxpool_fast_paths_match_onnxruntime(tmp_path):
     _compare(harness.run(tmp_path))
 
 
+@pytest.mark.slow
 def test_math_functions_against_numpy():
     lib = cbuild.load(cbuild.build_kernels())
     for fn in ("mc_expf", "mc_logf", "mc_tanhf", "mc_sqrtf"):

@@ -12,35 +12,21 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
+from helpers import ZOO, ort_session, trained_like
 from mirrorc.backend import cbuild
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import build_mirrornet
 from passes import contract, lower_c, memplan
 from passes.split import split
-from test_c_split import trained_like
-
-ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-
-
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    subprocess.run([sys.executable, "examples/make_models.py", str(d)], check=True, capture_output=True)
-    return d
 
 
 def _session(model):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort_session(model, threads=2)
 
 
 def check_against_mirrornet(mn: onnx.ModelProto, n_inputs: int, name: str, seed: int = 0, fast_conv: bool = True):
@@ -65,13 +51,17 @@ def check_against_mirrornet(mn: onnx.ModelProto, n_inputs: int, name: str, seed:
     return lowered
 
 
-@pytest.mark.parametrize("name,fast_conv", [("lenet5", True), ("vgg7", True), ("vgg7", False)])
-def test_c_model_matches_mirrornet(examples, name, fast_conv):
-    mn, _ = build_mirrornet(examples / f"{name}.onnx", channels=2)
+@pytest.mark.parametrize("name,fast_conv", [("lenet5", True), pytest.param("vgg7", True, marks=pytest.mark.slow),
+                                            pytest.param("vgg7", False, marks=pytest.mark.slow)])
+def test_c_model_matches_mirrornet(example_models, name, fast_conv):
+    mn, _ = build_mirrornet(example_models[name], channels=2)
     check_against_mirrornet(trained_like(mn, seed=7), 300, name, fast_conv=fast_conv)
 
 
-@pytest.mark.parametrize("name,n_inputs", [("squeezenet", 24), ("resnet50", 6), ("inception_v1", 3), ("densenet121", 3)])
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,n_inputs", [("squeezenet", 24), ("resnet50", 6), ("inception_v1", 3), ("densenet121", 3)]
+)
 def test_c_model_matches_mirrornet_zoo(name, n_inputs):
     path = ZOO / f"light_{name}.onnx"
     if not path.exists():
@@ -83,23 +73,24 @@ def test_c_model_matches_mirrornet_zoo(name, n_inputs):
     print(f"  {name} kernels used: {sorted(ops)}")
 
 
-def _lenet_secure(examples):
-    mn, _ = build_mirrornet(examples / "lenet5.onnx", channels=2)
+def _lenet_secure(example_models):
+    mn, _ = build_mirrornet(example_models["lenet5"], channels=2)
     return split(trained_like(mn, seed=2))[1]
 
 
-def test_generation_is_deterministic(examples):
-    a = lower_c.lower(_lenet_secure(examples), "lenet5")
-    b = lower_c.lower(_lenet_secure(examples), "lenet5")
+def test_generation_is_deterministic(example_models):
+    a = lower_c.lower(_lenet_secure(example_models), "lenet5")
+    b = lower_c.lower(_lenet_secure(example_models), "lenet5")
     assert a.files.keys() == b.files.keys() and all(a.files[k] == b.files[k] for k in a.files)
     src = a.files["model/mirrorc_model.c"] + a.files["model/mirrorc_weights.h"]
     for banned in ("malloc", "printf", "stdio", "math.h", "expf(", "free("):
         assert banned not in src
 
 
-def test_generation_is_deterministic_across_processes(examples, tmp_path):
+@pytest.mark.slow
+def test_generation_is_deterministic_across_processes(example_models, tmp_path):
     """Byte-identical sources whatever the string-hash seed of the process."""
-    onnx.save(_lenet_secure(examples), tmp_path / "secure.onnx")
+    onnx.save(_lenet_secure(example_models), tmp_path / "secure.onnx")
     script = ("import hashlib, sys, onnx; from passes.lower_c import lower; "
               "f = lower(onnx.load(sys.argv[1]), 'lenet5').files; "
               "print(hashlib.sha256(repr(sorted(f.items())).encode()).hexdigest())")
@@ -112,8 +103,8 @@ def test_generation_is_deterministic_across_processes(examples, tmp_path):
     assert len(digests) == 1
 
 
-def test_tee_memory_limit(examples):
-    secure = _lenet_secure(examples)
+def test_tee_memory_limit(example_models):
+    secure = _lenet_secure(example_models)
     fast = lower_c.lower(secure, "lenet5")
     compact = lower_c.lower(secure, "lenet5", fast_conv=False)
     fast_total, compact_total = sum(fast.sizes.values()), sum(compact.sizes.values())
@@ -126,8 +117,8 @@ def test_tee_memory_limit(examples):
         lower_c.lower(secure, "lenet5", tee_memory=compact_total - 1)
 
 
-def test_header_states_exact_sizes(examples, tmp_path):
-    lowered = lower_c.lower(_lenet_secure(examples), "lenet5")
+def test_header_states_exact_sizes(example_models, tmp_path):
+    lowered = lower_c.lower(_lenet_secure(example_models), "lenet5")
     header = lowered.files["model/mirrorc_model.h"]
     defines = dict(re.findall(r"#define (MIRRORC_\w+)\s+(.+?)\s*(?:/\*.*)?$", header, re.M))
     assert int(defines["MIRRORC_NUM_TAPS"]) == len(lowered.tap_floats) == 4
@@ -156,8 +147,8 @@ def test_header_states_exact_sizes(examples, tmp_path):
     assert sum(v for k, v in sizes.items() if re.fullmatch(r"W\d+", k)) == lowered.sizes["weights"]
 
 
-def test_schedule_runs_each_node_at_its_earliest_command(examples):
-    secure = _lenet_secure(examples)
+def test_schedule_runs_each_node_at_its_earliest_command(example_models):
+    secure = _lenet_secure(example_models)
     order = lower_c.schedule(secure)
     ready = {contract.tap_name(k + 1): k for k in range(4)} | {contract.BACKBONE_LOGITS: 4}
     for cmd, node in order:
@@ -187,22 +178,23 @@ def test_memplan_carry_and_reuse():
     print(f"  memplan: {p.summary()}")
 
 
-def test_unsupported_op_is_named(examples):
-    secure = _lenet_secure(examples)
+def test_unsupported_op_is_named(example_models):
+    secure = _lenet_secure(example_models)
     node = next(n for n in secure.graph.node if n.op_type == "Relu")
     node.op_type = "Softplus"
     with pytest.raises(MirrorcError, match=rf"lower_c: node '{node.name}' \(Softplus\): op Softplus is not supported"):
         lower_c.lower(secure, "lenet5")
 
 
-def test_generated_model_freestanding_aarch64_and_stack(examples, tmp_path):
+@pytest.mark.slow
+def test_generated_model_freestanding_aarch64_and_stack(example_models, tmp_path):
     """The model and kernels build freestanding for aarch64 and call nothing but each other (and at
     most memset/memcpy, which OP-TEE's libutils provides); the stated stack covers the deepest
     call chain measured with -fstack-usage."""
     cc = "aarch64-linux-gnu-gcc"
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} not installed")
-    lowered = lower_c.lower(_lenet_secure(examples), "lenet5")
+    lowered = lower_c.lower(_lenet_secure(example_models), "lenet5")
     src = tmp_path / "src"
     for rel, text in lowered.files.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -245,10 +237,10 @@ def test_memplan_in_place_steps():
     assert kept.buffers["flat"].alias_of is None
 
 
-def test_weights_are_bit_exact(examples):
+def test_weights_are_bit_exact(example_models):
     """Every weight array in the generated C holds exactly the secure graph's float32 bits (a Gemm's
     constant B with transB, key "<name>^T", transposed)."""
-    secure = split(trained_like(build_mirrornet(examples / "vgg7.onnx", channels=2)[0], seed=5))[1]
+    secure = split(trained_like(build_mirrornet(example_models["vgg7"], channels=2)[0], seed=5))[1]
     lowered = lower_c.lower(secure, "vgg7")
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in secure.graph.initializer}
     source = {k: k.removesuffix("^T") for k in lowered.weights}

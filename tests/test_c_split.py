@@ -3,62 +3,29 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+from helpers import ort_session, trained_like
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import build_mirrornet
 from passes import contract
 from passes.fold_bn import fold_bn
 from passes.split import split
 
-MODELS = {}
-
-
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    subprocess.run([sys.executable, "examples/make_models.py", str(d)], check=True, capture_output=True)
-    return d
-
-
-def trained_like(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """Every float initializer replaced by distinct random values (as after training: no two
-    weight arrays equal, BN statistics non-trivial, variances positive)."""
-    rng = np.random.default_rng(seed)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    variances = {n.input[4] for n in out.graph.node if n.op_type == "BatchNormalization"}
-    for init in out.graph.initializer:
-        arr = numpy_helper.to_array(init)
-        if arr.dtype != np.float32:
-            continue
-        new = rng.normal(0, 0.3, arr.shape).astype(np.float32)
-        if init.name in variances:
-            new = np.abs(new) + 0.5
-        init.CopyFrom(numpy_helper.from_array(new, init.name))
-    return out
-
 
 @pytest.fixture(scope="module", params=["lenet5", "vgg7"])
-def mirrornet(request, examples):
-    model, _ = build_mirrornet(examples / f"{request.param}.onnx", channels=2)
+def mirrornet(request, example_models):
+    model, _ = build_mirrornet(example_models[request.param], channels=2)
     return request.param, trained_like(model)
 
 
 def _session(model):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
     # no Conv+BN fusion inside onnxruntime: the reference must be the unfolded arithmetic
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort_session(model, optimize=False, threads=1)
 
 
 def _input(model, n, seed=1):
@@ -165,8 +132,8 @@ def test_fold_bn_exact():
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 
 
-def test_split_refuses_bad_annotations(examples):
-    mn, _ = build_mirrornet(examples / "lenet5.onnx", channels=2)
+def test_split_refuses_bad_annotations(example_models):
+    mn, _ = build_mirrornet(example_models["lenet5"], channels=2)
     bad = onnx.ModelProto()
     bad.CopyFrom(mn)
     del bad.graph.node[3].metadata_props[:]

@@ -11,19 +11,14 @@ import pytest
 
 import test_core_fixtures as F
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
 
 def _mirrorc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mirrorc.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
-def lenet(tmp_path_factory) -> str:
-    sys.path.insert(0, str(EXAMPLES))
-    import make_models
-
-    return str(make_models.write_all(tmp_path_factory.mktemp("ex"))["lenet5"])
+def lenet(example_models: dict[str, Path]) -> str:
+    return str(example_models["lenet5"])
 
 
 def test_inspect_json(lenet):

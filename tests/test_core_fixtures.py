@@ -4,7 +4,8 @@ Each one exercises a structure of the model zoo at toy size: residual blocks wit
 downsampling shortcut, an Inception module with LRN and a MatMul+Add head, DenseNet concatenation
 with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (grouped 1x1,
 channel shuffle reshapes, depthwise 3x3, a stride-2 unit that concatenates its shortcut), a
-ShuffleNet v2 channel split, a MobileNet v2 block, a squeeze-and-excitation scale, a channel Slice and a Resize, a flatten whose shape is computed from Shape
+ShuffleNet v2 channel split, a MobileNet v2 block, a squeeze-and-excitation scale, a channel Slice
+and a Resize, a flatten whose shape is computed from Shape
 (torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a fixed batch of 1
 and a spelled-out Reshape batch."""
 
@@ -38,13 +39,23 @@ class Builder:
         return outs[0]
 
     def conv(self, x: str, cin: int, cout: int, k: int = 3, stride: int = 1, group: int = 1, bias: bool = True) -> str:
-        w = self.const(self.rng.normal(0, np.sqrt(2.0 / (cin // group * k * k)), (cout, cin // group, k, k)).astype(np.float32), "w")
+        w = self.const(
+            self.rng.normal(0, np.sqrt(2.0 / (cin // group * k * k)), (cout, cin // group, k, k)).astype(np.float32),
+            "w",
+        )
         ins = [x, w] + ([self.const(self.rng.normal(0, 0.1, cout).astype(np.float32), "b")] if bias else [])
         return self.op("Conv", *ins, kernel_shape=[k, k], pads=[k // 2] * 4, strides=[stride, stride], group=group)
 
     def bn(self, x: str, c: int) -> str:
-        p = [self.const(v.astype(np.float32), "bn") for v in (
-            self.rng.uniform(0.5, 1.5, c), self.rng.normal(0, 0.1, c), self.rng.normal(0, 0.1, c), self.rng.uniform(0.5, 1.5, c))]
+        p = [
+            self.const(v.astype(np.float32), "bn")
+            for v in (
+                self.rng.uniform(0.5, 1.5, c),
+                self.rng.normal(0, 0.1, c),
+                self.rng.normal(0, 0.1, c),
+                self.rng.uniform(0.5, 1.5, c),
+            )
+        ]
         return self.op("BatchNormalization", x, *p, epsilon=1e-5)
 
     def gemm(self, x: str, fin: int, fout: int) -> str:
@@ -53,9 +64,13 @@ class Builder:
         return self.op("Gemm", x, w, b, transB=1)
 
     def model(self, in_shape: list, out: str, classes: int, opset: int = 17, batch="N", spatial=()) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, "fixture",
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *in_shape])],
-                                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, classes, *spatial])], self.inits)
+        graph = helper.make_graph(
+            self.nodes,
+            "fixture",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *in_shape])],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, classes, *spatial])],
+            self.inits,
+        )
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         m.ir_version = 8 if opset >= 15 else 4
         onnx.checker.check_model(m, full_check=True)
@@ -105,7 +120,9 @@ def tiny_squeezenet() -> onnx.ModelProto:
     x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
     for cin, squeeze, expand in ((8, 4, 6), (12, 4, 6)):  # two Fire modules
         s = b.op("Relu", b.conv(x, cin, squeeze, k=1))
-        x = b.op("Concat", b.op("Relu", b.conv(s, squeeze, expand, k=1)), b.op("Relu", b.conv(s, squeeze, expand)), axis=1)
+        x = b.op(
+            "Concat", b.op("Relu", b.conv(s, squeeze, expand, k=1)), b.op("Relu", b.conv(s, squeeze, expand)), axis=1
+        )
     x = b.op("Relu", b.conv(x, 12, 5, k=1))  # the head is a Conv with one channel per class
     x = b.op("GlobalAveragePool", x)
     return b.model([3, 12, 12], b.op("Softmax", x, axis=1), 5, spatial=(1, 1))  # [N, 5, 1, 1] scores
@@ -138,7 +155,8 @@ def tiny_shufflenet() -> onnx.ModelProto:
 
 
 def old_opset(opset: int = 9) -> onnx.ModelProto:
-    """Opset 9 (or `opset`, 7 and up), fixed batch 1, Dropout/Identity/Sum, a Reshape that spells the batch out, Softmax."""
+    """Opset 9 (or `opset`, 7 and up), fixed batch 1, Dropout/Identity/Sum, a Reshape that spells the
+    batch out, Softmax."""
     b = Builder(5)
     x = b.op("Relu", b.conv("x", 1, 4))
     x = b.op("Dropout", x, ratio=0.5)

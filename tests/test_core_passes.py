@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -13,6 +12,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import test_core_fixtures as F
+from helpers import ort_session, source_logits, zero_cpm_head
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import analyze, build_mirrornet, compile_to_c, secure_pipeline
 from passes import contract
@@ -23,42 +23,9 @@ from passes.split import SplitPass
 from passes.mirror import _narrow_reshape, select_indices
 from passes.verify import check_partition
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture(scope="module")
-def example_models(tmp_path_factory):
-    import sys
-
-    sys.path.insert(0, str(EXAMPLES))
-    import make_models
-
-    return {k: str(v) for k, v in make_models.write_all(tmp_path_factory.mktemp("examples")).items()}
-
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # same arithmetic in both runs
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _source_logits(path: str, tensor: str, x: np.ndarray) -> np.ndarray:
-    src = onnx.load(path)
-    if tensor not in [o.name for o in src.graph.output]:
-        src.graph.output.insert(0, helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    inits = {t.name for t in src.graph.initializer}
-    name = next(i.name for i in src.graph.input if i.name not in inits)
-    return _session(src).run([tensor], {name: x})[0].reshape(x.shape[0], -1)
-
-
-def _zero_cpm_head(model: onnx.ModelProto, heads: list[str]) -> None:
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.name in heads:
-            for name in node.input[1:]:
-                arr = numpy_helper.to_array(inits[name])
-                inits[name].CopyFrom(numpy_helper.from_array(np.zeros_like(arr), name))
+    return ort_session(model, optimize=False)  # same arithmetic in both runs
 
 
 # -- pass manager -------------------------------------------------------------------------------
@@ -216,7 +183,7 @@ def test_canonicalize_old_opset_same_outputs(tmp_path, opset):
     assert not ops & {"Dropout", "Identity", "Sum", "Softmax"}
     assert info["input"]["shape"][0] == "N"  # the fixed batch became symbolic
     x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
-    src = _source_logits(path, info["logits_in_source"], x)
+    src = source_logits(path, info["logits_in_source"], x)
     bb = _session(model).run([contract.BACKBONE_LOGITS], {"x": x})[0]
     diff = float(np.abs(src - bb).max())
     print(f"old_opset (opset {opset}) canonical vs source: max abs diff {diff:.3g}")
@@ -251,12 +218,12 @@ def test_select_indices():
 def test_zeroed_cpm_gives_the_original_logits_exactly(tmp_path, example_models, name):
     path = example_models[name] if name in example_models else F.write(tmp_path, name)
     model, info = build_mirrornet(path, init="keep", channels=2)
-    _zero_cpm_head(model, info["cpm_head"])
+    zero_cpm_head(model, info["cpm_head"])
     shape = [3 if isinstance(d, str) else d for d in info["input"]["shape"]]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     label, bb, total = _session(model).run(None, {info["input"]["name"]: x})
     if name != "old_opset":  # old_opset's source is opset 9 and its batch is fixed at 1
-        src = _source_logits(path, info["logits_in_source"], x)
+        src = source_logits(path, info["logits_in_source"], x)
         print(f"{name}: backbone vs original max abs diff {np.abs(bb - src).max():.3g}")
         assert np.array_equal(bb, src)
     print(f"{name}: mirrornet vs backbone max abs diff {np.abs(total - bb).max():.3g}")

@@ -5,36 +5,28 @@ partition report (which reads the measured figures from results/); bad combinati
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import numpy_helper
 
 pytest.importorskip("torch")
 
-from mirrorc.train import protect  # noqa: E402
+from helpers import DATA_DIR, initializers, needs_mnist  # noqa: E402
 from mirrorc.cli import main  # noqa: E402
 from mirrorc.errors import MirrorcError  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
+from mirrorc.train import protect  # noqa: E402
 from mirrorc.train.loop import TrainConfig, train  # noqa: E402
 from passes.mirror import is_cpm  # noqa: E402
 
 LENET = "examples/models/lenet5.onnx"
-DATA_DIR = Path(os.environ.get("MIRRORC_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-needs_mnist = pytest.mark.skipif(not (DATA_DIR / "mnist").is_dir(), reason=f"MNIST not found in {DATA_DIR}")
-
-
-def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
 
 
 def changed_weights(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """Names of the float initializers whose values changed: (backbone, CPM)."""
-    a, b = weights(before), weights(after)
+    a, b = initializers(before, float_only=True), initializers(after, float_only=True)
     changed = [k for k in a if not np.array_equal(a[k], b[k])]
     return [k for k in changed if not is_cpm(k)], [k for k in changed if is_cpm(k)]
 
@@ -98,11 +90,12 @@ def test_compile_random_backbone_ships_the_random_backbone(tmp_path, tiny_npz):
     backbone, cpm = changed_weights(initial, mirrornet)
     assert backbone == [] and cpm
     # what a thief copies (normal.onnx) is the seeded random draw, value for value
-    normal, start = weights(onnx.load(str(out / "normal.onnx"))), weights(initial)
+    normal = initializers(onnx.load(str(out / "normal.onnx")), float_only=True)
+    start = initializers(initial, float_only=True)
     shipped = [k for k in normal if k in start]
     assert len(shipped) >= 10 and all(np.array_equal(normal[k], start[k]) for k in shipped)
     # the unprotected baseline is trained whole
-    original = weights(onnx.load(str(out / "original.onnx")))
+    original = initializers(onnx.load(str(out / "original.onnx")), float_only=True)
     assert any(not np.array_equal(original[k], start[k]) for k in original if k in start)
     training = json.loads((out / "training.json").read_text())
     assert training["protect"] == "random-backbone" and training["config"]["freeze_backbone"] is True
@@ -211,6 +204,7 @@ def test_partition_protect_misuse_is_one_line_exit_2(tmp_path):
         assert says in run.output and "Traceback" not in run.output
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_random_backbone_on_mnist_learns_in_the_cpm_alone(tmp_path):
     """Real MNIST, 3000 images, 1 epoch: the MirrorNet learns although the backbone alone stays at

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from mirrorc.plan.emulator import load_device, predict
 from mirrorc.errors import MirrorcError
+from mirrorc.plan.emulator import load_device, predict
 from mirrorc.plan.layers import Layer
 
 
@@ -128,5 +128,6 @@ def test_table4_vgg_c4(capsys):
         for name, (cfg, ms) in VGG.items():
             p = predict(d, *vgg_cpm(cfg))
             err[name] = p["single"]["total_us"] / 1000 / ms - 1
-            print(f"  {name:7s} {ms:7.3f}  {p['single']['total_us'] / 1000:7.3f}  {p['streaming']['total_us'] / 1000:7.3f}  {err[name]:+.1%}")
+            single, streaming = p["single"]["total_us"] / 1000, p["streaming"]["total_us"] / 1000
+            print(f"  {name:7s} {ms:7.3f}  {single:7.3f}  {streaming:7.3f}  {err[name]:+.1%}")
     assert abs(err["VGG-11"]) < 0.35 and abs(err["VGG-16"]) < 0.35

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mirrorc.plan import layers as L
+from helpers import example_model
 from mirrorc.errors import MirrorcError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import make_models  # noqa: E402
+from mirrorc.plan import layers as L
 
 
 def test_lenet5_by_hand():
-    ls = L.layers(make_models.lenet5())
+    ls = L.layers(example_model("lenet5"))
     compute = L.compute_layers(ls)
     # Fig. 3 of the paper: conv[1,6,5,28,28], conv[6,16,5,14,10], dense 400-120-84-10.
     assert [c.notation for c in compute] == [
@@ -36,7 +31,7 @@ def test_lenet5_by_hand():
 
 
 def test_graphsurgeon_graph_and_path_agree(tmp_path):
-    m = make_models.vgg7()
+    m = example_model("vgg7")
     onnx.save(m, tmp_path / "v.onnx")
     a = L.layers(gs.import_onnx(m))
     b = L.layers(tmp_path / "v.onnx")

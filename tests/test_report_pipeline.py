@@ -5,25 +5,15 @@ the pipeline's CPMs are compared with the paper's (Table II, Table IV)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import onnx
 import pytest
 
 from mirrorc.pipeline import build_mirrornet
+from mirrorc.plan.emulator import load_device, predict
 from mirrorc.plan.report import build_report
 from test_report_emulator import VGG, lenet5_cpm, vgg_cpm
-from mirrorc.plan.emulator import load_device, predict
 from test_report_fixture import lenet_mirrornet
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import make_models  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return make_models.write_all(tmp_path_factory.mktemp("models"))
 
 
 def _key_figures(r):
@@ -36,12 +26,12 @@ def _key_figures(r):
 
 
 @pytest.mark.parametrize("c", [1, 3])
-def test_pipeline_lenet5_matches_the_contract_fixture(models, c):
-    model, _ = build_mirrornet(models["lenet5"], channels=c, seed=0, init="keep")
+def test_pipeline_lenet5_matches_the_contract_fixture(example_models, c):
+    model, _ = build_mirrornet(example_models["lenet5"], channels=c, seed=0, init="keep")
     assert _key_figures(build_report(model)) == _key_figures(build_report(lenet_mirrornet(c)))
 
 
-def test_pipeline_cpms_against_the_paper(models, capsys):
+def test_pipeline_cpms_against_the_paper(example_models, capsys):
     """Same reading as tests/test_report_emulator.py, now on the CPMs the pipeline builds: LeNet-5 at
     C=1..4 (paper 3.05/3.2/3.36/3.42 ms) and VGG-7 at C=4 (paper 6.96 ms; the paper's VGG-7 layers
     are not given and ours has a 32x32 CPM conv that dominates)."""
@@ -49,49 +39,49 @@ def test_pipeline_cpms_against_the_paper(models, capsys):
     with capsys.disabled():
         print("\npipeline CPM, single-invoke prediction vs paper (ms)")
         for c, paper in {1: 3.05, 2: 3.2, 3: 3.36, 4: 3.42}.items():
-            model, _ = build_mirrornet(models["lenet5"], channels=c, seed=0, init="keep")
+            model, _ = build_mirrornet(example_models["lenet5"], channels=c, seed=0, init="keep")
             got = build_report(model, dev)["latency_us"]["single"]
             assert got == pytest.approx(predict(dev, *lenet5_cpm(c))["single"]["total_us"])
             print(f"  LeNet-5 C={c}: {got / 1000:.3f} vs {paper} ({got / 1000 / paper - 1:+.1%})")
-        model, _ = build_mirrornet(models["vgg7"], channels=4, seed=0, init="keep")
+        model, _ = build_mirrornet(example_models["vgg7"], channels=4, seed=0, init="keep")
         got = build_report(model, dev)["latency_us"]["single"]
         assert got == pytest.approx(predict(dev, *vgg_cpm(VGG["VGG-7"][0]))["single"]["total_us"])
         print(f"  VGG-7   C=4: {got / 1000:.3f} vs {VGG['VGG-7'][1]} ({got / 1000 / VGG['VGG-7'][1] - 1:+.1%})")
 
 
-def test_saved_build_reports_the_same(models, tmp_path):
-    model, _ = build_mirrornet(models["vgg7"], channels=2, seed=0, init="keep")
+def test_saved_build_reports_the_same(example_models, tmp_path):
+    model, _ = build_mirrornet(example_models["vgg7"], channels=2, seed=0, init="keep")
     onnx.save(model, tmp_path / "mirrornet.onnx")
     assert build_report(tmp_path / "mirrornet.onnx") == build_report(model)
 
 
 @pytest.mark.parametrize("name,c", [("lenet5", 2), ("vgg7", 3)])
-def test_memory_matches_the_generated_c(models, name, c):
+def test_memory_matches_the_generated_c(example_models, name, c):
     """The report plans memory on the mirrornet; the C lowering plans it on the split, BN-folded
     secure graph. Weights, arena and per-session state must come out the same."""
     from passes.fold_bn import fold_bn
     from passes.lower_c import lower
     from passes.split import split
 
-    model, _ = build_mirrornet(models[name], channels=c, seed=0, init="keep")
+    model, _ = build_mirrornet(example_models[name], channels=c, seed=0, init="keep")
     sizes = lower(fold_bn(split(model)[1]), name).sizes
     m = build_report(model)["memory"]
     print(f"\n{name} C={c}: report {m['weights']}/{m['arena']}/{m['carry']}, C header {sizes}")
     assert (m["weights"], m["arena"], m["carry"]) == (sizes["weights"], sizes["arena"], sizes["state"])
 
 
-def test_cli_partition_of_an_original_model(models):
+def test_cli_partition_of_an_original_model(example_models):
     from click.testing import CliRunner
 
     from mirrorc.cli import main
 
-    run = CliRunner().invoke(main, ["partition", str(models["lenet5"]), "--report", "-C", "3", "--json"])
+    run = CliRunner().invoke(main, ["partition", str(example_models["lenet5"]), "--report", "-C", "3", "--json"])
     assert run.exit_code == 0, run.output
-    model, _ = build_mirrornet(models["lenet5"], channels=3, seed=0, init="keep")
+    model, _ = build_mirrornet(example_models["lenet5"], channels=3, seed=0, init="keep")
     got = json.loads(run.stdout)
     assert got.pop("protection")["name"] == "joint"  # the default strategy, as the report states it
     assert got == json.loads(json.dumps(build_report(model)))
-    run = CliRunner().invoke(main, ["partition", str(models["lenet5"]), "--select", "nonsense"])
+    run = CliRunner().invoke(main, ["partition", str(example_models["lenet5"]), "--select", "nonsense"])
     assert run.exit_code == 2 and "select" in run.stderr
-    run = CliRunner().invoke(main, ["partition", str(models["lenet5"]), "-C", "1,2"])
+    run = CliRunner().invoke(main, ["partition", str(example_models["lenet5"]), "-C", "1,2"])
     assert run.exit_code == 2 and "one channel count" in run.stderr

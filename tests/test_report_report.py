@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from mirrorc.cli import main
-from mirrorc.plan.emulator import load_device
 from mirrorc.errors import MirrorcError
+from mirrorc.plan.emulator import load_device
 from mirrorc.plan.report import build_report, format_report, parse_size
 from test_report_fixture import lenet_mirrornet
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from mirrorc.plan import strategy
 from mirrorc.errors import MirrorcError
+from mirrorc.plan import strategy
 from mirrorc.plan.report import build_report
 from test_report_fixture import lenet_mirrornet
 

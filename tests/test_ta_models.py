@@ -13,20 +13,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from helpers import EXAMPLE_MODELS
 from mirrorc.backend import ta
-
-from mirrorc.tee import teec
-from mirrorc.pipeline import build_mirrornet
-from mirrorc.tee.runtime import ProtectedModel
 from mirrorc.backend.secure_build import build_secure
+from mirrorc.pipeline import build_mirrornet
+from mirrorc.tee import teec
+from mirrorc.tee.runtime import ProtectedModel
 from passes import contract
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models"
 MODELS = {"lenet5": ((1, 28, 28), 200), "vgg7": ((3, 32, 32), 60)}
 
 
 def make_build(model: str, build: Path, channels: int = 2) -> onnx.ModelProto:
-    mirrornet, _ = build_mirrornet(EXAMPLES / f"{model}.onnx", channels=channels)
+    mirrornet, _ = build_mirrornet(EXAMPLE_MODELS / f"{model}.onnx", channels=channels)
     onnx.save(mirrornet, build / "mirrornet.onnx")
     fields = build_secure(mirrornet, build)
     plan = {"format": contract.PLAN_FORMAT, "model": f"{model}.onnx", **fields}
@@ -34,7 +33,8 @@ def make_build(model: str, build: Path, channels: int = 2) -> onnx.ModelProto:
     return mirrornet
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
+# the MODELS; VGG-7 builds and runs for seconds per test, so only LeNet-5 is in the quick tier
+@pytest.fixture(scope="module", params=["lenet5", pytest.param("vgg7", marks=pytest.mark.slow)])
 def built(request, tmp_path_factory):
     build = tmp_path_factory.mktemp(request.param)
     make_build(request.param, build)

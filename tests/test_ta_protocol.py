@@ -11,12 +11,17 @@ import numpy as np
 import pytest
 
 from mirrorc.backend import ta
-
-from mirrorc.tee import teec
 from mirrorc.errors import MirrorcError
+from mirrorc.tee import teec
 from passes import contract
-from test_ta_support import (FIXTURE_CLASSES, FIXTURE_TAP_FLOATS, fixture_label, fixture_logits, random_inputs,
-                             write_fixture_build)
+from test_ta_support import (
+    FIXTURE_CLASSES,
+    FIXTURE_TAP_FLOATS,
+    fixture_label,
+    fixture_logits,
+    random_inputs,
+    write_fixture_build,
+)
 
 T = teec
 TAP, FINAL, SINGLE, DEBUG_FINAL = (contract.CMD_TAP_BASE, contract.CMD_FINAL, contract.CMD_SINGLE,
@@ -295,8 +300,10 @@ def test_debug_build_returns_logits(build):
         shm_in = ctx.register_shared_memory(inputs, T.TEEC_MEM_INPUT)
         shm_out = ctx.register_shared_memory(out, T.TEEC_MEM_OUTPUT)
         for k, f in enumerate(FIXTURE_TAP_FLOATS):
-            s.invoke(TAP + k, T.Operation(T.TEEC_MEMREF_PARTIAL_INPUT).memref(0, shm_in, 4 * sum(FIXTURE_TAP_FLOATS[:k]),
-                                                                              4 * f))
+            s.invoke(
+                TAP + k,
+                T.Operation(T.TEEC_MEMREF_PARTIAL_INPUT).memref(0, shm_in, 4 * sum(FIXTURE_TAP_FLOATS[:k]), 4 * f),
+            )
         op = T.Operation(T.TEEC_MEMREF_PARTIAL_INPUT, T.TEEC_VALUE_OUTPUT, T.TEEC_MEMREF_WHOLE)
         op.memref(0, shm_in, 4 * sum(FIXTURE_TAP_FLOATS), 4 * FIXTURE_CLASSES).memref(2, shm_out)
         s.invoke(DEBUG_FINAL, op)
@@ -314,9 +321,9 @@ def test_host_example_links_against_the_shim(build, tmp_path):
     rng = np.random.default_rng(8)
     images = [random_inputs(rng) for _ in range(20)]
     data = tmp_path / "inputs.f32"
-    np.concatenate([np.concatenate([*t, l]) for t, l in images]).astype(np.float32).tofile(data)
+    np.concatenate([np.concatenate([*t, logits]) for t, logits in images]).astype(np.float32).tofile(data)
     env = dict(os.environ, MIRRORC_TA_SIM=str(ta.simulator(build[0])))
-    want = [fixture_label(t, l) for t, l in images]
+    want = [fixture_label(t, logits) for t, logits in images]
     for mode in ([], ["--single"]):
         out = subprocess.run([exe, data, *mode], capture_output=True, text=True, env=env, check=True).stdout
         assert [int(v) for v in out.split()] == want

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mirrorc.train.data import load_dataset, read_idx
 from mirrorc.errors import MirrorcError
+from mirrorc.train.data import load_dataset, read_idx
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:

@@ -74,8 +74,8 @@ def test_evaluate_mnist_protected(build):
 
 def test_cutting_the_cpm_fails_the_check(build, tmp_path):
     """Zero every CPM weight: mirrornet_logits = backbone_logits, and the protection check must fail."""
-    from mirrorc.train.data import load_dataset
     from mirrorc.evaluate import evaluate, model_input_shape
+    from mirrorc.train.data import load_dataset
 
     cut = tmp_path / "cut"
     cut.mkdir()

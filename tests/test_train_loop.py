@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
 
 pytest.importorskip("torch")
 
 from examples.make_models import lenet5  # noqa: E402
+from helpers import example_model, initializers  # noqa: E402
 from mirrorc.errors import MirrorcError  # noqa: E402
 from mirrorc.train.loop import TrainConfig, logits_tensor, same_init, split_validation, train  # noqa: E402
 
@@ -24,39 +23,58 @@ def tiny_data(n=96, seed=0):
     return x, y
 
 
-def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
 def test_same_seed_same_weights_other_seed_differs():
     x, y = tiny_data()
     cfg = dict(epochs=2, batch_size=16, lr=3e-3)
-    a = train(lenet5(), x, y, TrainConfig(seed=1, **cfg))
-    b = train(lenet5(), x, y, TrainConfig(seed=1, **cfg))
-    c = train(lenet5(), x, y, TrainConfig(seed=2, **cfg))
-    wa, wb, wc = weights(a.model), weights(b.model), weights(c.model)
+    a = train(example_model("lenet5"), x, y, TrainConfig(seed=1, **cfg))
+    b = train(example_model("lenet5"), x, y, TrainConfig(seed=1, **cfg))
+    c = train(example_model("lenet5"), x, y, TrainConfig(seed=2, **cfg))
+    wa, wb, wc = initializers(a.model), initializers(b.model), initializers(c.model)
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
     assert any(not np.array_equal(wa[k], wc[k]) for k in wa)
-    assert any(not np.array_equal(wa[k], v) for k, v in weights(lenet5()).items())  # it did train
+    assert any(not np.array_equal(wa[k], v) for k, v in initializers(example_model("lenet5")).items())  # it did train
     assert a.history[-1].loss < a.history[0].loss
 
 
 def test_resume_continues_exactly(tmp_path):
     x, y = tiny_data()
-    straight = train(lenet5(), x, y, TrainConfig(epochs=3, batch_size=16, seed=0))
+    straight = train(example_model("lenet5"), x, y, TrainConfig(epochs=3, batch_size=16, seed=0))
     ckpt = tmp_path / "ck.pt"
-    train(lenet5(), x, y, TrainConfig(epochs=1, batch_size=16, seed=0), checkpoint=ckpt, fingerprint="m")
-    resumed = train(lenet5(), x, y, TrainConfig(epochs=3, batch_size=16, seed=0), checkpoint=ckpt, resume=True,
-                    fingerprint="m")
+    train(example_model("lenet5"), x, y, TrainConfig(epochs=1, batch_size=16, seed=0), checkpoint=ckpt, fingerprint="m")
+    resumed = train(
+        example_model("lenet5"),
+        x,
+        y,
+        TrainConfig(epochs=3, batch_size=16, seed=0),
+        checkpoint=ckpt,
+        resume=True,
+        fingerprint="m",
+    )
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
-    ws, wr = weights(straight.model), weights(resumed.model)
+    ws, wr = initializers(straight.model), initializers(resumed.model)
     diff = max(float(np.abs(ws[k] - wr[k]).max()) for k in ws)
     print("resume vs straight: max weight difference", diff)
     assert diff == 0.0
     with pytest.raises(MirrorcError, match="another model"):
-        train(lenet5(), x, y, TrainConfig(epochs=3, batch_size=16), checkpoint=ckpt, resume=True, fingerprint="x")
+        train(
+            example_model("lenet5"),
+            x,
+            y,
+            TrainConfig(epochs=3, batch_size=16),
+            checkpoint=ckpt,
+            resume=True,
+            fingerprint="x",
+        )
     with pytest.raises(MirrorcError, match="different options"):
-        train(lenet5(), x, y, TrainConfig(epochs=3, batch_size=32), checkpoint=ckpt, resume=True, fingerprint="m")
+        train(
+            example_model("lenet5"),
+            x,
+            y,
+            TrainConfig(epochs=3, batch_size=32),
+            checkpoint=ckpt,
+            resume=True,
+            fingerprint="m",
+        )
 
 
 def test_cosine_schedule_decays_to_zero_and_resumes_exactly(tmp_path):
@@ -64,20 +82,20 @@ def test_cosine_schedule_decays_to_zero_and_resumes_exactly(tmp_path):
 
     x, y = tiny_data()
     cfg = TrainConfig(epochs=3, batch_size=16, seed=0, lr=3e-3, lr_schedule="cosine")
-    straight = train(lenet5(), x, y, cfg)
-    constant = train(lenet5(), x, y, replace(cfg, lr_schedule="constant"))
-    ws = weights(straight.model)
-    assert any(not np.array_equal(ws[k], v) for k, v in weights(constant.model).items())
+    straight = train(example_model("lenet5"), x, y, cfg)
+    constant = train(example_model("lenet5"), x, y, replace(cfg, lr_schedule="constant"))
+    ws = initializers(straight.model)
+    assert any(not np.array_equal(ws[k], v) for k, v in initializers(constant.model).items())
 
     def crash_in_epoch_2(line):
         if " epoch 2/" in line:
             raise KeyboardInterrupt
     ckpt = tmp_path / "ck.pt"
     with pytest.raises(KeyboardInterrupt):
-        train(lenet5(), x, y, cfg, checkpoint=ckpt, fingerprint="m", log=crash_in_epoch_2)
+        train(example_model("lenet5"), x, y, cfg, checkpoint=ckpt, fingerprint="m", log=crash_in_epoch_2)
     assert torch.load(ckpt, weights_only=False)["epoch"] == 1
-    resumed = train(lenet5(), x, y, cfg, checkpoint=ckpt, resume=True, fingerprint="m")
-    wr = weights(resumed.model)
+    resumed = train(example_model("lenet5"), x, y, cfg, checkpoint=ckpt, resume=True, fingerprint="m")
+    wr = initializers(resumed.model)
     diff = max(float(np.abs(ws[k] - wr[k]).max()) for k in ws)
     print("cosine, resume vs straight: max weight difference", diff)
     assert diff == 0.0
@@ -88,15 +106,15 @@ def test_cosine_schedule_decays_to_zero_and_resumes_exactly(tmp_path):
 
 
 def test_logits_tensor_skips_softmax_and_identity():
-    assert logits_tensor(lenet5()) == "fc12_out"
+    assert logits_tensor(example_model("lenet5")) == "fc12_out"
 
 
 def test_penalty_needs_a_backbone_and_config_is_checked():
     x, y = tiny_data(20)
     with pytest.raises(MirrorcError, match="--backbone-penalty"):
-        train(lenet5(), x, y, TrainConfig(epochs=1, backbone_penalty=1.0))
+        train(example_model("lenet5"), x, y, TrainConfig(epochs=1, backbone_penalty=1.0))
     with pytest.raises(MirrorcError, match="--batch-size"):
-        train(lenet5(), x, y, TrainConfig(epochs=1, batch_size=0))
+        train(example_model("lenet5"), x, y, TrainConfig(epochs=1, batch_size=0))
 
 
 def test_validation_split_is_disjoint_and_seeded():
@@ -106,9 +124,9 @@ def test_validation_split_is_disjoint_and_seeded():
 
 
 def test_same_init_copies_backbone_weights():
-    src, other = lenet5(seed=0), lenet5(seed=5)
+    src, other = example_model("lenet5"), lenet5(seed=5)
     out = same_init(other, src)
-    assert all(np.array_equal(v, weights(src)[k]) for k, v in weights(out).items())
+    assert all(np.array_equal(v, initializers(src)[k]) for k, v in initializers(out).items())
 
 
 def test_without_torch_the_message_says_how_to_install(monkeypatch):

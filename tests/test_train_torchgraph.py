@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 
 import numpy as np
@@ -14,10 +13,10 @@ from onnx import helper, numpy_helper
 torch = pytest.importorskip("torch")
 
 from examples.make_models import lenet5, vgg7  # noqa: E402
+from helpers import ZOO, example_model  # noqa: E402
 from mirrorc.errors import MirrorcError  # noqa: E402
 from mirrorc.train.interpreter import OnnxModule  # noqa: E402
 
-ZOO = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 # small enough for CI, and between them they cover LRN, Concat, Sum, Transpose, BN, AveragePool, Dropout
 ZOO_MODELS = ["light_bvlc_alexnet.onnx", "light_squeezenet.onnx", "light_shufflenet.onnx",
               "light_inception_v1.onnx", "light_resnet50.onnx"]
@@ -83,6 +82,7 @@ def test_examples_match_onnxruntime(builder, shape):
     compare(model, x, outputs, builder.__name__)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_zoo_models_match_onnxruntime(name):
     path = os.path.join(ZOO, name)
@@ -97,7 +97,7 @@ def test_zoo_models_match_onnxruntime(name):
 
 
 def test_write_back_round_trip_and_bn_statistics():
-    model = vgg7(seed=0)
+    model = example_model("vgg7")
     module = OnnxModule(model).train()
     x = torch.randn(8, 3, 32, 32) * 3 + 1
     before = {name: b.clone() for name, b in module.named_buffers()}
@@ -124,7 +124,7 @@ def test_write_back_round_trip_and_bn_statistics():
 
 
 def test_trainable_predicate_freezes_weights():
-    model = lenet5(seed=0)
+    model = example_model("lenet5")
     module = OnnxModule(model, trainable=lambda name: not name.startswith("conv"))
     frozen = {n for n, p in module.named_onnx_parameters() if not p.requires_grad}
     assert frozen == {t.name for t in model.graph.initializer if t.name.startswith("conv")}
@@ -141,4 +141,4 @@ def test_unsupported_op_is_named():
 
 def test_unknown_output_is_named():
     with pytest.raises(MirrorcError, match="nonexistent"):
-        OnnxModule(lenet5(), outputs=["nonexistent"])
+        OnnxModule(example_model("lenet5"), outputs=["nonexistent"])
