@@ -50,8 +50,9 @@ from onnx import helper, numpy_helper
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from passes import contract  # noqa: E402
 from record import write_results  # noqa: E402
+
+from passes import contract  # noqa: E402
 
 RAW_TAP = contract.tap_name(0)
 
@@ -117,8 +118,12 @@ def add_stem(mirrornet: onnx.ModelProto, width: int, seed: int = 0) -> onnx.Mode
     inits = {t.name: t for t in g.initializer}
     rng = np.random.default_rng([seed, width])
     new_nodes, new_inits, x = [], [], RAW_TAP
-    new_nodes.append(_world(helper.make_node("Gather", [inp, "mirrorc/select0/indices"], [RAW_TAP], axis=1,
-                                             name="mirrorc/select0"), "normal"))
+    new_nodes.append(
+        _world(
+            helper.make_node("Gather", [inp, "mirrorc/select0/indices"], [RAW_TAP], axis=1, name="mirrorc/select0"),
+            "normal",
+        )
+    )
     new_inits.append(numpy_helper.from_array(np.array([0], np.int64), "mirrorc/select0/indices"))
     for node in stage:
         out = f"cpm/stem/{node.name}_out"
@@ -127,16 +132,21 @@ def add_stem(mirrornet: onnx.ModelProto, width: int, seed: int = 0) -> onnx.Mode
             w = numpy_helper.to_array(inits[node.input[1]])
             shape = (width, *w.shape[1:])
             ins += [f"cpm/stem/{node.name}/weight", f"cpm/stem/{node.name}/bias"]
-            new_inits += [numpy_helper.from_array(_fresh_value(shape, node, 1, rng), ins[1]),
-                          numpy_helper.from_array(np.zeros(width, np.float32), ins[2])]
+            new_inits += [
+                numpy_helper.from_array(_fresh_value(shape, node, 1, rng), ins[1]),
+                numpy_helper.from_array(np.zeros(width, np.float32), ins[2]),
+            ]
         elif len(node.input) > 1:
             raise SystemExit(f"add_stem: first-stage node '{node.name}' ({node.op_type}) not supported")
         copy = helper.make_node(node.op_type, ins, [out], name=f"cpm/stem/{node.name}")
         copy.attribute.extend(node.attribute)
         new_nodes.append(_world(copy, "secure"))
         x = out
-    new_nodes.append(_world(helper.make_node("Concat", [tap1["selected"], x], ["cpm/stem/m1"], axis=1,
-                                             name="cpm/stem/concat"), "secure"))
+    new_nodes.append(
+        _world(
+            helper.make_node("Concat", [tap1["selected"], x], ["cpm/stem/m1"], axis=1, name="cpm/stem/concat"), "secure"
+        )
+    )
     # the first CPM node that reads tap 1 now reads the concatenation, with a wider weight
     first = next(n for n in g.node if n.name.startswith("cpm/") and tap1["selected"] in n.input)
     if first.op_type != "Conv":
@@ -151,9 +161,18 @@ def add_stem(mirrornet: onnx.ModelProto, width: int, seed: int = 0) -> onnx.Mode
     del g.node[:]
     g.node.extend(nodes[:at] + new_nodes + nodes[at:])
     g.initializer.extend(new_inits)
-    taps.insert(0, {"index": 0, "tensor": inp, "selected": RAW_TAP, "channels": [0],
-                    "shape": [1, *[d.dim_value for d in g.input[0].type.tensor_type.shape.dim][2:]],
-                    "bytes": 0, "raw_input": True})
+    taps.insert(
+        0,
+        {
+            "index": 0,
+            "tensor": inp,
+            "selected": RAW_TAP,
+            "channels": [0],
+            "shape": [1, *[d.dim_value for d in g.input[0].type.tensor_type.shape.dim][2:]],
+            "bytes": 0,
+            "raw_input": True,
+        },
+    )
     for p in model.metadata_props:
         if p.key == contract.META_TAPS:
             p.value = json.dumps(taps)
@@ -201,16 +220,34 @@ def train_mirrornet(initial: onnx.ModelProto, dataset, setting: dict, epochs: in
 
     if setting["frozen"]:  # only the CPM learns; the backbone keeps its random initial weights
         steps = epochs * math.ceil(len(dataset.y_train) / 128)
-        return atk.train(initial, contract.MIRRORNET_LOGITS, lambda n: n.startswith("cpm/"), dataset.x_train,
-                         dataset.y_train, lr=1e-3, steps=steps, batch=128, seed=seed, desc="mirrornet (frozen)")
+        return atk.train(
+            initial,
+            contract.MIRRORNET_LOGITS,
+            lambda n: n.startswith("cpm/"),
+            dataset.x_train,
+            dataset.y_train,
+            lr=1e-3,
+            steps=steps,
+            batch=128,
+            seed=seed,
+            desc="mirrornet (frozen)",
+        )
     if setting["probe"]:
         defense.secure_part = secure_part  # the stem-aware secure part (see the module docstring)
-        config = defense.ProbeConfig(epochs=epochs, seed=seed, backbone_penalty=setting["penalty"],
-                                     probe_weight=setting["probe"])
+        config = defense.ProbeConfig(
+            epochs=epochs, seed=seed, backbone_penalty=setting["penalty"], probe_weight=setting["probe"]
+        )
         return defense.train_against_probes(initial, dataset.x_train, dataset.y_train, config)
     config = TrainConfig(epochs=epochs, seed=seed, backbone_penalty=setting["penalty"])
-    return train(initial, dataset.x_train, dataset.y_train, config, logits=contract.MIRRORNET_LOGITS,
-                 backbone_logits=contract.BACKBONE_LOGITS, progress_desc="mirrornet").model
+    return train(
+        initial,
+        dataset.x_train,
+        dataset.y_train,
+        config,
+        logits=contract.MIRRORNET_LOGITS,
+        backbone_logits=contract.BACKBONE_LOGITS,
+        progress_desc="mirrornet",
+    ).model
 
 
 def main(argv=None) -> int:
@@ -248,13 +285,24 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     base, _info = build_mirrornet(args.model, channels=args.channels, seed=0)
     input_shape = tuple(d.dim_value or 1 for d in base.graph.input[0].type.tensor_type.shape.dim)
-    dataset = load_dataset(args.data, data_dir=args.data_dir, input_shape=input_shape, limit_train=args.limit_train,
-                           num_classes=int({p.key: p.value for p in base.metadata_props}[contract.META_NUM_CLASSES]))
+    dataset = load_dataset(
+        args.data,
+        data_dir=args.data_dir,
+        input_shape=input_shape,
+        limit_train=args.limit_train,
+        num_classes=int({p.key: p.value for p in base.metadata_props}[contract.META_NUM_CLASSES]),
+    )
 
     # the unprotected model, trained the same way from the same initial backbone weights
     source = same_init(onnx.load(args.model), base)
-    unprotected = train(source, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.epochs, seed=0),
-                        logits=logits_tensor(source), progress_desc="unprotected").model
+    unprotected = train(
+        source,
+        dataset.x_train,
+        dataset.y_train,
+        TrainConfig(epochs=args.epochs, seed=0),
+        logits=logits_tensor(source),
+        progress_desc="unprotected",
+    ).model
     unprotected_acc = atk.accuracy(unprotected, unprotected.graph.output[0].name, dataset.x_test, dataset.y_test)
     print(f"unprotected LeNet-5: {unprotected_acc:.2f}% ({time.perf_counter() - began:.0f}s)", flush=True)
 
@@ -268,9 +316,18 @@ def main(argv=None) -> int:
             untrained = normal_part(build_mirrornet(args.model, channels=args.channels, seed=5000 + seed)[0])
             split = atk.draw_budget(len(dataset.y_train), args.budget, seed)
             attack = atk.Attack("scratch_default", untrained, contract.BACKBONE_LOGITS, lambda n: True)
-            default_cache[seed] = atk.fit_and_score(attack, dataset.x_train[split.labelled], dataset.y_train[split.labelled],
-                                                    dataset.x_test, dataset.y_test, schedule, seed, args.budget).accuracy
+            default_cache[seed] = atk.fit_and_score(
+                attack,
+                dataset.x_train[split.labelled],
+                dataset.y_train[split.labelled],
+                dataset.x_test,
+                dataset.y_test,
+                schedule,
+                seed,
+                args.budget,
+            ).accuracy
         return default_cache[seed]
+
     rows = []
     for setting_name in args.settings.split(","):
         setting = parse_setting(setting_name)
@@ -286,55 +343,101 @@ def main(argv=None) -> int:
             build.mkdir(exist_ok=True)
             (build / "mirrornet.onnx").write_bytes(trained.SerializeToString())
             (build / "normal.onnx").write_bytes(normal_part(trained).SerializeToString())
-            report = atk.run(build, dataset, budgets=[args.budget], seeds=args.seeds, schedule=schedule,
-                             attacks=tuple(args.attacks.split(",")), scratch_cache=scratch_cache)
+            report = atk.run(
+                build,
+                dataset,
+                budgets=[args.budget],
+                seeds=args.seeds,
+                schedule=schedule,
+                attacks=tuple(args.attacks.split(",")),
+                scratch_cache=scratch_cache,
+            )
             (out / f"{name}.attack.json").write_text(json.dumps(report, indent=1))
             table, head = atk.format_report(report)
-            print(f"== {name} (train {t1 - t0:.0f}s, attacks {time.perf_counter() - t1:.0f}s)\n{table}\n{head}",
-                  flush=True)
+            print(
+                f"== {name} (train {t1 - t0:.0f}s, attacks {time.perf_counter() - t1:.0f}s)\n{table}\n{head}",
+                flush=True,
+            )
             cpm_macs, backbone_macs = mac_ratio(trained)
             acc = {}
             for r in report["results"]:
                 acc.setdefault(r["attack"], {})[r["seed"]] = r["accuracy"]
             acc["scratch_default"] = {s: scratch_default(s) for s in range(args.seeds)}
-            print(f"scratch_default (untrained backbone, compiler's default init): "
-                  f"{[round(v, 2) for v in acc['scratch_default'].values()]}", flush=True)
-            gains = {a: [acc[a][s] - acc["scratch"][s] for s in sorted(acc["scratch"])]
-                     for a in atk.LABELLED_ATTACKS if a in acc and "scratch" in acc}
-            fair = [max(acc[a][s] for a in atk.LABELLED_ATTACKS if a in acc)
-                    - max(acc["scratch"][s], acc["scratch_default"][s]) for s in range(args.seeds)]
-            rows.append({"width": width, "setting": setting_name, "unprotected": unprotected_acc,
-                         "mirrornet": report["mirrornet_accuracy"], "backbone": report["backbone_accuracy"],
-                         "cpm_macs": cpm_macs, "backbone_macs": backbone_macs, "gains": gains,
-                         "scratch": list(acc.get("scratch", {}).values()),
-                         "scratch_default": list(acc["scratch_default"].values()), "head_start_fair": fair,
-                         "head_start": report["head_start"].get(str(args.budget))})
+            print(
+                f"scratch_default (untrained backbone, compiler's default init): "
+                f"{[round(v, 2) for v in acc['scratch_default'].values()]}",
+                flush=True,
+            )
+            gains = {
+                a: [acc[a][s] - acc["scratch"][s] for s in sorted(acc["scratch"])]
+                for a in atk.LABELLED_ATTACKS
+                if a in acc and "scratch" in acc
+            }
+            fair = [
+                max(acc[a][s] for a in atk.LABELLED_ATTACKS if a in acc)
+                - max(acc["scratch"][s], acc["scratch_default"][s])
+                for s in range(args.seeds)
+            ]
+            rows.append(
+                {
+                    "width": width,
+                    "setting": setting_name,
+                    "unprotected": unprotected_acc,
+                    "mirrornet": report["mirrornet_accuracy"],
+                    "backbone": report["backbone_accuracy"],
+                    "cpm_macs": cpm_macs,
+                    "backbone_macs": backbone_macs,
+                    "gains": gains,
+                    "scratch": list(acc.get("scratch", {}).values()),
+                    "scratch_default": list(acc["scratch_default"].values()),
+                    "head_start_fair": fair,
+                    "head_start": report["head_start"].get(str(args.budget)),
+                }
+            )
             (out / "summary.json").write_text(json.dumps(rows, indent=1))
 
     b = args.budget
-    print(f"\nsecure stem, LeNet-5 / {args.data}, C = {args.channels}, {args.epochs} epochs on "
-          f"{len(dataset.y_train)} images, {args.seeds} attack seed(s); test accuracy %; cost = unprotected - "
-          f"MirrorNet; head start @{b} = attack - from scratch (points), mean ± sd over seeds")
-    print(f"{'W':>2} {'backbone training':<18}{'unprot':>7}{'MirrorNet':>10}{'cost':>6}{'bb alone':>9}"
-          f"{'CPM MACs':>9}{'%bb':>7}{'scratch':>8}{'scr-def':>8}{'HS ft-all':>14}{'HS repl-CPM':>14}{'HS best':>14}"
-          f"{'HS best*':>14}")
+    print(
+        f"\nsecure stem, LeNet-5 / {args.data}, C = {args.channels}, {args.epochs} epochs on "
+        f"{len(dataset.y_train)} images, {args.seeds} attack seed(s); test accuracy %; cost = unprotected - "
+        f"MirrorNet; head start @{b} = attack - from scratch (points), mean ± sd over seeds"
+    )
+    print(
+        f"{'W':>2} {'backbone training':<18}{'unprot':>7}{'MirrorNet':>10}{'cost':>6}{'bb alone':>9}"
+        f"{'CPM MACs':>9}{'%bb':>7}{'scratch':>8}{'scr-def':>8}{'HS ft-all':>14}{'HS repl-CPM':>14}{'HS best':>14}"
+        f"{'HS best*':>14}"
+    )
     for r in rows:
         hs = r["head_start"]
-        print(f"{r['width']:>2} {r['setting']:<18}{r['unprotected']:>7.2f}{r['mirrornet']:>10.2f}"
-              f"{r['unprotected'] - r['mirrornet']:>6.2f}{r['backbone']:>9.2f}{r['cpm_macs']:>9d}"
-              f"{100 * r['cpm_macs'] / r['backbone_macs']:>6.1f}%{np.mean(r['scratch']):>8.2f}"
-              f"{np.mean(r['scratch_default']):>8.2f}"
-              f"{atk.signed_spread(r['gains'].get('finetune_all', [])):>14}"
-              f"{atk.signed_spread(r['gains'].get('replace_cpm', [])):>14}"
-              f"{atk.signed_spread(hs['per_seed']) if hs else '-':>14}{atk.signed_spread(r['head_start_fair']):>14}")
-    print("scratch: mirrorc.attack.thief's He-normal start; scr-def: the compiler's default-init start, untrained; "
-          "HS ft-all/repl-CPM/best: against scratch (mirrorc.attack.thief); HS best*: against the better of the two")
+        print(
+            f"{r['width']:>2} {r['setting']:<18}{r['unprotected']:>7.2f}{r['mirrornet']:>10.2f}"
+            f"{r['unprotected'] - r['mirrornet']:>6.2f}{r['backbone']:>9.2f}{r['cpm_macs']:>9d}"
+            f"{100 * r['cpm_macs'] / r['backbone_macs']:>6.1f}%{np.mean(r['scratch']):>8.2f}"
+            f"{np.mean(r['scratch_default']):>8.2f}"
+            f"{atk.signed_spread(r['gains'].get('finetune_all', [])):>14}"
+            f"{atk.signed_spread(r['gains'].get('replace_cpm', [])):>14}"
+            f"{atk.signed_spread(hs['per_seed']) if hs else '-':>14}{atk.signed_spread(r['head_start_fair']):>14}"
+        )
+    print(
+        "scratch: mirrorc.attack.thief's He-normal start; scr-def: the compiler's default-init start, untrained; "
+        "HS ft-all/repl-CPM/best: against scratch (mirrorc.attack.thief); HS best*: against the better of the two"
+    )
     print(f"(backbone MACs {rows[0]['backbone_macs'] if rows else 0}; total {time.perf_counter() - began:.0f}s)")
-    write_results("attack_stem", f"secure stem: cost = unprotected - MirrorNet, head start @{b} = attack - from "
-                  "scratch (points) per stem width W and backbone training",
-                  {"setup": {"data": args.data, "channels": args.channels, "epochs": args.epochs,
-                             "attack_seeds": args.seeds, "budget": b},
-                   "rows": [{**r, "cost": r["unprotected"] - r["mirrornet"]} for r in rows]})
+    write_results(
+        "attack_stem",
+        f"secure stem: cost = unprotected - MirrorNet, head start @{b} = attack - from "
+        "scratch (points) per stem width W and backbone training",
+        {
+            "setup": {
+                "data": args.data,
+                "channels": args.channels,
+                "epochs": args.epochs,
+                "attack_seeds": args.seeds,
+                "budget": b,
+            },
+            "rows": [{**r, "cost": r["unprotected"] - r["mirrornet"]} for r in rows],
+        },
+    )
     return 0
 
 

@@ -51,10 +51,17 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", default="mnist,fashion-mnist")
     ap.add_argument("--protects", default="joint", help="protection strategies (mirrorc.train.protect)")
     ap.add_argument("--channels", default="1,2,4", help="C values, or 'default' for each strategy's own")
-    ap.add_argument("--baseline", action="store_true",
-                    help="also train the unprotected model per build and report the MirrorNet's cost")
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also train the unprotected model per build and report the MirrorNet's cost",
+    )
     ap.add_argument("--selects", default="first,random")
-    ap.add_argument("--penalties", default="0,1", help="backbone-penalty weights (0 = the paper's plain loss; 'default' = each strategy's own)")
+    ap.add_argument(
+        "--penalties",
+        default="0,1",
+        help="backbone-penalty weights (0 = the paper's plain loss; 'default' = each strategy's own)",
+    )
     ap.add_argument("--budgets", default="600,3000")
     ap.add_argument("--seeds", type=int, default=1, help="attack seeds per budget")
     ap.add_argument("--compile-epochs", type=int, default=5)
@@ -64,8 +71,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-grid", default="3e-4,1e-3,3e-3")
     ap.add_argument("--attacks", default=None, help="subset of attacks (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--results", default="attacks",
-                    help="write the summary to results/NAME.json ('protection' is what the partition report reads)")
+    ap.add_argument(
+        "--results",
+        default="attacks",
+        help="write the summary to results/NAME.json ('protection' is what the partition report reads)",
+    )
     args = ap.parse_args(argv)
 
     from mirrorc.attack import thief as atk
@@ -88,10 +98,13 @@ def main(argv=None) -> int:
     for data in args.datasets.split(","):
         dataset = None
         scratch_cache: dict = {}
-        grid = [(strategy, penalty, select, c) for strategy in map(protection.get, args.protects.split(","))
-                for penalty in ([strategy.backbone_penalty] if args.penalties == "default" else _floats(args.penalties))
-                for select in args.selects.split(",")
-                for c in (["default"] if args.channels == "default" else _ints(args.channels))]
+        grid = [
+            (strategy, penalty, select, c)
+            for strategy in map(protection.get, args.protects.split(","))
+            for penalty in ([strategy.backbone_penalty] if args.penalties == "default" else _floats(args.penalties))
+            for select in args.selects.split(",")
+            for c in (["default"] if args.channels == "default" else _ints(args.channels))
+        ]
         for strategy, penalty, select, c in grid:
             if strategy.freeze_backbone and penalty:
                 continue
@@ -102,34 +115,67 @@ def main(argv=None) -> int:
             began = time.perf_counter()
             if not (build / "mirrornet.onnx").is_file():
                 config = TrainConfig(epochs=args.compile_epochs, backbone_penalty=penalty, seed=0)
-                compile_model(args.model, build, data=data, data_dir=args.data_dir, channels=c,
-                              protect=strategy.name, select=select, seed=0, config=config,
-                              baseline=args.baseline, limit_train=args.limit_train,
-                              log=lambda m, name=name: print(f"  [{name}] {m}", file=sys.stderr))
+                compile_model(
+                    args.model,
+                    build,
+                    data=data,
+                    data_dir=args.data_dir,
+                    channels=c,
+                    protect=strategy.name,
+                    select=select,
+                    seed=0,
+                    config=config,
+                    baseline=args.baseline,
+                    limit_train=args.limit_train,
+                    log=lambda m, name=name: print(f"  [{name}] {m}", file=sys.stderr),
+                )
             built = time.perf_counter()
             if dataset is None:
                 view = atk.load_view(build)
                 dataset = load_dataset(data, data_dir=args.data_dir, input_shape=view.input_shape)
-            report = atk.run(build, dataset, budgets=budgets, seeds=args.seeds, schedule=schedule,
-                             attacks=attacks, scratch_cache=scratch_cache)
+            report = atk.run(
+                build,
+                dataset,
+                budgets=budgets,
+                seeds=args.seeds,
+                schedule=schedule,
+                attacks=attacks,
+                scratch_cache=scratch_cache,
+            )
             (out / f"{name}.attack.json").write_text(json.dumps(report, indent=1))
             table, head = atk.format_report(report)
             print(f"== {name} (compile {built - began:.0f}s, attacks {time.perf_counter() - built:.0f}s)")
             print(table)
             print(head, flush=True)
             unprotected = original_accuracy(build, dataset.x_test, dataset.y_test)  # None without --baseline
-            rows.append({"dataset": data, "protect": strategy.name, "C": c, "select": select,
-                         "penalty": penalty, "unprotected": unprotected,
-                         "mirrornet": report["mirrornet_accuracy"], "backbone": report["backbone_accuracy"],
-                         "delta_p": report["delta_p"], "head_start": report["head_start"],
-                         "best": {b: max(set(h["best_attack"]), key=h["best_attack"].count)
-                                  for b, h in report["head_start"].items()}})
+            rows.append(
+                {
+                    "dataset": data,
+                    "protect": strategy.name,
+                    "C": c,
+                    "select": select,
+                    "penalty": penalty,
+                    "unprotected": unprotected,
+                    "mirrornet": report["mirrornet_accuracy"],
+                    "backbone": report["backbone_accuracy"],
+                    "delta_p": report["delta_p"],
+                    "head_start": report["head_start"],
+                    "best": {
+                        b: max(set(h["best_attack"]), key=h["best_attack"].count)
+                        for b, h in report["head_start"].items()
+                    },
+                }
+            )
             (out / "summary.json").write_text(json.dumps(rows, indent=1))
 
-    print("\nsummary (test accuracy %; cost = unprotected - MirrorNet; head start = best attack - from scratch, "
-          "points, mean ± sd over seeds)")
-    head = (f"{'dataset':<14}{'protect':<16}{'C':>3} {'select':<7}{'penalty':>8}{'unprot':>7}{'MirrorNet':>10}"
-            f"{'cost':>6}{'backbone':>9}{'Δp':>7}")
+    print(
+        "\nsummary (test accuracy %; cost = unprotected - MirrorNet; head start = best attack - from scratch, "
+        "points, mean ± sd over seeds)"
+    )
+    head = (
+        f"{'dataset':<14}{'protect':<16}{'C':>3} {'select':<7}{'penalty':>8}{'unprot':>7}{'MirrorNet':>10}"
+        f"{'cost':>6}{'backbone':>9}{'Δp':>7}"
+    )
     head += "".join(f"{'HS@' + str(b):>14}" for b in budgets) + "  best attack"
     print(head)
     for r in rows:
@@ -139,15 +185,27 @@ def main(argv=None) -> int:
             f"{u if u is None else round(u, 2)!s:>7}{r['mirrornet']:>10.2f}"
             f"{'-' if u is None else format(u - r['mirrornet'], '.2f'):>6}{r['backbone']:>9.2f}{r['delta_p']:>7.2f}"
         )
-        line += "".join(f"{atk.signed_spread(r['head_start'][str(b)]['per_seed']):>14}" if str(b) in r["head_start"]
-                        else f"{'-':>14}" for b in budgets)
+        line += "".join(
+            f"{atk.signed_spread(r['head_start'][str(b)]['per_seed']):>14}"
+            if str(b) in r["head_start"]
+            else f"{'-':>14}"
+            for b in budgets
+        )
         line += "  " + ", ".join(f"{b}: {a}" for b, a in r["best"].items())
         print(line)
-    setup = {"model": Path(args.model).stem, "compile_epochs": args.compile_epochs, "limit_train": args.limit_train,
-             "attack_seeds": args.seeds, "budgets": budgets}
-    write_results(args.results, "what a thief gets per MirrorNet construction: test accuracy %, cost = unprotected - "
-                  "MirrorNet, head start = best attack - from scratch (points, mean ± sd over seeds)",
-                  {"setup": setup, "rows": [_result_row(r) for r in rows]})
+    setup = {
+        "model": Path(args.model).stem,
+        "compile_epochs": args.compile_epochs,
+        "limit_train": args.limit_train,
+        "attack_seeds": args.seeds,
+        "budgets": budgets,
+    }
+    write_results(
+        args.results,
+        "what a thief gets per MirrorNet construction: test accuracy %, cost = unprotected - "
+        "MirrorNet, head start = best attack - from scratch (points, mean ± sd over seeds)",
+        {"setup": setup, "rows": [_result_row(r) for r in rows]},
+    )
     return 0
 
 
@@ -156,10 +214,25 @@ def _result_row(row: dict) -> dict:
     from mirrorc.attack.thief import signed_spread
 
     u = row["unprotected"]
-    return {**{k: row[k] for k in ("dataset", "protect", "C", "select", "penalty", "unprotected", "mirrornet",
-                                   "backbone", "delta_p", "best")},
-            "cost": None if u is None else round(u - row["mirrornet"], 2),
-            "head_start": {b: signed_spread(h["per_seed"]) for b, h in row["head_start"].items()}}
+    return {
+        **{
+            k: row[k]
+            for k in (
+                "dataset",
+                "protect",
+                "C",
+                "select",
+                "penalty",
+                "unprotected",
+                "mirrornet",
+                "backbone",
+                "delta_p",
+                "best",
+            )
+        },
+        "cost": None if u is None else round(u - row["mirrornet"], 2),
+        "head_start": {b: signed_spread(h["per_seed"]) for b, h in row["head_start"].items()},
+    }
 
 
 if __name__ == "__main__":

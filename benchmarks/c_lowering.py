@@ -41,8 +41,9 @@ ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 def model_path(name: str, tmp: Path) -> Path:
     if name in ("lenet5", "vgg7"):
         if not (tmp / f"{name}.onnx").exists():
-            subprocess.run([sys.executable, str(ROOT / "examples" / "make_models.py"), str(tmp)], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, str(ROOT / "examples" / "make_models.py"), str(tmp)], check=True, capture_output=True
+            )
         return tmp / f"{name}.onnx"
     return ZOO / f"light_{name}.onnx"
 
@@ -69,8 +70,8 @@ def run(name: str, n_inputs: int, channels: int, tmp: Path) -> dict:
     c_model = cbuild.SecureModel.from_lowered(lowered, name=f"bench_{name}")
     agree, worst = 0, 0.0
     for lo in range(0, n_inputs, 50):  # batches keep memory flat on the big models
-        nout = normal_s.run(None, {vi.name: x[lo:lo + 50]})
-        labels, _, logits = mirror_s.run(None, {vi.name: x[lo:lo + 50]})
+        nout = normal_s.run(None, {vi.name: x[lo : lo + 50]})
+        labels, _, logits = mirror_s.run(None, {vi.name: x[lo : lo + 50]})
         for i in range(len(labels)):
             label, c_logits = c_model.run([t[i] for t in nout[1:]], nout[0][i])
             agree += int(label == labels[i])
@@ -90,11 +91,22 @@ def run(name: str, n_inputs: int, channels: int, tmp: Path) -> dict:
             sec.run(None, feeds)
         c_best, ort_best = min(c_best, c_t), min(ort_best, (time.process_time() - t) / iters)
     m = lowered.memory
-    return {"model": name, "secure_nodes": len(secure.graph.node), "taps": len(lowered.tap_floats),
-            "weights": lowered.sizes["weights"], "arena": m["arena_bytes"], "carry": m["carry_bytes"],
-            "naive": m["naive_bytes"], "c_us": 1e6 * c_best, "ort_us": 1e6 * ort_best,
-            "speedup": ort_best / c_best, "agree": f"{agree}/{n_inputs}", "max_logit_diff": worst,
-            "split_s": t1 - t0, "lower_s": t2 - t1}
+    return {
+        "model": name,
+        "secure_nodes": len(secure.graph.node),
+        "taps": len(lowered.tap_floats),
+        "weights": lowered.sizes["weights"],
+        "arena": m["arena_bytes"],
+        "carry": m["carry_bytes"],
+        "naive": m["naive_bytes"],
+        "c_us": 1e6 * c_best,
+        "ort_us": 1e6 * ort_best,
+        "speedup": ort_best / c_best,
+        "agree": f"{agree}/{n_inputs}",
+        "max_logit_diff": worst,
+        "split_s": t1 - t0,
+        "lower_s": t2 - t1,
+    }
 
 
 def main():
@@ -105,19 +117,37 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(name, args.inputs, args.channels, Path(tmp)) for name in args.models.split(",")]
-    cols = ["model", "secure_nodes", "taps", "weights", "arena", "carry", "naive", "c_us", "ort_us", "speedup",
-            "agree", "max_logit_diff", "lower_s"]
+    cols = [
+        "model",
+        "secure_nodes",
+        "taps",
+        "weights",
+        "arena",
+        "carry",
+        "naive",
+        "c_us",
+        "ort_us",
+        "speedup",
+        "agree",
+        "max_logit_diff",
+        "lower_s",
+    ]
     fmt = {"c_us": "{:.1f}", "ort_us": "{:.1f}", "speedup": "{:.2f}x", "max_logit_diff": "{:.2g}", "lower_s": "{:.2f}"}
     table = [[fmt.get(c, "{}").format(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
     for t in table:
         print("  ".join(v.rjust(w) for v, w in zip(t, widths)))
-    print("bytes: weights (static const), arena (static, shared), carry (per session), naive (every tensor "
-          "its own buffer); times: CPU us per batch-1 inference, onnxruntime single-threaded")
-    write_results("c_lowering", "generated C of the CPM secure graph against onnxruntime running the same graph: "
-                  "labels agreeing, max logit difference, CPU us per batch-1 inference, bytes",
-                  {"setup": {"inputs": args.inputs, "channels": args.channels, "weights": "random"}, "rows": rows})
+    print(
+        "bytes: weights (static const), arena (static, shared), carry (per session), naive (every tensor "
+        "its own buffer); times: CPU us per batch-1 inference, onnxruntime single-threaded"
+    )
+    write_results(
+        "c_lowering",
+        "generated C of the CPM secure graph against onnxruntime running the same graph: "
+        "labels agreeing, max logit difference, CPU us per batch-1 inference, bytes",
+        {"setup": {"inputs": args.inputs, "channels": args.channels, "weights": "random"}, "rows": rows},
+    )
 
 
 if __name__ == "__main__":

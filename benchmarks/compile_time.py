@@ -84,8 +84,22 @@ def main() -> None:
     from mirrorc.plan.layers import fmt_count
 
     measured = []  # the child's figures per model, for results/compile_time.json
-    rows = [["model", "inspect s", "mirror s", "report s", "total s", "peak RSS MB", "taps", "backbone MACs",
-             "CPM MACs", "CPM ms (single)", "TEE KiB", "note"]]
+    rows = [
+        [
+            "model",
+            "inspect s",
+            "mirror s",
+            "report s",
+            "total s",
+            "peak RSS MB",
+            "taps",
+            "backbone MACs",
+            "CPM MACs",
+            "CPM ms (single)",
+            "TEE KiB",
+            "note",
+        ]
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         found = models(Path(tmp))
         wanted = args.only.split(",") if args.only else list(found)
@@ -93,32 +107,48 @@ def main() -> None:
             if name not in found:
                 sys.exit(f"unknown model '{name}' (have: {', '.join(found)})")
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--one", str(found[name]), "-C", str(args.channels)],
-                                  capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", str(found[name]), "-C", str(args.channels)],
+                capture_output=True,
+                text=True,
+                env=os.environ | {"PYTHONPATH": str(ROOT)},
+            )
             wall = time.perf_counter() - t0
             if proc.returncode != 0:
-                rows.append([name] + ["-"] * 10 + [proc.stderr.strip().splitlines()[-1][:80] if proc.stderr else "failed"])
+                rows.append(
+                    [name] + ["-"] * 10 + [proc.stderr.strip().splitlines()[-1][:80] if proc.stderr else "failed"]
+                )
                 measured.append({"model": name, "error": rows[-1][-1]})
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             measured.append({"model": name, **r})
             phases = [r.get(k) for k in ("inspect_s", "mirror_s", "report_s")]
-            rows.append([name] + [f"{p:.2f}" if p is not None else "-" for p in phases]
-                        + [f"{sum(p for p in phases if p is not None):.2f}", f"{r['peak_rss_mb']:.0f}",
-                           str(r.get("taps", "-")), fmt_count(r["backbone_macs"]) if "backbone_macs" in r else "-",
-                           fmt_count(r["cpm_macs"]) if "cpm_macs" in r else "-",
-                           f"{r['single_ms']:.2f}" if "single_ms" in r else "-",
-                           f"{r['tee_bytes'] / 1024:.0f}" if "tee_bytes" in r else "-",
-                           r.get("error", f"subprocess {wall:.1f} s")])
+            rows.append(
+                [name]
+                + [f"{p:.2f}" if p is not None else "-" for p in phases]
+                + [
+                    f"{sum(p for p in phases if p is not None):.2f}",
+                    f"{r['peak_rss_mb']:.0f}",
+                    str(r.get("taps", "-")),
+                    fmt_count(r["backbone_macs"]) if "backbone_macs" in r else "-",
+                    fmt_count(r["cpm_macs"]) if "cpm_macs" in r else "-",
+                    f"{r['single_ms']:.2f}" if "single_ms" in r else "-",
+                    f"{r['tee_bytes'] / 1024:.0f}" if "tee_bytes" in r else "-",
+                    r.get("error", f"subprocess {wall:.1f} s"),
+                ]
+            )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     print(f"C = {args.channels}")
     for r in rows:
         print("  ".join(cell.ljust(w) if c in (0, 11) else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths))))
     from record import write_results
 
-    write_results("compile_time", "inspect + mirror + report per model, one process each: seconds, peak RSS, "
-                  "taps, MACs, predicted secure-world time, TEE memory", {"setup": {"channels": args.channels},
-                                                                         "rows": measured})
+    write_results(
+        "compile_time",
+        "inspect + mirror + report per model, one process each: seconds, peak RSS, "
+        "taps, MACs, predicted secure-world time, TEE memory",
+        {"setup": {"channels": args.channels}, "rows": measured},
+    )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,18 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    versions = {m: getattr(sys.modules[m], "__version__", None) for m in ("onnxruntime", "torch", "numpy", "onnx")
-                if m in sys.modules}
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "python": platform.python_version(), "libraries": versions}
+    versions = {
+        m: getattr(sys.modules[m], "__version__", None)
+        for m in ("onnxruntime", "torch", "numpy", "onnx")
+        if m in sys.modules
+    }
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "libraries": versions,
+    }
 
 
 def command(argv: list[str] | None = None) -> str:
@@ -48,9 +56,14 @@ def write_results(name: str, table: str, figures: dict) -> Path:
     out = results_dir()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
-    record = {"name": name, "table": table, "command": command(),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "figures": figures}
+    record = {
+        "name": name,
+        "table": table,
+        "command": command(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "figures": figures,
+    }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     tmp.replace(path)  # a half-written results file would be read as measured

@@ -29,14 +29,14 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from record import write_results  # noqa: E402
+
 from examples.make_models import write_all  # noqa: E402
 from mirrorc.attack.thief import reinitialize  # noqa: E402
 from mirrorc.backend.secure_build import build_secure  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.tee.runtime import ProtectedModel  # noqa: E402
-from mirrorc.backend.secure_build import build_secure  # noqa: E402
 from passes import contract  # noqa: E402
-from record import write_results  # noqa: E402
 
 
 def model_path(name: str, work: Path) -> Path:
@@ -51,8 +51,10 @@ def model_path(name: str, work: Path) -> Path:
 def reference(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """mirrornet.onnx's label and logits, one image at a time (some zoo graphs pin their batch)."""
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    out = [ref.run([contract.LABEL, contract.MIRRORNET_LOGITS], {ref.get_inputs()[0].name: x[i:i + 1]})
-           for i in range(len(x))]
+    out = [
+        ref.run([contract.LABEL, contract.MIRRORNET_LOGITS], {ref.get_inputs()[0].name: x[i : i + 1]})
+        for i in range(len(x))
+    ]
     return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
 
 
@@ -70,8 +72,9 @@ def center_labels(model: onnx.ModelProto, logits: np.ndarray) -> None:
     model.graph.initializer.append(shift)
     final = next(n for n in model.graph.node if contract.CPM_LOGITS in n.input)
     final.input[list(final.input).index(contract.CPM_LOGITS)] = "cpm_logits_centred"
-    add = onnx.helper.make_node("Add", [contract.CPM_LOGITS, "cpm/center"], ["cpm_logits_centred"],
-                                name="cpm/center_add")
+    add = onnx.helper.make_node(
+        "Add", [contract.CPM_LOGITS, "cpm/center"], ["cpm_logits_centred"], name="cpm/center_add"
+    )
     add.metadata_props.add(key=contract.META_WORLD, value="secure")
     model.graph.node.insert(list(model.graph.node).index(final), add)
     assert shift.dims == [1, k]
@@ -94,11 +97,17 @@ def check(name: str, inputs: int, channels: int, work: Path) -> dict:
     with ProtectedModel(build, tee="sim", mode="stream") as protected:
         protected.predict(x[:1])  # the simulator is built and started on first use: not timed
         t0 = time.perf_counter()
-        split_labels = np.array([protected.predict(x[i:i + 1])[0] for i in range(inputs)])
+        split_labels = np.array([protected.predict(x[i : i + 1])[0] for i in range(inputs)])
     seconds = time.perf_counter() - t0
-    return {"model": name, "taps": len(fields["taps"]), "inputs": inputs,
-            "agree": int((split_labels == label).sum()), "distinct_labels": int(len(np.unique(label))),
-            "min_margin": float((top2[:, 1] - top2[:, 0]).min()), "ms_per_image": 1000 * seconds / inputs}
+    return {
+        "model": name,
+        "taps": len(fields["taps"]),
+        "inputs": inputs,
+        "agree": int((split_labels == label).sum()),
+        "distinct_labels": int(len(np.unique(label))),
+        "min_margin": float((top2[:, 1] - top2[:, 0]).min()),
+        "ms_per_image": 1000 * seconds / inputs,
+    }
 
 
 def main() -> None:
@@ -115,12 +124,17 @@ def main() -> None:
             r = check(name, args.inputs, args.channels, Path(tmp))
             worst &= r["agree"] == r["inputs"]
             rows.append(r)
-            print(f"{r['model']:12} {r['taps']:4d} {r['agree']:5d}/{r['inputs']:<5d} {r['distinct_labels']:15d} "
-                  f"{r['min_margin']:16.3g} {r['ms_per_image']:9.2f}", flush=True)
-    write_results("split_agreement", "split execution (normal.onnx in onnxruntime, the TA in the simulator, "
-                  "stream mode) against mirrornet.onnx: labels agreeing, distinct labels, smallest top-1/top-2 margin",
-                  {"setup": {"inputs": args.inputs, "channels": args.channels, "weights": "random He-normal"},
-                   "rows": rows})
+            print(
+                f"{r['model']:12} {r['taps']:4d} {r['agree']:5d}/{r['inputs']:<5d} {r['distinct_labels']:15d} "
+                f"{r['min_margin']:16.3g} {r['ms_per_image']:9.2f}",
+                flush=True,
+            )
+    write_results(
+        "split_agreement",
+        "split execution (normal.onnx in onnxruntime, the TA in the simulator, "
+        "stream mode) against mirrornet.onnx: labels agreeing, distinct labels, smallest top-1/top-2 margin",
+        {"setup": {"inputs": args.inputs, "channels": args.channels, "weights": "random He-normal"}, "rows": rows},
+    )
     sys.exit(0 if worst else 1)
 
 

@@ -25,14 +25,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from examples.make_models import lenet5  # noqa: E402
 from record import write_results  # noqa: E402
+
+from examples.make_models import lenet5  # noqa: E402
 
 # Table II of the paper: input network accuracy, then per C (BackboneNet, MirrorNet, Δp)
 PAPER = {
     "mnist": (98.7, {1: (62.2, 98.4, 36.2), 2: (54.4, 98.3, 43.9), 3: (53.5, 98.6, 45.1), 4: (40.5, 98.2, 57.7)}),
-    "fashion-mnist": (89.2, {1: (57.1, 88.8, 31.7), 2: (55.1, 88.2, 33.1), 3: (53.3, 88.1, 34.8),
-                             4: (51.5, 89.2, 37.7)}),
+    "fashion-mnist": (
+        89.2,
+        {1: (57.1, 88.8, 31.7), 2: (55.1, 88.2, 33.1), 3: (53.3, 88.1, 34.8), 4: (51.5, 89.2, 37.7)},
+    ),
     "cifar10": (62.8, {1: (39.6, 62.7, 23.1), 2: (37.0, 62.5, 25.5), 3: (36.7, 62.8, 26.1), 4: (35.8, 63.1, 27.3)}),
 }
 NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR-10"}
@@ -66,14 +69,31 @@ def run_cell(model: Path, dataset: str, channels: int, penalty: float, args, wor
     from mirrorc.train.loop import TrainConfig
 
     build = work / f"{dataset}-C{channels}-W{penalty:g}"
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         backbone_penalty=penalty, penalty_kind=args.penalty_kind, fast=False)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        backbone_penalty=penalty,
+        penalty_kind=args.penalty_kind,
+        fast=False,
+    )
     began = time.perf_counter()
-    compile_model(model, build, data=dataset, data_dir=args.data_dir, channels=channels, seed=args.seed,
-                  config=config, limit_train=args.limit_train, baseline=baseline,
-                  log=lambda m: print("   ", m, file=sys.stderr, flush=True))
-    data = load_dataset(dataset, data_dir=args.data_dir, input_shape=model_input_shape(build / "mirrornet.onnx"),
-                        limit_train=1)
+    compile_model(
+        model,
+        build,
+        data=dataset,
+        data_dir=args.data_dir,
+        channels=channels,
+        seed=args.seed,
+        config=config,
+        limit_train=args.limit_train,
+        baseline=baseline,
+        log=lambda m: print("   ", m, file=sys.stderr, flush=True),
+    )
+    data = load_dataset(
+        dataset, data_dir=args.data_dir, input_shape=model_input_shape(build / "mirrornet.onnx"), limit_train=1
+    )
     result = evaluate(build, data.x_test, data.y_test, split_check=False)
     result.update(
         dataset=dataset,
@@ -122,54 +142,103 @@ def main():
                 if done(d, c, w):
                     continue
                 # the unprotected network once per dataset, with its first MirrorNet
-                need_baseline = not any(r["dataset"] == d and r.get("original_acc") is not None
-                                        and r["epochs"] == args.epochs and r["limit_train"] == args.limit_train
-                                        for r in results)
+                need_baseline = not any(
+                    r["dataset"] == d
+                    and r.get("original_acc") is not None
+                    and r["epochs"] == args.epochs
+                    and r["limit_train"] == args.limit_train
+                    for r in results
+                )
                 print(f"== {d} C={c} penalty={w:g}", file=sys.stderr, flush=True)
                 results.append(run_cell(lenet5_for(d, work), d, c, w, args, work, need_baseline))
                 out.write_text(json.dumps(results, indent=2))
                 print_table(results, cells, args, file=sys.stderr)  # progress
     print_table(results, cells, args)
     if not args.print_only:  # --print-only measures nothing, so it records nothing
-        write_results("table2", "Table II, LeNet-5: test accuracy (%) of the unprotected network, the backbone alone "
-                      "and the MirrorNet, and Δp, beside the paper's",
-                      {"setup": {"epochs": args.epochs, "limit_train": args.limit_train, "seed": args.seed,
-                                 "penalty_kind": args.penalty_kind},
-                       "rows": [table_row(results, d, c, w, args) for d, c, w in cells]})
+        write_results(
+            "table2",
+            "Table II, LeNet-5: test accuracy (%) of the unprotected network, the backbone alone "
+            "and the MirrorNet, and Δp, beside the paper's",
+            {
+                "setup": {
+                    "epochs": args.epochs,
+                    "limit_train": args.limit_train,
+                    "seed": args.seed,
+                    "penalty_kind": args.penalty_kind,
+                },
+                "rows": [table_row(results, d, c, w, args) for d, c, w in cells],
+            },
+        )
 
 
 def table_row(results, d, c, w, args) -> dict:
     """One printed row as results/table2.json holds it: ours (None when not run) and the paper's."""
     r = find(results, d, c, w, args)
-    base = next((x["original_acc"] for x in results if x["dataset"] == d and x.get("original_acc") is not None
-                 and x["epochs"] == args.epochs and x["limit_train"] == args.limit_train), None)
+    base = next(
+        (
+            x["original_acc"]
+            for x in results
+            if x["dataset"] == d
+            and x.get("original_acc") is not None
+            and x["epochs"] == args.epochs
+            and x["limit_train"] == args.limit_train
+        ),
+        None,
+    )
     p_in, p_rows = PAPER[d]
     pb, pm, pd = p_rows.get(c, (None, None, None)) if w == 0 else (None, None, None)
-    return {"dataset": d, "C": c, "penalty": w, "input": base,
-            "backbone": r and r["backbone_acc"], "mirrornet": r and r["mirrornet_acc"], "delta_p": r and r["delta_p"],
-            "paper": {"input": p_in, "backbone": pb, "mirrornet": pm, "delta_p": pd} if pb is not None else None}
+    return {
+        "dataset": d,
+        "C": c,
+        "penalty": w,
+        "input": base,
+        "backbone": r and r["backbone_acc"],
+        "mirrornet": r and r["mirrornet_acc"],
+        "delta_p": r and r["delta_p"],
+        "paper": {"input": p_in, "backbone": pb, "mirrornet": pm, "delta_p": pd} if pb is not None else None,
+    }
 
 
 def find(results, d, c, w, args):
     """The result for one cell (the penalty kind only matters when there is a penalty)."""
     kind = args.penalty_kind if w else None
-    return next((r for r in results if (r["dataset"], r["channels"], r["penalty"], r["epochs"], r["limit_train"])
-                 == (d, c, w, args.epochs, args.limit_train)
-                 and (r.get("penalty_kind", "wrong") if r["penalty"] else None) == kind), None)
+    return next(
+        (
+            r
+            for r in results
+            if (r["dataset"], r["channels"], r["penalty"], r["epochs"], r["limit_train"])
+            == (d, c, w, args.epochs, args.limit_train)
+            and (r.get("penalty_kind", "wrong") if r["penalty"] else None) == kind
+        ),
+        None,
+    )
 
 
 def print_table(results, cells, args, file=None) -> None:
     print = functools.partial(builtins.print, file=file or sys.stdout)
-    print(f"\nTable II, LeNet-5 (ours: {args.epochs} epochs, "
-          f"{'all' if args.limit_train is None else args.limit_train} training images, seed {args.seed}; "
-          "test accuracy by onnxruntime on the full test set)")
+    print(
+        f"\nTable II, LeNet-5 (ours: {args.epochs} epochs, "
+        f"{'all' if args.limit_train is None else args.limit_train} training images, seed {args.seed}; "
+        "test accuracy by onnxruntime on the full test set)"
+    )
     print(f"penalty kind: {args.penalty_kind}")
-    print(f"{'dataset':<13}{'C':>2} {'W':>4} | {'paper: input  backbone  MirrorNet   Δp':<40}| "
-          f"{'ours: input  backbone  MirrorNet   Δp   MirrorNet-input'}")
+    print(
+        f"{'dataset':<13}{'C':>2} {'W':>4} | {'paper: input  backbone  MirrorNet   Δp':<40}| "
+        f"{'ours: input  backbone  MirrorNet   Δp   MirrorNet-input'}"
+    )
     for d, c, w in cells:
         r = find(results, d, c, w, args)
-        base = next((x["original_acc"] for x in results if x["dataset"] == d and x.get("original_acc") is not None
-                     and x["epochs"] == args.epochs and x["limit_train"] == args.limit_train), None)
+        base = next(
+            (
+                x["original_acc"]
+                for x in results
+                if x["dataset"] == d
+                and x.get("original_acc") is not None
+                and x["epochs"] == args.epochs
+                and x["limit_train"] == args.limit_train
+            ),
+            None,
+        )
         p_in, p_rows = PAPER[d]
         pb, pm, pd = p_rows.get(c, (None, None, None))
         paper = (
@@ -181,8 +250,10 @@ def print_table(results, cells, args, file=None) -> None:
             ours = "(not run)"
         else:
             gap = "" if base is None else f"{r['mirrornet_acc'] - base:+8.2f}"
-            ours = (f"{base if base is not None else float('nan'):10.2f} {r['backbone_acc']:9.2f} "
-                    f"{r['mirrornet_acc']:10.2f} {r['delta_p']:5.1f} {gap}")
+            ours = (
+                f"{base if base is not None else float('nan'):10.2f} {r['backbone_acc']:9.2f} "
+                f"{r['mirrornet_acc']:10.2f} {r['delta_p']:5.1f} {gap}"
+            )
         print(f"{NAMES[d]:<13}{c:>2} {w:>4g} | {paper:<40}| {ours}")
 
 

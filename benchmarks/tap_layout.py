@@ -32,20 +32,22 @@ from onnx import helper, numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from record import write_results  # noqa: E402
 from secure_world import INPUT_SHAPES, interleaved, session  # noqa: E402  (same timing as the end to end)
 
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes.split import split  # noqa: E402
-from record import write_results  # noqa: E402
-from secure_world import INPUT_SHAPES, interleaved, session  # noqa: E402  (same timing as the end to end)
 
 CHANNELWISE = ("Relu", "BatchNormalization", "MaxPool")  # ops a channel split passes through
 
 
 def tap_gathers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     inits = {i.name for i in model.graph.initializer}
-    return [n for n in model.graph.node if n.op_type == "Gather" and n.input[1] in inits
-            and n.output[0] in {o.name for o in model.graph.output}]
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type == "Gather" and n.input[1] in inits and n.output[0] in {o.name for o in model.graph.output}
+    ]
 
 
 class Graph:
@@ -98,8 +100,10 @@ def select_conv(normal: onnx.ModelProto, outputs: int, shapes: dict) -> onnx.Mod
         wide = n.output[0] + "/wide" if w.shape[0] > idx.size else n.output[0]
         nodes.append(helper.make_node("Conv", [n.input[0], gr.const(n.name + "/onehot", w)], [wide], name=n.name))
         if wide != n.output[0]:
-            ends = [gr.const(n.name + f"/{k}", np.array([v], np.int64)) for k, v in (("start", 0), ("end", idx.size),
-                                                                                   ("axis", 1))]
+            ends = [
+                gr.const(n.name + f"/{k}", np.array([v], np.int64))
+                for k, v in (("start", 0), ("end", idx.size), ("axis", 1))
+            ]
             nodes.append(helper.make_node("Slice", [wide, *ends], [n.output[0]], name=n.name + "/slice"))
     return gr.finish(nodes)
 
@@ -154,10 +158,15 @@ def block_split(normal: onnx.ModelProto, block: int) -> onnx.ModelProto:
         a, b = halves[split_in[0]]
         if n.op_type == "Conv" and n.input[0] == split_in[0]:
             w, y = gr.inits[n.input[1]], n.output[0]
-            pa = helper.make_node("Conv", [a, gr.const(f"{n.input[1]}/in_a/{n.name}", w[:, :block]), *n.input[2:]],
-                                  [y + "/pa"], name=n.name + "/pa")
-            pb = helper.make_node("Conv", [b, gr.const(f"{n.input[1]}/in_b/{n.name}", w[:, block:])], [y + "/pb"],
-                                  name=n.name + "/pb")
+            pa = helper.make_node(
+                "Conv",
+                [a, gr.const(f"{n.input[1]}/in_a/{n.name}", w[:, :block]), *n.input[2:]],
+                [y + "/pa"],
+                name=n.name + "/pa",
+            )
+            pb = helper.make_node(
+                "Conv", [b, gr.const(f"{n.input[1]}/in_b/{n.name}", w[:, block:])], [y + "/pb"], name=n.name + "/pb"
+            )
             pa.attribute.extend(n.attribute)
             pb.attribute.extend(n.attribute)
             out += [pa, pb, helper.make_node("Add", [y + "/pa", y + "/pb"], [y], name=n.name + "/sum")]
@@ -176,8 +185,10 @@ def main() -> None:
 
     original_path = str(ROOT / "examples" / "models" / f"{args.model}.onnx")
     normal = split(build_mirrornet(Path(original_path), channels=args.channels)[0])[0]
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in onnx.shape_inference.infer_shapes(normal).graph.value_info}
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in onnx.shape_inference.infer_shapes(normal).graph.value_info
+    }
     variants = {"original": session(original_path), "gather (normal.onnx)": session(normal)}
     for k in (2, 4, 16):
         variants[f"select-conv {k}"] = session(select_conv(normal, k, shapes))
@@ -196,22 +207,38 @@ def main() -> None:
     times = interleaved({k: (lambda i, s=s: s.run(None, feed)) for k, s in variants.items()}, 1, args.calls)
 
     o50, omean = np.median(times["original"]), np.mean(times["original"])
-    print(f"\n{args.model}, C = {args.channels}, batch 1, 1 thread, {args.calls} calls each, wall us; "
-          f"max |output - normal.onnx| over all outputs")
+    print(
+        f"\n{args.model}, C = {args.channels}, batch 1, 1 thread, {args.calls} calls each, wall us; "
+        f"max |output - normal.onnx| over all outputs"
+    )
     print(f"{'variant':22} {'p50':>9} {'vs original':>11} {'mean':>9} {'vs original':>11} {'max diff':>9}")
     rows = []
     for k in variants:
         p50, mean = np.median(times[k]), np.mean(times[k])
-        rows.append({"variant": k, "p50_us": float(p50 * 1e6), "p50_vs_original": float(p50 / o50 - 1),
-                     "mean_us": float(mean * 1e6), "mean_vs_original": float(mean / omean - 1),
-                     "max_diff": diffs.get(k)})
+        rows.append(
+            {
+                "variant": k,
+                "p50_us": float(p50 * 1e6),
+                "p50_vs_original": float(p50 / o50 - 1),
+                "mean_us": float(mean * 1e6),
+                "mean_vs_original": float(mean / omean - 1),
+                "max_diff": diffs.get(k),
+            }
+        )
         diff = f"{diffs[k]:9.1e}" if k in diffs else f"{'':9}"
-        print(f"{k:22} {p50 * 1e6:9.1f} {100 * (p50 / o50 - 1):+10.1f}% {mean * 1e6:9.1f} "
-              f"{100 * (mean / omean - 1):+10.1f}% {diff}")
-    write_results("tap_layout", "normal.onnx variants that hand out the tapped channels: wall us per call and "
-                  "the change against the original model (p50, mean)",
-                  {"setup": {"model": args.model, "channels": args.channels, "calls": args.calls, "block": args.block},
-                   "rows": rows})
+        print(
+            f"{k:22} {p50 * 1e6:9.1f} {100 * (p50 / o50 - 1):+10.1f}% {mean * 1e6:9.1f} "
+            f"{100 * (mean / omean - 1):+10.1f}% {diff}"
+        )
+    write_results(
+        "tap_layout",
+        "normal.onnx variants that hand out the tapped channels: wall us per call and "
+        "the change against the original model (p50, mean)",
+        {
+            "setup": {"model": args.model, "channels": args.channels, "calls": args.calls, "block": args.block},
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from record import write_results  # noqa: E402
+
 from examples.make_models import lenet5, vgg7  # noqa: E402
 from mirrorc.train.interpreter import OnnxModule  # noqa: E402
 from mirrorc.train.loop import logits_tensor  # noqa: E402
-from record import write_results  # noqa: E402
 
 
 class HandLeNet5(torch.nn.Module):
@@ -119,29 +120,47 @@ def main():
     rows = []
     steps_mnist = int(np.ceil(54000 / args.batch_size))
     lenet = lenet5()
-    hand, ours = compare([make_step(HandLeNet5(), None, (1, 28, 28), args.batch_size),
-                          # the trainer's loss reads the logits before the Softmax (train.logits_tensor)
-                          make_step(OnnxModule(lenet, outputs=[logits_tensor(lenet)]), logits_tensor(lenet),
-                                    (1, 28, 28), args.batch_size)],
-                         max(args.batches // 5, 1))
+    hand, ours = compare(
+        [
+            make_step(HandLeNet5(), None, (1, 28, 28), args.batch_size),
+            # the trainer's loss reads the logits before the Softmax (train.logits_tensor)
+            make_step(
+                OnnxModule(lenet, outputs=[logits_tensor(lenet)]), logits_tensor(lenet), (1, 28, 28), args.batch_size
+            ),
+        ],
+        max(args.batches // 5, 1),
+    )
     rows.append(("LeNet-5 / MNIST", "fp32", hand * steps_mnist, ours * steps_mnist))
     if not args.skip_vgg:
         steps_cifar = int(np.ceil(45000 / args.batch_size))
         nb = max(args.batches // 50, 2)
         for fast in (False, True):
-            hand, ours = compare([make_step(HandVGG7(), None, (3, 32, 32), args.batch_size, fast),
-                                  make_step(OnnxModule(vgg7()), "logits", (3, 32, 32), args.batch_size, fast)], nb, 3)
-            rows.append(("VGG-7 / CIFAR-10", "channels_last+bf16" if fast else "fp32", hand * steps_cifar,
-                         ours * steps_cifar))
+            hand, ours = compare(
+                [
+                    make_step(HandVGG7(), None, (3, 32, 32), args.batch_size, fast),
+                    make_step(OnnxModule(vgg7()), "logits", (3, 32, 32), args.batch_size, fast),
+                ],
+                nb,
+                3,
+            )
+            rows.append(
+                ("VGG-7 / CIFAR-10", "channels_last+bf16" if fast else "fp32", hand * steps_cifar, ours * steps_cifar)
+            )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
     print(f"{'model':<18} {'mode':<20} {'hand-written s/epoch':>21} {'OnnxModule s/epoch':>19} {'ratio':>6}")
     for name, mode, hand, ours in rows:
         print(f"{name:<18} {mode:<20} {hand:>21.1f} {ours:>19.1f} {ours / hand:>6.2f}")
-    write_results("train_speed", "seconds per training epoch: hand-written torch model against OnnxModule running "
-                  "the ONNX graph", {"setup": {"batches": args.batches, "batch_size": args.batch_size,
-                                               "threads": torch.get_num_threads()},
-                                     "rows": [{"model": name, "mode": mode, "hand_s_per_epoch": hand,
-                                               "onnxmodule_s_per_epoch": ours} for name, mode, hand, ours in rows]})
+    write_results(
+        "train_speed",
+        "seconds per training epoch: hand-written torch model against OnnxModule running the ONNX graph",
+        {
+            "setup": {"batches": args.batches, "batch_size": args.batch_size, "threads": torch.get_num_threads()},
+            "rows": [
+                {"model": name, "mode": mode, "hand_s_per_epoch": hand, "onnxmodule_s_per_epoch": ours}
+                for name, mode, hand, ours in rows
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -118,12 +118,28 @@ def export(entry: Entry, out_dir: Path) -> Path:
     tmp = path.with_suffix(".onnx.tmp")
     if entry.exporter == "legacy":
         dynamic_axes = {"input": {0: "N"}, "logits": {0: "N"}} if entry.dynamic_batch else None
-        torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=entry.opset, input_names=["input"],
-                          output_names=["logits"], dynamic_axes=dynamic_axes)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(tmp),
+            dynamo=False,
+            opset_version=entry.opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes=dynamic_axes,
+        )
     else:
         dynamic_shapes = ({0: torch.export.Dim("N", min=1, max=4096)},) if entry.dynamic_batch else None
-        program = torch.onnx.export(model, (x,), dynamo=True, opset_version=entry.opset, input_names=["input"],
-                                    output_names=["logits"], dynamic_shapes=dynamic_shapes, verbose=False)
+        program = torch.onnx.export(
+            model,
+            (x,),
+            dynamo=True,
+            opset_version=entry.opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+        )
         program.save(str(tmp))
     os.replace(tmp, path)
     return path

@@ -120,5 +120,5 @@ def write_all(out_dir: str | Path) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    for name, path in write_all(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "models").items():
+    for _name, path in write_all(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "models").items():
         print(f"wrote {path}")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import onnx
 
@@ -29,21 +29,35 @@ def checkpoint_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.checkpoints"
 
 
-def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, data_dir: str | None = None,
-                  channels: int | None = None, protect: str = "joint", select: str | None = None, seed: int = 0,
-                  config: TrainConfig | None = None, limit_train: int | None = None, baseline: bool = True,
-                  tee_memory: str | int | None = None, resume: bool = False,
-                  log: Callable[[str], None] | None = None) -> dict:
+def compile_model(
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    data: str,
+    data_dir: str | None = None,
+    channels: int | None = None,
+    protect: str = "joint",
+    select: str | None = None,
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    limit_train: int | None = None,
+    baseline: bool = True,
+    tee_memory: str | int | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.train.protect;
     `channels` defaults to the strategy's C); returns a summary (what `--json` prints)."""
+    from mirrorc.pipeline import build_mirrornet
     from mirrorc.train import protect as strategies
     from mirrorc.train.data import load_dataset
-    from mirrorc.pipeline import build_mirrornet
 
     require_torch()  # fail before any work if training is impossible
     strategy = strategies.get(protect)
-    config = replace(config or TrainConfig(seed=seed, backbone_penalty=strategy.backbone_penalty),
-                     freeze_backbone=strategy.freeze_backbone)
+    config = replace(
+        config or TrainConfig(seed=seed, backbone_penalty=strategy.backbone_penalty),
+        freeze_backbone=strategy.freeze_backbone,
+    )
     config.check()
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():
@@ -63,8 +77,9 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
     meta = {p.key: p.value for p in initial.metadata_props}
     num_classes = int(meta[contract.META_NUM_CLASSES])
     input_shape = tuple(d.dim_value or 1 for d in initial.graph.input[0].type.tensor_type.shape.dim)
-    dataset = load_dataset(data, data_dir=data_dir, input_shape=input_shape, limit_train=limit_train,
-                           num_classes=num_classes)
+    dataset = load_dataset(
+        data, data_dir=data_dir, input_shape=input_shape, limit_train=limit_train, num_classes=num_classes
+    )
 
     ckpts = checkpoint_dir(out_dir)
     if not resume:
@@ -77,37 +92,67 @@ def compile_model(model_path: str | Path, out_dir: str | Path, *, data: str, dat
         h.update(json.dumps([data, limit_train, dataset.preprocessing.get("train_images")]).encode())
         return h.hexdigest()
 
-    trained = train(initial, dataset.x_train, dataset.y_train, config, logits=contract.MIRRORNET_LOGITS,
-                    backbone_logits=contract.BACKBONE_LOGITS, checkpoint=ckpts / "mirrornet.pt", resume=resume,
-                    fingerprint=fingerprint(initial), progress_desc="mirrornet", log=log)
+    trained = train(
+        initial,
+        dataset.x_train,
+        dataset.y_train,
+        config,
+        logits=contract.MIRRORNET_LOGITS,
+        backbone_logits=contract.BACKBONE_LOGITS,
+        checkpoint=ckpts / "mirrornet.pt",
+        resume=resume,
+        fingerprint=fingerprint(initial),
+        progress_desc="mirrornet",
+        log=log,
+    )
     original = None
     if baseline:
         source = same_init(onnx.load(str(model_path)), initial)
         # same loss as the paper's MirrorNet, no penalty: the unprotected model as its owner would train it
         base_config = TrainConfig(**{**trained.config, "backbone_penalty": 0.0, "freeze_backbone": False})
-        original = train(source, dataset.x_train, dataset.y_train, base_config, logits=logits_tensor(source),
-                         checkpoint=ckpts / "original.pt", resume=resume, fingerprint=fingerprint(source),
-                         progress_desc="original", log=log)
+        original = train(
+            source,
+            dataset.x_train,
+            dataset.y_train,
+            base_config,
+            logits=logits_tensor(source),
+            checkpoint=ckpts / "original.pt",
+            resume=resume,
+            fingerprint=fingerprint(source),
+            progress_desc="original",
+            log=log,
+        )
 
     with atomic_dir(out_dir) as tmp:
         mirrornet_bytes = trained.model.SerializeToString()
         (tmp / "mirrornet.onnx").write_bytes(mirrornet_bytes)
         if original is not None:
             (tmp / "original.onnx").write_bytes(original.model.SerializeToString())
-        training = {"data": data, "protect": strategy.name, "channels": channels,
-                    "preprocessing": dataset.preprocessing, "classes": dataset.classes,
-                    "config": trained.config, "limit_train": limit_train,
-                    "mirrornet": [vars(h) for h in trained.history],
-                    "original": [vars(h) for h in original.history] if original else None}
+        training = {
+            "data": data,
+            "protect": strategy.name,
+            "channels": channels,
+            "preprocessing": dataset.preprocessing,
+            "classes": dataset.classes,
+            "config": trained.config,
+            "limit_train": limit_train,
+            "mirrornet": [vars(h) for h in trained.history],
+            "original": [vars(h) for h in original.history] if original else None,
+        }
         (tmp / "training.json").write_text(json.dumps(training, indent=2))
         report = _write_report(trained.model, tmp, tee_bytes, training)
-        plan = _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
+        _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
     shutil.rmtree(ckpts, ignore_errors=True)
 
     last = trained.last
     return {
-        "build": str(out_dir), "model": str(model_path), "protect": strategy.name, "channels": channels, "data": data,
-        "train_images": int(len(dataset.y_train)), "epochs": config.epochs,
+        "build": str(out_dir),
+        "model": str(model_path),
+        "protect": strategy.name,
+        "channels": channels,
+        "data": data,
+        "train_images": int(len(dataset.y_train)),
+        "epochs": config.epochs,
         "val_mirrornet_acc": _pct(last.val_acc if last else None),
         "val_backbone_acc": _pct(last.val_backbone_acc if last else None),
         "val_original_acc": _pct(original.last.val_acc if original and original.last else None),
@@ -125,26 +170,38 @@ def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, trai
 
     report = build_report(model, tee_memory=tee_bytes)
     last = training["mirrornet"][-1] if training["mirrornet"] else None
-    report["training"] = {"data": training["data"], "protect": training["protect"],
-                          "preprocessing": training["preprocessing"],
-                          "config": training["config"], "last_epoch": last}
+    report["training"] = {
+        "data": training["data"],
+        "protect": training["protect"],
+        "preprocessing": training["preprocessing"],
+        "config": training["config"],
+        "last_epoch": last,
+    }
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     prep = training["preprocessing"]
-    lines = [format_report(report).rstrip(), "", "Training",
-             f"  protection: {training['protect']}, C = {training['channels']}",
-             f"  data: {training['data']} ({prep.get('train_images')} training images before the validation split)",
-             "  preprocessing: " + "; ".join(prep.get("steps", [])),
-             f"  mean {prep.get('mean')} std {prep.get('std')} (feed deployed inputs the same way)"]
+    lines = [
+        format_report(report).rstrip(),
+        "",
+        "Training",
+        f"  protection: {training['protect']}, C = {training['channels']}",
+        f"  data: {training['data']} ({prep.get('train_images')} training images before the validation split)",
+        "  preprocessing: " + "; ".join(prep.get("steps", [])),
+        f"  mean {prep.get('mean')} std {prep.get('std')} (feed deployed inputs the same way)",
+    ]
     if last:
-        lines.append(f"  after {last['epoch']} epochs: validation MirrorNet {100 * last['val_acc']:.2f}%"
-                     f", backbone alone {100 * last['val_backbone_acc']:.2f}%"
-                     if last["val_acc"] is not None else f"  after {last['epoch']} epochs (no validation split)")
+        lines.append(
+            f"  after {last['epoch']} epochs: validation MirrorNet {100 * last['val_acc']:.2f}%"
+            f", backbone alone {100 * last['val_backbone_acc']:.2f}%"
+            if last["val_acc"] is not None
+            else f"  after {last['epoch']} epochs (no validation split)"
+        )
     (tmp / "report.txt").write_text("\n".join(lines) + "\n")
     return report
 
 
-def _write_secure_part(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, report: dict,
-                       model_path: Path, preprocessing: dict) -> dict:
+def _write_secure_part(
+    model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, report: dict, model_path: Path, preprocessing: dict
+) -> dict:
     """THE call site for the secure world: split, lower the CPM to C, write ta/, host/, normal.onnx;
     plan.json combines its fields with the emulator's figures."""
     from mirrorc.backend.secure_build import build_secure

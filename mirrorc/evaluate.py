@@ -38,7 +38,7 @@ def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.n
     feed = sess.get_inputs()[0].name
     chunks = {name: [] for name in outputs}
     for s in range(0, len(x), BATCH):
-        for name, value in zip(outputs, sess.run(outputs, {feed: x[s:s + BATCH]})):
+        for name, value in zip(outputs, sess.run(outputs, {feed: x[s : s + BATCH]})):
             chunks[name].append(value)
     return {name: np.concatenate(v) for name, v in chunks.items()}
 
@@ -69,8 +69,14 @@ def original_accuracy(build: Path, x_test: np.ndarray, y_test: np.ndarray) -> fl
     return round(100.0 * float((pred == y_test).mean()), 2)
 
 
-def evaluate(build_dir: str | Path, x_test: np.ndarray, y_test: np.ndarray, *, split_check: bool = True,
-             split_images: int | None = None) -> dict:
+def evaluate(
+    build_dir: str | Path,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    split_check: bool = True,
+    split_images: int | None = None,
+) -> dict:
     """Test accuracies (in percent) of what is in `build_dir`, and (split_check) the labels of split
     execution compared with mirrornet.onnx's on the first `split_images` test images (default: all)."""
     build = Path(build_dir)
@@ -115,11 +121,13 @@ def format_evaluation(result: dict) -> str:
     def pct(v):
         return "-" if v is None else f"{v:6.2f}%"
 
-    lines = [f"test images            {result['test_images']}",
-             f"original (unprotected) {pct(result['original_acc'])}",
-             f"backbone alone         {pct(result['backbone_acc'])}   (what a copy of normal.onnx gives)",
-             f"MirrorNet              {pct(result['mirrornet_acc'])}",
-             f"delta p                {result['delta_p']:6.2f} points"]
+    lines = [
+        f"test images            {result['test_images']}",
+        f"original (unprotected) {pct(result['original_acc'])}",
+        f"backbone alone         {pct(result['backbone_acc'])}   (what a copy of normal.onnx gives)",
+        f"MirrorNet              {pct(result['mirrornet_acc'])}",
+        f"delta p                {result['delta_p']:6.2f} points",
+    ]
     split = result.get("split_execution")
     if split:
         lines.append(f"split execution        {split['agree']}/{split['images']} labels agree with mirrornet.onnx")

@@ -37,11 +37,17 @@ def analyze(path: str | Path) -> tuple[gs.Graph, dict]:
     return graph, _public(ctx)
 
 
-def build_mirrornet(path: str | Path, *, channels: int = 2, select: str = "first", seed: int = 0,
-                    init: str = "random", dense_width: int | None = None) -> tuple[onnx.ModelProto, dict]:
+def build_mirrornet(
+    path: str | Path,
+    *,
+    channels: int = 2,
+    select: str = "first",
+    seed: int = 0,
+    init: str = "random",
+    dense_width: int | None = None,
+) -> tuple[onnx.ModelProto, dict]:
     """The annotated, verified mirrornet.onnx for the classifier at `path`, and its info dict."""
-    model, ctx = _mirrornet(path, dict(channels=channels, select=select, seed=seed, init=init,
-                                       dense_width=dense_width))
+    model, ctx = _mirrornet(path, dict(channels=channels, select=select, seed=seed, init=init, dense_width=dense_width))
     return model, _public(ctx)
 
 
@@ -55,15 +61,20 @@ def _mirrornet(path: str | Path, options: dict) -> tuple[onnx.ModelProto, PassCo
 class SecureBuild:
     """What the secure pipeline made from a mirrornet."""
 
-    normal: onnx.ModelProto   # the backbone (normal.onnx)
-    secure: onnx.ModelProto   # the CPM's graph, BatchNorm folded
-    plan: SecurePlan          # its schedule and memory plan
-    lowered: Lowered | None   # the C model (None when the pipeline stopped after memplan)
+    normal: onnx.ModelProto  # the backbone (normal.onnx)
+    secure: onnx.ModelProto  # the CPM's graph, BatchNorm folded
+    plan: SecurePlan  # its schedule and memory plan
+    lowered: Lowered | None  # the C model (None when the pipeline stopped after memplan)
     results: list[PassResult]  # one per pass run in the context, in order
 
 
-def secure_pipeline(mirrornet: onnx.ModelProto, ta_name: str | None = None, *, tee_memory: int | None = None,
-                    ctx: PassContext | None = None) -> SecureBuild:
+def secure_pipeline(
+    mirrornet: onnx.ModelProto,
+    ta_name: str | None = None,
+    *,
+    tee_memory: int | None = None,
+    ctx: PassContext | None = None,
+) -> SecureBuild:
     """split -> fold_bn -> memplan -> lower_c on a mirrornet (trained or not; not modified): THE
     driver of the secure half, for the secure build and the report. With `ta_name` None it stops
     after memplan (the report's memory estimate); `tee_memory` bounds the TA's bytes. `ctx`
@@ -75,17 +86,23 @@ def secure_pipeline(mirrornet: onnx.ModelProto, ta_name: str | None = None, *, t
     if ta_name is not None:
         passes.append(LowerCPass(ta_name, tee_memory))
     secure = PassManager(passes).run(mirrornet, ctx)
-    return SecureBuild(ctx.info["normal"], secure, ctx.info["secure_plan"], ctx.info.get("lowered"),
-                       ctx.results)
+    return SecureBuild(ctx.info["normal"], secure, ctx.info["secure_plan"], ctx.info.get("lowered"), ctx.results)
 
 
-def compile_to_c(path: str | Path, ta_name: str, *, tee_memory: int | None = None, channels: int = 2,
-                 select: str = "first", seed: int = 0, init: str = "random",
-                 dense_width: int | None = None) -> tuple[onnx.ModelProto, SecureBuild]:
+def compile_to_c(
+    path: str | Path,
+    ta_name: str,
+    *,
+    tee_memory: int | None = None,
+    channels: int = 2,
+    select: str = "first",
+    seed: int = 0,
+    init: str = "random",
+    dense_width: int | None = None,
+) -> tuple[onnx.ModelProto, SecureBuild]:
     """Load to lowered C in one pass context, the CPM's weights as the mirror pass drew them
     (untrained): the mirrornet and its secure build, whose `results` hold all ten passes."""
-    model, ctx = _mirrornet(path, dict(channels=channels, select=select, seed=seed, init=init,
-                                       dense_width=dense_width))
+    model, ctx = _mirrornet(path, dict(channels=channels, select=select, seed=seed, init=init, dense_width=dense_width))
     return model, secure_pipeline(model, ta_name, tee_memory=tee_memory, ctx=ctx)
 
 
@@ -103,6 +120,12 @@ def _public(ctx: PassContext) -> dict:
         "timings": dict(ctx.timings),
     }
     if "taps_meta" in info:
-        out.update(taps=info["taps_meta"], options=info["options"], dense_width=info["dense_width"],
-                   cpm_head=info["cpm_head"], node_world=info["node_world"], node_stage=info["node_stage"])
+        out.update(
+            taps=info["taps_meta"],
+            options=info["options"],
+            dense_width=info["dense_width"],
+            cpm_head=info["cpm_head"],
+            node_world=info["node_world"],
+            node_stage=info["node_stage"],
+        )
     return out

@@ -39,14 +39,17 @@ class AnnotatePass(Pass):
                 raise self.fail("node has no world assigned by the mirror pass", node.name or node.op_type)
             set_props(node, {contract.META_WORLD: world[node.name], contract.META_STAGE: str(stage[node.name])})
         opts = ctx.info["options"]
-        set_props(model, {
-            contract.META_VERSION: contract.FORMAT_VERSION,
-            contract.META_CHANNELS: str(opts["channels"]),
-            contract.META_NUM_CLASSES: str(ctx.info["num_classes"]),
-            contract.META_TAPS: json.dumps(ctx.info["taps_meta"]),
-            contract.META_OPTIONS: json.dumps(opts),
-            contract.META_SOURCE: json.dumps(ctx.info.get("source", {})),
-        })
+        set_props(
+            model,
+            {
+                contract.META_VERSION: contract.FORMAT_VERSION,
+                contract.META_CHANNELS: str(opts["channels"]),
+                contract.META_NUM_CLASSES: str(ctx.info["num_classes"]),
+                contract.META_TAPS: json.dumps(ctx.info["taps_meta"]),
+                contract.META_OPTIONS: json.dumps(opts),
+                contract.META_SOURCE: json.dumps(ctx.info.get("source", {})),
+            },
+        )
         model.producer_name = "mirrorc"
         return model
 

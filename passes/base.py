@@ -102,7 +102,10 @@ def to_proto(ir) -> onnx.ModelProto:
     standins: dict[int, gs.Variable] = {}
     for node in ir.nodes:
         for i, t in enumerate(node.inputs):
-            if isinstance(t, gs.Constant) and int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize > _BIG_BYTES:
+            if (
+                isinstance(t, gs.Constant)
+                and int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize > _BIG_BYTES
+            ):
                 standin = standins.setdefault(id(t), gs.Variable(t.name, dtype=t.dtype, shape=list(t.shape)))
                 swapped.append((node, i, t))
                 node.inputs[i] = standin
@@ -170,8 +173,12 @@ def _fingerprint(ir) -> _Fingerprint:
     inits = frozenset(name for name, t in ir.tensors().items() if isinstance(t, gs.Constant))
     for n in ir.nodes:
         out0 = n.outputs[0].name if n.outputs else ""
-        nodes[n.name or f"{n.op}:{out0}"] = (n.op, tuple(t.name for t in n.inputs), tuple(t.name for t in n.outputs),
-                                             tuple(n.attrs))
+        nodes[n.name or f"{n.op}:{out0}"] = (
+            n.op,
+            tuple(t.name for t in n.inputs),
+            tuple(t.name for t in n.outputs),
+            tuple(n.attrs),
+        )
     io = (tuple(t.name for t in ir.inputs), tuple(t.name for t in ir.outputs))
     return _Fingerprint(nodes, inits, io, None)
 
@@ -186,13 +193,30 @@ def _result(name: str, before: _Fingerprint, after: _Fingerprint, note: str, sec
     changed = sum(1 for k in set(before.nodes) & set(after.nodes) if before.nodes[k] != after.nodes[k])
     inits_added = tuple(sorted(after.initializers - before.initializers))
     inits_removed = tuple(sorted(before.initializers - after.initializers))
-    metadata_changed = before.metadata is not None and after.metadata is not None and any(
-        before.metadata[k] != after.metadata[k] for k in set(before.metadata) & set(after.metadata))
-    modified = bool(nodes_added or nodes_removed or changed or inits_added or inits_removed
-                    or before.io != after.io or metadata_changed)
-    diff = [f"{sign}{_plural(len(items), what)}" for sign, items, what in (
-        ("+", nodes_added, "node"), ("-", nodes_removed, "node"),
-        ("+", inits_added, "initializer"), ("-", inits_removed, "initializer")) if items]
+    metadata_changed = (
+        before.metadata is not None
+        and after.metadata is not None
+        and any(before.metadata[k] != after.metadata[k] for k in set(before.metadata) & set(after.metadata))
+    )
+    modified = bool(
+        nodes_added
+        or nodes_removed
+        or changed
+        or inits_added
+        or inits_removed
+        or before.io != after.io
+        or metadata_changed
+    )
+    diff = [
+        f"{sign}{_plural(len(items), what)}"
+        for sign, items, what in (
+            ("+", nodes_added, "node"),
+            ("-", nodes_removed, "node"),
+            ("+", inits_added, "initializer"),
+            ("-", inits_removed, "initializer"),
+        )
+        if items
+    ]
     if changed:
         diff.append(f"{_plural(changed, 'node')} rewired")
     if metadata_changed:

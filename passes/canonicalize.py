@@ -25,8 +25,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-from passes.errors import MirrorcError
 from passes.base import Pass, PassContext, to_gs
+from passes.errors import MirrorcError
 from passes.load import default_opset
 from passes.shapes import infer_graph
 
@@ -163,8 +163,9 @@ class CanonicalizePass(Pass):
         shape = logits.shape
         if shape is not None and len(shape) == 4 and list(shape[2:]) == [1, 1]:
             flat = gs.Variable(f"{logits.name}/flat", dtype=np.float32, shape=list(shape[:2]))
-            graph.nodes.append(gs.Node("Flatten", name=f"{logits.name}/flatten", attrs={"axis": 1},
-                                       inputs=[logits], outputs=[flat]))
+            graph.nodes.append(
+                gs.Node("Flatten", name=f"{logits.name}/flatten", attrs={"axis": 1}, inputs=[logits], outputs=[flat])
+            )
             graph.outputs = [flat]
 
     @staticmethod
@@ -186,10 +187,16 @@ class CanonicalizePass(Pass):
         if x.shape is not None and len(x.shape) and isinstance(x.shape[0], int):
             batch = x.shape[0]
             # Reshape targets that spell the batch out: copy it instead (0), when allowzero is off.
-            spelled = [i for i, n in enumerate(graph.nodes)
-                       if n.op == "Reshape" and isinstance(n.inputs[1], gs.Constant) and not n.attrs.get("allowzero", 0)
-                       and np.asarray(n.inputs[1].values).ndim == 1 and len(n.inputs[1].values) > 1
-                       and n.inputs[1].values[0] == batch]
+            spelled = [
+                i
+                for i, n in enumerate(graph.nodes)
+                if n.op == "Reshape"
+                and isinstance(n.inputs[1], gs.Constant)
+                and not n.attrs.get("allowzero", 0)
+                and np.asarray(n.inputs[1].values).ndim == 1
+                and len(n.inputs[1].values) > 1
+                and n.inputs[1].values[0] == batch
+            ]
 
             def edit(g: gs.Graph) -> None:
                 g.inputs[0].shape = ["N", *g.inputs[0].shape[1:]]
@@ -212,18 +219,24 @@ class CanonicalizePass(Pass):
                 edit(graph)
                 return
             if pinned and probing:
-                raise self.fail(f"node '{pinned.inputs[0].name}' fixes the batch size of '{pinned.name}' "
-                                f"to {pinned.shape[0]}; give the input a fixed batch size")
+                raise self.fail(
+                    f"node '{pinned.inputs[0].name}' fixes the batch size of '{pinned.name}' "
+                    f"to {pinned.shape[0]}; give the input a fixed batch size"
+                )
         if probing:
-            raise self.fail(f"input '{x.name}': the graph computes with its symbolic batch in a way that "
-                            "cannot stay symbolic; give the input a fixed batch size")
+            raise self.fail(
+                f"input '{x.name}': the graph computes with its symbolic batch in a way that "
+                "cannot stay symbolic; give the input a fixed batch size"
+            )
         infer_graph(graph, where=self.name)
 
     def _check_dims(self, graph: gs.Graph) -> None:
         bad = _unknown_dims(graph)
         if bad is not None:
-            raise self.fail(f"tensor '{bad.name}' has unknown shape {bad.shape} on the way to the logits "
-                            "(only the batch may be symbolic; give the input a fixed size)")
+            raise self.fail(
+                f"tensor '{bad.name}' has unknown shape {bad.shape} on the way to the logits "
+                "(only the batch may be symbolic; give the input a fixed size)"
+            )
 
 
 def _pinned_batch(graph: gs.Graph) -> gs.Tensor | None:
@@ -243,4 +256,3 @@ def _unknown_dims(graph: gs.Graph) -> gs.Tensor | None:
             if isinstance(t, gs.Variable) and (t.shape is None or any(not isinstance(d, int) for d in t.shape[1:])):
                 return t
     return None
-

@@ -56,9 +56,15 @@ def tap_command(k: int) -> int:
 
 def ta_command_macros() -> dict[str, str]:
     """The command IDs as C literals, for the TA templates' @CMD_...@ placeholders."""
-    return {name: f"0x{value:x}u" for name, value in
-            (("CMD_TAP_BASE", CMD_TAP_BASE), ("CMD_FINAL", CMD_FINAL), ("CMD_SINGLE", CMD_SINGLE),
-             ("CMD_DEBUG_FINAL", CMD_DEBUG_FINAL))}
+    return {
+        name: f"0x{value:x}u"
+        for name, value in (
+            ("CMD_TAP_BASE", CMD_TAP_BASE),
+            ("CMD_FINAL", CMD_FINAL),
+            ("CMD_SINGLE", CMD_SINGLE),
+            ("CMD_DEBUG_FINAL", CMD_DEBUG_FINAL),
+        )
+    }
 
 
 # plan.json: field -> type; a dict is a nested object, a one-element list a list of such objects.
@@ -74,8 +80,16 @@ PLAN_SCHEMA: dict = {
     "taps": [dict(TAP_FIELDS, command=int)],
     "logits": {"name": str, "shape": list, "bytes": int, "command": int},
     "single": {"command": int, "bytes": int},
-    "memory": {"weights": int, "arena": int, "state": int, "stack": int, "session": int,
-               "ta_stack_size": int, "ta_data_size": int, "total": int},
+    "memory": {
+        "weights": int,
+        "arena": int,
+        "state": int,
+        "stack": int,
+        "session": int,
+        "ta_stack_size": int,
+        "ta_data_size": int,
+        "total": int,
+    },
     "hashes": dict,
 }
 PLAN_OPTIONAL: dict = {"emulator": dict, "preprocessing": dict}  # written by `mirrorc compile` only

@@ -33,19 +33,28 @@ def fold_bn(model: onnx.ModelProto) -> onnx.ModelProto:
     removed = []
     for bn in [n for n in g.node if n.op_type == "BatchNormalization"]:
         conv = producer.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or readers.get(bn.input[0], 0) != 1 \
-                or bn.input[0] in graph_outputs or any(bn.output[1:]):
+        if (
+            conv is None
+            or conv.op_type != "Conv"
+            or readers.get(bn.input[0], 0) != 1
+            or bn.input[0] in graph_outputs
+            or any(bn.output[1:])
+        ):
             continue
         params = bn.input[1:5]
-        if not all(p in inits for p in params) or conv.input[1] not in inits \
-                or (len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits):
+        if (
+            not all(p in inits for p in params)
+            or conv.input[1] not in inits
+            or (len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits)
+        ):
             continue
         scale, beta, mean, var = (numpy_helper.to_array(inits[p]).astype(np.float64) for p in params)
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
         if w.shape[0] != scale.shape[0]:
-            raise FoldBnPass().fail(f"{scale.shape[0]} channels after Conv '{conv.name}' with {w.shape[0]} outputs",
-                                    bn.name)
+            raise FoldBnPass().fail(
+                f"{scale.shape[0]} channels after Conv '{conv.name}' with {w.shape[0]} outputs", bn.name
+            )
         has_bias = len(conv.input) > 2 and conv.input[2]
         b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_bias else np.zeros(w.shape[0])
         s = scale / np.sqrt(var + eps)

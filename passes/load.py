@@ -9,8 +9,8 @@ from pathlib import Path
 
 import onnx
 
-from passes.errors import MirrorcError
 from passes.base import Pass, PassContext
+from passes.errors import MirrorcError
 from passes.shapes import skeleton
 
 MIN_OPSET = 7
@@ -62,7 +62,9 @@ class LoadPass(Pass):
             raise MirrorcError(f"load: file '{path}': default-domain opset {opset} is older than {MIN_OPSET}")
         others = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
         if others:
-            raise MirrorcError(f"load: file '{path}': operators from custom domain(s) {', '.join(others)} are not supported")
+            raise MirrorcError(
+                f"load: file '{path}': operators from custom domain(s) {', '.join(others)} are not supported"
+            )
         try:
             onnx.checker.check_model(skeleton(model))  # weights' dims are checked, not their bytes
         except Exception as e:
@@ -79,16 +81,22 @@ class LoadPass(Pass):
             raise MirrorcError(f"load: file '{path}': expected one image input, found {len(ins)} ({names})")
         t = ins[0].type.tensor_type
         if not ins[0].type.HasField("tensor_type") or t.elem_type != onnx.TensorProto.FLOAT:
-            raise MirrorcError(f"load: file '{path}': input '{ins[0].name}' is not float32 "
-                               f"(type {onnx.TensorProto.DataType.Name(t.elem_type) if t.elem_type else 'unknown'})")
+            raise MirrorcError(
+                f"load: file '{path}': input '{ins[0].name}' is not float32 "
+                f"(type {onnx.TensorProto.DataType.Name(t.elem_type) if t.elem_type else 'unknown'})"
+            )
         rank = len(t.shape.dim) if t.HasField("shape") else None
         if rank not in (2, 4):
-            raise MirrorcError(f"load: file '{path}': input '{ins[0].name}' has rank {rank}; "
-                               "expected [N, C, H, W] or [N, D]")
+            raise MirrorcError(
+                f"load: file '{path}': input '{ins[0].name}' has rank {rank}; expected [N, C, H, W] or [N, D]"
+            )
         if len(model.graph.output) != 1:
-            raise MirrorcError(f"load: file '{path}': expected one output (the class scores), "
-                               f"found {len(model.graph.output)}")
+            raise MirrorcError(
+                f"load: file '{path}': expected one output (the class scores), found {len(model.graph.output)}"
+            )
         out = model.graph.output[0].type.tensor_type
         if out.elem_type not in (0, onnx.TensorProto.FLOAT):  # 0: type left to inference
-            raise MirrorcError(f"load: file '{path}': output '{model.graph.output[0].name}' is not float32 class "
-                               f"scores (type {onnx.TensorProto.DataType.Name(out.elem_type)})")
+            raise MirrorcError(
+                f"load: file '{path}': output '{model.graph.output[0].name}' is not float32 class "
+                f"scores (type {onnx.TensorProto.DataType.Name(out.elem_type)})"
+            )

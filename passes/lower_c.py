@@ -38,13 +38,48 @@ STACK_BYTES = 2048
 FLT_MAX = 3.4028234663852886e38
 
 # op -> what it lowers to; anything else is refused by name.
-SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu",
-                 "PRelu", "Add", "Sub", "Mul", "Div", "Max", "Min", "MaxPool", "AveragePool",
-                 "GlobalAveragePool", "GlobalMaxPool", "LRN", "BatchNormalization", "Concat",
-                 "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose",
-                 "ArgMax")
-_BINARY = {"Add": "MC_ADD", "Sub": "MC_SUB", "Mul": "MC_MUL", "Div": "MC_DIV", "Max": "MC_MAX",
-           "Min": "MC_MIN", "PRelu": "MC_PRELU"}
+SUPPORTED_OPS = (
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "Elu",
+    "PRelu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Max",
+    "Min",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LRN",
+    "BatchNormalization",
+    "Concat",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Dropout",
+    "Transpose",
+    "ArgMax",
+)
+_BINARY = {
+    "Add": "MC_ADD",
+    "Sub": "MC_SUB",
+    "Mul": "MC_MUL",
+    "Div": "MC_DIV",
+    "Max": "MC_MAX",
+    "Min": "MC_MIN",
+    "PRelu": "MC_PRELU",
+}
 _UNARY = {"Relu": "mc_relu", "Sigmoid": "mc_sigmoid", "Tanh": "mc_tanh"}
 _COPY = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 # element-wise: output i depends on input i only, so the output may overwrite the first input
@@ -53,11 +88,11 @@ _INPLACE = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu", "BatchNormali
 
 @dataclasses.dataclass
 class Lowered:
-    files: dict[str, str]      # relative path -> source text
-    sizes: dict[str, int]      # weights, arena, state, stack (bytes)
+    files: dict[str, str]  # relative path -> source text
+    sizes: dict[str, int]  # weights, arena, state, stack (bytes)
     tap_floats: list[int]
     num_classes: int
-    memory: dict = dataclasses.field(default_factory=dict)    # memplan summary (+ naive size)
+    memory: dict = dataclasses.field(default_factory=dict)  # memplan summary (+ naive size)
     commands: list[list[str]] = dataclasses.field(default_factory=list)  # node names per command
     weights: dict[str, str] = dataclasses.field(default_factory=dict)  # initializer (or derived) -> C symbol
 
@@ -136,9 +171,10 @@ EPI_RELU, EPI_GAP = 1, 2
 class Fused:
     """A Conv that runs its only consumers, Relu and/or GlobalAveragePool in that order, as kernel
     epilogues: the Conv node then writes the chain's last output."""
-    conv_out: str                # the Conv's own output, never materialised
-    epi: int                     # EPI_RELU | EPI_GAP bits
-    absorbed: tuple[str, ...]    # names of the absorbed nodes, for the command lists
+
+    conv_out: str  # the Conv's own output, never materialised
+    epi: int  # EPI_RELU | EPI_GAP bits
+    absorbed: tuple[str, ...]  # names of the absorbed nodes, for the command lists
 
 
 def _name(node) -> str:
@@ -261,8 +297,10 @@ class _Emitter:
             kind = "avg" if op == "GlobalAveragePool" else "max"
             return [f"mc_global_{kind}pool({self.buf(x)}, {y}, {xs[0] * xs[1]}, {_prod(xs[2:])});"]
         if op == "LRN":
-            return [f"mc_lrn({self.buf(x)}, {y}, {xs[0]}, {xs[1]}, {_prod(xs[2:])}, {a['size']}, "
-                    f"{c_float(a.get('alpha', 1e-4))}, {c_float(a.get('beta', 0.75))}, {c_float(a.get('bias', 1.0))});"]
+            return [
+                f"mc_lrn({self.buf(x)}, {y}, {xs[0]}, {xs[1]}, {_prod(xs[2:])}, {a['size']}, "
+                f"{c_float(a.get('alpha', 1e-4))}, {c_float(a.get('beta', 0.75))}, {c_float(a.get('bias', 1.0))});"
+            ]
         if op == "BatchNormalization":
             return [self._batchnorm(node, a, xs, y)]
         if op == "Concat":
@@ -280,8 +318,10 @@ class _Emitter:
             return [f"mc_transpose({self.buf(x)}, {y}, {len(xs)}, {self.ints(xs)}, {self.ints(perm)});"]
         if op == "ArgMax":
             axis = a.get("axis", 0) % len(xs)
-            return [f"mc_argmax_axis({self.buf(x)}, (int32_t *){y}, {_prod(xs[:axis])}, {xs[axis]}, "
-                    f"{_prod(xs[axis + 1:])}, {int(a.get('select_last_index', 0))});"]
+            return [
+                f"mc_argmax_axis({self.buf(x)}, (int32_t *){y}, {_prod(xs[:axis])}, {xs[axis]}, "
+                f"{_prod(xs[axis + 1 :])}, {int(a.get('select_last_index', 0))});"
+            ]
         raise _err(node, "unreachable")  # pragma: no cover
 
     @staticmethod
@@ -320,13 +360,17 @@ class _Emitter:
         oh, ow = (1, ys[2]) if len(ys) == 3 else ys[2:]
         bias = self.operand(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
         if self.fast_conv and _conv_s1(node, self.shapes, self.fused) is not None:
-            return (f"mc_conv2d_s1({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, "
-                    f"{self.buf(scratch_name(node))}, {xs[0]}, {xs[1]}, {h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, "
-                    f"{pb[0]}, {pb[1]}, {a.get('group', 1)}, {epi});")
+            return (
+                f"mc_conv2d_s1({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, "
+                f"{self.buf(scratch_name(node))}, {xs[0]}, {xs[1]}, {h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, "
+                f"{pb[0]}, {pb[1]}, {a.get('group', 1)}, {epi});"
+            )
         scratch = self.buf(scratch_name(node)) if epi & EPI_GAP else "0"
-        return (f"mc_conv2d({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, {scratch}, {xs[0]}, {xs[1]}, "
-                f"{h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, {s[0]}, {s[1]}, {pb[0]}, {pb[1]}, "
-                f"{d[0]}, {d[1]}, {a.get('group', 1)}, {epi});")
+        return (
+            f"mc_conv2d({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, {scratch}, {xs[0]}, {xs[1]}, "
+            f"{h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, {s[0]}, {s[1]}, {pb[0]}, {pb[1]}, "
+            f"{d[0]}, {d[1]}, {a.get('group', 1)}, {epi});"
+        )
 
     def _pool(self, node, a, xs, ys, y):
         k, s, d, pb, pe = self._spatial(node, a, xs, ys)
@@ -341,17 +385,23 @@ class _Emitter:
             if a.get("ceil_mode", 0) and (want - 1) * s[i] >= size + pb[i]:
                 want -= 1
             if want != o:
-                raise _err(node, f"output size {o} differs from onnxruntime's {want} (ceil_mode window "
-                                 "starting past the input)")
+                raise _err(
+                    node,
+                    f"output size {o} differs from onnxruntime's {want} (ceil_mode window starting past the input)",
+                )
         if node.op_type == "MaxPool":
             if a.get("storage_order", 0):
                 raise _err(node, "storage_order is not supported")
-            return (f"mc_maxpool2d({self.buf(node.input[0])}, {y}, {nc}, {h}, {wd}, {oh}, {ow}, {k[0]}, {k[1]}, "
-                    f"{s[0]}, {s[1]}, {pb[0]}, {pb[1]}, {d[0]}, {d[1]});")
+            return (
+                f"mc_maxpool2d({self.buf(node.input[0])}, {y}, {nc}, {h}, {wd}, {oh}, {ow}, {k[0]}, {k[1]}, "
+                f"{s[0]}, {s[1]}, {pb[0]}, {pb[1]}, {d[0]}, {d[1]});"
+            )
         if any(v != 1 for v in d):
             raise _err(node, "AveragePool with dilations is not supported")
-        return (f"mc_avgpool2d({self.buf(node.input[0])}, {y}, {nc}, {h}, {wd}, {oh}, {ow}, {k[0]}, {k[1]}, "
-                f"{s[0]}, {s[1]}, {pb[0]}, {pb[1]}, {pe[0]}, {pe[1]}, {int(a.get('count_include_pad', 0))});")
+        return (
+            f"mc_avgpool2d({self.buf(node.input[0])}, {y}, {nc}, {h}, {wd}, {oh}, {ow}, {k[0]}, {k[1]}, "
+            f"{s[0]}, {s[1]}, {pb[0]}, {pb[1]}, {pe[0]}, {pe[1]}, {int(a.get('count_include_pad', 0))});"
+        )
 
     def _gemm(self, node, a, y):
         A, B = node.input[0], node.input[1]
@@ -371,8 +421,10 @@ class _Emitter:
             b, tb = self.weight(B + "^T", np.asarray(self.consts[B]).reshape(n, k).T), 0
         else:
             b = self.operand(B)
-        return (f"mc_gemm({self.operand(A)}, {b}, {c}, {y}, {m}, {k}, {n}, {ta}, {tb}, "
-                f"{c_float(a.get('alpha', 1.0))}, {c_float(a.get('beta', 1.0))}, {rows}, {cols});")
+        return (
+            f"mc_gemm({self.operand(A)}, {b}, {c}, {y}, {m}, {k}, {n}, {ta}, {tb}, "
+            f"{c_float(a.get('alpha', 1.0))}, {c_float(a.get('beta', 1.0))}, {rows}, {cols});"
+        )
 
     def _matmul(self, node, y):
         A, B = node.input
@@ -385,13 +437,15 @@ class _Emitter:
         n = sb[-1]
         ba, bb = sa[:-2], sb[:-2]
         batch = max(_prod(ba), _prod(bb))
-        if _prod(ba) not in (1, batch) or _prod(bb) not in (1, batch) or (
-                _prod(ba) == _prod(bb) == batch and batch > 1 and ba[-len(bb):] != bb[-len(ba):]):
+        if (
+            _prod(ba) not in (1, batch)
+            or _prod(bb) not in (1, batch)
+            or (_prod(ba) == _prod(bb) == batch and batch > 1 and ba[-len(bb) :] != bb[-len(ba) :])
+        ):
             raise _err(node, f"MatMul batch broadcasting {self.shapes[A]} x {self.shapes[B]} is not supported")
         a_stride = m * k if _prod(ba) == batch else 0
         b_stride = k * n if _prod(bb) == batch else 0
-        return (f"mc_matmul({self.operand(A)}, {self.operand(B)}, {y}, {batch}, {m}, {k}, {n}, "
-                f"{a_stride}, {b_stride});")
+        return f"mc_matmul({self.operand(A)}, {self.operand(B)}, {y}, {batch}, {m}, {k}, {n}, {a_stride}, {b_stride});"
 
     def _binary(self, node, op, A, B, ys, y):
         sa, sb = self.shapes[A], self.shapes[B]
@@ -414,16 +468,23 @@ class _Emitter:
         for d, ta, tb in zip(ys[1:], strides(sa)[1:], strides(sb)[1:]):
             if d == 1:  # never advances
                 continue
-            if all((prev == 0 and cur == 0) or (cur != 0 and prev == cur * d)
-                   for prev, cur in ((st_a[-1], ta), (st_b[-1], tb))) or dims[-1] == 1:
+            if (
+                all(
+                    (prev == 0 and cur == 0) or (cur != 0 and prev == cur * d)
+                    for prev, cur in ((st_a[-1], ta), (st_b[-1], tb))
+                )
+                or dims[-1] == 1
+            ):
                 dims[-1] *= d  # (a leading size-1 dim carries no stride information)
                 st_a[-1], st_b[-1] = ta, tb
             else:
                 dims.append(d)
                 st_a.append(ta)
                 st_b.append(tb)
-        return (f"mc_binary_bcast({op}, {self.operand(A)}, {self.operand(B)}, {y}, {len(dims)}, {self.ints(dims)}, "
-                f"{self.ints(st_a)}, {self.ints(st_b)});")
+        return (
+            f"mc_binary_bcast({op}, {self.operand(A)}, {self.operand(B)}, {y}, {len(dims)}, {self.ints(dims)}, "
+            f"{self.ints(st_a)}, {self.ints(st_b)});"
+        )
 
     def _batchnorm(self, node, a, xs, y):
         if len(node.output) > 1 and any(node.output[1:]):
@@ -455,7 +516,7 @@ def _weights_source(emitter: _Emitter, guard: str, header_comment: str) -> str:
         out.append(f"static const float {sym}[{max(1, data.size)}] = {{")
         vals = c_floats(data) or ["0.0f"]
         for i in range(0, len(vals), 8):
-            out.append("    " + ", ".join(vals[i:i + 8]) + ",")
+            out.append("    " + ", ".join(vals[i : i + 8]) + ",")
         out.append("};")
     out += ["", f"#endif /* {guard} */", ""]
     return "\n".join(out)
@@ -497,8 +558,7 @@ def _conv_s1(node, shapes, fused=None) -> tuple[int, int, int, int, int] | None:
     a = _attrs(node)
     ws, ys = shapes[node.input[1]], _conv_out_shape(node, shapes, fused)
     kh, kw = ws[2:]
-    if any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1])) \
-            or kh * kw == 1:
+    if any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1])) or kh * kw == 1:
         return None
     return shapes[node.input[0]][1], ys[2], ys[2] + kh - 1, ys[3] + kw - 1, kw
 
@@ -526,8 +586,11 @@ def plan_steps(body, shapes, consts, fast_conv: bool = True, fused=None) -> tupl
         scratch = scratch_floats(nd, shapes, fast_conv, fused)
         if scratch:
             floats[scratch_name(nd)] = scratch
-        steps.append(memplan.Step(cmd, [t for t in nd.input if t not in consts],
-                                  list(nd.output) + ([scratch_name(nd)] if scratch else [])))
+        steps.append(
+            memplan.Step(
+                cmd, [t for t in nd.input if t not in consts], list(nd.output) + ([scratch_name(nd)] if scratch else [])
+            )
+        )
     return steps, floats
 
 
@@ -538,8 +601,12 @@ def inplace_steps(nodes, shapes, consts) -> set[int]:
         if not nd.input or nd.input[0] in consts:
             continue
         same = shapes.get(nd.input[0]) == shapes.get(nd.output[0])
-        if nd.op_type in _INPLACE or (nd.op_type in _BINARY and nd.op_type != "PRelu" and same and
-                                      shapes.get(nd.input[1]) == shapes.get(nd.output[0])):
+        if nd.op_type in _INPLACE or (
+            nd.op_type in _BINARY
+            and nd.op_type != "PRelu"
+            and same
+            and shapes.get(nd.input[1]) == shapes.get(nd.output[0])
+        ):
             out.add(i)
     return out
 
@@ -570,18 +637,19 @@ def schedule(secure: onnx.ModelProto) -> list[tuple[int, onnx.NodeProto]]:
 @dataclasses.dataclass
 class SecurePlan:
     """The secure graph scheduled and memory-planned (everything `lower` needs but the C text)."""
+
     n_taps: int
     taps: list[str]
     shapes: dict
     consts: dict
-    body: list            # (command, node) in run order, the label's ArgMax left out
+    body: list  # (command, node) in run order, the label's ArgMax left out
     argmax: onnx.NodeProto
     tap_floats: list[int]
     num_classes: int
-    inputs: dict          # graph input -> the command that brings it
+    inputs: dict  # graph input -> the command that brings it
     memory: memplan.MemoryPlan
     fast_conv: bool
-    fused: dict           # fused conv output -> Fused (see fuse_epilogues)
+    fused: dict  # fused conv output -> Fused (see fuse_epilogues)
 
 
 def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
@@ -612,12 +680,19 @@ def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
     inputs = {t: k for k, t in enumerate(taps)}
     inputs[contract.BACKBONE_LOGITS] = n_taps
     mplan = memplan.plan(steps, floats, inputs, inplace=inplace_steps([nd for _, nd in body], shapes, consts))
-    return SecurePlan(n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan, fast_conv,
-                      fused)
+    return SecurePlan(
+        n_taps, taps, shapes, consts, body, argmax, tap_floats, num_classes, inputs, mplan, fast_conv, fused
+    )
 
 
-def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
-          fast_conv: bool = True, plan: SecurePlan | None = None) -> Lowered:
+def lower(
+    secure: onnx.ModelProto,
+    name: str,
+    tee_memory: int | None = None,
+    *,
+    fast_conv: bool = True,
+    plan: SecurePlan | None = None,
+) -> Lowered:
     """Generate the C model of the secure graph; `name` is the model's name in comments; `plan`, the
     graph's `plan_secure` if already made (the memplan pass). When the model does not fit
     `tee_memory` bytes (weights + arena + state + stack), the stride-1 conv scratch is given up
@@ -645,10 +720,15 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
         raise _err(None, "backbone_logits carried")
     for cmd, nd in body:
         f = sp.fused.get(nd.output[0])
-        ops = "+".join([nd.op_type] + (["Relu"] if f and f.epi & EPI_RELU else []) +
-                       (["GlobalAveragePool"] if f and f.epi & EPI_GAP else []))
-        per_cmd[cmd].append(f"/* {_name(nd)}{''.join(', ' + a for a in f.absorbed) if f else ''}: {ops} -> "
-                            f"{list(shapes[nd.output[0]])} */")
+        ops = "+".join(
+            [nd.op_type]
+            + (["Relu"] if f and f.epi & EPI_RELU else [])
+            + (["GlobalAveragePool"] if f and f.epi & EPI_GAP else [])
+        )
+        per_cmd[cmd].append(
+            f"/* {_name(nd)}{''.join(', ' + a for a in f.absorbed) if f else ''}: {ops} -> "
+            f"{list(shapes[nd.output[0]])} */"
+        )
         per_cmd[cmd].extend(emitter.emit(nd))
         cmd_nodes[cmd] += [_name(nd), *(f.absorbed if f else ())]
     cmd_nodes[n_taps].append(argmax.name or contract.LABEL)
@@ -658,21 +738,29 @@ def lower(secure: onnx.ModelProto, name: str, tee_memory: int | None = None, *,
     state_bytes = 4 * max(1, mplan.carry_floats)
     sizes = {"weights": weight_bytes, "arena": arena_bytes, "state": state_bytes, "stack": STACK_BYTES}
     total = sum(sizes.values())
-    if tee_memory is not None and total > tee_memory and fast_conv and any(
-            scratch_floats(nd, shapes, True, sp.fused) for _, nd in body):
+    if (
+        tee_memory is not None
+        and total > tee_memory
+        and fast_conv
+        and any(scratch_floats(nd, shapes, True, sp.fused) for _, nd in body)
+    ):
         return lower(secure, name, tee_memory, fast_conv=False)
     if tee_memory is not None and total > tee_memory:
         raise _err(
-            None, f"model '{name}' needs {total} bytes in the TA (weights {weight_bytes}, arena {arena_bytes}, "
-            f"state {state_bytes}, stack {STACK_BYTES}), more than the TEE memory limit of {tee_memory} bytes")
+            None,
+            f"model '{name}' needs {total} bytes in the TA (weights {weight_bytes}, arena {arena_bytes}, "
+            f"state {state_bytes}, stack {STACK_BYTES}), more than the TEE memory limit of {tee_memory} bytes",
+        )
 
     header = _model_header(name, n_taps, num_classes, tap_floats, sizes, mplan)
     source = _model_source(name, emitter, per_cmd, n_taps, buf(logits), num_classes, mplan)
-    weights = _weights_source(emitter, "MIRRORC_WEIGHTS_H",
-                              f"mirrorc weights of model '{name}': {weight_bytes} bytes, exact float32 "
-                              "hex literals. Included by mirrorc_model.c only.")
-    files = {"model/mirrorc_model.h": header, "model/mirrorc_model.c": source,
-             "model/mirrorc_weights.h": weights}
+    weights = _weights_source(
+        emitter,
+        "MIRRORC_WEIGHTS_H",
+        f"mirrorc weights of model '{name}': {weight_bytes} bytes, exact float32 "
+        "hex literals. Included by mirrorc_model.c only.",
+    )
+    files = {"model/mirrorc_model.h": header, "model/mirrorc_model.c": source, "model/mirrorc_weights.h": weights}
     for src in [runtime_c.KERNEL_DIR / "mirrorc_kernels.h", *runtime_c.kernel_sources()]:
         files[f"kernels/{src.name}"] = src.read_text()
     memory = dict(mplan.summary(), weight_bytes=weight_bytes, fast_conv=fast_conv)
@@ -701,13 +789,14 @@ class MemPlanPass(Pass):
         for b in mp.buffers.values():
             top = mp.carry_floats if b.carry else mp.arena_floats
             if b.offset < 0 or b.offset + b.floats > top:
-                raise self.fail(f"tensor '{b.name}' at [{b.offset}, {b.offset + b.floats}) lies outside its "
-                                f"{'carry state' if b.carry else 'arena'} of {top} floats")
+                raise self.fail(
+                    f"tensor '{b.name}' at [{b.offset}, {b.offset + b.floats}) lies outside its "
+                    f"{'carry state' if b.carry else 'arena'} of {top} floats"
+                )
 
     def describe(self, secure: onnx.ModelProto, ctx: PassContext) -> str:
         sp = ctx.info["secure_plan"]
-        return (f"{sp.n_taps + 1} commands, arena {4 * sp.memory.arena_floats} B, "
-                f"state {4 * sp.memory.carry_floats} B")
+        return f"{sp.n_taps + 1} commands, arena {4 * sp.memory.arena_floats} B, state {4 * sp.memory.carry_floats} B"
 
 
 class LowerCPass(Pass):
@@ -729,8 +818,16 @@ class LowerCPass(Pass):
 
     def check(self, secure: onnx.ModelProto, ctx: PassContext) -> None:
         lowered = ctx.info["lowered"]
-        missing = [f for f in ("model/mirrorc_model.h", "model/mirrorc_model.c", "model/mirrorc_weights.h",
-                               "kernels/mirrorc_kernels.h") if f not in lowered.files]
+        missing = [
+            f
+            for f in (
+                "model/mirrorc_model.h",
+                "model/mirrorc_model.c",
+                "model/mirrorc_weights.h",
+                "kernels/mirrorc_kernels.h",
+            )
+            if f not in lowered.files
+        ]
         if missing:
             raise self.fail(f"generated sources lack {', '.join(missing)}")
         if lowered.tap_floats != ctx.info["secure_plan"].tap_floats:
@@ -743,13 +840,14 @@ class LowerCPass(Pass):
 
 
 def _model_header(name, n_taps, k, tap_floats, sizes, mplan) -> str:
+    planned = 4 * (mplan.arena_floats + mplan.carry_floats)
     return f"""/* Generated by mirrorc from the secure graph of '{name}'. Do not edit.
  *
  * Fixed-size CPM: every shape is a compile-time constant, no malloc, no stdio, no libm.
- * Memory (bytes): weights {sizes['weights']} (static const), arena {sizes['arena']} (static, shared
- * by all sessions: nothing in it outlives a command), state {sizes['state']} per session (tensors
- * carried across commands), stack {sizes['stack']} (worst case of the kernels).
- * Naive buffers would need {4 * mplan.naive_floats} bytes; the liveness plan needs {4 * (mplan.arena_floats + mplan.carry_floats)}.
+ * Memory (bytes): weights {sizes["weights"]} (static const), arena {sizes["arena"]} (static, shared
+ * by all sessions: nothing in it outlives a command), state {sizes["state"]} per session (tensors
+ * carried across commands), stack {sizes["stack"]} (worst case of the kernels).
+ * Naive buffers would need {4 * mplan.naive_floats} bytes; the liveness plan needs {planned}.
  *
  * Call order per inference: mirrorc_run_tap(s, 0, tap1) ... mirrorc_run_tap(s, {n_taps - 1}, tap{n_taps}),
  * then mirrorc_run_final(s, backbone_logits). The caller validates sizes and order. */
@@ -760,14 +858,14 @@ def _model_header(name, n_taps, k, tap_floats, sizes, mplan) -> str:
 
 #define MIRRORC_NUM_TAPS        {n_taps}
 #define MIRRORC_NUM_CLASSES     {k}
-#define MIRRORC_TAP_FLOATS      {{ {', '.join(map(str, tap_floats))} }}
-#define MIRRORC_SINGLE_FLOATS   ({' + '.join(map(str, tap_floats))} + {k})
-#define MIRRORC_WEIGHT_BYTES    {sizes['weights']}
-#define MIRRORC_ARENA_BYTES     {sizes['arena']}
-#define MIRRORC_STATE_BYTES     {sizes['state']}
-#define MIRRORC_STACK_BYTES     {sizes['stack']}
+#define MIRRORC_TAP_FLOATS      {{ {", ".join(map(str, tap_floats))} }}
+#define MIRRORC_SINGLE_FLOATS   ({" + ".join(map(str, tap_floats))} + {k})
+#define MIRRORC_WEIGHT_BYTES    {sizes["weights"]}
+#define MIRRORC_ARENA_BYTES     {sizes["arena"]}
+#define MIRRORC_STATE_BYTES     {sizes["state"]}
+#define MIRRORC_STACK_BYTES     {sizes["stack"]}
 
-typedef struct {{ float carry[{sizes['state'] // 4}]; }} mirrorc_state_t;
+typedef struct {{ float carry[{sizes["state"] // 4}]; }} mirrorc_state_t;
 
 void    mirrorc_reset(mirrorc_state_t *s);
 void    mirrorc_run_tap(mirrorc_state_t *s, unsigned k, const float *tap);  /* k = 0..n-1 */
@@ -782,28 +880,54 @@ int32_t mirrorc_debug_run_final(mirrorc_state_t *s, const float *backbone_logits
 
 
 def _model_source(name, emitter, per_cmd, n_taps, logits_buf, k, mplan) -> str:
-    out = [f"/* Generated by mirrorc: the CPM of '{name}' as kernel calls. Do not edit. */",
-           '#include "mirrorc_model.h"', '#include "mirrorc_kernels.h"', '#include "mirrorc_weights.h"', ""]
+    out = [
+        f"/* Generated by mirrorc: the CPM of '{name}' as kernel calls. Do not edit. */",
+        '#include "mirrorc_model.h"',
+        '#include "mirrorc_kernels.h"',
+        '#include "mirrorc_weights.h"',
+        "",
+    ]
     out.append(f"static float mirrorc_arena[{max(1, mplan.arena_floats)}];")
     out += emitter.int_arrays
-    out += ["", "void mirrorc_reset(mirrorc_state_t *s)", "{", "    unsigned i;",
-            "    for (i = 0; i < sizeof(s->carry) / sizeof(s->carry[0]); i++) s->carry[i] = 0.0f;", "}", ""]
+    out += [
+        "",
+        "void mirrorc_reset(mirrorc_state_t *s)",
+        "{",
+        "    unsigned i;",
+        "    for (i = 0; i < sizeof(s->carry) / sizeof(s->carry[0]); i++) s->carry[i] = 0.0f;",
+        "}",
+        "",
+    ]
     for cmd in range(n_taps):
         out.append(f"static void run_tap{cmd}(mirrorc_state_t *s, const float *tap)")
         out += ["{", "    (void)s; (void)tap;"] + [f"    {line}" for line in per_cmd[cmd]] + ["}", ""]
     out += ["void mirrorc_run_tap(mirrorc_state_t *s, unsigned k, const float *tap)", "{", "    switch (k) {"]
     out += [f"    case {cmd}: run_tap{cmd}(s, tap); break;" for cmd in range(n_taps)]
     out += ["    default: break;", "    }", "}", ""]
-    out += ["static int32_t run_final(mirrorc_state_t *s, const float *backbone_logits, float *logits)", "{",
-            "    (void)s; (void)backbone_logits;"]
+    out += [
+        "static int32_t run_final(mirrorc_state_t *s, const float *backbone_logits, float *logits)",
+        "{",
+        "    (void)s; (void)backbone_logits;",
+    ]
     out += [f"    {line}" for line in per_cmd[n_taps]]
-    out += [f"    if (logits) mc_copy({logits_buf}, logits, {k});",
-            f"    return mc_argmax({logits_buf}, {k});", "}", "",
-            "int32_t mirrorc_run_final(mirrorc_state_t *s, const float *backbone_logits)", "{",
-            "    return run_final(s, backbone_logits, 0);", "}", "",
-            "#ifdef MIRRORC_DEBUG",
-            "int32_t mirrorc_debug_run_final(mirrorc_state_t *s, const float *backbone_logits, float *logits)",
-            "{", "    return run_final(s, backbone_logits, logits);", "}", "#endif", ""]
+    out += [
+        f"    if (logits) mc_copy({logits_buf}, logits, {k});",
+        f"    return mc_argmax({logits_buf}, {k});",
+        "}",
+        "",
+        "int32_t mirrorc_run_final(mirrorc_state_t *s, const float *backbone_logits)",
+        "{",
+        "    return run_final(s, backbone_logits, 0);",
+        "}",
+        "",
+        "#ifdef MIRRORC_DEBUG",
+        "int32_t mirrorc_debug_run_final(mirrorc_state_t *s, const float *backbone_logits, float *logits)",
+        "{",
+        "    return run_final(s, backbone_logits, logits);",
+        "}",
+        "#endif",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -823,8 +947,9 @@ def lower_function(model: onnx.ModelProto, fn: str = "mirrorc_graph") -> tuple[s
     nodes = [nd for _, nd in body]
     steps, floats = plan_steps(body, shapes, consts, True, fused)
     steps.append(memplan.Step(0, out_names, []))
-    mplan = memplan.plan(steps, floats, {t: 0 for t in in_names}, external=set(out_names),
-                         inplace=inplace_steps(nodes, shapes, consts))
+    mplan = memplan.plan(
+        steps, floats, {t: 0 for t in in_names}, external=set(out_names), inplace=inplace_steps(nodes, shapes, consts)
+    )
 
     def buf(t: str) -> str:
         if t in out_names:
@@ -837,8 +962,14 @@ def lower_function(model: onnx.ModelProto, fn: str = "mirrorc_graph") -> tuple[s
     body = []
     for nd in nodes:
         body.extend(emitter.emit(nd))
-    src = ['#include "mirrorc_kernels.h"', _weights_source(emitter, f"{fn.upper()}_WEIGHTS", f"weights of {fn}"),
-           f"static float {fn}_arena[{max(1, mplan.arena_floats)}];", *emitter.int_arrays,
-           f"void {fn}(const float *const *in, void *const *out)", "{", "    (void)in;"]
+    src = [
+        '#include "mirrorc_kernels.h"',
+        _weights_source(emitter, f"{fn.upper()}_WEIGHTS", f"weights of {fn}"),
+        f"static float {fn}_arena[{max(1, mplan.arena_floats)}];",
+        *emitter.int_arrays,
+        f"void {fn}(const float *const *in, void *const *out)",
+        "{",
+        "    (void)in;",
+    ]
     src += [f"    {line}" for line in body] + ["}", ""]
     return "\n".join(src), mplan.summary()

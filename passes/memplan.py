@@ -22,10 +22,10 @@ ALIGN_FLOATS = 4  # 16-byte offsets keep vector loads aligned
 class Buffer:
     name: str
     floats: int
-    first: int        # step that writes it (-1 for an input present when its command starts)
-    last: int         # last step that reads it
-    carry: bool       # lives across commands -> per-session state
-    offset: int = 0   # in floats, within the arena or the carry region
+    first: int  # step that writes it (-1 for an input present when its command starts)
+    last: int  # last step that reads it
+    carry: bool  # lives across commands -> per-session state
+    offset: int = 0  # in floats, within the arena or the carry region
     alias_of: str | None = None  # shares the buffer of this tensor (in-place step)
 
 
@@ -37,11 +37,14 @@ class MemoryPlan:
     naive_floats: int  # every planned tensor in its own buffer
 
     def summary(self) -> dict:
-        return {"arena_bytes": 4 * self.arena_floats, "carry_bytes": 4 * self.carry_floats,
-                "naive_bytes": 4 * self.naive_floats,
-                "tensors": len(self.buffers),
-                "in_place": sum(1 for b in self.buffers.values() if b.alias_of is not None),
-                "carried": sorted(b.name for b in self.buffers.values() if b.carry)}
+        return {
+            "arena_bytes": 4 * self.arena_floats,
+            "carry_bytes": 4 * self.carry_floats,
+            "naive_bytes": 4 * self.naive_floats,
+            "tensors": len(self.buffers),
+            "in_place": sum(1 for b in self.buffers.values() if b.alias_of is not None),
+            "carried": sorted(b.name for b in self.buffers.values() if b.carry),
+        }
 
 
 @dataclasses.dataclass
@@ -59,8 +62,7 @@ def _pack(buffers: list[Buffer]) -> int:
     placed: list[Buffer] = []
     top = 0
     for b in sorted(buffers, key=lambda b: (-b.floats, b.first, b.name)):
-        overlapping = sorted((p for p in placed if p.first <= b.last and b.first <= p.last),
-                             key=lambda p: p.offset)
+        overlapping = sorted((p for p in placed if p.first <= b.last and b.first <= p.last), key=lambda p: p.offset)
         offset = 0
         for p in overlapping:
             if offset + b.floats <= p.offset:
@@ -72,8 +74,13 @@ def _pack(buffers: list[Buffer]) -> int:
     return _align(top)
 
 
-def plan(steps: list[Step], floats: dict[str, int], inputs: dict[str, int],
-         external: set[str] = frozenset(), inplace: set[int] = frozenset()) -> MemoryPlan:
+def plan(
+    steps: list[Step],
+    floats: dict[str, int],
+    inputs: dict[str, int],
+    external: set[str] = frozenset(),
+    inplace: set[int] = frozenset(),
+) -> MemoryPlan:
     """Plan every tensor written by a step or listed in `inputs` (name -> command at which the
     caller hands it in). `floats` gives each tensor's size; tensors in `external` (graph outputs
     written straight to a caller's buffer, weights) are not planned. An input read only during its

@@ -54,10 +54,38 @@ SELECT_MODES = ("first", "spread", "random")
 INIT_MODES = ("random", "keep")
 
 # Ops cloned as they are: they act per channel / per position, so a narrower channel dim is fine.
-_AS_IS = (ACTIVATIONS | POOLINGS | {"LRN", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Abs", "Neg", "Exp",
-                                     "Log", "Sqrt", "Reciprocal", "Erf", "Floor", "Ceil", "Pad", "Cast",
-                                     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "Concat",
-                                     "Identity", "Dropout", "DepthToSpace", "SpaceToDepth"})
+_AS_IS = (
+    ACTIVATIONS
+    | POOLINGS
+    | {
+        "LRN",
+        "Flatten",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Abs",
+        "Neg",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Reciprocal",
+        "Erf",
+        "Floor",
+        "Ceil",
+        "Pad",
+        "Cast",
+        "ReduceMean",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceSum",
+        "ReduceL2",
+        "Concat",
+        "Identity",
+        "Dropout",
+        "DepthToSpace",
+        "SpaceToDepth",
+    }
+)
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu")
 
 
@@ -257,24 +285,39 @@ class MirrorPass(Pass):
     def _cross(self, k: int, tap: gs.Variable) -> None:
         width = int(tap.shape[1])
         if k == 1:
-            count = min(self.opts["channels"], width) if len(tap.shape) > 2 else \
-                min(max(self.opts["dense_width"] or self.opts["channels"], self.num_classes), width)
+            count = (
+                min(self.opts["channels"], width)
+                if len(tap.shape) > 2
+                else min(max(self.opts["dense_width"] or self.opts["channels"], self.num_classes), width)
+            )
         else:
             out = self._cpm_of(tap, f"mirrorc/select{k}")
             count = int(out.shape[1])
             if count > width:
-                raise self.fail(f"the CPM has {count} channels at tap {k} but the backbone tensor '{tap.name}' "
-                                f"has only {width}; use fewer channels", out.inputs[0].name)
+                raise self.fail(
+                    f"the CPM has {count} channels at tap {k} but the backbone tensor '{tap.name}' "
+                    f"has only {width}; use fewer channels",
+                    out.inputs[0].name,
+                )
             if list(out.shape[1:]) != [count, *tap.shape[2:]]:
-                raise self.fail(f"CPM tensor {out.shape} does not match tap '{tap.name}' {tap.shape}",
-                                out.inputs[0].name)
+                raise self.fail(
+                    f"CPM tensor {out.shape} does not match tap '{tap.name}' {tap.shape}", out.inputs[0].name
+                )
         idx = select_indices(width, count, self.opts["select"], self.rng)
         shape = [count, *[int(d) for d in tap.shape[2:]]]
         selected = gs.Variable(contract.tap_name(k), dtype=np.float32, shape=[tap.shape[0], *shape])
         indices = gs.Constant(f"mirrorc/select{k}/indices", np.array(idx, dtype=np.int64))
         self._add_node("Gather", f"mirrorc/select{k}", [tap, indices], [selected], {"axis": 1}, "normal", k)
-        self.tap_meta.append({"index": k, "tensor": tap.name, "selected": selected.name, "channels": idx,
-                              "shape": shape, "bytes": 4 * int(np.prod(shape))})
+        self.tap_meta.append(
+            {
+                "index": k,
+                "tensor": tap.name,
+                "selected": selected.name,
+                "channels": idx,
+                "shape": shape,
+                "bytes": 4 * int(np.prod(shape)),
+            }
+        )
         if k == 1:
             self.cpm[id(tap)] = selected
         else:
@@ -304,8 +347,9 @@ class MirrorPass(Pass):
         try:
             return self.cpm[id(t)]
         except KeyError:
-            raise self.fail(f"reads backbone tensor '{t.name}', which is neither a tap nor computed in "
-                            "this stage", node_name) from None
+            raise self.fail(
+                f"reads backbone tensor '{t.name}', which is neither a tap nor computed in this stage", node_name
+            ) from None
 
     def _add_node(self, op, name, inputs, outputs, attrs, world, stage) -> gs.Node:
         node = gs.Node(op, name=name, attrs=dict(attrs), inputs=list(inputs), outputs=list(outputs))
@@ -358,17 +402,20 @@ class MirrorPass(Pass):
         if same is not None:  # most CPM nodes: skip onnx's per-node inference (a model per call)
             node.outputs[0].shape = same
             return
-        proto = helper.make_node(node.op, [x.name for x in node.inputs], [o.name for o in node.outputs],
-                                 name=node.name, **node.attrs)
-        var_in = {x.name: (_elem_type(x.dtype), list(x.shape))
-                  for x in node.inputs if isinstance(x, gs.Variable) and x.name}
-        consts = [numpy_helper.from_array(np.asarray(x.values), x.name)
-                  for x in node.inputs if isinstance(x, gs.Constant)]
+        proto = helper.make_node(
+            node.op, [x.name for x in node.inputs], [o.name for o in node.outputs], name=node.name, **node.attrs
+        )
+        var_in = {
+            x.name: (_elem_type(x.dtype), list(x.shape)) for x in node.inputs if isinstance(x, gs.Variable) and x.name
+        }
+        consts = [
+            numpy_helper.from_array(np.asarray(x.values), x.name) for x in node.inputs if isinstance(x, gs.Constant)
+        ]
         try:
             shapes = node_output_shapes(proto, var_in, consts, self.opset)
         except Exception as e:  # MirrorcError from shapes, naming the node
             raise self.fail(str(e).split(": ", 1)[-1], node.name) from None
-        for o, (et, shape) in zip(node.outputs, shapes):
+        for o, (_et, shape) in zip(node.outputs, shapes):
             if shape is None or any(not isinstance(d, (int, str)) for d in shape):
                 raise self.fail(f"cannot infer the shape of '{o.name}'", node.name)
             o.shape = shape
@@ -421,8 +468,10 @@ class MirrorPass(Pass):
             if conv is not None and self.overrides.get(conv) != want:
                 self.overrides[conv] = want
                 raise _Retry()
-        raise self.fail(f"the CPM brings {a} and {b} channels to this {node.op}; no Conv on either side "
-                        "can be resized to match", node.name)
+        raise self.fail(
+            f"the CPM brings {a} and {b} channels to this {node.op}; no Conv on either side can be resized to match",
+            node.name,
+        )
 
     def _dense(self, node, xs, attrs):
         x, w = xs[0], node.inputs[1]
@@ -559,8 +608,23 @@ class MirrorPass(Pass):
         return [xs[0], gs.Constant(f"cpm/{node.name}/shape", new_target)]
 
 
-_SHAPE_PRESERVING = ACTIVATIONS | {"BatchNormalization", "InstanceNormalization", "LRN", "Add", "Sub", "Mul", "Div",
-                                   "Max", "Min", "Abs", "Neg", "Exp", "Erf", "Sqrt", "Reciprocal"}
+_SHAPE_PRESERVING = ACTIVATIONS | {
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LRN",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Max",
+    "Min",
+    "Abs",
+    "Neg",
+    "Exp",
+    "Erf",
+    "Sqrt",
+    "Reciprocal",
+}
 
 
 def _shape_preserved(node: gs.Node) -> list | None:
@@ -596,7 +660,7 @@ def _free_conv(t: gs.Variable) -> str | None:
     while t.inputs:
         node = t.inputs[0]
         if node.op == "Conv":
-            return node.name[len(CPM_PREFIX):]
+            return node.name[len(CPM_PREFIX) :]
         if node.op not in _PER_CHANNEL:
             return None
         if sum(isinstance(x, gs.Variable) for x in node.inputs) != 1:

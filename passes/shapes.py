@@ -35,8 +35,7 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
             small.append(t)
         elif t.name not in have:
             inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    graph = helper.make_graph(list(g.node), g.name, inputs, list(g.output), small,
-                              value_info=list(g.value_info))
+    graph = helper.make_graph(list(g.node), g.name, inputs, list(g.output), small, value_info=list(g.value_info))
     skel = helper.make_model(graph, opset_imports=list(model.opset_import))
     skel.ir_version = max(model.ir_version, 4)
     return skel
@@ -69,8 +68,9 @@ def infer(model: onnx.ModelProto, *, where: str) -> onnx.ModelProto:
     return model
 
 
-def node_output_shapes(node: onnx.NodeProto, inputs: dict[str, tuple[int, Shape]],
-                       consts: list[onnx.TensorProto], opset: int) -> list[tuple[int, Shape]]:
+def node_output_shapes(
+    node: onnx.NodeProto, inputs: dict[str, tuple[int, Shape]], consts: list[onnx.TensorProto], opset: int
+) -> list[tuple[int, Shape]]:
     """(elem_type, shape) of each output of one node, given (elem_type, shape) of its variable
     inputs and its constant inputs. Used to build the CPM one node at a time."""
     vis = [helper.make_tensor_value_info(n, et, s) for n, (et, s) in inputs.items()]

@@ -126,8 +126,9 @@ def split_worlds(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.Mode
         d0 = in_vi[0].type.tensor_type.shape.dim[0]
         batch = d0.dim_param or d0.dim_value or "N"
     normal_outputs = [helper.make_tensor_value_info(contract.BACKBONE_LOGITS, TensorProto.FLOAT, [batch, k])]
-    normal_outputs += [helper.make_tensor_value_info(t["selected"], TensorProto.FLOAT, [batch, *t["shape"]])
-                       for t in taps]
+    normal_outputs += [
+        helper.make_tensor_value_info(t["selected"], TensorProto.FLOAT, [batch, *t["shape"]]) for t in taps
+    ]
     normal = _sub_model(mirrornet, normal_nodes, in_vi, normal_outputs, f"{g.name}_normal", _NORMAL_META)
     leaked = [i.name for i in normal.graph.initializer if is_cpm(i.name)]
     if leaked:

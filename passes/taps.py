@@ -33,8 +33,24 @@ import onnx_graphsurgeon as gs
 
 from passes.base import Pass, PassContext
 
-ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "PRelu", "Elu", "Selu", "Celu", "HardSigmoid",
-               "HardSwish", "Softplus", "Softsign", "ThresholdedRelu", "Gelu", "Mish"}
+ACTIVATIONS = {
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Softsign",
+    "ThresholdedRelu",
+    "Gelu",
+    "Mish",
+}
 POOLINGS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"}
 
 
@@ -82,8 +98,13 @@ def dominators(graph: gs.Graph) -> tuple[list[gs.Tensor], dict[int, int]]:
 def _qualifies(t: gs.Tensor, previous: gs.Tensor, following: gs.Tensor | None) -> bool:
     if not t.inputs:
         return False
-    if (len(t.outputs) >= 2 and all(is_parametric(c) for c in t.outputs)
-            and following is not None and following.inputs and following.inputs[0].op == "Concat"):
+    if (
+        len(t.outputs) >= 2
+        and all(is_parametric(c) for c in t.outputs)
+        and following is not None
+        and following.inputs
+        and following.inputs[0].op == "Concat"
+    ):
         return False  # a Fire module's squeeze output: the module ends at the Concat
     node = t.inputs[0]
     if node.op in ACTIVATIONS or node.op in POOLINGS or node.op == "LRN":
@@ -142,8 +163,10 @@ class TapsPass(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
         taps, stage_of = find_taps(graph)
         if not taps:
-            raise self.fail("found no tap: the model has a single parametric stage, so there is nothing "
-                            "for a CPM to mirror", graph.outputs[0].name)
+            raise self.fail(
+                "found no tap: the model has a single parametric stage, so there is nothing for a CPM to mirror",
+                graph.outputs[0].name,
+            )
         ctx.info["taps"] = [t.name for t in taps]
         ctx.info["stage_of"] = stage_of
         ctx.info["num_stages"] = len(taps) + 1

@@ -41,8 +41,9 @@ def check_partition(model: onnx.ModelProto) -> None:
     for node, w in zip(model.graph.node, node_world):
         for x in node.input:
             if w == "normal" and world.get(x) == "secure":
-                raise p.fail(f"secure tensor '{x}' feeds normal node '{node.name}' (edge {x} -> {node.name})",
-                             node.name)
+                raise p.fail(
+                    f"secure tensor '{x}' feeds normal node '{node.name}' (edge {x} -> {node.name})", node.name
+                )
     names = [o.name for o in model.graph.output]
     if names != OUTPUTS:
         raise p.fail(f"graph outputs are {names}, expected {OUTPUTS}")
@@ -59,7 +60,9 @@ def _check_initializer_sizes(model: onnx.ModelProto) -> None:
         n = int(np.prod(t.dims, dtype=np.int64)) if len(t.dims) else 1
         item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
         if len(t.raw_data) != n * item:
-            raise p.fail(f"initializer '{t.name}' holds {len(t.raw_data)} bytes, its shape {list(t.dims)} needs {n * item}")
+            raise p.fail(
+                f"initializer '{t.name}' holds {len(t.raw_data)} bytes, its shape {list(t.dims)} needs {n * item}"
+            )
 
 
 def check_full(model: onnx.ModelProto) -> None:

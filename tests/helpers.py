@@ -41,8 +41,11 @@ def ort_session(model: onnx.ModelProto, *, optimize: bool = True, threads: int |
 
 def initializers(model: onnx.ModelProto, *, float_only: bool = False) -> dict[str, np.ndarray]:
     """The model's initializers by name (only the float32 ones with float_only)."""
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
-            if not float_only or t.data_type == onnx.TensorProto.FLOAT}
+    return {
+        t.name: numpy_helper.to_array(t)
+        for t in model.graph.initializer
+        if not float_only or t.data_type == onnx.TensorProto.FLOAT
+    }
 
 
 def trained_like(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:

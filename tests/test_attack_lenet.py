@@ -77,8 +77,16 @@ def lenet_mirrornet(channels: int = 2, seed: int = 0) -> onnx.ModelProto:
             f"mirrorc/select{k}",
             axis=1,
         )
-        taps.append({"index": k, "tensor": tensor, "selected": f"mirrorc_tap{k}", "channels": list(range(c)),
-                     "shape": shape, "bytes": 4 * int(np.prod(shape))})
+        taps.append(
+            {
+                "index": k,
+                "tensor": tensor,
+                "selected": f"mirrorc_tap{k}",
+                "channels": list(range(c)),
+                "shape": shape,
+                "bytes": 4 * int(np.prod(shape)),
+            }
+        )
     # CPM: stage 2 narrowed to C channels, then a narrowed dense head (C_l = C * 5 * 5)
     cl = c * 25
     x = node(
@@ -105,18 +113,26 @@ def lenet_mirrornet(channels: int = 2, seed: int = 0) -> onnx.ModelProto:
     node("ArgMax", ["mirrornet_logits"], "label", "secure", 3, "cpm/argmax", axis=1, keepdims=0)
 
     graph = helper.make_graph(
-        nodes, "lenet5_mirrornet",
+        nodes,
+        "lenet5_mirrornet",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
-         helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, ["N", 10]),
-         helper.make_tensor_value_info("mirrornet_logits", TensorProto.FLOAT, ["N", 10])],
-        inits)
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, ["N", 10]),
+            helper.make_tensor_value_info("mirrornet_logits", TensorProto.FLOAT, ["N", 10]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"mirrorc.version": "1", "mirrorc.channels": str(c), "mirrorc.num_classes": "10",
-            "mirrorc.taps": json.dumps(taps),
-            "mirrorc.options": json.dumps({"channels": c, "select": "first", "seed": seed}),
-            "mirrorc.source": json.dumps({"file": "fixture", "sha256": ""})}
+    meta = {
+        "mirrorc.version": "1",
+        "mirrorc.channels": str(c),
+        "mirrorc.num_classes": "10",
+        "mirrorc.taps": json.dumps(taps),
+        "mirrorc.options": json.dumps({"channels": c, "select": "first", "seed": seed}),
+        "mirrorc.source": json.dumps({"file": "fixture", "sha256": ""}),
+    }
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model, full_check=True)
@@ -139,9 +155,14 @@ def plain_build(tmp_path_factory, mnist):
     trainer: its backbone alone is a weak model that a working fine-tune must improve on."""
     from mirrorc.train.loop import TrainConfig, train
 
-    result = train(lenet_mirrornet(2), mnist.x_train[:3000], mnist.y_train[:3000],
-                   TrainConfig(epochs=1, batch_size=64, lr=1e-3, val_fraction=0.0),
-                   logits="mirrornet_logits", backbone_logits="backbone_logits")
+    result = train(
+        lenet_mirrornet(2),
+        mnist.x_train[:3000],
+        mnist.y_train[:3000],
+        TrainConfig(epochs=1, batch_size=64, lr=1e-3, val_fraction=0.0),
+        logits="mirrornet_logits",
+        backbone_logits="backbone_logits",
+    )
     build = tmp_path_factory.mktemp("build")
     onnx.save(result.model, str(build / "mirrornet.onnx"))
     return build
@@ -238,14 +259,38 @@ def test_attacks_train_for_real_on_plain_loss_build(plain_build, tmp_path):
     """Fails if an attack silently trains nothing: fine-tune-all (and a fresh CPM) must beat the
     stolen backbone as it is, on a plain-loss build whose backbone alone is weak."""
     saved = tmp_path / "attack.json"
-    run = _cli("attack", plain_build, "--data", "mnist", "--budget", "500", "--seeds", "1", "--epochs", "1",
-               "--min-steps", "120", "--lr-grid", "1e-3", "--save", saved, "--json")
+    run = _cli(
+        "attack",
+        plain_build,
+        "--data",
+        "mnist",
+        "--budget",
+        "500",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--min-steps",
+        "120",
+        "--lr-grid",
+        "1e-3",
+        "--save",
+        saved,
+        "--json",
+    )
     assert run.exit_code == 0, run.output
-    report = json.loads(run.output[run.output.index("{"):])
+    report = json.loads(run.output[run.output.index("{") :])
     assert json.loads(saved.read_text()) == report
     acc = {r["attack"]: r["accuracy"] for r in report["results"]}
-    print("MirrorNet", report["mirrornet_accuracy"], "backbone", report["backbone_accuracy"], acc,
-          "head start", report["head_start"])
+    print(
+        "MirrorNet",
+        report["mirrornet_accuracy"],
+        "backbone",
+        report["backbone_accuracy"],
+        acc,
+        "head start",
+        report["head_start"],
+    )
     assert acc["as_is"] == pytest.approx(report["backbone_accuracy"])
     assert sum(report["as_is_histogram"]) == 10000
     assert acc["finetune_all"] > acc["as_is"] + 5.0

@@ -23,9 +23,33 @@ from mirrorc.errors import MirrorcError
 from passes import lower_c
 
 RTOL, ATOL = 1e-5, 1e-6
-NODE_TEST_OPS = ["Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu", "PRelu",
-                 "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LRN", "Add", "Sub", "Mul",
-                 "Div", "Concat", "Flatten", "Reshape", "Transpose", "ArgMax", "BatchNormalization"]
+NODE_TEST_OPS = [
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "Elu",
+    "PRelu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LRN",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Concat",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "ArgMax",
+    "BatchNormalization",
+]
 
 
 def _fixed(model: onnx.ModelProto, feeds: list[np.ndarray]) -> onnx.ModelProto:
@@ -46,8 +70,16 @@ class Harness:
     def __init__(self):
         self.sources, self.cases = [], []
 
-    def add(self, label: str, model: onnx.ModelProto, feeds: list[np.ndarray], expected: list[np.ndarray],
-            rtol: float = RTOL, atol: float = ATOL, also_ort: bool = False):
+    def add(
+        self,
+        label: str,
+        model: onnx.ModelProto,
+        feeds: list[np.ndarray],
+        expected: list[np.ndarray],
+        rtol: float = RTOL,
+        atol: float = ATOL,
+        also_ort: bool = False,
+    ):
         """`expected` is checked at (rtol, atol); with also_ort, onnxruntime's answer too at RTOL/ATOL."""
         fn = f"case{len(self.cases)}"
         model = _fixed(model, feeds)
@@ -63,8 +95,9 @@ class Harness:
     def run(self, tmp_path):
         path = tmp_path / "cases.c"
         path.write_text("\n".join(self.sources))
-        lib = cbuild.load(cbuild.build([path, *runtime_c.kernel_sources()], name="kernel_cases",
-                                       include_dirs=[runtime_c.KERNEL_DIR]))
+        lib = cbuild.load(
+            cbuild.build([path, *runtime_c.kernel_sources()], name="kernel_cases", include_dirs=[runtime_c.KERNEL_DIR])
+        )
         results = []
         for label, fn, feeds, refs in self.cases:
             expected = refs[0][0]
@@ -127,8 +160,15 @@ def test_onnx_backend_node_tests(tmp_path):
             try:
                 # the published references are sometimes rounded (rtol 1e-3): check them at the case's
                 # tolerance and onnxruntime's answer at ours
-                harness.add(f"{op}:{case.name}", model, feeds, expected, rtol=max(case.rtol, RTOL),
-                            atol=max(case.atol, ATOL), also_ort=True)
+                harness.add(
+                    f"{op}:{case.name}",
+                    model,
+                    feeds,
+                    expected,
+                    rtol=max(case.rtol, RTOL),
+                    atol=max(case.atol, ATOL),
+                    also_ort=True,
+                )
                 ran[op] += 1
             except MirrorcError as e:
                 skipped.append((case.name, str(e).split(": ", 2)[-1]))
@@ -172,9 +212,12 @@ def _single(op, inputs, attrs, consts=None, out_rank=None, opset=17):
     consts = consts or {}
     node = helper.make_node(op, [n for n, _ in inputs] + list(consts), ["y"], **attrs)
     graph = helper.make_graph(
-        [node], op, [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [node],
+        op,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
         [helper.make_tensor_value_info("y", TensorProto.INT64 if op == "ArgMax" else TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(v, k) for k, v in consts.items()])
+        [onnx.numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8  # what onnxruntime accepts
     return model
@@ -198,19 +241,36 @@ def _random_cases(rng):
         consts = {"w": r(m, c // groups, *k)}
         if rng.random() < 0.7:
             consts["b"] = r(m)
-        cases.append(("Conv", [("x", [int(rng.integers(1, 3)), c, h, w])], dict(kernel_shape=k, strides=s, dilations=d,
-                      pads=p, group=groups), consts))
+        cases.append(
+            (
+                "Conv",
+                [("x", [int(rng.integers(1, 3)), c, h, w])],
+                dict(kernel_shape=k, strides=s, dilations=d, pads=p, group=groups),
+                consts,
+            )
+        )
     for cin, cout, groups in ((2, 5, 1), (4, 6, 2), (6, 3, 1), (3, 3, 3), (3, 4, 1), (4, 7, 1), (5, 2, 1)):
         # pointwise paths: 1..6 input channels per group
-        cases.append(("Conv", [("x", [1, cin, 7, 9])], dict(kernel_shape=[1, 1], group=groups),
-                      {"w": r(cout, cin // groups, 1, 1), "b": r(cout)}))
+        cases.append(
+            (
+                "Conv",
+                [("x", [1, cin, 7, 9])],
+                dict(kernel_shape=[1, 1], group=groups),
+                {"w": r(cout, cin // groups, 1, 1), "b": r(cout)},
+            )
+        )
     for _ in range(6):
         mm, kk, nn = (int(v) for v in rng.integers(1, 40, 3))
         ta, tb = int(rng.integers(0, 2)), int(rng.integers(0, 2))
         cshape = [[nn], [1, nn], [mm, 1], [mm, nn], [1]][int(rng.integers(0, 5))]
-        cases.append(("Gemm", [("a", [kk, mm] if ta else [mm, kk])],
-                      dict(transA=ta, transB=tb, alpha=float(rng.uniform(0.5, 2)), beta=float(rng.uniform(0.5, 2))),
-                      {"b": r(nn, kk) if tb else r(kk, nn), "c": r(*cshape)}))
+        cases.append(
+            (
+                "Gemm",
+                [("a", [kk, mm] if ta else [mm, kk])],
+                dict(transA=ta, transB=tb, alpha=float(rng.uniform(0.5, 2)), beta=float(rng.uniform(0.5, 2))),
+                {"b": r(nn, kk) if tb else r(kk, nn), "c": r(*cshape)},
+            )
+        )
     cases.append(("MatMul", [("a", [3, 5, 7])], {}, {"b": r(7, 4)}))
     for _ in range(8):
         ceil = int(rng.integers(0, 2))
@@ -218,34 +278,57 @@ def _random_cases(rng):
         s = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
         p = [int(rng.integers(0, k[0])), int(rng.integers(0, k[1]))] * 2
         shape = [1, int(rng.integers(1, 4)), int(rng.integers(5, 14)), int(rng.integers(5, 14))]
-        cases.append(("MaxPool", [("x", shape)], dict(kernel_shape=k, strides=s, pads=p, ceil_mode=ceil,
-                                                      dilations=[int(rng.integers(1, 3))] * 2), {}))
-        cases.append(("AveragePool", [("x", shape)], dict(kernel_shape=k, strides=s, pads=p, ceil_mode=ceil,
-                      count_include_pad=int(rng.integers(0, 2))), {}))
+        cases.append(
+            (
+                "MaxPool",
+                [("x", shape)],
+                dict(kernel_shape=k, strides=s, pads=p, ceil_mode=ceil, dilations=[int(rng.integers(1, 3))] * 2),
+                {},
+            )
+        )
+        cases.append(
+            (
+                "AveragePool",
+                [("x", shape)],
+                dict(kernel_shape=k, strides=s, pads=p, ceil_mode=ceil, count_include_pad=int(rng.integers(0, 2))),
+                {},
+            )
+        )
     shape = [1, 6, 7, 5]
-    cases += [("GlobalAveragePool", [("x", shape)], {}, {}), ("GlobalMaxPool", [("x", shape)], {}, {}),
-              ("LRN", [("x", [2, 7, 4, 3])], dict(size=5, alpha=1e-3, beta=0.75, bias=2.0), {}),
-              ("LRN", [("x", [1, 4, 3, 3])], dict(size=3), {}),
-              ("Relu", [("x", shape)], {}, {}), ("Sigmoid", [("x", shape)], {}, {}),
-              ("Tanh", [("x", shape)], {}, {}), ("Elu", [("x", shape)], dict(alpha=0.7), {}),
-              ("LeakyRelu", [("x", shape)], dict(alpha=0.2), {}),
-              ("PRelu", [("x", shape)], {}, {"slope": r(6, 1, 1)}),
-              ("Add", [("x", shape), ("z", shape)], {}, {}),
-              ("Add", [("x", shape)], {}, {"z": r(6, 1, 1)}),
-              ("Mul", [("x", [2, 1, 4]), ("z", [3, 1])], {}, {}),
-              ("Mul", [("x", shape)], {}, {"z": r(6, 1, 1)}),
-              ("Add", [("x", shape), ("z", [5])], {}, {}),
-              ("Sub", [("x", [2, 3, 4, 5]), ("z", [3, 1, 5])], {}, {}),
-              ("Div", [("x", [1, 1, 5]), ("z", [4, 1, 1])], {}, {}),
-              ("Max", [("x", [3, 1, 2, 1]), ("z", [1, 4, 1, 6])], {}, {}),
-              ("Mul", [("x", [1, 6, 1, 1]), ("z", [1, 6, 5, 7])], {}, {}),
-              ("Concat", [("x", [1, 3, 4, 4]), ("z", [1, 2, 4, 4])], dict(axis=1), {}),
-              ("Transpose", [("x", [1, 2, 3, 4, 5])], dict(perm=[0, 2, 1, 3, 4]), {}),
-              ("Flatten", [("x", shape)], dict(axis=1), {}),
-              ("ArgMax", [("x", [1, 10])], dict(axis=1, keepdims=0), {})]
+    cases += [
+        ("GlobalAveragePool", [("x", shape)], {}, {}),
+        ("GlobalMaxPool", [("x", shape)], {}, {}),
+        ("LRN", [("x", [2, 7, 4, 3])], dict(size=5, alpha=1e-3, beta=0.75, bias=2.0), {}),
+        ("LRN", [("x", [1, 4, 3, 3])], dict(size=3), {}),
+        ("Relu", [("x", shape)], {}, {}),
+        ("Sigmoid", [("x", shape)], {}, {}),
+        ("Tanh", [("x", shape)], {}, {}),
+        ("Elu", [("x", shape)], dict(alpha=0.7), {}),
+        ("LeakyRelu", [("x", shape)], dict(alpha=0.2), {}),
+        ("PRelu", [("x", shape)], {}, {"slope": r(6, 1, 1)}),
+        ("Add", [("x", shape), ("z", shape)], {}, {}),
+        ("Add", [("x", shape)], {}, {"z": r(6, 1, 1)}),
+        ("Mul", [("x", [2, 1, 4]), ("z", [3, 1])], {}, {}),
+        ("Mul", [("x", shape)], {}, {"z": r(6, 1, 1)}),
+        ("Add", [("x", shape), ("z", [5])], {}, {}),
+        ("Sub", [("x", [2, 3, 4, 5]), ("z", [3, 1, 5])], {}, {}),
+        ("Div", [("x", [1, 1, 5]), ("z", [4, 1, 1])], {}, {}),
+        ("Max", [("x", [3, 1, 2, 1]), ("z", [1, 4, 1, 6])], {}, {}),
+        ("Mul", [("x", [1, 6, 1, 1]), ("z", [1, 6, 5, 7])], {}, {}),
+        ("Concat", [("x", [1, 3, 4, 4]), ("z", [1, 2, 4, 4])], dict(axis=1), {}),
+        ("Transpose", [("x", [1, 2, 3, 4, 5])], dict(perm=[0, 2, 1, 3, 4]), {}),
+        ("Flatten", [("x", shape)], dict(axis=1), {}),
+        ("ArgMax", [("x", [1, 10])], dict(axis=1, keepdims=0), {}),
+    ]
     cases.append(("Clip", [("x", shape)], {}, {"lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)}))
-    cases.append(("BatchNormalization", [("x", shape)], dict(epsilon=1e-3),
-                  {"s": r(6), "bb": r(6), "mean": r(6), "var": np.abs(r(6)) + 0.1}))
+    cases.append(
+        (
+            "BatchNormalization",
+            [("x", shape)],
+            dict(epsilon=1e-3),
+            {"s": r(6), "bb": r(6), "mean": r(6), "var": np.abs(r(6)) + 0.1},
+        )
+    )
     # wide activations: exercise mc_expf/mc_tanhf over their whole range
     cases.append(("Sigmoid", [("x", [1, 4000])], {}, {}))
     cases.append(("Tanh", [("x", [1, 4000])], {}, {}))
@@ -286,8 +369,13 @@ def _chain(ops, x_shape, w, b, conv_attrs, extra_use=False):
     if extra_use:
         nodes.append(helper.make_node("Add", ["t0", "t0"], ["y2"]))
         outputs.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, None))
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                              outputs, [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")])
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        outputs,
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -299,12 +387,22 @@ def test_fused_conv_epilogues_match_onnxruntime(tmp_path):
     stride-1 path and the generic path); a Conv output with a second consumer stays unfused."""
     rng = np.random.default_rng(7)
     harness = Harness()
-    convs = [(dict(kernel_shape=[1, 1]), 1), (dict(kernel_shape=[1, 1]), 4), (dict(kernel_shape=[1, 1]), 9),
-             (dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 3), (dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), 2),
-             (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0]), 5), (dict(kernel_shape=[2, 3]), 6)]
+    convs = [
+        (dict(kernel_shape=[1, 1]), 1),
+        (dict(kernel_shape=[1, 1]), 4),
+        (dict(kernel_shape=[1, 1]), 9),
+        (dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 3),
+        (dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), 2),
+        (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0]), 5),
+        (dict(kernel_shape=[2, 3]), 6),
+    ]
     for attrs, c in convs:
-        for ops, extra in ((["Relu"], False), (["Relu", "GlobalAveragePool"], False), (["GlobalAveragePool"], False),
-                           (["Relu", "GlobalAveragePool"], True)):
+        for ops, extra in (
+            (["Relu"], False),
+            (["Relu", "GlobalAveragePool"], False),
+            (["GlobalAveragePool"], False),
+            (["Relu", "GlobalAveragePool"], True),
+        ):
             m = int(rng.integers(1, 7))
             fan_in = c * attrs["kernel_shape"][0] * attrs["kernel_shape"][1]  # outputs O(1), as in trained nets
             w = (rng.standard_normal((m, c, *attrs["kernel_shape"])) / np.sqrt(fan_in)).astype(np.float32)
@@ -313,8 +411,7 @@ def test_fused_conv_epilogues_match_onnxruntime(tmp_path):
             model = _chain(ops, shape, w, b, attrs, extra)
             x = rng.standard_normal(shape).astype(np.float32)
             sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-            harness.add(f"Conv+{'+'.join(ops)}{'+shared' if extra else ''}:chain", model, [x],
-                        sess.run(None, {"x": x}))
+            harness.add(f"Conv+{'+'.join(ops)}{'+shared' if extra else ''}:chain", model, [x], sess.run(None, {"x": x}))
             src, _ = lower_c.lower_function(_fixed(model, [x]), "probe")
             unfused = ("mc_relu" in src) + ("mc_global_avgpool" in src)
             assert unfused == (len(ops) if extra else 0), (ops, extra, src)
@@ -333,8 +430,12 @@ def test_maxpool_fast_paths_match_onnxruntime(tmp_path):
                 if max(pads) >= k:
                     continue
                 for h, w in ((5, 7), (13, 13), (4, 2)):
-                    model = _single("MaxPool", [("x", [1, 3, h, w])], dict(kernel_shape=[k, k], strides=[s, s],
-                                                                          pads=pads, ceil_mode=ceil), {})
+                    model = _single(
+                        "MaxPool",
+                        [("x", [1, 3, h, w])],
+                        dict(kernel_shape=[k, k], strides=[s, s], pads=pads, ceil_mode=ceil),
+                        {},
+                    )
                     x = rng.standard_normal([1, 3, h, w]).astype(np.float32)
                     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
                     try:
@@ -356,8 +457,11 @@ def test_math_functions_against_numpy():
     xs = np.concatenate([np.linspace(-87, 88, 2001), np.linspace(-1e-3, 1e-3, 101)]).astype(np.float32)
     pos = np.concatenate([np.geomspace(1e-37, 3e38, 2001), np.linspace(0.5, 2, 101)]).astype(np.float32)
     worst = {}
-    for name, f, ref, grid in [("expf", lib.mc_expf, np.exp, xs), ("logf", lib.mc_logf, np.log, pos),
-                               ("tanhf", lib.mc_tanhf, np.tanh, xs)]:
+    for name, f, ref, grid in [
+        ("expf", lib.mc_expf, np.exp, xs),
+        ("logf", lib.mc_logf, np.log, pos),
+        ("tanhf", lib.mc_tanhf, np.tanh, xs),
+    ]:
         got = np.array([f(float(v)) for v in grid], np.float64)
         want = ref(grid.astype(np.float64))
         rel = np.abs(got - want) / np.maximum(np.abs(want), 1e-30)
@@ -382,9 +486,15 @@ def test_kernels_build_freestanding_for_aarch64(tmp_path):
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} not installed")
     for src in runtime_c.kernel_sources():
-        obj = cbuild.build([src], kind="object", name=src.stem, include_dirs=[runtime_c.KERNEL_DIR], compiler=cc,
-                           cflags=("-std=c99", "-ffreestanding", "-nostdlib", "-O2", "-Wall", "-Wextra",
-                                   "-pedantic", "-Werror"), out_dir=tmp_path)
+        obj = cbuild.build(
+            [src],
+            kind="object",
+            name=src.stem,
+            include_dirs=[runtime_c.KERNEL_DIR],
+            compiler=cc,
+            cflags=("-std=c99", "-ffreestanding", "-nostdlib", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror"),
+            out_dir=tmp_path,
+        )
         assert obj.stat().st_size > 0
 
 

@@ -43,16 +43,24 @@ def check_against_mirrornet(mn: onnx.ModelProto, n_inputs: int, name: str, seed:
         label, c_logits = model.run([t[i] for t in nout[1:]], nout[0][i])
         agree += int(label == labels[i])
         worst = max(worst, float(np.abs(c_logits - logits[i]).max()))
-    print(f"  {name}: {agree}/{n_inputs} labels agree, max logit diff {worst:.3g} "
-          f"(|logits| up to {np.abs(logits).max():.3g}); sizes {lowered.sizes}; memory {lowered.memory}")
+    print(
+        f"  {name}: {agree}/{n_inputs} labels agree, max logit diff {worst:.3g} "
+        f"(|logits| up to {np.abs(logits).max():.3g}); sizes {lowered.sizes}; memory {lowered.memory}"
+    )
     assert np.isfinite(logits).all()
     assert agree == n_inputs
     assert worst <= 1e-5 * max(1.0, float(np.abs(logits).max()))
     return lowered
 
 
-@pytest.mark.parametrize("name,fast_conv", [("lenet5", True), pytest.param("vgg7", True, marks=pytest.mark.slow),
-                                            pytest.param("vgg7", False, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name,fast_conv",
+    [
+        ("lenet5", True),
+        pytest.param("vgg7", True, marks=pytest.mark.slow),
+        pytest.param("vgg7", False, marks=pytest.mark.slow),
+    ],
+)
 def test_c_model_matches_mirrornet(example_models, name, fast_conv):
     mn, _ = build_mirrornet(example_models[name], channels=2)
     check_against_mirrornet(trained_like(mn, seed=7), 300, name, fast_conv=fast_conv)
@@ -68,8 +76,11 @@ def test_c_model_matches_mirrornet_zoo(name, n_inputs):
         pytest.skip(f"{path} not shipped with this onnx")
     mn, _ = build_mirrornet(path, channels=2)
     lowered = check_against_mirrornet(mn, n_inputs, name)
-    ops = {line.split("(")[0].strip() for line in lowered.files["model/mirrorc_model.c"].splitlines()
-           if line.strip().startswith("mc_")}
+    ops = {
+        line.split("(")[0].strip()
+        for line in lowered.files["model/mirrorc_model.c"].splitlines()
+        if line.strip().startswith("mc_")
+    }
     print(f"  {name} kernels used: {sorted(ops)}")
 
 
@@ -91,14 +102,21 @@ def test_generation_is_deterministic(example_models):
 def test_generation_is_deterministic_across_processes(example_models, tmp_path):
     """Byte-identical sources whatever the string-hash seed of the process."""
     onnx.save(_lenet_secure(example_models), tmp_path / "secure.onnx")
-    script = ("import hashlib, sys, onnx; from passes.lower_c import lower; "
-              "f = lower(onnx.load(sys.argv[1]), 'lenet5').files; "
-              "print(hashlib.sha256(repr(sorted(f.items())).encode()).hexdigest())")
+    script = (
+        "import hashlib, sys, onnx; from passes.lower_c import lower; "
+        "f = lower(onnx.load(sys.argv[1]), 'lenet5').files; "
+        "print(hashlib.sha256(repr(sorted(f.items())).encode()).hexdigest())"
+    )
     digests = set()
     for seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "secure.onnx")], env=env,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "secure.onnx")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         digests.add(out.stdout.strip())
     assert len(digests) == 1
 
@@ -129,8 +147,10 @@ def test_header_states_exact_sizes(example_models, tmp_path):
         assert int(defines[f"MIRRORC_{name}_BYTES"]) == lowered.sizes[key]
     # the compiled objects agree with the header: sizeof(state), the arena and the weights
     probe = tmp_path / "probe.c"
-    probe.write_text('#include "mirrorc_model.h"\nunsigned long state_size(void) { return sizeof(mirrorc_state_t); }\n'
-                     "unsigned long single_floats(void) { return MIRRORC_SINGLE_FLOATS; }\n")
+    probe.write_text(
+        '#include "mirrorc_model.h"\nunsigned long state_size(void) { return sizeof(mirrorc_state_t); }\n'
+        "unsigned long single_floats(void) { return MIRRORC_SINGLE_FLOATS; }\n"
+    )
     files = dict(lowered.files, **{"model/probe.c": probe.read_text()})
     lib = cbuild.load(cbuild.build_lowered(files, name="probe"))
     assert lib.state_size() == lowered.sizes["state"]
@@ -139,8 +159,13 @@ def test_header_states_exact_sizes(example_models, tmp_path):
     for rel, text in lowered.files.items():
         (objdir / rel).parent.mkdir(parents=True, exist_ok=True)
         (objdir / rel).write_text(text)
-    obj = cbuild.build([objdir / "model/mirrorc_model.c"], kind="object", name="model",
-                       include_dirs=[objdir / "model", objdir / "kernels"], out_dir=tmp_path)
+    obj = cbuild.build(
+        [objdir / "model/mirrorc_model.c"],
+        kind="object",
+        name="model",
+        include_dirs=[objdir / "model", objdir / "kernels"],
+        out_dir=tmp_path,
+    )
     syms = subprocess.run(["nm", "-S", "--size-sort", str(obj)], capture_output=True, text=True, check=True).stdout
     sizes = {line.split()[3]: int(line.split()[1], 16) for line in syms.splitlines() if len(line.split()) == 4}
     assert sizes["mirrorc_arena"] == lowered.sizes["arena"]
@@ -163,8 +188,14 @@ def test_schedule_runs_each_node_at_its_earliest_command(example_models):
 
 def test_memplan_carry_and_reuse():
     # command 0: a -> b -> c (c carried); command 1: tap1 + c -> d; d -> e (final read)
-    steps = [memplan.Step(0, ["t0"], ["a"]), memplan.Step(0, ["a"], ["b"]), memplan.Step(0, ["b"], ["c"]),
-             memplan.Step(1, ["t1", "c"], ["d"]), memplan.Step(1, ["d", "t0"], ["e"]), memplan.Step(1, ["e"], [])]
+    steps = [
+        memplan.Step(0, ["t0"], ["a"]),
+        memplan.Step(0, ["a"], ["b"]),
+        memplan.Step(0, ["b"], ["c"]),
+        memplan.Step(1, ["t1", "c"], ["d"]),
+        memplan.Step(1, ["d", "t0"], ["e"]),
+        memplan.Step(1, ["e"], []),
+    ]
     floats = {"t0": 8, "t1": 8, "a": 100, "b": 100, "c": 10, "d": 10, "e": 10}
     p = memplan.plan(steps, floats, {"t0": 0, "t1": 1})
     carried = {n for n, b in p.buffers.items() if b.carry}
@@ -172,8 +203,14 @@ def test_memplan_carry_and_reuse():
     assert "t1" not in p.buffers  # read only during its own command: the caller's buffer
     offsets = {n: (b.offset, b.first, b.last) for n, b in p.buffers.items()}
     # a and b are live together (step 1); d and e reuse a's space; offsets are 16-byte aligned
-    assert offsets == {"a": (0, 0, 1), "b": (100, 1, 2), "d": (0, 3, 4), "e": (12, 4, 5),
-                       "c": (0, 2, 3), "t0": (12, 0, 4)}
+    assert offsets == {
+        "a": (0, 0, 1),
+        "b": (100, 1, 2),
+        "d": (0, 3, 4),
+        "e": (12, 4, 5),
+        "c": (0, 2, 3),
+        "t0": (12, 0, 4),
+    }
     assert (p.arena_floats, p.carry_floats, p.naive_floats) == (200, 20, 244)
     print(f"  memplan: {p.summary()}")
 
@@ -199,8 +236,18 @@ def test_generated_model_freestanding_aarch64_and_stack(example_models, tmp_path
     for rel, text in lowered.files.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(text)
-    flags = ["-std=c99", "-ffreestanding", "-nostdlib", "-O2", "-Wall", "-Wextra", "-Werror", "-fstack-usage",
-             f"-I{src / 'model'}", f"-I{src / 'kernels'}"]
+    flags = [
+        "-std=c99",
+        "-ffreestanding",
+        "-nostdlib",
+        "-O2",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-fstack-usage",
+        f"-I{src / 'model'}",
+        f"-I{src / 'kernels'}",
+    ]
     defined, undefined, frames = set(), set(), []
     for c in sorted(src.rglob("*.c")):
         obj = tmp_path / (c.stem + ".o")
@@ -222,9 +269,13 @@ def test_generated_model_freestanding_aarch64_and_stack(example_models, tmp_path
 
 def test_memplan_in_place_steps():
     # conv -> relu -> flatten on a wide map: relu and flatten overwrite their inputs
-    steps = [memplan.Step(0, ["t0"], ["conv"]), memplan.Step(0, ["conv"], ["relu"]),
-             memplan.Step(0, ["relu"], ["flat"]), memplan.Step(0, ["flat", "t0"], ["add"]),
-             memplan.Step(0, ["add"], [])]
+    steps = [
+        memplan.Step(0, ["t0"], ["conv"]),
+        memplan.Step(0, ["conv"], ["relu"]),
+        memplan.Step(0, ["relu"], ["flat"]),
+        memplan.Step(0, ["flat", "t0"], ["add"]),
+        memplan.Step(0, ["add"], []),
+    ]
     floats = {"t0": 64, "conv": 64, "relu": 64, "flat": 64, "add": 64}
     plain = memplan.plan(steps, floats, {"t0": 0})
     fused = memplan.plan(steps, floats, {"t0": 0}, inplace={1, 2, 3})
@@ -246,7 +297,7 @@ def test_weights_are_bit_exact(example_models):
     source = {k: k.removesuffix("^T") for k in lowered.weights}
     assert set(source.values()) == {k for k in inits if any(k in n.input for n in secure.graph.node)}
     assert any(k.endswith("^T") for k in source)  # VGG-7's CPM classifier is a Gemm with transB
-    accessor = "#include \"mirrorc_weights.h\"\nconst float *weight(int i) {\n  switch (i) {\n"
+    accessor = '#include "mirrorc_weights.h"\nconst float *weight(int i) {\n  switch (i) {\n'
     keys = sorted(lowered.weights)
     accessor += "".join(f"  case {i}: return {lowered.weights[k]};\n" for i, k in enumerate(keys))
     accessor += "  default: return 0;\n  }\n}\n"
@@ -267,19 +318,27 @@ def test_tap_read_after_its_command_is_carried():
 
     rng = np.random.default_rng(11)
     w = numpy_helper.from_array(rng.normal(size=(6, 6)).astype(np.float32), "cpm/w")
-    nodes = [helper.make_node("Relu", ["mirrorc_tap1"], ["cpm/r1"], name="cpm/relu1"),
-             helper.make_node("Gemm", ["mirrorc_tap2", "cpm/w"], ["cpm/g2"], name="cpm/gemm2"),
-             helper.make_node("Add", ["cpm/g2", "mirrorc_tap1"], ["cpm/a2"], name="cpm/add2"),
-             helper.make_node("Mul", ["cpm/a2", "cpm/r1"], ["cpm_logits"], name="cpm/mul"),
-             # reads tap 1 at the final command (it needs backbone_logits)
-             helper.make_node("Sub", ["backbone_logits", "mirrorc_tap1"], ["cpm/s0"], name="cpm/sub_final"),
-             helper.make_node("Add", ["cpm/s0", "cpm_logits"], ["mirrornet_logits"], name="cpm/final_add"),
-             helper.make_node("ArgMax", ["mirrornet_logits"], ["label"], name="cpm/argmax", axis=1, keepdims=0)]
+    nodes = [
+        helper.make_node("Relu", ["mirrorc_tap1"], ["cpm/r1"], name="cpm/relu1"),
+        helper.make_node("Gemm", ["mirrorc_tap2", "cpm/w"], ["cpm/g2"], name="cpm/gemm2"),
+        helper.make_node("Add", ["cpm/g2", "mirrorc_tap1"], ["cpm/a2"], name="cpm/add2"),
+        helper.make_node("Mul", ["cpm/a2", "cpm/r1"], ["cpm_logits"], name="cpm/mul"),
+        # reads tap 1 at the final command (it needs backbone_logits)
+        helper.make_node("Sub", ["backbone_logits", "mirrorc_tap1"], ["cpm/s0"], name="cpm/sub_final"),
+        helper.make_node("Add", ["cpm/s0", "cpm_logits"], ["mirrornet_logits"], name="cpm/final_add"),
+        helper.make_node("ArgMax", ["mirrornet_logits"], ["label"], name="cpm/argmax", axis=1, keepdims=0),
+    ]
     graph = helper.make_graph(
-        nodes, "carry", [helper.make_tensor_value_info("mirrorc_tap1", TensorProto.FLOAT, [1, 6]),
-                         helper.make_tensor_value_info("mirrorc_tap2", TensorProto.FLOAT, [1, 6]),
-                         helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, [1, 6])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, [1])], [w])
+        nodes,
+        "carry",
+        [
+            helper.make_tensor_value_info("mirrorc_tap1", TensorProto.FLOAT, [1, 6]),
+            helper.make_tensor_value_info("mirrorc_tap2", TensorProto.FLOAT, [1, 6]),
+            helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, [1, 6]),
+        ],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [1])],
+        [w],
+    )
     secure = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     secure.ir_version = 8
     lowered = lower_c.lower(secure, "carry")
@@ -300,7 +359,8 @@ def test_tap_read_after_its_command_is_carried():
         t1_buf[:] = np.nan
         model.lib.mirrorc_run_tap(model.state, ctypes.c_uint(1), ctypes.c_void_p(t2.ctypes.data))
         c_logits = np.zeros(6, np.float32)
-        c_label = model.lib.mirrorc_debug_run_final(model.state, ctypes.c_void_p(bl.ctypes.data),
-                                                   ctypes.c_void_p(c_logits.ctypes.data))
+        c_label = model.lib.mirrorc_debug_run_final(
+            model.state, ctypes.c_void_p(bl.ctypes.data), ctypes.c_void_p(c_logits.ctypes.data)
+        )
         assert c_label == label[0]
         np.testing.assert_allclose(c_logits, logits[0], rtol=1e-5, atol=1e-6)

@@ -98,8 +98,8 @@ def test_secure_graph_contract_bn_folded_and_labels(mirrornet):
     assert np.isfinite(logits_ref).all()
     worst = 0.0
     for i in range(len(x)):
-        feeds = {contract.tap_name(j): nout[j][i:i + 1] for j in range(1, n_taps + 1)}
-        feeds[contract.BACKBONE_LOGITS] = nout[0][i:i + 1]
+        feeds = {contract.tap_name(j): nout[j][i : i + 1] for j in range(1, n_taps + 1)}
+        feeds[contract.BACKBONE_LOGITS] = nout[0][i : i + 1]
         label, logits = sec.run(None, feeds)
         assert label[0] == label_ref[i]
         worst = max(worst, float(np.abs(logits[0] - logits_ref[i]).max()))
@@ -110,23 +110,38 @@ def test_secure_graph_contract_bn_folded_and_labels(mirrornet):
 def test_fold_bn_exact():
     rng = np.random.default_rng(3)
     w = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
-    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
-        ("w", w), ("s", rng.normal(size=4)), ("b", rng.normal(size=4)), ("m", rng.normal(size=4)),
-        ("v", np.abs(rng.normal(size=4)) + 0.1), ("w2", rng.normal(size=(4, 1, 3, 3)))]]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1] * 4),  # no bias
-             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn", epsilon=1e-3),
-             helper.make_node("Conv", ["y", "w2"], ["c2"], name="dw", group=4),
-             helper.make_node("BatchNormalization", ["c2", "s", "b", "m", "v"], ["z"], name="bn2")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [2, 2, 6, 6])],
-                          [helper.make_tensor_value_info("z", 1, None)], inits)
+    inits = [
+        numpy_helper.from_array(a.astype(np.float32), n)
+        for n, a in [
+            ("w", w),
+            ("s", rng.normal(size=4)),
+            ("b", rng.normal(size=4)),
+            ("m", rng.normal(size=4)),
+            ("v", np.abs(rng.normal(size=4)) + 0.1),
+            ("w2", rng.normal(size=(4, 1, 3, 3))),
+        ]
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1] * 4),  # no bias
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn", epsilon=1e-3),
+        helper.make_node("Conv", ["y", "w2"], ["c2"], name="dw", group=4),
+        helper.make_node("BatchNormalization", ["c2", "s", "b", "m", "v"], ["z"], name="bn2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", 1, [2, 2, 6, 6])],
+        [helper.make_tensor_value_info("z", 1, None)],
+        inits,
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     folded = fold_bn(model)
     assert [n.op_type for n in folded.graph.node] == ["Conv", "Conv"]
     assert len(model.graph.node) == 4  # input untouched
     x = rng.normal(size=(2, 2, 6, 6)).astype(np.float32)
-    a, = _session(model).run(None, {"x": x})
-    b, = _session(folded).run(None, {"x": x})
+    (a,) = _session(model).run(None, {"x": x})
+    (b,) = _session(folded).run(None, {"x": x})
     diff = float(np.abs(a - b).max())
     print(f"  fold_bn max abs diff {diff:.3g} (|y| up to {np.abs(a).max():.3g})")
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

@@ -26,14 +26,23 @@ def test_inspect_json(lenet):
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert [layer["notation"] for layer in rep["layers"]] == [
-        "conv[1, 6, 5, 28, 28]", "conv[6, 16, 5, 14, 10]", "dense[400, 120]", "dense[120, 84]", "dense[84, 10]"]
+        "conv[1, 6, 5, 28, 28]",
+        "conv[6, 16, 5, 14, 10]",
+        "dense[400, 120]",
+        "dense[120, 84]",
+        "dense[84, 10]",
+    ]
     assert [s["tap"]["producer"] for s in rep["stages"][:-1]] == ["MaxPool", "MaxPool", "Relu", "Relu"]
     assert rep["stages"][-1]["tap"] is None
     assert rep["totals"]["macs"] == sum(layer["macs"] for layer in rep["layers"])
     assert 0 < rep["cpm"]["macs_vs_backbone"] < 0.05
     # the paper's LeNet-5 CPM at C=2 (Fig. 3, Eq. 1: C_l = 2 x 5^2 = 50)
     assert [layer["notation"] for layer in rep["cpm"]["layers"]] == [
-        "conv[2, 2, 5, 14, 10]", "dense[50, 50]", "dense[50, 50]", "dense[50, 10]"]
+        "conv[2, 2, 5, 14, 10]",
+        "dense[50, 50]",
+        "dense[50, 50]",
+        "dense[50, 10]",
+    ]
 
 
 def test_inspect_text(lenet):

@@ -173,8 +173,11 @@ def dynamic_flatten() -> onnx.ModelProto:
     b = Builder(9)
     x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
     x = b.op("MaxPool", b.op("Relu", b.conv(x, 8, 8, group=2)), kernel_shape=[2, 2], strides=[2, 2])
-    batch = b.op("Unsqueeze", b.op("Gather", b.op("Shape", x), b.const(np.array(0, np.int64), "i"), axis=0),
-                 b.const(np.array([0], np.int64), "axes"))
+    batch = b.op(
+        "Unsqueeze",
+        b.op("Gather", b.op("Shape", x), b.const(np.array(0, np.int64), "i"), axis=0),
+        b.const(np.array([0], np.int64), "axes"),
+    )
     shape = b.op("Concat", batch, b.const(np.array([-1], np.int64), "minus1"), axis=0)
     x = b.op("Relu", b.gemm(b.op("Reshape", x, shape), 8 * 2 * 2, 16))
     return b.model([3, 8, 8], b.gemm(x, 16, 4), 4)
@@ -219,8 +222,13 @@ def tiny_slice_resize() -> onnx.ModelProto:
     """A channel Slice and an upsampling Resize (sizes given) inside a stage."""
     b = Builder(13)
     x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
-    x = b.op("Slice", b.op("Relu", b.conv(x, 8, 8)), b.const(np.array([2], np.int64), "starts"),
-             b.const(np.array([8], np.int64), "ends"), b.const(np.array([1], np.int64), "axes"))
+    x = b.op(
+        "Slice",
+        b.op("Relu", b.conv(x, 8, 8)),
+        b.const(np.array([2], np.int64), "starts"),
+        b.const(np.array([8], np.int64), "ends"),
+        b.const(np.array([1], np.int64), "axes"),
+    )
     sizes = b.const(np.array([1, 6, 8, 8], np.int64), "sizes")
     x = b.op("Resize", x, "", "", sizes, mode="nearest")
     x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(x, 6, 8))), axis=1)
@@ -246,11 +254,19 @@ def int_input() -> onnx.ModelProto:
     return m
 
 
-FIXTURES = {"tiny_resnet": tiny_resnet, "tiny_inception": tiny_inception, "tiny_densenet": tiny_densenet,
-            "tiny_shufflenet": tiny_shufflenet, "tiny_squeezenet": tiny_squeezenet, "old_opset": old_opset,
-            "dynamic_flatten": dynamic_flatten, "tiny_shufflenet_v2": tiny_shufflenet_v2,
-            "tiny_mobilenet_v2": tiny_mobilenet_v2, "tiny_senet": tiny_senet,
-            "tiny_slice_resize": tiny_slice_resize}
+FIXTURES = {
+    "tiny_resnet": tiny_resnet,
+    "tiny_inception": tiny_inception,
+    "tiny_densenet": tiny_densenet,
+    "tiny_shufflenet": tiny_shufflenet,
+    "tiny_squeezenet": tiny_squeezenet,
+    "old_opset": old_opset,
+    "dynamic_flatten": dynamic_flatten,
+    "tiny_shufflenet_v2": tiny_shufflenet_v2,
+    "tiny_mobilenet_v2": tiny_mobilenet_v2,
+    "tiny_senet": tiny_senet,
+    "tiny_slice_resize": tiny_slice_resize,
+}
 
 
 def write(tmp_path, name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,8 +20,8 @@ from passes import contract
 from passes.annotate import get_props
 from passes.base import Pass, PassContext, PassManager
 from passes.lower_c import LowerCPass, MemPlanPass
-from passes.split import SplitPass
 from passes.mirror import _narrow_reshape, select_indices
+from passes.split import SplitPass
 from passes.verify import check_partition
 
 
@@ -29,6 +30,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 # -- pass manager -------------------------------------------------------------------------------
+
 
 class _Needs(Pass):
     name = "needs"
@@ -63,8 +65,10 @@ def _mirrorc_imports(source: str) -> list[str]:
 
 def test_passes_never_import_mirrorc():
     # the finder itself: a passes module that did would be caught
-    assert _mirrorc_imports("import mirrorc\ndef f():\n    from mirrorc.errors import MirrorcError\n") == \
-        ["mirrorc", "mirrorc.errors"]
+    assert _mirrorc_imports("import mirrorc\ndef f():\n    from mirrorc.errors import MirrorcError\n") == [
+        "mirrorc",
+        "mirrorc.errors",
+    ]
     assert _mirrorc_imports("import mirrorc_tools\nfrom passes.base import Pass\n") == []
     files = sorted((Path(__file__).resolve().parent.parent / "passes").glob("*.py"))
     assert len(files) >= 14
@@ -89,26 +93,40 @@ def test_pass_results_of_a_full_lenet5_run(example_models):
     path = example_models["lenet5"]
     mirrornet, built = compile_to_c(path, "lenet5")
     res = {r.name: r for r in built.results}
-    assert [r.name for r in built.results] == ["load", "canonicalize", "taps", "mirror", "annotate", "verify",
-                                               "split", "fold_bn", "memplan", "lower_c"]
+    assert [r.name for r in built.results] == [
+        "load",
+        "canonicalize",
+        "taps",
+        "mirror",
+        "annotate",
+        "verify",
+        "split",
+        "fold_bn",
+        "memplan",
+        "lower_c",
+    ]
     modified = {name for name, r in res.items() if r.modified}
     # LeNet-5 has no BatchNorm, so fold_bn changes nothing; memplan and lower_c read the graph only
     assert modified == {"load", "canonicalize", "mirror", "annotate", "split"}
     source = onnx.load(path)
     assert len(res["load"].nodes_added) == len(source.graph.node)
     assert set(res["load"].initializers_added) == {t.name for t in source.graph.initializer}
-    assert res["mirror"].nodes_added and all(n.startswith(("cpm/", "mirrorc/select")) for n in res["mirror"].nodes_added)
-    assert {t for t in res["mirror"].initializers_added if not t.startswith("mirrorc/select")} == \
-        {t.name for t in mirrornet.graph.initializer if t.name.startswith("cpm/")}
+    assert res["mirror"].nodes_added and all(
+        n.startswith(("cpm/", "mirrorc/select")) for n in res["mirror"].nodes_added
+    )
+    assert {t for t in res["mirror"].initializers_added if not t.startswith("mirrorc/select")} == {
+        t.name for t in mirrornet.graph.initializer if t.name.startswith("cpm/")
+    }
     assert res["annotate"].summary == "metadata changed"
     normal_nodes = {n.name for n in built.normal.graph.node}
     assert set(res["split"].nodes_removed) == normal_nodes and not res["split"].nodes_added
-    assert {n.name for n in built.secure.graph.node} == \
-        {n.name for n in mirrornet.graph.node} - normal_nodes
+    assert {n.name for n in built.secure.graph.node} == {n.name for n in mirrornet.graph.node} - normal_nodes
     assert res["fold_bn"].summary == "graph unchanged; 0 BatchNormalization folded, 0 left"
     plan = built.plan.memory
-    assert res["memplan"].summary == (f"graph unchanged; {built.plan.n_taps + 1} commands, "
-                                      f"arena {4 * plan.arena_floats} B, state {4 * plan.carry_floats} B")
+    assert res["memplan"].summary == (
+        f"graph unchanged; {built.plan.n_taps + 1} commands, "
+        f"arena {4 * plan.arena_floats} B, state {4 * plan.carry_floats} B"
+    )
     assert res["lower_c"].summary.endswith(f"{sum(built.lowered.sizes.values())} B in the TA")
     for r in built.results:
         assert r.seconds >= 0 and "\n" not in r.summary
@@ -128,6 +146,7 @@ def test_pass_result_sees_bn_folding(example_models):
 
 # -- canonicalize and taps ----------------------------------------------------------------------
 
+
 def test_lenet_taps_follow_the_paper(example_models):
     graph, info = analyze(example_models["lenet5"])
     producers = [graph.tensors()[t].inputs[0].op for t in info["tap_tensors"]]
@@ -144,13 +163,16 @@ def test_vgg7_has_a_tap_per_conv_block(example_models):
     assert producers == ["Relu", "MaxPool", "Relu", "MaxPool", "Relu", "MaxPool"]
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("tiny_resnet", ["MaxPool", "Relu", "GlobalAveragePool"]),         # stem, identity block, last block (pooled)
-    ("tiny_inception", ["Relu", "LRN", "GlobalAveragePool"]),          # the module's Concat+LRN is one tap
-    ("tiny_densenet", ["Relu", "AveragePool", "GlobalAveragePool"]),  # none in the dense block: per transition
-    ("tiny_shufflenet", ["MaxPool", "Relu", "Relu", "GlobalAveragePool"]),
-    ("tiny_squeezenet", ["MaxPool", "Concat", "Concat"]),  # one per Fire module, not after its squeeze
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("tiny_resnet", ["MaxPool", "Relu", "GlobalAveragePool"]),  # stem, identity block, last block (pooled)
+        ("tiny_inception", ["Relu", "LRN", "GlobalAveragePool"]),  # the module's Concat+LRN is one tap
+        ("tiny_densenet", ["Relu", "AveragePool", "GlobalAveragePool"]),  # none in the dense block: per transition
+        ("tiny_shufflenet", ["MaxPool", "Relu", "Relu", "GlobalAveragePool"]),
+        ("tiny_squeezenet", ["MaxPool", "Concat", "Concat"]),  # one per Fire module, not after its squeeze
+    ],
+)
 def test_taps_of_block_structures(tmp_path, name, expected):
     graph, info = analyze(F.write(tmp_path, name))
     producers = [graph.tensors()[t].inputs[0].op for t in info["tap_tensors"]]
@@ -194,6 +216,7 @@ def test_canonicalize_old_opset_same_outputs(tmp_path, opset):
 
 
 # -- mirror ---------------------------------------------------------------------------------------
+
 
 def test_reshape_narrowing():
     # flatten [N,16,5,5] -> [N,400] with 2 channels -> [N,50]
@@ -261,8 +284,14 @@ def test_mirrornet_contract(tmp_path, example_models, name):
         assert props[contract.META_WORLD] in ("normal", "secure") and int(props[contract.META_STAGE]) >= 1
         if props[contract.META_WORLD] == "secure":
             assert n.name.startswith("cpm/")
-            assert all(x.startswith("cpm/") or x.startswith(contract.TAP_PREFIX) or x == contract.BACKBONE_LOGITS
-                       or x not in inits for x in n.input if x)
+            assert all(
+                x.startswith("cpm/")
+                or x.startswith(contract.TAP_PREFIX)
+                or x == contract.BACKBONE_LOGITS
+                or x not in inits
+                for x in n.input
+                if x
+            )
     assert nodes["cpm/final_add"].output[0] == contract.MIRRORNET_LOGITS
     assert nodes["cpm/argmax"].output[0] == contract.LABEL
     check_partition(model)
@@ -304,7 +333,7 @@ def test_init_modes_are_seeded(example_models):
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
     assert not np.array_equal(wa["conv1.weight"], wc["conv1.weight"])
     assert not np.array_equal(wa["conv1.weight"], src["conv1.weight"])  # random: trained from scratch
-    assert np.array_equal(wk["conv1.weight"], src["conv1.weight"])      # keep: the given backbone
+    assert np.array_equal(wk["conv1.weight"], src["conv1.weight"])  # keep: the given backbone
     assert np.array_equal(wk["cpm/conv4/weight"], wa["cpm/conv4/weight"])  # the CPM is random either way
 
 
@@ -315,12 +344,20 @@ def test_unnarrowable_op_is_named(tmp_path):
 
 # -- verify ---------------------------------------------------------------------------------------
 
+
 def test_verify_rejects_secure_to_normal_edges(example_models):
     model, _ = build_mirrornet(example_models["lenet5"])
     bad = onnx.ModelProto()
     bad.CopyFrom(model)
-    victim = next(n for n in bad.graph.node if get_props(n)[contract.META_WORLD] == "normal" and n.op_type == "Relu"
-                  and not n.name.startswith("mirrorc/") and n.input[0] != "input" and "fc" in n.input[0])
+    victim = next(
+        n
+        for n in bad.graph.node
+        if get_props(n)[contract.META_WORLD] == "normal"
+        and n.op_type == "Relu"
+        and not n.name.startswith("mirrorc/")
+        and n.input[0] != "input"
+        and "fc" in n.input[0]
+    )
     victim.input[0] = "cpm/m3"  # wrong shape is irrelevant: the partition check comes first
     with pytest.raises(MirrorcError, match=r"verify: node '.*': secure tensor 'cpm/m3' feeds normal node"):
         check_partition(bad)

@@ -13,16 +13,36 @@ from mirrorc.pipeline import build_mirrornet
 from mirrorc.plan import layers as L
 from mirrorc.plan.inspect import inspect_model
 
-ZOO_MODELS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
-              "squeezenet", "vgg19", "zfnet512"]
-EXPECTED_TAPS = {"resnet50": 17, "inception_v1": 12, "squeezenet": 9, "vgg19": 18, "bvlc_alexnet": 7,
-                 "zfnet512": 7, "lenet5": 4, "vgg7": 6, "densenet121": 5, "inception_v2": 13,
-                 "shufflenet": 17}
+ZOO_MODELS = [
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+]
+EXPECTED_TAPS = {
+    "resnet50": 17,
+    "inception_v1": 12,
+    "squeezenet": 9,
+    "vgg19": 18,
+    "bvlc_alexnet": 7,
+    "zfnet512": 7,
+    "lenet5": 4,
+    "vgg7": 6,
+    "densenet121": 5,
+    "inception_v2": 13,
+    "shufflenet": 17,
+}
 QUICK = {"inception_v1", "shufflenet", "squeezenet", "lenet5", "vgg7"}  # under a second each; the rest are slow
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in ZOO_MODELS + ["lenet5", "vgg7"]])
+@pytest.mark.parametrize(
+    "name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in ZOO_MODELS + ["lenet5", "vgg7"]]
+)
 def test_zoo_model(name, example_models):
     path = str(example_models[name]) if name in example_models else str(ZOO / f"light_{name}.onnx")
     if name in ("resnet50", "lenet5"):  # the CLI's report on one big and one small model

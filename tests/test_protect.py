@@ -5,6 +5,7 @@ partition report (which reads the measured figures from results/); bad combinati
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -39,9 +40,18 @@ def write_protection_results(folder: Path, rows: list[dict], command: str = "pyt
     """A results/protection.json as benchmarks/attacks.py --results protection writes it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "protection.json"
-    path.write_text(json.dumps({"name": "protection", "table": "t", "command": command, "date": "2026-01-01",
-                                "machine": {}, "figures": {"setup": {"model": "lenet5", "compile_epochs": 7},
-                                                           "rows": rows}}))
+    path.write_text(
+        json.dumps(
+            {
+                "name": "protection",
+                "table": "t",
+                "command": command,
+                "date": "2026-01-01",
+                "machine": {},
+                "figures": {"setup": {"model": "lenet5", "compile_epochs": 7}, "rows": rows},
+            }
+        )
+    )
     return path
 
 
@@ -51,14 +61,26 @@ def test_freeze_backbone_trains_the_cpm_alone():
     y = (np.arange(96) % 10).astype(np.int64)
     x = rng.standard_normal((96, 1, 28, 28)).astype(np.float32)
     x[np.arange(96), 0, y, y] += 3.0
-    result = train(model, x, y, TrainConfig(epochs=2, batch_size=16, lr=3e-3, freeze_backbone=True),
-                   logits="mirrornet_logits", backbone_logits="backbone_logits")
+    result = train(
+        model,
+        x,
+        y,
+        TrainConfig(epochs=2, batch_size=16, lr=3e-3, freeze_backbone=True),
+        logits="mirrornet_logits",
+        backbone_logits="backbone_logits",
+    )
     backbone, cpm = changed_weights(model, result.model)
     assert backbone == [] and len(cpm) >= 4, (backbone, cpm)
     assert result.history[-1].loss < result.history[0].loss
     # the same call without freezing moves the backbone too (the check above can fail)
-    joint = train(model, x, y, TrainConfig(epochs=1, batch_size=16, lr=3e-3),
-                  logits="mirrornet_logits", backbone_logits="backbone_logits")
+    joint = train(
+        model,
+        x,
+        y,
+        TrainConfig(epochs=1, batch_size=16, lr=3e-3),
+        logits="mirrornet_logits",
+        backbone_logits="backbone_logits",
+    )
     assert changed_weights(model, joint.model)[0]
 
 
@@ -66,8 +88,12 @@ def test_freezing_refuses_a_penalty_and_a_plain_model():
     with pytest.raises(MirrorcError, match="backbone is frozen"):
         TrainConfig(freeze_backbone=True, backbone_penalty=0.3).check()
     with pytest.raises(MirrorcError, match="not a MirrorNet"):
-        train(onnx.load(LENET), np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64),
-              TrainConfig(epochs=1, freeze_backbone=True))
+        train(
+            onnx.load(LENET),
+            np.zeros((4, 1, 28, 28), np.float32),
+            np.zeros(4, np.int64),
+            TrainConfig(epochs=1, freeze_backbone=True),
+        )
 
 
 def test_default_channels_per_strategy():
@@ -82,8 +108,15 @@ def test_compile_random_backbone_ships_the_random_backbone(tmp_path, tiny_npz):
     from mirrorc.compile import compile_model
 
     out = tmp_path / "build"
-    summary = compile_model(LENET, out, data=str(tiny_npz), protect="random-backbone", seed=5,
-                            config=TrainConfig(epochs=1, batch_size=32, seed=5), baseline=True)
+    summary = compile_model(
+        LENET,
+        out,
+        data=str(tiny_npz),
+        protect="random-backbone",
+        seed=5,
+        config=TrainConfig(epochs=1, batch_size=32, seed=5),
+        baseline=True,
+    )
     assert summary["protect"] == "random-backbone" and summary["channels"] == 8
     initial, _ = build_mirrornet(LENET, channels=8, seed=5, init="random")
     mirrornet = onnx.load(str(out / "mirrornet.onnx"))
@@ -107,8 +140,20 @@ def test_compile_random_backbone_ships_the_random_backbone(tmp_path, tiny_npz):
 
 def test_compile_penalty_with_random_backbone_is_one_line_exit_2(tmp_path, tiny_npz):
     out = tmp_path / "b"
-    run = cli("compile", LENET, "--data", tiny_npz, "--protect", "random-backbone", "--backbone-penalty", "0.3",
-              "-o", out, "--epochs", "1")
+    run = cli(
+        "compile",
+        LENET,
+        "--data",
+        tiny_npz,
+        "--protect",
+        "random-backbone",
+        "--backbone-penalty",
+        "0.3",
+        "-o",
+        out,
+        "--epochs",
+        "1",
+    )
     assert run.exit_code == 2, run.output
     assert "backbone is frozen" in run.output and len(run.output.strip().splitlines()) == 1
     assert not out.exists()
@@ -125,10 +170,22 @@ def test_partition_report_shows_the_strategy():
 
 
 def test_partition_report_reads_the_measured_figures_from_results(tmp_path):
-    row = {"dataset": "mnist", "protect": "random-backbone", "C": 8, "select": "first", "penalty": 0.0,
-           "unprotected": 98.0, "mirrornet": 96.77, "cost": 1.23, "head_start": {"600": "+9.87 ± 0.65"}}
-    path = write_protection_results(tmp_path / "res", [row, {**row, "protect": "joint", "cost": None}],
-                                    command="python benchmarks/attacks.py --only-in-this-test")
+    row = {
+        "dataset": "mnist",
+        "protect": "random-backbone",
+        "C": 8,
+        "select": "first",
+        "penalty": 0.0,
+        "unprotected": 98.0,
+        "mirrornet": 96.77,
+        "cost": 1.23,
+        "head_start": {"600": "+9.87 ± 0.65"},
+    }
+    path = write_protection_results(
+        tmp_path / "res",
+        [row, {**row, "protect": "joint", "cost": None}],
+        command="python benchmarks/attacks.py --only-in-this-test",
+    )
     env = {"MIRRORC_RESULTS": str(tmp_path / "res")}
     run = cli("partition", LENET, "--report", "--protect", "random-backbone", env=env)
     assert run.exit_code == 0, run.output
@@ -192,13 +249,17 @@ def test_benchmarks_write_what_the_report_reads(tmp_path, monkeypatch):
     assert written["command"] == "python benchmarks/attacks.py --seeds 3"
     assert written["date"] and written["machine"]["cores"] >= 1
     assert measured_protection("joint")["rows"] == [row]
+
+
 def test_partition_protect_misuse_is_one_line_exit_2(tmp_path):
     model, _ = build_mirrornet(LENET, channels=2)
     path = tmp_path / "mirrornet.onnx"
     onnx.save(model, str(path))
-    for args, says in (((path, "--protect", "random-backbone"), "only apply to an original model"),
-                       ((LENET, "--strategies", "--protect", "joint"), "--protect: give it with --report"),
-                       ((LENET, "--protect", "nope"), "Invalid value for '--protect'")):
+    for args, says in (
+        ((path, "--protect", "random-backbone"), "only apply to an original model"),
+        ((LENET, "--strategies", "--protect", "joint"), "--protect: give it with --report"),
+        ((LENET, "--protect", "nope"), "Invalid value for '--protect'"),
+    ):
         run = cli("partition", *args)
         assert run.exit_code == 2, run.output
         assert says in run.output and "Traceback" not in run.output
@@ -210,10 +271,24 @@ def test_random_backbone_on_mnist_learns_in_the_cpm_alone(tmp_path):
     """Real MNIST, 3000 images, 1 epoch: the MirrorNet learns although the backbone alone stays at
     chance (its weights are random), so all the accuracy is the secure world's."""
     out = tmp_path / "rb"
-    run = cli("compile", LENET, "--data", "mnist", "--protect", "random-backbone", "--limit-train", "3000",
-              "--epochs", "1", "--no-baseline", "-o", out, "--json")
+    run = cli(
+        "compile",
+        LENET,
+        "--data",
+        "mnist",
+        "--protect",
+        "random-backbone",
+        "--limit-train",
+        "3000",
+        "--epochs",
+        "1",
+        "--no-baseline",
+        "-o",
+        out,
+        "--json",
+    )
     assert run.exit_code == 0, run.output
-    summary = json.loads(run.output[run.output.index("{"):])
+    summary = json.loads(run.output[run.output.index("{") :])
     print("validation MirrorNet", summary["val_mirrornet_acc"], "backbone alone", summary["val_backbone_acc"])
     assert summary["val_backbone_acc"] < 30.0
     assert summary["val_mirrornet_acc"] > max(50.0, summary["val_backbone_acc"] + 30.0)

@@ -62,8 +62,16 @@ def lenet_mirrornet(c: int = 2, seed: int = 0) -> onnx.ModelProto:
     for k, (tensor, shape) in enumerate(taps, 1):
         idx = b.init(f"mirrorc/select{k}/indices", np.arange(shape[0], dtype=np.int64))
         b.node("Gather", [tensor, idx], f"mirrorc_tap{k}", f"mirrorc/select{k}", nw, axis=1)
-        meta_taps.append({"index": k, "tensor": tensor, "selected": f"mirrorc_tap{k}",
-                          "channels": list(range(shape[0])), "shape": shape, "bytes": 4 * int(np.prod(shape))})
+        meta_taps.append(
+            {
+                "index": k,
+                "tensor": tensor,
+                "selected": f"mirrorc_tap{k}",
+                "channels": list(range(shape[0])),
+                "shape": shape,
+                "bytes": 4 * int(np.prod(shape)),
+            }
+        )
     # CPM, stages 2..5
     x = b.node("Relu", [b.conv("mirrorc_tap1", c, c, 5, 0, "cpm/conv2", sw, 2)], "cpm/relu2_out", "cpm/relu2", sw, 2)
     x = b.node("MaxPool", [x], "cpm/pool2_out", "cpm/pool2", sw, 2, kernel_shape=[2, 2], strides=[2, 2])
@@ -78,16 +86,26 @@ def lenet_mirrornet(c: int = 2, seed: int = 0) -> onnx.ModelProto:
     b.node("ArgMax", ["mirrornet_logits"], "label", "cpm/argmax", sw, axis=1, keepdims=0)
 
     g = helper.make_graph(
-        b.nodes, "lenet5_mirrornet", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
-         helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, ["N", 10]),
-         helper.make_tensor_value_info("mirrornet_logits", TensorProto.FLOAT, ["N", 10])], b.inits)
+        b.nodes,
+        "lenet5_mirrornet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("backbone_logits", TensorProto.FLOAT, ["N", 10]),
+            helper.make_tensor_value_info("mirrornet_logits", TensorProto.FLOAT, ["N", 10]),
+        ],
+        b.inits,
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="test_report_fixture")
     model.ir_version = 8
-    for k, v in {"mirrorc.version": "1", "mirrorc.channels": str(c), "mirrorc.num_classes": "10",
-                 "mirrorc.taps": json.dumps(meta_taps),
-                 "mirrorc.options": json.dumps({"channels": c, "select": "first", "seed": seed, "init": "keep"}),
-                 "mirrorc.source": json.dumps({"file": "lenet5.onnx", "sha256": "0" * 64})}.items():
+    for k, v in {
+        "mirrorc.version": "1",
+        "mirrorc.channels": str(c),
+        "mirrorc.num_classes": "10",
+        "mirrorc.taps": json.dumps(meta_taps),
+        "mirrorc.options": json.dumps({"channels": c, "select": "first", "seed": seed, "init": "keep"}),
+        "mirrorc.source": json.dumps({"file": "lenet5.onnx", "sha256": "0" * 64}),
+    }.items():
         model.metadata_props.add(key=k, value=v)
     return model
 

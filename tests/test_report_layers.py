@@ -18,8 +18,12 @@ def test_lenet5_by_hand():
     compute = L.compute_layers(ls)
     # Fig. 3 of the paper: conv[1,6,5,28,28], conv[6,16,5,14,10], dense 400-120-84-10.
     assert [c.notation for c in compute] == [
-        "conv[1, 6, 5, 28, 28]", "conv[6, 16, 5, 14, 10]",
-        "dense[400, 120]", "dense[120, 84]", "dense[84, 10]"]
+        "conv[1, 6, 5, 28, 28]",
+        "conv[6, 16, 5, 14, 10]",
+        "dense[400, 120]",
+        "dense[120, 84]",
+        "dense[84, 10]",
+    ]
     # MACs: 5*5*1*6*28*28, 5*5*6*16*10*10, 400*120, 120*84, 84*10
     assert [c.macs for c in compute] == [117600, 240000, 48000, 10080, 840]
     # params: weights + biases
@@ -48,15 +52,23 @@ def _model(nodes, inp, out, inits):
 
 def test_nonsquare_grouped_conv_and_matmul():
     f = np.float32
-    inits = {"w": np.zeros((8, 2, 3, 5), f),  # groups=2: IC/groups = 2
-             "m": np.zeros((7, 4), f)}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="c", group=2, strides=[2, 1], pads=[1, 2, 1, 2]),
-             helper.make_node("Transpose", ["y"], ["t"], name="tr", perm=[0, 2, 3, 1]),  # [N, 5, 6, 8]
-             helper.make_node("Slice", ["t", "s0", "s1", "s2"], ["ts"], name="sl"),
-             helper.make_node("MatMul", ["ts", "m"], ["z"], name="mm")]
+    inits = {
+        "w": np.zeros((8, 2, 3, 5), f),  # groups=2: IC/groups = 2
+        "m": np.zeros((7, 4), f),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="c", group=2, strides=[2, 1], pads=[1, 2, 1, 2]),
+        helper.make_node("Transpose", ["y"], ["t"], name="tr", perm=[0, 2, 3, 1]),  # [N, 5, 6, 8]
+        helper.make_node("Slice", ["t", "s0", "s1", "s2"], ["ts"], name="sl"),
+        helper.make_node("MatMul", ["ts", "m"], ["z"], name="mm"),
+    ]
     inits.update(s0=np.array([0], np.int64), s1=np.array([7], np.int64), s2=np.array([3], np.int64))
-    m = _model(nodes, helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 9, 6]),
-               helper.make_tensor_value_info("z", TensorProto.FLOAT, None), inits)
+    m = _model(
+        nodes,
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 9, 6]),
+        helper.make_tensor_value_info("z", TensorProto.FLOAT, None),
+        inits,
+    )
     by = {x.name: x for x in L.layers(m)}
     c = by["c"]
     assert (c.ic, c.oc, c.k, c.fi, c.fo, c.groups) == (4, 8, (3, 5), (9, 6), (5, 6), 2)
@@ -70,18 +82,30 @@ def test_nonsquare_grouped_conv_and_matmul():
 def test_weights_built_by_constantofshape_are_counted():
     # The model zoo's "light" files build every weight with ConstantOfShape.
     shape = numpy_helper.from_array(np.array([3, 5], np.int64), "wshape")
-    nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["w"], name="cw",
-                              value=numpy_helper.from_array(np.array([0.5], np.float32))),
-             helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")]
-    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [shape])
+    nodes = [
+        helper.make_node(
+            "ConstantOfShape", ["wshape"], ["w"], name="cw", value=numpy_helper.from_array(np.array([0.5], np.float32))
+        ),
+        helper.make_node("Gemm", ["x", "w"], ["y"], name="fc"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [shape],
+    )
     by = {x.name: x for x in L.layers(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))}
     assert by["cw"].params == 0 and (by["fc"].kind, by["fc"].params, by["fc"].macs) == ("dense", 15, 15)
 
 
 def test_unknown_spatial_size_names_the_node():
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv_a")]
-    m = _model(nodes, helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"]),
-               helper.make_tensor_value_info("y", TensorProto.FLOAT, None), {"w": np.zeros((2, 1, 3, 3), np.float32)})
+    m = _model(
+        nodes,
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"]),
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+        {"w": np.zeros((2, 1, 3, 3), np.float32)},
+    )
     with pytest.raises(MirrorcError, match="conv_a"):
         L.layers(m)

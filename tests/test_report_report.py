@@ -120,8 +120,9 @@ def _with_batchnorm(after_relu: bool) -> onnx.ModelProto:
     bn = helper.make_node("BatchNormalization", ["", *[f"cpm/bn.{k}" for k in "sbmv"]], ["cpm/bn_out"], name="cpm/bn")
     bn.metadata_props.add(key="mirrorc.world", value="secure")
     bn.metadata_props.add(key="mirrorc.stage", value="2")
-    g.initializer.extend(numpy_helper.from_array(np.full(2, v, np.float32), f"cpm/bn.{k}")
-                         for k, v in zip("sbmv", (0.5, 0.1, 0.2, 2.0)))
+    g.initializer.extend(
+        numpy_helper.from_array(np.full(2, v, np.float32), f"cpm/bn.{k}") for k, v in zip("sbmv", (0.5, 0.1, 0.2, 2.0))
+    )
     order = [n.name for n in g.node]
     if after_relu:  # conv -> relu -> bn -> pool
         by["cpm/relu2"].output[0] = "cpm/relu2_pre"
@@ -159,8 +160,14 @@ def test_batchnorm_weights_as_the_c_lowering_stores_them(after_relu):
 
 def test_not_a_mirrornet():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
-    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x],
-                                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]))
+    m = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [x],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )
+    )
     with pytest.raises(MirrorcError, match="mirrorc.channels"):
         build_report(m)
     bad = lenet_mirrornet(1)
@@ -186,10 +193,12 @@ def test_cli_bad_input(tmp_path):
     path = tmp_path / "mirrornet.onnx"
     onnx.save(lenet_mirrornet(1), path)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    for args, msg in [([str(path), "--device", "nope"], "device 'nope'"),
-                      ([str(path), "--tee-memory", "x"], "--tee-memory"),
-                      ([str(path), "-C", "2"], "already a mirrornet"),
-                      ([str(tmp_path / "junk.onnx")], "junk.onnx"),
-                      ([str(path), "--report", "--strategies"], "choose one")]:
+    for args, msg in [
+        ([str(path), "--device", "nope"], "device 'nope'"),
+        ([str(path), "--tee-memory", "x"], "--tee-memory"),
+        ([str(path), "-C", "2"], "already a mirrornet"),
+        ([str(tmp_path / "junk.onnx")], "junk.onnx"),
+        ([str(path), "--report", "--strategies"], "choose one"),
+    ]:
         run = CliRunner().invoke(main, ["partition", *args])
         assert run.exit_code == 2 and msg in run.stderr and "Traceback" not in run.output, (args, run.output)

@@ -23,8 +23,11 @@ def cross_compile(ta_dir: Path, out: Path) -> dict[str, int]:
     totals: dict[str, int] = {}
     for src in ta.ta_sources(ta_dir):
         obj = out / (src.stem + ".o")
-        proc = subprocess.run([CROSS, "-std=c99", "-ffreestanding", "-O2", "-Wall", "-Werror", *includes,
-                               "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [CROSS, "-std=c99", "-ffreestanding", "-O2", "-Wall", "-Werror", *includes, "-c", str(src), "-o", str(obj)],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, f"{src.name}: {proc.stderr}"
         # nothing outside the TA: every undefined symbol is a GP Internal API function or a kernel
         nm = subprocess.run(["aarch64-linux-gnu-nm", "-u", str(obj)], capture_output=True, text=True).stdout

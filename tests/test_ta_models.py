@@ -54,7 +54,7 @@ def test_split_execution_labels_equal_mirrornet(built):
     for mode in ("stream", "single"):
         with ProtectedModel(build, tee="sim", mode=mode) as model:
             got = model.predict(x)
-            one_by_one = np.concatenate([model.predict(x[i:i + 1]) for i in range(20)])  # batch-1 binding
+            one_by_one = np.concatenate([model.predict(x[i : i + 1]) for i in range(20)])  # batch-1 binding
         assert (one_by_one == want[:20]).all()
         agree = float((got == want).mean())
         print(f"{name} {mode}: {100 * agree:.1f}% of {n} labels equal mirrornet.onnx")
@@ -94,8 +94,10 @@ def test_real_ta_cross_compiles(built, tmp_path):
     name, build = built
     sizes = cross_compile(build / "ta", tmp_path)
     plan = json.loads((build / "plan.json").read_text())
-    print(f"{name} TA (aarch64, -O2): {sizes}; plan: weights {plan['memory']['weights']} B, "
-          f"arena {plan['memory']['arena']} B")
+    print(
+        f"{name} TA (aarch64, -O2): {sizes}; plan: weights {plan['memory']['weights']} B, "
+        f"arena {plan['memory']['arena']} B"
+    )
     assert sizes[".rodata"] >= plan["memory"]["weights"]  # the weights are constants in the image
     assert sizes[".bss"] >= plan["memory"]["arena"]  # the arena is static
     assert sizes.get(".data", 0) == 0  # nothing writable but the arena, and it starts zeroed
@@ -138,8 +140,10 @@ def test_build_secure_fields_and_failures(tmp_path):
     for rel, digest in plan["hashes"].items():
         if rel != "mirrornet.onnx":
             assert hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest() == digest, rel
-    assert f"#define TA_DATA_SIZE {plan['memory']['ta_data_size']}" in \
-        (tmp_path / "ta" / "user_ta_header_defines.h").read_text()
+    assert (
+        f"#define TA_DATA_SIZE {plan['memory']['ta_data_size']}"
+        in (tmp_path / "ta" / "user_ta_header_defines.h").read_text()
+    )
 
     fresh = tmp_path / "fresh"
     with pytest.raises(MirrorcError, match="TEE memory"):

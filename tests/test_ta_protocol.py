@@ -24,8 +24,12 @@ from test_ta_support import (
 )
 
 T = teec
-TAP, FINAL, SINGLE, DEBUG_FINAL = (contract.CMD_TAP_BASE, contract.CMD_FINAL, contract.CMD_SINGLE,
-                                   contract.CMD_DEBUG_FINAL)
+TAP, FINAL, SINGLE, DEBUG_FINAL = (
+    contract.CMD_TAP_BASE,
+    contract.CMD_FINAL,
+    contract.CMD_SINGLE,
+    contract.CMD_DEBUG_FINAL,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +84,15 @@ def test_stream_and_single_match_reference(session):
 
 def test_generated_files_follow_optee_layout(build):
     ta_dir = build[0] / "ta"
-    for rel in ("Makefile", "sub.mk", "user_ta_header_defines.h", "include/fixture_ta.h", "mirrorc_ta.c",
-                "model/sub.mk", "model/mirrorc_model.c"):
+    for rel in (
+        "Makefile",
+        "sub.mk",
+        "user_ta_header_defines.h",
+        "include/fixture_ta.h",
+        "mirrorc_ta.c",
+        "model/sub.mk",
+        "model/mirrorc_model.c",
+    ):
         assert (ta_dir / rel).is_file(), rel
     assert f"BINARY={build[1]}" in (ta_dir / "Makefile").read_text()
     assert "-include $(TA_DEV_KIT_DIR)/mk/ta_dev_kit.mk" in (ta_dir / "Makefile").read_text()
@@ -110,8 +121,11 @@ def test_malformed_calls_are_refused_and_the_ta_survives(session):
         (TAP, T.Operation(T.TEEC_MEMREF_TEMP_INOUT).temp(0, t0.copy()), T.TEEC_ERROR_BAD_PARAMETERS),
         (TAP, T.Operation(T.TEEC_MEMREF_TEMP_INPUT, T.TEEC_VALUE_OUTPUT).temp(0, t0), T.TEEC_ERROR_BAD_PARAMETERS),
         (FINAL, tap_op(logits), T.TEEC_ERROR_BAD_PARAMETERS),
-        (SINGLE, T.Operation(T.TEEC_MEMREF_TEMP_INPUT, T.TEEC_VALUE_INOUT).temp(0, np.concatenate([*taps, logits])),
-         T.TEEC_ERROR_BAD_PARAMETERS),
+        (
+            SINGLE,
+            T.Operation(T.TEEC_MEMREF_TEMP_INPUT, T.TEEC_VALUE_INOUT).temp(0, np.concatenate([*taps, logits])),
+            T.TEEC_ERROR_BAD_PARAMETERS,
+        ),
         # short and long buffers
         (TAP, tap_op(t0[:2]), T.TEEC_ERROR_BAD_PARAMETERS),
         (TAP, tap_op(np.concatenate([t0, t0])), T.TEEC_ERROR_BAD_PARAMETERS),
@@ -180,18 +194,24 @@ def test_shared_memory_memrefs(context, session):
     flat = np.concatenate([*taps, logits])
     shm = context.allocate_shared_memory(flat.nbytes + 64, T.TEEC_MEM_INPUT)
     view = np.frombuffer(shm.view(), np.float32)
-    view[4:4 + flat.size] = flat  # at a 16-byte offset
+    view[4 : 4 + flat.size] = flat  # at a 16-byte offset
     op = T.Operation(T.TEEC_MEMREF_PARTIAL_INPUT, T.TEEC_VALUE_OUTPUT).memref(0, shm, 16, flat.nbytes)
     assert session.invoke(SINGLE, op).value_out(1)[0] == fixture_label(taps, logits)
     # the whole block is too long for the TA, and a partial reference may not leave its block
-    refused(session, SINGLE, T.Operation(T.TEEC_MEMREF_WHOLE, T.TEEC_VALUE_OUTPUT).memref(0, shm),
-            T.TEEC_ERROR_BAD_PARAMETERS)
-    res, origin = session.try_invoke(SINGLE, T.Operation(T.TEEC_MEMREF_PARTIAL_INPUT, T.TEEC_VALUE_OUTPUT)
-                                     .memref(0, shm, 64, flat.nbytes + 16))
+    refused(
+        session,
+        SINGLE,
+        T.Operation(T.TEEC_MEMREF_WHOLE, T.TEEC_VALUE_OUTPUT).memref(0, shm),
+        T.TEEC_ERROR_BAD_PARAMETERS,
+    )
+    res, origin = session.try_invoke(
+        SINGLE, T.Operation(T.TEEC_MEMREF_PARTIAL_INPUT, T.TEEC_VALUE_OUTPUT).memref(0, shm, 64, flat.nbytes + 16)
+    )
     assert (res, origin) == (T.TEEC_ERROR_BAD_PARAMETERS, T.TEEC_ORIGIN_API)
     # an input-only block cannot be passed for output
-    res, origin = session.try_invoke(SINGLE, T.Operation(T.TEEC_MEMREF_PARTIAL_OUTPUT, T.TEEC_VALUE_OUTPUT)
-                                     .memref(0, shm, 0, flat.nbytes))
+    res, origin = session.try_invoke(
+        SINGLE, T.Operation(T.TEEC_MEMREF_PARTIAL_OUTPUT, T.TEEC_VALUE_OUTPUT).memref(0, shm, 0, flat.nbytes)
+    )
     assert res == T.TEEC_ERROR_BAD_PARAMETERS
     shm.release()
     assert single(session, taps, logits) == fixture_label(taps, logits)
@@ -256,8 +276,11 @@ def test_sleeping_transport(build, monkeypatch):
 
 def _simulators() -> set[int]:
     """This process's simulator children, found through /proc."""
-    return {int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == os.getpid()
-            and "ta_sim" in _cmdline(int(p))}
+    return {
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit() and _ppid(int(p)) == os.getpid() and "ta_sim" in _cmdline(int(p))
+    }
 
 
 def _ppid(pid: int) -> int:
@@ -338,10 +361,12 @@ def test_client_structures_match_the_c_header():
     from mirrorc.backend import cbuild
 
     src = ta.SHIM / "tee_client_api.h"
-    code = (f'#include "{src}"\n#include <stddef.h>\n'
-            "size_t layout[] = { sizeof(TEEC_Context), sizeof(TEEC_UUID), sizeof(TEEC_SharedMemory),"
-            " sizeof(TEEC_Parameter), sizeof(TEEC_Session), sizeof(TEEC_Operation),"
-            " offsetof(TEEC_Operation, params), offsetof(TEEC_SharedMemory, imp) };\n")
+    code = (
+        f'#include "{src}"\n#include <stddef.h>\n'
+        "size_t layout[] = { sizeof(TEEC_Context), sizeof(TEEC_UUID), sizeof(TEEC_SharedMemory),"
+        " sizeof(TEEC_Parameter), sizeof(TEEC_Session), sizeof(TEEC_Operation),"
+        " offsetof(TEEC_Operation, params), offsetof(TEEC_SharedMemory, imp) };\n"
+    )
     import tempfile
     from pathlib import Path
 
@@ -350,9 +375,16 @@ def test_client_structures_match_the_c_header():
         c.write_text(code)
         lib = ctypes.CDLL(str(cbuild.build([c], name="teec_layout", out_dir=d)))
         got = list((ctypes.c_size_t * 8).in_dll(lib, "layout"))
-    want = [ctypes.sizeof(T.TEEC_Context), ctypes.sizeof(T.TEEC_UUID), ctypes.sizeof(T.TEEC_SharedMemory),
-            ctypes.sizeof(T.TEEC_Parameter), ctypes.sizeof(T.TEEC_Session), ctypes.sizeof(T.TEEC_Operation),
-            T.TEEC_Operation.params.offset, T.TEEC_SharedMemory.imp.offset]
+    want = [
+        ctypes.sizeof(T.TEEC_Context),
+        ctypes.sizeof(T.TEEC_UUID),
+        ctypes.sizeof(T.TEEC_SharedMemory),
+        ctypes.sizeof(T.TEEC_Parameter),
+        ctypes.sizeof(T.TEEC_Session),
+        ctypes.sizeof(T.TEEC_Operation),
+        T.TEEC_Operation.params.offset,
+        T.TEEC_SharedMemory.imp.offset,
+    ]
     assert got == want
 
 

@@ -42,8 +42,8 @@ def test_backbone_one_fills_what_the_ta_reads(build):
     x = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
     with ProtectedModel(build, tee="sim", mode="single") as model:
         for i in range(3):
-            model.backbone_one(x[i:i + 1])
-            want = np.concatenate([o.ravel() for o in model.backbone_outputs(x[i:i + 1])])
+            model.backbone_one(x[i : i + 1])
+            want = np.concatenate([o.ravel() for o in model.backbone_outputs(x[i : i + 1])])
             assert np.array_equal(model.buffer, want)
 
 
@@ -60,8 +60,11 @@ def test_normal_world_never_reads_the_ta(build, monkeypatch):
         return real_open(path, *args, **kwargs)
 
     def guarded_os(path, *args, **kwargs):
-        if isinstance(path, (str, os.PathLike)) and os.path.realpath(path).startswith(ta_dir) \
-                and not os.path.realpath(path).endswith("sim.json"):
+        if (
+            isinstance(path, (str, os.PathLike))
+            and os.path.realpath(path).startswith(ta_dir)
+            and not os.path.realpath(path).endswith("sim.json")
+        ):
             raise AssertionError(f"normal world opened {path}")
         return real_os_open(path, *args, **kwargs)
 
@@ -96,8 +99,11 @@ def test_cli_run(build, tmp_path):
     assert res.exit_code == 0 and json.loads(res.output)["labels"] == want
     # bad input: one line, exit 2
     np.save(tmp_path / "bad.npy", np.zeros((3, 4), np.float32))
-    for args in (["--input", str(tmp_path / "bad.npy")], ["--input", str(tmp_path / "nothing.npy")],
-                 ["--input", str(tmp_path / "x.npy"), "--tee", "optee"]):
+    for args in (
+        ["--input", str(tmp_path / "bad.npy")],
+        ["--input", str(tmp_path / "nothing.npy")],
+        ["--input", str(tmp_path / "x.npy"), "--tee", "optee"],
+    ):
         res = runner.invoke(main, ["run", str(build), *args])
         assert res.exit_code == 2, res.output
         assert len(res.output.strip().splitlines()) == 1 and res.output.startswith("mirrorc: error:")

@@ -77,9 +77,12 @@ class FixtureLowered:
 
 
 def fixture_lowered() -> FixtureLowered:
-    return FixtureLowered({"model/mirrorc_model.h": FIXTURE_HEADER, "model/mirrorc_model.c": FIXTURE_SOURCE},
-                          {"weights": 4, "arena": 16, "state": 8, "stack": 256}, list(FIXTURE_TAP_FLOATS),
-                          FIXTURE_CLASSES)
+    return FixtureLowered(
+        {"model/mirrorc_model.h": FIXTURE_HEADER, "model/mirrorc_model.c": FIXTURE_SOURCE},
+        {"weights": 4, "arena": 16, "state": 8, "stack": 256},
+        list(FIXTURE_TAP_FLOATS),
+        FIXTURE_CLASSES,
+    )
 
 
 def fixture_logits(taps: list[np.ndarray], logits: np.ndarray) -> np.ndarray:
@@ -122,30 +125,62 @@ def write_fixture_deployment(build: Path) -> None:
         helper.make_node("Mul", ["t2", "half"], [contract.tap_name(2)], name="mirrorc/select2"),
         helper.make_node("MatMul", ["x", "w"], [contract.BACKBONE_LOGITS], name="fc"),
     ]
-    inits = [numpy_helper.from_array(np.array([0, 1, 2], np.int64), "idx1"),
-             numpy_helper.from_array(np.array([3, 4], np.int64), "idx2"),
-             numpy_helper.from_array(np.array(0.5, np.float32), "half"), numpy_helper.from_array(w, "w")]
+    inits = [
+        numpy_helper.from_array(np.array([0, 1, 2], np.int64), "idx1"),
+        numpy_helper.from_array(np.array([3, 4], np.int64), "idx2"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        numpy_helper.from_array(w, "w"),
+    ]
     graph = helper.make_graph(
-        nodes, "fixture", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
-        [helper.make_tensor_value_info(contract.BACKBONE_LOGITS, TensorProto.FLOAT, ["N", FIXTURE_CLASSES]),
-         helper.make_tensor_value_info(contract.tap_name(1), TensorProto.FLOAT, ["N", 3]),
-         helper.make_tensor_value_info(contract.tap_name(2), TensorProto.FLOAT, ["N", 2])], inits)
+        nodes,
+        "fixture",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [
+            helper.make_tensor_value_info(contract.BACKBONE_LOGITS, TensorProto.FLOAT, ["N", FIXTURE_CLASSES]),
+            helper.make_tensor_value_info(contract.tap_name(1), TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info(contract.tap_name(2), TensorProto.FLOAT, ["N", 2]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, build / "normal.onnx")
-    taps = [{"index": k + 1, "tensor": "x", "selected": contract.tap_name(k + 1), "channels": [],
-             "shape": [f], "bytes": 4 * f, "command": contract.tap_command(k)}
-            for k, f in enumerate(FIXTURE_TAP_FLOATS)]
+    taps = [
+        {
+            "index": k + 1,
+            "tensor": "x",
+            "selected": contract.tap_name(k + 1),
+            "channels": [],
+            "shape": [f],
+            "bytes": 4 * f,
+            "command": contract.tap_command(k),
+        }
+        for k, f in enumerate(FIXTURE_TAP_FLOATS)
+    ]
     lowered = fixture_lowered()
-    hashes = {str(p.relative_to(build)): hashlib.sha256(p.read_bytes()).hexdigest()
-              for p in sorted(build.rglob("*")) if p.is_file()}
-    plan = {"format": contract.PLAN_FORMAT, "model": "fixture", "uuid": uuid, "ta_name": "fixture",
-            "input": {"name": "x", "shape": ["N", 5]}, "taps": taps,
-            "logits": {"name": contract.BACKBONE_LOGITS, "shape": [FIXTURE_CLASSES], "bytes": 4 * FIXTURE_CLASSES,
-                       "command": contract.CMD_FINAL},
-            "single": {"command": contract.CMD_SINGLE, "bytes": 4 * (sum(FIXTURE_TAP_FLOATS) + FIXTURE_CLASSES)},
-            "memory": ta.memory_plan(lowered.sizes, lowered.tap_floats, lowered.num_classes), "hashes": hashes}
+    hashes = {
+        str(p.relative_to(build)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(build.rglob("*"))
+        if p.is_file()
+    }
+    plan = {
+        "format": contract.PLAN_FORMAT,
+        "model": "fixture",
+        "uuid": uuid,
+        "ta_name": "fixture",
+        "input": {"name": "x", "shape": ["N", 5]},
+        "taps": taps,
+        "logits": {
+            "name": contract.BACKBONE_LOGITS,
+            "shape": [FIXTURE_CLASSES],
+            "bytes": 4 * FIXTURE_CLASSES,
+            "command": contract.CMD_FINAL,
+        },
+        "single": {"command": contract.CMD_SINGLE, "bytes": 4 * (sum(FIXTURE_TAP_FLOATS) + FIXTURE_CLASSES)},
+        "memory": ta.memory_plan(lowered.sizes, lowered.tap_floats, lowered.num_classes),
+        "hashes": hashes,
+    }
     (build / "plan.json").write_text(json.dumps(plan))
     np.save(build / "w.npy", w)
 

@@ -26,16 +26,29 @@ def test_failure_keeps_checkpoints_and_resume_continues(tmp_path, tiny_npz, monk
 
     monkeypatch.setattr(comp, "_write_report", broken)
     with pytest.raises(MirrorcError, match="simulated"):
-        compile_model("examples/models/lenet5.onnx", out, data=str(tiny_npz), channels=1,
-                      config=TrainConfig(epochs=1, batch_size=32), baseline=False)
+        compile_model(
+            "examples/models/lenet5.onnx",
+            out,
+            data=str(tiny_npz),
+            channels=1,
+            config=TrainConfig(epochs=1, batch_size=32),
+            baseline=False,
+        )
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".build") and p != checkpoint_dir(out)]
     assert not out.exists() and not leftovers  # no half-written build
     assert (checkpoint_dir(out) / "mirrornet.pt").is_file()
 
     monkeypatch.undo()
-    summary = compile_model("examples/models/lenet5.onnx", out, data=str(tiny_npz), channels=1,
-                            config=TrainConfig(epochs=2, batch_size=32), baseline=True, resume=True,
-                            log=logs.append)
+    summary = compile_model(
+        "examples/models/lenet5.onnx",
+        out,
+        data=str(tiny_npz),
+        channels=1,
+        config=TrainConfig(epochs=2, batch_size=32),
+        baseline=True,
+        resume=True,
+        log=logs.append,
+    )
     assert any("resumed" in line and "after epoch 1" in line for line in logs), logs
     training = json.loads((out / "training.json").read_text())
     assert [h["epoch"] for h in training["mirrornet"]] == [1, 2]
@@ -46,9 +59,15 @@ def test_failure_keeps_checkpoints_and_resume_continues(tmp_path, tiny_npz, monk
 def test_labels_beyond_the_model_are_refused(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "wide.npz"
-    np.savez(path, x_train=rng.random((20, 28, 28)), y_train=np.arange(20) % 12,
-             x_test=rng.random((4, 28, 28)), y_test=np.arange(4))
+    np.savez(
+        path,
+        x_train=rng.random((20, 28, 28)),
+        y_train=np.arange(20) % 12,
+        x_test=rng.random((4, 28, 28)),
+        y_test=np.arange(4),
+    )
     with pytest.raises(MirrorcError, match="labels go up to 11 but the model has 10 classes"):
-        compile_model("examples/models/lenet5.onnx", tmp_path / "b", data=str(path), channels=1,
-                      config=TrainConfig(epochs=1))
+        compile_model(
+            "examples/models/lenet5.onnx", tmp_path / "b", data=str(path), channels=1, config=TrainConfig(epochs=1)
+        )
     assert not (tmp_path / "b").exists()

@@ -24,10 +24,12 @@ def idx_bytes(arr: np.ndarray) -> bytes:
 def write_idx_dir(root: Path, n_train=40, n_test=20, size=28, gz=True, seed=0) -> Path:
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    files = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size)),
-             "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-             "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, size, size)),
-             "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    files = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, size, size)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
     for name, arr in files.items():
         data = idx_bytes(np.asarray(arr))
         if gz:
@@ -106,8 +108,13 @@ def test_image_tarball_and_folder_agree_and_cache(tmp_path, monkeypatch):
 def test_npz_and_label_range(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "d.npz"
-    np.savez(path, x_train=rng.random((8, 28, 28)), y_train=np.arange(8) % 3,
-             x_test=rng.random((4, 28, 28)), y_test=np.array([0, 1, 2, 12]))
+    np.savez(
+        path,
+        x_train=rng.random((8, 28, 28)),
+        y_train=np.arange(8) % 3,
+        x_test=rng.random((4, 28, 28)),
+        y_test=np.array([0, 1, 2, 12]),
+    )
     with pytest.raises(MirrorcError, match=r"d\.npz: labels go up to 12 but the model has 10 classes"):
         load_dataset(str(path), data_dir=None, input_shape=(1, 1, 28, 28), num_classes=10)
     np.savez(path, x_train=rng.random((8, 28, 28)), y_train=np.arange(8) % 3)
@@ -115,11 +122,14 @@ def test_npz_and_label_range(tmp_path):
         load_dataset(str(path), data_dir=None, input_shape=(1, 1, 28, 28))
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda b: b"\x01\x02" + b[2:], "bad magic"),
-    (lambda b: b[:-7], "size mismatch"),
-    (lambda b: b[:3], "not an IDX file"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda b: b"\x01\x02" + b[2:], "bad magic"),
+        (lambda b: b[:-7], "size mismatch"),
+        (lambda b: b[:3], "not an IDX file"),
+    ],
+)
 def test_corrupt_idx(tmp_path, damage, message):
     root = write_idx_dir(tmp_path / "d", gz=False)
     target = root / "train-images-idx3-ubyte"
@@ -156,8 +166,9 @@ def test_cli_bad_data_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     root = write_idx_dir(tmp_path / "d")
     (root / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01junk"))
     out = tmp_path / "build"
-    result = CliRunner().invoke(main, ["compile", "examples/models/lenet5.onnx", "--data", str(root), "-o", str(out),
-                                       "--epochs", "1"])
+    result = CliRunner().invoke(
+        main, ["compile", "examples/models/lenet5.onnx", "--data", str(root), "-o", str(out), "--epochs", "1"]
+    )
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("mirrorc: error:") and "train-labels-idx1-ubyte" in lines[0]

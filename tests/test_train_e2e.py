@@ -19,8 +19,10 @@ pytest.importorskip("torch")
 DATA = os.environ.get("MIRRORC_DATA")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not DATA or not (Path(DATA) / "mnist").is_dir(),
-                       reason="real MNIST not available: set MIRRORC_DATA to the datasets folder"),
+    pytest.mark.skipif(
+        not DATA or not (Path(DATA) / "mnist").is_dir(),
+        reason="real MNIST not available: set MIRRORC_DATA to the datasets folder",
+    ),
 ]
 
 MIN_MIRRORNET_ACC = 95.0
@@ -38,9 +40,30 @@ def build(tmp_path_factory):
     from mirrorc.cli import main
 
     out = tmp_path_factory.mktemp("e2e") / "build"
-    args = ["compile", "examples/models/lenet5.onnx", "--data", "mnist", "-C", "2", "-o", str(out),
-            "--epochs", "3", "--limit-train", "8000", "--batch-size", "64", "--lr", "2e-3",
-            "--backbone-penalty", "0.3", "--seed", "0", "--no-baseline", "--json"]
+    args = [
+        "compile",
+        "examples/models/lenet5.onnx",
+        "--data",
+        "mnist",
+        "-C",
+        "2",
+        "-o",
+        str(out),
+        "--epochs",
+        "3",
+        "--limit-train",
+        "8000",
+        "--batch-size",
+        "64",
+        "--lr",
+        "2e-3",
+        "--backbone-penalty",
+        "0.3",
+        "--seed",
+        "0",
+        "--no-baseline",
+        "--json",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

@@ -19,8 +19,9 @@ from passes.mirror import is_cpm  # noqa: E402
 
 VGG7 = "examples/models/vgg7.onnx"
 DATA_DIR = Path(os.environ.get("MIRRORC_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-needs_cifar10 = pytest.mark.skipif(not (DATA_DIR / "cifar10-jpg.tar.gz").is_file(),
-                                   reason=f"CIFAR-10 not found in {DATA_DIR}")
+needs_cifar10 = pytest.mark.skipif(
+    not (DATA_DIR / "cifar10-jpg.tar.gz").is_file(), reason=f"CIFAR-10 not found in {DATA_DIR}"
+)
 
 
 def float_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -36,9 +37,18 @@ def test_random_backbone_vgg7_ships_its_random_draw_bit_for_bit(tmp_path):
     from mirrorc.compile import compile_model
 
     out, seed, channels = tmp_path / "build", 4, 16
-    compile_model(VGG7, out, data="cifar10", data_dir=str(DATA_DIR), channels=channels, protect="random-backbone",
-                  seed=seed, config=TrainConfig(epochs=1, batch_size=64, lr=3e-3, seed=seed), limit_train=320,
-                  baseline=False)
+    compile_model(
+        VGG7,
+        out,
+        data="cifar10",
+        data_dir=str(DATA_DIR),
+        channels=channels,
+        protect="random-backbone",
+        seed=seed,
+        config=TrainConfig(epochs=1, batch_size=64, lr=3e-3, seed=seed),
+        limit_train=320,
+        baseline=False,
+    )
     # the draw `mirrorc compile` starts from (mirrorc/compile.py: build_mirrornet with init="random")
     start = float_initializers(build_mirrornet(VGG7, channels=channels, seed=seed, init="random")[0])
     backbone = {k: v for k, v in start.items() if not is_cpm(k)}

@@ -90,6 +90,7 @@ def test_cosine_schedule_decays_to_zero_and_resumes_exactly(tmp_path):
     def crash_in_epoch_2(line):
         if " epoch 2/" in line:
             raise KeyboardInterrupt
+
     ckpt = tmp_path / "ck.pt"
     with pytest.raises(KeyboardInterrupt):
         train(example_model("lenet5"), x, y, cfg, checkpoint=ckpt, fingerprint="m", log=crash_in_epoch_2)

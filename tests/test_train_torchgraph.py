@@ -18,8 +18,13 @@ from mirrorc.errors import MirrorcError  # noqa: E402
 from mirrorc.train.interpreter import OnnxModule  # noqa: E402
 
 # small enough for CI, and between them they cover LRN, Concat, Sum, Transpose, BN, AveragePool, Dropout
-ZOO_MODELS = ["light_bvlc_alexnet.onnx", "light_squeezenet.onnx", "light_shufflenet.onnx",
-              "light_inception_v1.onnx", "light_resnet50.onnx"]
+ZOO_MODELS = [
+    "light_bvlc_alexnet.onnx",
+    "light_squeezenet.onnx",
+    "light_shufflenet.onnx",
+    "light_inception_v1.onnx",
+    "light_resnet50.onnx",
+]
 
 
 def randomize_zoo(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
@@ -42,8 +47,13 @@ def randomize_zoo(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     used = {i for n in keep for i in n.input}
     init_names = set(inits) | {t.name for t in new_inits}
     graph_inputs = [i for i in model.graph.input if i.name not in init_names and i.name in used]
-    graph = helper.make_graph(keep, model.graph.name, graph_inputs, list(model.graph.output),
-                              [t for t in model.graph.initializer if t.name in used] + new_inits)
+    graph = helper.make_graph(
+        keep,
+        model.graph.name,
+        graph_inputs,
+        list(model.graph.output),
+        [t for t in model.graph.initializer if t.name in used] + new_inits,
+    )
     out = helper.make_model(graph, opset_imports=list(model.opset_import))
     out.ir_version = 8  # initializers need not be listed as graph inputs
     return out
@@ -132,9 +142,11 @@ def test_trainable_predicate_freezes_weights():
 
 def test_unsupported_op_is_named():
     graph = helper.make_graph(
-        [helper.make_node("Erf", ["x"], ["y"], name="weird")], "g",
+        [helper.make_node("Erf", ["x"], ["y"], name="weird")],
+        "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])])
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
+    )
     with pytest.raises(MirrorcError, match="'weird'.*Erf"):
         OnnxModule(helper.make_model(graph))
 

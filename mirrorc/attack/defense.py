@@ -36,7 +36,7 @@ class ProbeConfig(TrainConfig):
 
     epochs: int = 5
     probe_weight: float = 1.0
-    probe_steps: int = 200   # a probe is re-drawn at random after this many steps
+    probe_steps: int = 200  # a probe is re-drawn at random after this many steps
     probe_lr: float = 3e-3
 
 
@@ -48,8 +48,14 @@ def secure_part(mirrornet: onnx.ModelProto) -> onnx.ModelProto:
     return secure
 
 
-def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: ProbeConfig,
-                         *, progress_desc: str = "train+probes") -> onnx.ModelProto:
+def train_against_probes(
+    mirrornet: onnx.ModelProto,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: ProbeConfig,
+    *,
+    progress_desc: str = "train+probes",
+) -> onnx.ModelProto:
     """Joint MirrorNet training (cross-entropy on mirrornet_logits, optional backbone penalty as in
     mirrorc.train.loop) with the adversarial fresh-CPM probes described in the module docstring."""
     import torch
@@ -72,8 +78,9 @@ def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarra
     probe_inputs = [i.name for i in secure.graph.input]  # taps then backbone_logits, by the contract
 
     def fresh_probe(k: int):
-        probe = OnnxModule(reinitialize(secure, lambda n: True, seed=config.seed * 7919 + k),
-                           outputs=[contract.MIRRORNET_LOGITS])
+        probe = OnnxModule(
+            reinitialize(secure, lambda n: True, seed=config.seed * 7919 + k), outputs=[contract.MIRRORNET_LOGITS]
+        )
         return probe, torch.optim.Adam(probe.parameters(), lr=config.probe_lr)
 
     opt = torch.optim.Adam(trainable_parameters(main), lr=config.lr)
@@ -86,25 +93,30 @@ def train_against_probes(mirrornet: onnx.ModelProto, x: np.ndarray, y: np.ndarra
             current["probe"], current["opt"] = fresh_probe(current["step"] // config.probe_steps)
         loss = F.cross_entropy(out[contract.MIRRORNET_LOGITS], yb)
         if config.backbone_penalty > 0:
-            loss = loss + config.backbone_penalty * backbone_penalty(out[contract.BACKBONE_LOGITS], yb, config.penalty_kind)
+            loss = loss + config.backbone_penalty * backbone_penalty(
+                out[contract.BACKBONE_LOGITS], yb, config.penalty_kind
+            )
         current["feeds"] = [out[name] for name in probe_inputs]
         # the backbone pushes the current probe's loss up, to chance and no further
-        adversarial = torch.clamp(F.cross_entropy(current["probe"](*current["feeds"])[contract.MIRRORNET_LOGITS], yb),
-                                  max=chance)
+        adversarial = torch.clamp(
+            F.cross_entropy(current["probe"](*current["feeds"])[contract.MIRRORNET_LOGITS], yb), max=chance
+        )
         return loss - config.probe_weight * adversarial
 
     def probe_learns(out, yb):
         # the probe learns on what it sees, like an attacker would
         probe_opt = current["opt"]
         probe_opt.zero_grad(set_to_none=True)
-        probe_loss = F.cross_entropy(current["probe"](*[f.detach() for f in current["feeds"]])[contract.MIRRORNET_LOGITS], yb)
+        probe_loss = F.cross_entropy(
+            current["probe"](*[f.detach() for f in current["feeds"]])[contract.MIRRORNET_LOGITS], yb
+        )
         probe_loss.backward()
         probe_opt.step()
         current["step"] += 1
 
     for epoch in progress(range(config.epochs), desc=progress_desc, unit="epoch"):
         order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(len(xt)))
-        batches = (order[s:s + config.batch_size] for s in range(0, len(xt), config.batch_size))
+        batches = (order[s : s + config.batch_size] for s in range(0, len(xt), config.batch_size))
         fit(main, xt, yt, batches, loss_of, opt, after_step=probe_learns)
     main.eval()
     return main.write_back()

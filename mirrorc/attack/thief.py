@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from mirrorc.errors import MirrorcError
 from passes import contract
@@ -122,9 +123,16 @@ def load_view(build_dir: str | Path) -> AttackerView:
     dims = [d.dim_value for d in inp.type.tensor_type.shape.dim][1:]
     if not dims or any(d <= 0 for d in dims):
         raise MirrorcError(f"{source}: input '{inp.name}' needs a fixed shape after the batch dimension")
-    return AttackerView(build_dir=build_dir, normal=normal, normal_source=source, mirrornet=mirrornet,
-                        taps=json.loads(meta[contract.META_TAPS]), num_classes=int(meta[contract.META_NUM_CLASSES]),
-                        input_name=inp.name, input_shape=tuple(dims))
+    return AttackerView(
+        build_dir=build_dir,
+        normal=normal,
+        normal_source=source,
+        mirrornet=mirrornet,
+        taps=json.loads(meta[contract.META_TAPS]),
+        num_classes=int(meta[contract.META_NUM_CLASSES]),
+        input_name=inp.name,
+        input_shape=tuple(dims),
+    )
 
 
 # --------------------------------------------------------------------------- initializers
@@ -153,8 +161,14 @@ def _fan_in(shape: tuple[int, ...], node: onnx.NodeProto | None) -> int:
     return int(np.prod(shape[1:]))
 
 
-def _fresh_value(shape: tuple[int, ...], node: onnx.NodeProto | None, pos: int, rng: np.random.Generator,
-                 scheme: str = "he", weight_shape: tuple[int, ...] | None = None) -> np.ndarray:
+def _fresh_value(
+    shape: tuple[int, ...],
+    node: onnx.NodeProto | None,
+    pos: int,
+    rng: np.random.Generator,
+    scheme: str = "he",
+    weight_shape: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """A new random value for a parameter, by the role it plays, as a from-scratch training run would
     start: identity BatchNorm, and `scheme` "he" (He-normal weights, zero biases) or "torch"
     (PyTorch's default uniform(+-1/sqrt(fan_in)) for weights and for biases, whose fan-in is that of
@@ -172,8 +186,9 @@ def _fresh_value(shape: tuple[int, ...], node: onnx.NodeProto | None, pos: int, 
     return rng.normal(0.0, math.sqrt(2.0 / fan_in), shape).astype(np.float32)
 
 
-def reinitialize(model: onnx.ModelProto, select: Callable[[str], bool], seed: int,
-                 scheme: str = "he") -> onnx.ModelProto:
+def reinitialize(
+    model: onnx.ModelProto, select: Callable[[str], bool], seed: int, scheme: str = "he"
+) -> onnx.ModelProto:
     """A copy of `model` whose float initializers chosen by `select` are drawn afresh (seeded)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -199,7 +214,7 @@ def dense_head(model: onnx.ModelProto) -> list[str]:
     nodes = list(model.graph.node)
     last_conv = max((i for i, n in enumerate(nodes) if n.op_type in ("Conv", "ConvTranspose")), default=-1)
     params = set(float_initializers(model))
-    head = [name for n in nodes[last_conv + 1:] if n.op_type in DENSE_OPS for name in n.input if name in params]
+    head = [name for n in nodes[last_conv + 1 :] if n.op_type in DENSE_OPS for name in n.input if name in params]
     if not head:
         raise MirrorcError("normal.onnx: no dense layer after the last convolution; retrain_head needs one")
     return head
@@ -212,8 +227,8 @@ def dense_head(model: onnx.ModelProto) -> list[str]:
 class Split:
     """Indices into the training split for one (budget, seed)."""
 
-    labelled: np.ndarray   # the attacker's labelled budget
-    pool: np.ndarray       # unlabelled images for the oracle, same size
+    labelled: np.ndarray  # the attacker's labelled budget
+    pool: np.ndarray  # unlabelled images for the oracle, same size
 
 
 def draw_budget(n_train: int, budget: int, seed: int) -> Split:
@@ -263,7 +278,7 @@ def run_onnx(model: onnx.ModelProto, output: str, x: np.ndarray, batch: int = 10
     keep.graph.output.extend([o for o in model.graph.output if o.name == output])
     sess = ort.InferenceSession(keep.SerializeToString(), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run([output], {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+    return np.concatenate([sess.run([output], {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 def accuracy(model: onnx.ModelProto, output: str, x: np.ndarray, y: np.ndarray) -> float:
@@ -282,12 +297,23 @@ def cycling_batches(n: int, batch: int, steps: int, seed: int) -> Iterator[torch
     for _ in range(steps):
         if cursor + batch > len(order):
             order, cursor = torch.randperm(n, generator=gen), 0
-        yield order[cursor:cursor + batch]
+        yield order[cursor : cursor + batch]
         cursor += batch
 
 
-def train(model: onnx.ModelProto, output: str, trainable: Callable[[str], bool], x: np.ndarray, y: np.ndarray,
-          *, lr: float, steps: int, batch: int, seed: int, desc: str = "") -> onnx.ModelProto:
+def train(
+    model: onnx.ModelProto,
+    output: str,
+    trainable: Callable[[str], bool],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    lr: float,
+    steps: int,
+    batch: int,
+    seed: int,
+    desc: str = "",
+) -> onnx.ModelProto:
     """Train the initializers chosen by `trainable` with Adam + cosine decay, cross-entropy on `output`,
     through mirrorc.train.loop's loop (a frozen BatchNorm keeps its statistics); return the model with
     the trained values written back."""
@@ -305,8 +331,15 @@ def train(model: onnx.ModelProto, output: str, trainable: Callable[[str], bool],
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     batches = progress(cycling_batches(len(x), batch, steps, seed), total=steps, desc=desc, leave=False)
-    fit(module, torch.from_numpy(x), torch.from_numpy(y), batches,
-        lambda out, yb: torch.nn.functional.cross_entropy(out[output], yb), opt, scheduler=sched)
+    fit(
+        module,
+        torch.from_numpy(x),
+        torch.from_numpy(y),
+        batches,
+        lambda out, yb: torch.nn.functional.cross_entropy(out[output], yb),
+        opt,
+        scheduler=sched,
+    )
     module.eval()
     return module.write_back()
 
@@ -335,8 +368,16 @@ class Result:
     extra: dict = field(default_factory=dict)
 
 
-def fit_and_score(attack: Attack, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                  schedule: Schedule, seed: int, budget: int) -> Result:
+def fit_and_score(
+    attack: Attack,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    schedule: Schedule,
+    seed: int,
+    budget: int,
+) -> Result:
     """Choose the learning rate (and the start, when the attack has alternatives) on a validation part
     of the attacker's own data, retrain on all of it with that choice, score on the test split."""
     fit_idx, val_idx = holdout(len(x), schedule.val_fraction, seed)
@@ -346,17 +387,41 @@ def fit_and_score(attack: Attack, x: np.ndarray, y: np.ndarray, x_test: np.ndarr
     if len(schedule.lr_grid) > 1 or len(starts) > 1:
         for k, start in enumerate(starts):
             for lr in schedule.lr_grid:
-                trial = train(start, attack.output, attack.trainable, x[fit_idx], y[fit_idx], lr=lr,
-                              steps=max(1, int(schedule.steps(len(fit_idx)) * schedule.trial_fraction)),
-                              batch=schedule.batch, seed=seed,
-                              desc=f"{attack.name}{f' start {k}' if k else ''} b={budget} s={seed} lr={lr:g}")
+                trial = train(
+                    start,
+                    attack.output,
+                    attack.trainable,
+                    x[fit_idx],
+                    y[fit_idx],
+                    lr=lr,
+                    steps=max(1, int(schedule.steps(len(fit_idx)) * schedule.trial_fraction)),
+                    batch=schedule.batch,
+                    seed=seed,
+                    desc=f"{attack.name}{f' start {k}' if k else ''} b={budget} s={seed} lr={lr:g}",
+                )
                 val = accuracy(trial, attack.output, x[val_idx], y[val_idx])
                 if val > best_val:
                     best_start, best_lr, best_val = start, lr, val
-    final = train(best_start, attack.output, attack.trainable, x, y, lr=best_lr, steps=steps,
-                  batch=schedule.batch, seed=seed, desc=f"{attack.name} b={budget} s={seed}")
-    return Result(attack.name, budget, seed, accuracy(final, attack.output, x_test, y_test), best_lr,
-                  best_val if best_val >= 0 else None)
+    final = train(
+        best_start,
+        attack.output,
+        attack.trainable,
+        x,
+        y,
+        lr=best_lr,
+        steps=steps,
+        batch=schedule.batch,
+        seed=seed,
+        desc=f"{attack.name} b={budget} s={seed}",
+    )
+    return Result(
+        attack.name,
+        budget,
+        seed,
+        accuracy(final, attack.output, x_test, y_test),
+        best_lr,
+        best_val if best_val >= 0 else None,
+    )
 
 
 # --------------------------------------------------------------------------- the oracle
@@ -372,9 +437,12 @@ def oracle_labels(view: AttackerView, x: np.ndarray) -> tuple[np.ndarray, str]:
         from mirrorc.tee.runtime import ProtectedModel
 
         with ProtectedModel(view.build_dir, tee="sim", mode="single") as deployed:
-            labels = np.concatenate([np.asarray(deployed.predict(x[i:i + 500])).reshape(-1)
-                                     for i in range(0, len(x), 500)])
-        return labels.astype(np.int64), "mirrorc.tee.runtime.ProtectedModel (split execution, simulated TEE, label only)"
+            labels = np.concatenate(
+                [np.asarray(deployed.predict(x[i : i + 500])).reshape(-1) for i in range(0, len(x), 500)]
+            )
+        return labels.astype(
+            np.int64
+        ), "mirrorc.tee.runtime.ProtectedModel (split execution, simulated TEE, label only)"
     labels = run_onnx(view.mirrornet, contract.LABEL, x).astype(np.int64)
     return labels, "mirrornet.onnx 'label' output in onnxruntime (no plan.json/normal.onnx in the build)"
 
@@ -399,13 +467,23 @@ def attacks_for(view: AttackerView, seed: int) -> list[Attack]:
     scratch, *others = [reinitialize(normal, lambda n: n in every, seed=2000 + seed, scheme=s) for s in INIT_SCHEMES]
     return [
         Attack("finetune_all", normal, contract.BACKBONE_LOGITS, lambda n: n in every),
-        Attack("retrain_head", reinitialize(normal, lambda n: n in head, seed=3000 + seed), contract.BACKBONE_LOGITS,
-               lambda n: n in head),
+        Attack(
+            "retrain_head",
+            reinitialize(normal, lambda n: n in head, seed=3000 + seed),
+            contract.BACKBONE_LOGITS,
+            lambda n: n in head,
+        ),
         Attack("replace_cpm", fresh_cpm, contract.MIRRORNET_LOGITS, is_cpm),
         Attack("distill", normal, contract.BACKBONE_LOGITS, lambda n: n in every, labels="oracle"),
         Attack("scratch", scratch, contract.BACKBONE_LOGITS, lambda n: n in every, alternatives=tuple(others)),
-        Attack("scratch_oracle", scratch, contract.BACKBONE_LOGITS, lambda n: n in every, labels="oracle",
-               alternatives=tuple(others)),
+        Attack(
+            "scratch_oracle",
+            scratch,
+            contract.BACKBONE_LOGITS,
+            lambda n: n in every,
+            labels="oracle",
+            alternatives=tuple(others),
+        ),
     ]
 
 
@@ -426,9 +504,14 @@ def head_starts(results: list[Result]) -> dict[int, dict]:
             best_names.append(best)
         if per_seed:
             arr = np.array(per_seed)
-            out[budget] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
-                           "min": float(arr.min()), "max": float(arr.max()), "per_seed": per_seed,
-                           "best_attack": best_names}
+            out[budget] = {
+                "mean": float(arr.mean()),
+                "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+                "min": float(arr.min()),
+                "max": float(arr.max()),
+                "per_seed": per_seed,
+                "best_attack": best_names,
+            }
     return out
 
 
@@ -441,15 +524,26 @@ def architecture_key(model: onnx.ModelProto, output: str) -> str:
 
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
     nodes = upstream_nodes(model.graph, [output])
-    parts = [f"{node.op_type}|{list(node.input)}|{list(node.output)}|"
-             f"{sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute)}" for node in nodes]
+    parts = [
+        f"{node.op_type}|{list(node.input)}|{list(node.output)}|"
+        f"{sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute)}"
+        for node in nodes
+    ]
     reached = {output} | {i for node in nodes for i in node.input}
     parts += [f"init|{name}|{shapes[name]}" for name in sorted(reached & shapes.keys())]
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
-def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, schedule: Schedule | None = None,
-        attacks: tuple[str, ...] = ALL_ATTACKS, scratch_cache: dict | None = None) -> dict:
+def run(
+    build_dir: str | Path,
+    dataset,
+    *,
+    budgets: list[int],
+    seeds: int,
+    schedule: Schedule | None = None,
+    attacks: tuple[str, ...] = ALL_ATTACKS,
+    scratch_cache: dict | None = None,
+) -> dict:
     """Every attack at every budget and seed. `dataset` is a mirrorc.train.data Dataset; returns a JSON-able dict.
 
     `scratch_cache` (a dict the caller keeps) lets several builds of the same architecture on the same
@@ -457,8 +551,10 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
     schedule = schedule or Schedule()
     view = load_view(build_dir)
     if tuple(dataset.x_test.shape[1:]) != view.input_shape:
-        raise MirrorcError(f"--data: images of shape {list(dataset.x_test.shape[1:])} do not fit "
-                           f"'{view.input_name}' {list(view.input_shape)}")
+        raise MirrorcError(
+            f"--data: images of shape {list(dataset.x_test.shape[1:])} do not fit "
+            f"'{view.input_name}' {list(view.input_shape)}"
+        )
     unknown = [a for a in attacks if a not in ALL_ATTACKS]
     if unknown:
         raise MirrorcError(f"--attacks: unknown attack '{unknown[0]}' (choose from {', '.join(ALL_ATTACKS)})")
@@ -489,9 +585,16 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
                         y_oracle, oracle_source = oracle_labels(view, x_pool)
                     res = fit_and_score(attack, x_pool, y_oracle, x_test, y_test, schedule, seed, budget)
                     res.extra["oracle_agreement_with_truth"] = float(
-                        (y_oracle == dataset.y_train[split.pool]).mean() * 100)
+                        (y_oracle == dataset.y_train[split.pool]).mean() * 100
+                    )
                 elif attack.name == "scratch" and scratch_cache is not None:
-                    key = (architecture_key(view.normal, contract.BACKBONE_LOGITS), dataset_key, budget, seed, repr(schedule))
+                    key = (
+                        architecture_key(view.normal, contract.BACKBONE_LOGITS),
+                        dataset_key,
+                        budget,
+                        seed,
+                        repr(schedule),
+                    )
                     if key not in scratch_cache:
                         scratch_cache[key] = fit_and_score(attack, x_lab, y_lab, x_test, y_test, schedule, seed, budget)
                     res = scratch_cache[key]
@@ -509,9 +612,14 @@ def run(build_dir: str | Path, dataset, *, budgets: list[int], seeds: int, sched
         "backbone_accuracy": float((as_is_pred == y_test).mean() * 100),
         "delta_p": mirrornet_acc - float((as_is_pred == y_test).mean() * 100),
         "as_is_histogram": histogram(as_is_pred, view.num_classes),
-        "schedule": {"epochs": schedule.epochs, "min_steps": schedule.min_steps, "batch": schedule.batch,
-                     "lr_grid": list(schedule.lr_grid), "val_fraction": schedule.val_fraction,
-                     "trial_fraction": schedule.trial_fraction},
+        "schedule": {
+            "epochs": schedule.epochs,
+            "min_steps": schedule.min_steps,
+            "batch": schedule.batch,
+            "lr_grid": list(schedule.lr_grid),
+            "val_fraction": schedule.val_fraction,
+            "trial_fraction": schedule.trial_fraction,
+        },
         "budgets": budgets,
         "seeds": seeds,
         "results": [r.__dict__ for r in results],
@@ -556,13 +664,18 @@ def format_report(report: dict) -> tuple[str, str]:
     hist = report["as_is_histogram"]
     total = max(sum(hist), 1)
     top = int(np.argmax(hist))
-    lines.append("as-is predictions per class (% of test): " +
-                 " ".join(f"{k}:{100 * c / total:.0f}" for k, c in enumerate(hist)) +
-                 (f"   <- answers class {top} for {100 * hist[top] / total:.0f}%" if hist[top] / total > 0.5 else ""))
+    lines.append(
+        "as-is predictions per class (% of test): "
+        + " ".join(f"{k}:{100 * c / total:.0f}" for k, c in enumerate(hist))
+        + (f"   <- answers class {top} for {100 * hist[top] / total:.0f}%" if hist[top] / total > 0.5 else "")
+    )
     if report.get("oracle"):
         lines.append(f"oracle: {report['oracle']}")
+
     def picked(ch: list[int]) -> str:
-        return f"[{', '.join(map(str, ch))}]" if len(ch) <= 8 else f"[{len(ch)} of them: {ch[0]}, {ch[1]}, ..., {ch[-1]}]"
+        return (
+            f"[{', '.join(map(str, ch))}]" if len(ch) <= 8 else f"[{len(ch)} of them: {ch[0]}, {ch[1]}, ..., {ch[-1]}]"
+        )
 
     taps = ", ".join(f"tap{t['index']} {t['tensor']}{picked(t['channels'])}" for t in report["taps"])
     lines.append(f"tapped channels (visible to the attacker): {taps}")
@@ -585,6 +698,9 @@ def format_report(report: dict) -> tuple[str, str]:
             best = max(set(h["best_attack"]), key=h["best_attack"].count)
             spread = f" ± {h['std']:.2f} (min {h['min']:.2f}, max {h['max']:.2f})" if len(h["per_seed"]) > 1 else ""
             parts.append(f"{b} images: {h['mean']:+.2f}{spread} [{best}]")
-    head = ("head start (best attack - from scratch, points): " + "; ".join(parts)) if parts else \
-        "head start: not measured (needs scratch and at least one attack)"
+    head = (
+        ("head start (best attack - from scratch, points): " + "; ".join(parts))
+        if parts
+        else "head start: not measured (needs scratch and at least one attack)"
+    )
     return "\n".join(lines), head

@@ -16,8 +16,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from mirrorc.errors import MirrorcError
 from runtime_c import KERNEL_DIR, kernel_sources
@@ -27,17 +27,24 @@ DEFAULT_CFLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror=implicit-funct
 _KINDS = {"shared": ".so", "exe": "", "object": ".o"}
 
 
-
 def cache_dir() -> Path:
     """$MIRRORC_CACHE/cbuild, else ~/.cache/mirrorc/cbuild."""
     root = os.environ.get("MIRRORC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mirrorc")
     return Path(root) / "cbuild"
 
 
-def build(sources: Iterable[str | os.PathLike], *, kind: str = "shared", name: str = "lib",
-          include_dirs: Iterable[str | os.PathLike] = (), defines: Mapping[str, object] | None = None,
-          cflags: Iterable[str] = DEFAULT_CFLAGS, ldflags: Iterable[str] = (), compiler: str = "gcc",
-          out_dir: str | os.PathLike | None = None) -> Path:
+def build(
+    sources: Iterable[str | os.PathLike],
+    *,
+    kind: str = "shared",
+    name: str = "lib",
+    include_dirs: Iterable[str | os.PathLike] = (),
+    defines: Mapping[str, object] | None = None,
+    cflags: Iterable[str] = DEFAULT_CFLAGS,
+    ldflags: Iterable[str] = (),
+    compiler: str = "gcc",
+    out_dir: str | os.PathLike | None = None,
+) -> Path:
     """Compile `sources` into one output of `kind` ("shared" .so, "exe", or "object" .o: one source
     only) and return its path; a cached build with the same inputs is reused.
 
@@ -85,7 +92,7 @@ def build(sources: Iterable[str | os.PathLike], *, kind: str = "shared", name: s
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            errors = [l for l in proc.stderr.splitlines() if "error" in l] or proc.stderr.splitlines()
+            errors = [line for line in proc.stderr.splitlines() if "error" in line] or proc.stderr.splitlines()
             raise MirrorcError(f"cbuild: {compiler} failed building {name}: {' ; '.join(errors[:3])}")
         os.replace(tmp, out)
     finally:
@@ -103,8 +110,9 @@ def build_kernels(**kwargs) -> Path:
     return build(kernel_sources(), name="mirrorc_kernels", include_dirs=[KERNEL_DIR], **kwargs)
 
 
-def build_lowered(files: Mapping[str, str], *, name: str = "mirrorc_model", debug: bool = True,
-                  cflags: Iterable[str] = DEFAULT_CFLAGS) -> Path:
+def build_lowered(
+    files: Mapping[str, str], *, name: str = "mirrorc_model", debug: bool = True, cflags: Iterable[str] = DEFAULT_CFLAGS
+) -> Path:
     """Write the generated sources of `passes.lower_c.lower(...).files` into a content-addressed
     cache directory and build them (model + kernels) into one shared library. With `debug`,
     MIRRORC_DEBUG exposes `mirrorc_debug_run_final` (the MirrorNet logits)."""
@@ -124,8 +132,9 @@ def build_lowered(files: Mapping[str, str], *, name: str = "mirrorc_model", debu
             shutil.rmtree(tmp, ignore_errors=True)
     sources = sorted(p for p in src_dir.rglob("*.c"))
     include_dirs = sorted({p.parent for p in src_dir.rglob("*.h")})
-    return build(sources, name=name, include_dirs=include_dirs, cflags=cflags,
-                 defines={"MIRRORC_DEBUG": None} if debug else None)
+    return build(
+        sources, name=name, include_dirs=include_dirs, cflags=cflags, defines={"MIRRORC_DEBUG": None} if debug else None
+    )
 
 
 class SecureModel:
@@ -143,7 +152,7 @@ class SecureModel:
         self.state = ctypes.create_string_buffer(max(4, state_bytes))
 
     @classmethod
-    def from_lowered(cls, lowered, *, debug: bool = True, name: str = "mirrorc_model") -> "SecureModel":
+    def from_lowered(cls, lowered, *, debug: bool = True, name: str = "mirrorc_model") -> SecureModel:
         """Build (cached) and load a `passes.lower_c.Lowered`."""
         lib = build_lowered(lowered.files, name=name, debug=debug)
         return cls(lib, lowered.tap_floats, lowered.num_classes, lowered.sizes["state"])
@@ -166,8 +175,9 @@ class SecureModel:
             raise ValueError(f"backbone logits: {bl.size} floats, expected {self.num_classes}")
         if self.debug:
             logits = np.zeros(self.num_classes, np.float32)
-            label = self.lib.mirrorc_debug_run_final(self.state, ctypes.c_void_p(bl.ctypes.data),
-                                                    ctypes.c_void_p(logits.ctypes.data))
+            label = self.lib.mirrorc_debug_run_final(
+                self.state, ctypes.c_void_p(bl.ctypes.data), ctypes.c_void_p(logits.ctypes.data)
+            )
             return int(label), logits
         return int(self.lib.mirrorc_run_final(self.state, ctypes.c_void_p(bl.ctypes.data))), None
 
@@ -196,7 +206,7 @@ double mirrorc_time_inference(const float *const *taps, const float *logits, int
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def host_march(compiler: str = "gcc") -> tuple[str, ...]:
     """-march for this host's CPU as the compiler names it (-march=rocketlake rather than
     -march=native, so that the cache key differs and a build from another CPU is never reused
@@ -204,16 +214,18 @@ def host_march(compiler: str = "gcc") -> tuple[str, ...]:
     onnxruntime's kernels pick the host's vector units too; -std=c99 keeps floating-point
     contraction off, so the results do not change."""
     try:
-        out = subprocess.run([compiler, "-march=native", "-Q", "--help=target"], capture_output=True, text=True,
-                             timeout=60).stdout
+        out = subprocess.run(
+            [compiler, "-march=native", "-Q", "--help=target"], capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     arch = re.search(r"^\s*-march=\s+(\S+)\s*$", out, re.M)
     return (f"-march={arch.group(1)}",) if arch else ()
 
 
-def time_lowered(lowered, taps, backbone_logits, *, iters: int = 100, repeats: int = 5,
-                 cflags: Iterable[str] | None = None) -> tuple[float, int]:
+def time_lowered(
+    lowered, taps, backbone_logits, *, iters: int = 100, repeats: int = 5, cflags: Iterable[str] | None = None
+) -> tuple[float, int]:
     """Best CPU seconds per batch-1 inference of a `passes.lower_c.Lowered` (reset, every tap,
     final), timed by a loop inside C, and the label it returns; compiled for this CPU unless
     `cflags` says otherwise. For benchmarks, not tests."""
@@ -222,8 +234,11 @@ def time_lowered(lowered, taps, backbone_logits, *, iters: int = 100, repeats: i
     if cflags is None:
         cflags = (*DEFAULT_CFLAGS, *host_march())
 
-    lib = load(build_lowered(dict(lowered.files, **{"model/mirrorc_timer.c": _TIMER_C}), name="mirrorc_timed",
-                             debug=False, cflags=cflags))
+    lib = load(
+        build_lowered(
+            dict(lowered.files, **{"model/mirrorc_timer.c": _TIMER_C}), name="mirrorc_timed", debug=False, cflags=cflags
+        )
+    )
     lib.mirrorc_time_inference.restype = ctypes.c_double
     arrays = [np.ascontiguousarray(t, np.float32).ravel() for t in taps]
     for k, a in enumerate(arrays):
@@ -232,6 +247,8 @@ def time_lowered(lowered, taps, backbone_logits, *, iters: int = 100, repeats: i
     ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
     bl = np.ascontiguousarray(backbone_logits, np.float32).ravel()
     label = ctypes.c_int32()
-    best = min(lib.mirrorc_time_inference(ptrs, ctypes.c_void_p(bl.ctypes.data), iters, ctypes.byref(label))
-               for _ in range(repeats))
+    best = min(
+        lib.mirrorc_time_inference(ptrs, ctypes.c_void_p(bl.ctypes.data), iters, ctypes.byref(label))
+        for _ in range(repeats)
+    )
     return best, int(label.value)

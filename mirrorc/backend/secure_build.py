@@ -58,8 +58,10 @@ def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_m
     uuid = ta.ta_uuid(_sha256(mirrornet_bytes))
 
     if [t["bytes"] for t in taps] != [4 * f for f in lowered.tap_floats]:
-        raise MirrorcError(f"mirrornet model: '{contract.META_TAPS}' bytes {[t['bytes'] for t in taps]} disagree with the "
-                           f"secure graph's tap inputs ({[4 * f for f in lowered.tap_floats]} bytes)")
+        raise MirrorcError(
+            f"mirrornet model: '{contract.META_TAPS}' bytes {[t['bytes'] for t in taps]} disagree with the "
+            f"secure graph's tap inputs ({[4 * f for f in lowered.tap_floats]} bytes)"
+        )
     k = lowered.num_classes
 
     normal_bytes = normal.SerializeToString()

@@ -24,27 +24,61 @@ def register(main: click.Group) -> None:
     @main.command("attack")
     @click.argument("build_dir", type=click.Path(file_okay=False, path_type=str))
     @click.option("--data", "data", required=True, help="dataset name (mnist, fashion-mnist, cifar10) or path")
-    @click.option("--data-dir", default=lambda: os.environ.get("MIRRORC_DATA", "."), show_default="$MIRRORC_DATA",
-                  help="folder holding the datasets")
-    @click.option("--budget", "budget", default="600,3000", show_default=True,
-                  help="labelled images (and oracle queries) per attack, comma-separated; drawn from the training split")
+    @click.option(
+        "--data-dir",
+        default=lambda: os.environ.get("MIRRORC_DATA", "."),
+        show_default="$MIRRORC_DATA",
+        help="folder holding the datasets",
+    )
+    @click.option(
+        "--budget",
+        "budget",
+        default="600,3000",
+        show_default=True,
+        help="labelled images (and oracle queries) per attack, comma-separated; drawn from the training split",
+    )
     @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1, 100), help="seeds per budget")
     @click.option("--epochs", default=20, show_default=True, type=click.IntRange(1), help="epochs per training run")
-    @click.option("--min-steps", default=500, show_default=True, type=click.IntRange(1),
-                  help="at least this many optimizer steps per run (so from-scratch converges on small budgets)")
-    @click.option("--lr-grid", default="3e-4,1e-3,3e-3", show_default=True,
-                  help="learning rates tried on the attacker's validation part")
-    @click.option("--attacks", default=",".join(("as_is", "finetune_all", "retrain_head", "replace_cpm", "distill",
-                                                  "scratch", "scratch_oracle")), show_default=True,
-                  help="which attacks to run, comma-separated")
-    @click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
-                  help="torch threads for training (0: torch's default; 1 is faster on a busy machine)")
-    @click.option("--save", "save_path", default=None, type=click.Path(dir_okay=False),
-                  help="also write the full report as JSON to this file")
+    @click.option(
+        "--min-steps",
+        default=500,
+        show_default=True,
+        type=click.IntRange(1),
+        help="at least this many optimizer steps per run (so from-scratch converges on small budgets)",
+    )
+    @click.option(
+        "--lr-grid",
+        default="3e-4,1e-3,3e-3",
+        show_default=True,
+        help="learning rates tried on the attacker's validation part",
+    )
+    @click.option(
+        "--attacks",
+        default=",".join(
+            ("as_is", "finetune_all", "retrain_head", "replace_cpm", "distill", "scratch", "scratch_oracle")
+        ),
+        show_default=True,
+        help="which attacks to run, comma-separated",
+    )
+    @click.option(
+        "--threads",
+        default=0,
+        show_default=True,
+        type=click.IntRange(0),
+        help="torch threads for training (0: torch's default; 1 is faster on a busy machine)",
+    )
+    @click.option(
+        "--save",
+        "save_path",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="also write the full report as JSON to this file",
+    )
     @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
     @user_errors
-    def attack_cmd(build_dir, data, data_dir, budget, seeds, epochs, min_steps, lr_grid, attacks, threads, save_path,
-                   as_json):
+    def attack_cmd(
+        build_dir, data, data_dir, budget, seeds, epochs, min_steps, lr_grid, attacks, threads, save_path, as_json
+    ):
         """Steal the normal world of BUILD_DIR and measure every attack against training from scratch.
 
         The attacker holds normal.onnx (architecture, weights, tapped channels), a labelled budget from
@@ -68,8 +102,14 @@ def register(main: click.Group) -> None:
 
         dataset = load_dataset(data, data_dir=data_dir, input_shape=view.input_shape)
         schedule = atk.Schedule(epochs=epochs, min_steps=min_steps, lr_grid=grid)
-        report = atk.run(build_dir, dataset, budgets=budgets, seeds=seeds, schedule=schedule,
-                         attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()))
+        report = atk.run(
+            build_dir,
+            dataset,
+            budgets=budgets,
+            seeds=seeds,
+            schedule=schedule,
+            attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()),
+        )
         if save_path:
             import json
 

@@ -32,8 +32,6 @@ def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
-
-
 def progress(iterable=None, **kwargs):
     """A tqdm progress bar on stderr; silent when stderr is not a terminal unless MIRRORC_PROGRESS=1."""
     import os

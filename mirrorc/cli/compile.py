@@ -16,48 +16,114 @@ def _log(message: str) -> None:
 def register(main: click.Group) -> None:
     @main.command("compile")
     @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
-    @click.option("--data", required=True, help="mnist, fashion-mnist, cifar10, or a path (IDX directory, "
-                  "train/ test/ image folders or a tarball of them, .npz)")
+    @click.option(
+        "--data",
+        required=True,
+        help="mnist, fashion-mnist, cifar10, or a path (IDX directory, "
+        "train/ test/ image folders or a tarball of them, .npz)",
+    )
     @click.option("--data-dir", default=None, help="folder holding the named datasets  [default: $MIRRORC_DATA]")
-    @click.option("--protect", default="joint", show_default=True, type=click.Choice(list(STRATEGIES)),
-                  help="protection strategy: joint = backbone and CPM trained together, the backbone penalised "
-                  "so that alone it is useless; paper = the paper's plain recipe (the backbone alone stays good); "
-                  "random-backbone = the backbone keeps its random weights, only a wider CPM learns (a stolen "
-                  "backbone is worth no more than a fresh init; costs TEE memory and time: see `mirrorc partition "
-                  "--report --protect`)")
-    @click.option("-C", "--channels", default=None, type=click.IntRange(1),
-                  help="CPM channels C  [default: the strategy's: 2 for joint, half the widest tapped feature "
-                  "map for random-backbone]")
-    @click.option("-o", "--output", "out_dir", default="build", show_default=True, type=click.Path(file_okay=False),
-                  help="build directory (written atomically)")
+    @click.option(
+        "--protect",
+        default="joint",
+        show_default=True,
+        type=click.Choice(list(STRATEGIES)),
+        help="protection strategy: joint = backbone and CPM trained together, the backbone penalised "
+        "so that alone it is useless; paper = the paper's plain recipe (the backbone alone stays good); "
+        "random-backbone = the backbone keeps its random weights, only a wider CPM learns (a stolen "
+        "backbone is worth no more than a fresh init; costs TEE memory and time: see `mirrorc partition "
+        "--report --protect`)",
+    )
+    @click.option(
+        "-C",
+        "--channels",
+        default=None,
+        type=click.IntRange(1),
+        help="CPM channels C  [default: the strategy's: 2 for joint, half the widest tapped feature "
+        "map for random-backbone]",
+    )
+    @click.option(
+        "-o",
+        "--output",
+        "out_dir",
+        default="build",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="build directory (written atomically)",
+    )
     @click.option("--epochs", default=10, show_default=True, type=click.IntRange(0))
     @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
     @click.option("--lr", default=1e-3, show_default=True, type=float, help="Adam learning rate")
-    @click.option("--lr-schedule", default="constant", show_default=True, type=click.Choice(["constant", "cosine"]),
-                  help="cosine: the learning rate decays to 0 over the run (the baseline gets the same schedule)")
-    @click.option("--backbone-penalty", default=None, type=click.FloatRange(0),
-                  help="weight W of the term W * -log(1 - p_backbone(right class)) that makes the backbone alone "
-                  "wrong (a larger accuracy gap); 0 = plain cross-entropy  [default: the strategy's: 0.3 for "
-                  "joint, 0 for paper and random-backbone]")
-    @click.option("--penalty-kind", default="wrong", show_default=True, type=click.Choice(["wrong", "uniform"]),
-                  help="wrong: -log(1 - p_y), makes the backbone's answer wrong; uniform: cross-entropy to the "
-                  "uniform distribution, makes its output uninformative")
-    @click.option("--select", default=None, help="which backbone channels feed the CPM (compiler-core option; "
-                  "default: its default)")
+    @click.option(
+        "--lr-schedule",
+        default="constant",
+        show_default=True,
+        type=click.Choice(["constant", "cosine"]),
+        help="cosine: the learning rate decays to 0 over the run (the baseline gets the same schedule)",
+    )
+    @click.option(
+        "--backbone-penalty",
+        default=None,
+        type=click.FloatRange(0),
+        help="weight W of the term W * -log(1 - p_backbone(right class)) that makes the backbone alone "
+        "wrong (a larger accuracy gap); 0 = plain cross-entropy  [default: the strategy's: 0.3 for "
+        "joint, 0 for paper and random-backbone]",
+    )
+    @click.option(
+        "--penalty-kind",
+        default="wrong",
+        show_default=True,
+        type=click.Choice(["wrong", "uniform"]),
+        help="wrong: -log(1 - p_y), makes the backbone's answer wrong; uniform: cross-entropy to the "
+        "uniform distribution, makes its output uninformative",
+    )
+    @click.option(
+        "--select",
+        default=None,
+        help="which backbone channels feed the CPM (compiler-core option; default: its default)",
+    )
     @click.option("--seed", default=0, show_default=True, type=int, help="seeds CPM init, data order and training")
-    @click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-                  help="part of the training set held out for validation")
+    @click.option(
+        "--val-fraction",
+        default=0.1,
+        show_default=True,
+        type=click.FloatRange(0, 1, max_open=True),
+        help="part of the training set held out for validation",
+    )
     @click.option("--limit-train", default=None, type=click.IntRange(1), help="train on the first N images only")
     @click.option("--tee-memory", default=None, help="TEE memory limit (e.g. 16M) for the report and the TA")
     @click.option("--no-baseline", is_flag=True, help="do not train original.onnx (the unprotected comparison)")
-    @click.option("--fast", is_flag=True, help="channels_last + bf16 autocast (faster for wide conv nets on CPUs "
-                  "with bf16 support; slightly less exact)")
+    @click.option(
+        "--fast",
+        is_flag=True,
+        help="channels_last + bf16 autocast (faster for wide conv nets on CPUs with bf16 support; slightly less exact)",
+    )
     @click.option("--resume", is_flag=True, help="continue from the per-epoch checkpoints of an interrupted run")
     @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
     @user_errors
-    def compile_cmd(model, data, data_dir, protect, channels, out_dir, epochs, batch_size, lr, lr_schedule,
-                    backbone_penalty,
-                    penalty_kind, select, seed, val_fraction, limit_train, tee_memory, no_baseline, fast, resume, as_json):
+    def compile_cmd(
+        model,
+        data,
+        data_dir,
+        protect,
+        channels,
+        out_dir,
+        epochs,
+        batch_size,
+        lr,
+        lr_schedule,
+        backbone_penalty,
+        penalty_kind,
+        select,
+        seed,
+        val_fraction,
+        limit_train,
+        tee_memory,
+        no_baseline,
+        fast,
+        resume,
+        as_json,
+    ):
         """Compile MODEL (ONNX classifier) into a MirrorNet deployment in OUTPUT: train it on DATA
         (backbone and CPM jointly, or the CPM alone under --protect random-backbone), then write
         mirrornet.onnx, original.onnx, normal.onnx, ta/, host/, plan.json and the report."""
@@ -66,12 +132,33 @@ def register(main: click.Group) -> None:
 
         if backbone_penalty is None:
             backbone_penalty = get_strategy(protect).backbone_penalty
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
-                             backbone_penalty=backbone_penalty, penalty_kind=penalty_kind, val_fraction=val_fraction, fast=fast)
-        summary = compile_model(model, out_dir, data=data, data_dir=data_dir, channels=channels, protect=protect,
-                                select=select,
-                                seed=seed, config=config, limit_train=limit_train, baseline=not no_baseline,
-                                tee_memory=tee_memory, resume=resume, log=None if as_json else _log)
+        config = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lr_schedule=lr_schedule,
+            seed=seed,
+            backbone_penalty=backbone_penalty,
+            penalty_kind=penalty_kind,
+            val_fraction=val_fraction,
+            fast=fast,
+        )
+        summary = compile_model(
+            model,
+            out_dir,
+            data=data,
+            data_dir=data_dir,
+            channels=channels,
+            protect=protect,
+            select=select,
+            seed=seed,
+            config=config,
+            limit_train=limit_train,
+            baseline=not no_baseline,
+            tee_memory=tee_memory,
+            resume=resume,
+            log=None if as_json else _log,
+        )
         if as_json:
             echo_json(summary)
             return

@@ -16,8 +16,12 @@ def register(main: click.Group) -> None:
     @click.option("--data", required=True, help="the dataset the build was compiled with (name or path)")
     @click.option("--data-dir", default=None, help="folder holding the named datasets  [default: $MIRRORC_DATA]")
     @click.option("--no-split-check", is_flag=True, help="skip the split-execution agreement check (TA simulator)")
-    @click.option("--split-images", type=click.IntRange(min=1), default=None,
-                  help="check split execution on the first N test images  [default: all]")
+    @click.option(
+        "--split-images",
+        type=click.IntRange(min=1),
+        default=None,
+        help="check split execution on the first N test images  [default: all]",
+    )
     @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
     @user_errors
     def evaluate_cmd(build_dir, data, data_dir, no_split_check, split_images, as_json):
@@ -26,9 +30,9 @@ def register(main: click.Group) -> None:
 
         import onnx
 
-        from mirrorc.train.data import load_dataset
         from mirrorc.errors import MirrorcError
         from mirrorc.evaluate import evaluate, format_evaluation, model_input_shape, model_num_classes
+        from mirrorc.train.data import load_dataset
 
         mirrornet = Path(build_dir) / "mirrornet.onnx"
         if not mirrornet.is_file():
@@ -37,10 +41,12 @@ def register(main: click.Group) -> None:
             num_classes = model_num_classes(onnx.load(str(mirrornet), load_external_data=False))
         except Exception as e:  # protobuf's DecodeError and friends
             raise MirrorcError(f"{mirrornet}: not a readable ONNX model ({e})") from None
-        dataset = load_dataset(data, data_dir=data_dir, input_shape=model_input_shape(mirrornet),
-                               num_classes=num_classes)
-        result = evaluate(build_dir, dataset.x_test, dataset.y_test, split_check=not no_split_check,
-                          split_images=split_images)
+        dataset = load_dataset(
+            data, data_dir=data_dir, input_shape=model_input_shape(mirrornet), num_classes=num_classes
+        )
+        result = evaluate(
+            build_dir, dataset.x_test, dataset.y_test, split_check=not no_split_check, split_images=split_images
+        )
         result["data"] = data
         if as_json:
             echo_json(result)
@@ -49,6 +55,9 @@ def register(main: click.Group) -> None:
         sys.stdout.flush()
         split = result.get("split_execution")
         if split and split["agree"] != split["images"]:
-            click.echo(f"mirrorc: error: split execution disagrees with mirrornet.onnx on "
-                       f"{split['images'] - split['agree']} of {split['images']} images", err=True)
+            click.echo(
+                f"mirrorc: error: split execution disagrees with mirrornet.onnx on "
+                f"{split['images'] - split['agree']} of {split['images']} images",
+                err=True,
+            )
             sys.exit(1)

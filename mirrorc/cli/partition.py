@@ -30,34 +30,66 @@ def _is_mirrornet(model) -> bool:
 def register(main: click.Group) -> None:
     @main.command("partition")
     @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=str))
-    @click.option("--report", "want_report", is_flag=True,
-                  help="print the partition report (the default when --strategies is not given)")
-    @click.option("--strategies", is_flag=True, help="rank candidate channel counts by predicted latency and memory fit")
-    @click.option("-C", "--channels", default=None,
-                  help="CPM channels C (report; default: the pipeline's) or candidates, comma-separated "
-                       "(--strategies; default 1,2,3,4)")
-    @click.option("--protect", default=None, type=click.Choice(list(STRATEGIES)),
-                  help="report the plan of this protection strategy (its default C, and what it measured)  "
-                  "[default: joint]")
-    @click.option("--select", default=None, help="which backbone channels each tap sends: first, spread or random (the mirror pass's modes)")
+    @click.option(
+        "--report",
+        "want_report",
+        is_flag=True,
+        help="print the partition report (the default when --strategies is not given)",
+    )
+    @click.option(
+        "--strategies", is_flag=True, help="rank candidate channel counts by predicted latency and memory fit"
+    )
+    @click.option(
+        "-C",
+        "--channels",
+        default=None,
+        help="CPM channels C (report; default: the pipeline's) or candidates, comma-separated "
+        "(--strategies; default 1,2,3,4)",
+    )
+    @click.option(
+        "--protect",
+        default=None,
+        type=click.Choice(list(STRATEGIES)),
+        help="report the plan of this protection strategy (its default C, and what it measured)  [default: joint]",
+    )
+    @click.option(
+        "--select",
+        default=None,
+        help="which backbone channels each tap sends: first, spread or random (the mirror pass's modes)",
+    )
     @click.option("--seed", default=0, show_default=True, type=int, help="seed of the mirror pass")
-    @click.option("--device", default="rpi3b-optee", show_default=True,
-                  help="device profile: a bundled name or a profile .json path")
-    @click.option("--tee-memory", default=None, metavar="BYTES|16M",
-                  help="TEE memory limit (overrides the device profile's); a plan over it is flagged")
-    @click.option("--mode", type=click.Choice(["single", "streaming"]), default="single", show_default=True,
-                  help="which invocation mode's latency ranks the strategies")
+    @click.option(
+        "--device",
+        default="rpi3b-optee",
+        show_default=True,
+        help="device profile: a bundled name or a profile .json path",
+    )
+    @click.option(
+        "--tee-memory",
+        default=None,
+        metavar="BYTES|16M",
+        help="TEE memory limit (overrides the device profile's); a plan over it is flagged",
+    )
+    @click.option(
+        "--mode",
+        type=click.Choice(["single", "streaming"]),
+        default="single",
+        show_default=True,
+        help="which invocation mode's latency ranks the strategies",
+    )
     @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
     @user_errors
-    def partition_cmd(model_path, want_report, strategies, channels, protect, select, seed, device, tee_memory, mode, as_json):
+    def partition_cmd(
+        model_path, want_report, strategies, channels, protect, select, seed, device, tee_memory, mode, as_json
+    ):
         """Mirror MODEL and report the partition: per stage the backbone and CPM layers in the paper's
         notation, their MACs, the bytes each tap sends to the secure world and the emulator's latency;
         then TEE memory, world switches and bytes per inference (streaming and single-invoke).
 
         MODEL is the original classifier, or an existing mirrornet.onnx (then reported as it is)."""
         from mirrorc.plan import emulator, report, strategy
-        from mirrorc.train import protect as protection
         from mirrorc.plan.layers import as_model
+        from mirrorc.train import protect as protection
 
         dev = emulator.load_device(device)
         limit = report.parse_size(tee_memory) if tee_memory is not None else None
@@ -67,8 +99,9 @@ def register(main: click.Group) -> None:
         if strategies and protect:
             raise MirrorcError("--protect: give it with --report (the strategies table ranks channel counts)")
         if strategies:
-            ranked = strategy.candidates(model_path, wanted or (1, 2, 3, 4), dev, tee_memory=limit,
-                                         select=select, seed=seed, mode=mode)
+            ranked = strategy.candidates(
+                model_path, wanted or (1, 2, 3, 4), dev, tee_memory=limit, select=select, seed=seed, mode=mode
+            )
             if as_json:
                 echo_json({"device": dev.name, "mode": mode, "candidates": ranked})
             else:
@@ -81,13 +114,17 @@ def register(main: click.Group) -> None:
         given_mirrornet = _is_mirrornet(model)
         if given_mirrornet:
             if wanted is not None or select is not None or protect:
-                raise MirrorcError(f"{model_path}: already a mirrornet; -C/--select/--protect only apply to an "
-                                   f"original model")
+                raise MirrorcError(
+                    f"{model_path}: already a mirrornet; -C/--select/--protect only apply to an original model"
+                )
         else:
             from mirrorc.pipeline import build_mirrornet
 
-            kwargs = {"seed": seed, "init": "keep",
-                      "channels": wanted[0] if wanted is not None else chosen.default_channels(model_path)}
+            kwargs = {
+                "seed": seed,
+                "init": "keep",
+                "channels": wanted[0] if wanted is not None else chosen.default_channels(model_path),
+            }
             if select is not None:
                 kwargs["select"] = select
             built = build_mirrornet(model_path, **kwargs)

@@ -41,8 +41,10 @@ def load_input(path: Path, build_dir: Path, input_shape: list) -> np.ndarray:
         raise MirrorcError(f"{path}: --input must be a .npy array or an image ({', '.join(IMAGE_SUFFIXES)})")
     prep = _preprocessing(build_dir)
     if prep is None:
-        raise MirrorcError(f"{build_dir}: records no preprocessing (mean/std) to apply to {path.name}; "
-                           "pass a preprocessed .npy instead")
+        raise MirrorcError(
+            f"{build_dir}: records no preprocessing (mean/std) to apply to {path.name}; "
+            "pass a preprocessed .npy instead"
+        )
     from mirrorc.train.data import decode_image, preprocess
 
     if len(input_shape) != 3:
@@ -59,12 +61,27 @@ def load_input(path: Path, build_dir: Path, input_shape: list) -> np.ndarray:
 def register(main: click.Group) -> None:
     @main.command("run")
     @click.argument("build_dir", type=click.Path(file_okay=False, path_type=Path))
-    @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                  help="A .npy array [N, ...] or one sample, or an image file.")
-    @click.option("--tee", type=click.Choice(["sim", "optee"]), default="sim", show_default=True,
-                  help="sim: the TA in mirrorc's simulator process; optee: OP-TEE through libteec.")
-    @click.option("--mode", type=click.Choice(["stream", "single"]), default="stream", show_default=True,
-                  help="stream: one command per tap; single: all taps and logits in one command.")
+    @click.option(
+        "--input",
+        "input_path",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A .npy array [N, ...] or one sample, or an image file.",
+    )
+    @click.option(
+        "--tee",
+        type=click.Choice(["sim", "optee"]),
+        default="sim",
+        show_default=True,
+        help="sim: the TA in mirrorc's simulator process; optee: OP-TEE through libteec.",
+    )
+    @click.option(
+        "--mode",
+        type=click.Choice(["stream", "single"]),
+        default="stream",
+        show_default=True,
+        help="stream: one command per tap; single: all taps and logits in one command.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the labels as JSON.")
     @user_errors
     def run(build_dir: Path, input_path: Path, tee: str, mode: str, as_json: bool):
@@ -77,8 +94,16 @@ def register(main: click.Group) -> None:
             x = load_input(input_path, build_dir, model.input_shape)
             labels = model.predict(x)
         if as_json:
-            echo_json({"build": str(build_dir), "input": str(input_path), "tee": tee, "mode": mode,
-                       "count": int(len(labels)), "labels": [int(v) for v in labels]})
+            echo_json(
+                {
+                    "build": str(build_dir),
+                    "input": str(input_path),
+                    "tee": tee,
+                    "mode": mode,
+                    "count": int(len(labels)),
+                    "labels": [int(v) for v in labels],
+                }
+            )
         else:
             for v in labels:
                 click.echo(int(v))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from mirrorc.errors import MirrorcError
 from mirrorc.plan.layers import Layer
@@ -69,7 +69,9 @@ def load_device(name_or_path: str | os.PathLike | None = None) -> Device:
     spec = os.fspath(name_or_path) if name_or_path is not None else DEFAULT_DEVICE
     path = Path(spec) if spec.endswith(".json") or os.sep in spec else DEVICES_DIR / f"{spec}.json"
     if not path.is_file():
-        raise MirrorcError(f"device '{spec}': no such profile (bundled: {', '.join(device_names())}; or give a .json path)")
+        raise MirrorcError(
+            f"device '{spec}': no such profile (bundled: {', '.join(device_names())}; or give a .json path)"
+        )
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -87,11 +89,13 @@ def load_device(name_or_path: str | os.PathLike | None = None) -> Device:
 
     applies = raw.get("compute_scale", {}).get("applies_to", ["conv", "dense"])
     if not isinstance(applies, list) or not set(applies) <= {"conv", "dense"}:
-        raise MirrorcError(f"{path}: field 'compute_scale.applies_to' must be a list of \"conv\"/\"dense\"")
+        raise MirrorcError(f'{path}: field \'compute_scale.applies_to\' must be a list of "conv"/"dense"')
     return Device(
         name=str(raw.get("name", path.stem)),
         switch=Linear(num("context_switch_us", "per_kb"), num("context_switch_us", "base")),
-        kb_bytes=num("context_switch_us", "kb_bytes", cast=int) if "kb_bytes" in raw.get("context_switch_us", {}) else 1024,
+        kb_bytes=num("context_switch_us", "kb_bytes", cast=int)
+        if "kb_bytes" in raw.get("context_switch_us", {})
+        else 1024,
         conv=Linear(num("conv2d_us", "per_workload"), num("conv2d_us", "base")),
         dense=Linear(num("dense_us", "per_workload"), num("dense_us", "base")),
         scale=num("compute_scale", "factor") if "compute_scale" in raw else 1.0,
@@ -108,8 +112,11 @@ def predict(device: Device, cpm_layers: Iterable[Layer], buffers: Sequence[int])
     `cpm_layers`: the secure-world layers; `buffers`: bytes sent per streaming command, in order
     (one per tap, then the backbone logits). Streaming mode switches once per buffer; single-invoke
     mode sends them all in one switch."""
-    per_layer = [{"name": x.name, "notation": x.notation, "workload": x.workload, "us": device.layer_us(x)}
-                 for x in cpm_layers if x.kind != "other"]
+    per_layer = [
+        {"name": x.name, "notation": x.notation, "workload": x.workload, "us": device.layer_us(x)}
+        for x in cpm_layers
+        if x.kind != "other"
+    ]
     compute = sum(x["us"] for x in per_layer)
     streaming_switch = sum(device.switch_us(b) for b in buffers)
     single_switch = device.switch_us(sum(buffers)) if buffers else 0.0
@@ -117,8 +124,16 @@ def predict(device: Device, cpm_layers: Iterable[Layer], buffers: Sequence[int])
         "device": device.name,
         "compute_us": compute,
         "layers": per_layer,
-        "streaming": {"switches": len(buffers), "bytes": int(sum(buffers)), "switch_us": streaming_switch,
-                      "total_us": compute + streaming_switch},
-        "single": {"switches": 1 if buffers else 0, "bytes": int(sum(buffers)), "switch_us": single_switch,
-                   "total_us": compute + single_switch},
+        "streaming": {
+            "switches": len(buffers),
+            "bytes": int(sum(buffers)),
+            "switch_us": streaming_switch,
+            "total_us": compute + streaming_switch,
+        },
+        "single": {
+            "switches": 1 if buffers else 0,
+            "bytes": int(sum(buffers)),
+            "switch_us": single_switch,
+            "total_us": compute + single_switch,
+        },
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
@@ -57,8 +57,14 @@ class Layer:
         return self.macs
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "op_type": self.op_type, "kind": self.kind, "notation": self.notation,
-             "params": self.params, "macs": self.macs}
+        d = {
+            "name": self.name,
+            "op_type": self.op_type,
+            "kind": self.kind,
+            "notation": self.notation,
+            "params": self.params,
+            "macs": self.macs,
+        }
         if self.kind != "other":
             d.update(ic=self.ic, oc=self.oc)
         if self.kind == "conv":
@@ -109,8 +115,7 @@ def _value_infos(model: onnx.ModelProto) -> list:
     return [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
 
 
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                onnx.TensorProto.BFLOAT16}
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
 
 class Shapes:
@@ -152,8 +157,10 @@ class Shapes:
         """The fully known shape of `tensor`, or a MirrorcError naming the node."""
         s = self.shape.get(tensor)
         if s is None or any(d is None for d in s[1:]) or (rank is not None and len(s) != rank):
-            raise MirrorcError(f"layers: node '{node.name or node.op_type}': shape of '{tensor}' is unknown "
-                               f"or not rank {rank} ({s}); give the model's input a fixed size")
+            raise MirrorcError(
+                f"layers: node '{node.name or node.op_type}': shape of '{tensor}' is unknown "
+                f"or not rank {rank} ({s}); give the model's input a fixed size"
+            )
         return s
 
 
@@ -171,12 +178,23 @@ def _conv(node: onnx.NodeProto, shapes: Shapes, params: int) -> Layer:
     groups = int(_attr(node, "group", 1))
     oc, ic_per_group, kh, kw = w
     macs = kh * kw * ic_per_group * oc * y[2] * y[3]
-    return Layer(node.name, node.op_type, "conv", params, macs, ic=x[1], oc=oc, k=(kh, kw),
-                 fi=(x[2], x[3]), fo=(y[2], y[3]), groups=groups)
+    return Layer(
+        node.name,
+        node.op_type,
+        "conv",
+        params,
+        macs,
+        ic=x[1],
+        oc=oc,
+        k=(kh, kw),
+        fi=(x[2], x[3]),
+        fo=(y[2], y[3]),
+        groups=groups,
+    )
 
 
 def _dense(node: onnx.NodeProto, shapes: Shapes, params: int) -> Layer:
-    a, b = node.input[0], node.input[1]
+    _a, b = node.input[0], node.input[1]
     y = shapes.need(node, node.output[0])
     if node.op_type == "Gemm":
         bs = shapes.need(node, b, 2)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import onnx
 
-from mirrorc.plan import emulator, layers as L
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import secure_pipeline
+from mirrorc.plan import emulator
+from mirrorc.plan import layers as L
 from mirrorc.train.protect import get as get_strategy
 from passes import contract
 
@@ -94,8 +95,12 @@ def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_laye
                 weights += 4 * node_layers[src].oc
         else:
             weights += 4 * 2 * shapes.shape[node.input[1]][0]
-    return {"weights": weights, "arena": 4 * max(1, mp.arena_floats), "carry": 4 * max(1, mp.carry_floats),
-            "input_buffer": sum(t["bytes"] for t in taps) + 4 * num_classes}
+    return {
+        "weights": weights,
+        "arena": 4 * max(1, mp.arena_floats),
+        "carry": 4 * max(1, mp.carry_floats),
+        "input_buffer": sum(t["bytes"] for t in taps) + 4 * num_classes,
+    }
 
 
 def build_report(model, device=None, tee_memory: int | str | None = None) -> dict:
@@ -139,20 +144,25 @@ def build_report(model, device=None, tee_memory: int | str | None = None) -> dic
         cpm = [all_layers[i] for i, node in secure if stage.get(i) == s and node.name not in FINAL_NODES]
         tap = tap_by_index.get(s - 1)
         compute_us = sum(dev.layer_us(x) for x in cpm)
-        stage_rows.append({
-            "stage": s,
-            "backbone": [_layer_row(x) for x in bb if x.kind != "other"],
-            "backbone_macs": sum(x.macs for x in bb),
-            "cpm": [_layer_row(x) for x in cpm if x.kind != "other"],
-            "cpm_macs": sum(x.macs for x in cpm),
-            "cpm_params": sum(x.params for x in cpm),
-            "tap": None if tap is None else {k: tap[k] for k in ("index", "tensor", "shape", "bytes")},
-            "secure_us": compute_us + (dev.switch_us(tap["bytes"]) if tap else 0.0),
-        })
+        stage_rows.append(
+            {
+                "stage": s,
+                "backbone": [_layer_row(x) for x in bb if x.kind != "other"],
+                "backbone_macs": sum(x.macs for x in bb),
+                "cpm": [_layer_row(x) for x in cpm if x.kind != "other"],
+                "cpm_macs": sum(x.macs for x in cpm),
+                "cpm_params": sum(x.params for x in cpm),
+                "tap": None if tap is None else {k: tap[k] for k in ("index", "tensor", "shape", "bytes")},
+                "secure_us": compute_us + (dev.switch_us(tap["bytes"]) if tap else 0.0),
+            }
+        )
     logits_bytes = 4 * num_classes
     final_cpm = [all_layers[i] for i, node in secure if node.name in FINAL_NODES or i not in stage]
-    final = {"bytes": logits_bytes, "nodes": [x.name for x in final_cpm],
-             "secure_us": dev.switch_us(logits_bytes) + sum(dev.layer_us(x) for x in final_cpm)}
+    final = {
+        "bytes": logits_bytes,
+        "nodes": [x.name for x in final_cpm],
+        "secure_us": dev.switch_us(logits_bytes) + sum(dev.layer_us(x) for x in final_cpm),
+    }
 
     prediction = emulator.predict(dev, cpm_compute, [t["bytes"] for t in taps] + [logits_bytes])
     mem = _secure_memory(model, secure, shapes, taps, num_classes, all_layers)
@@ -162,7 +172,9 @@ def build_report(model, device=None, tee_memory: int | str | None = None) -> dic
     mem.update(limit=limit, fits=mem["total"] <= limit, over_bytes=max(0, mem["total"] - limit))
     warnings = []
     if not mem["fits"]:
-        warnings.append(f"secure-world plan needs {mem['total']} bytes, over the TEE limit of {limit} by {mem['over_bytes']}")
+        warnings.append(
+            f"secure-world plan needs {mem['total']} bytes, over the TEE limit of {limit} by {mem['over_bytes']}"
+        )
 
     bb_tot = L.totals([all_layers[i] for i in backbone])
     cpm_tot = L.totals([all_layers[i] for i, _ in secure])
@@ -175,15 +187,23 @@ def build_report(model, device=None, tee_memory: int | str | None = None) -> dic
         "device": {"name": dev.name, "path": dev.path, "tee_memory_bytes": dev.tee_memory_bytes},
         "stages": stage_rows,
         "final": final,
-        "totals": {"backbone_macs": bb_tot.macs, "backbone_params": bb_tot.params,
-                   "cpm_macs": cpm_tot.macs, "cpm_params": cpm_tot.params,
-                   "cpm_backbone_mac_ratio": cpm_tot.macs / bb_tot.macs if bb_tot.macs else None,
-                   "taps": len(taps)},
-        "transfer": {mode: {"switches": prediction[mode]["switches"], "bytes": prediction[mode]["bytes"]}
-                     for mode in ("streaming", "single")},
-        "latency_us": {"compute": prediction["compute_us"],
-                       "streaming": prediction["streaming"]["total_us"],
-                       "single": prediction["single"]["total_us"]},
+        "totals": {
+            "backbone_macs": bb_tot.macs,
+            "backbone_params": bb_tot.params,
+            "cpm_macs": cpm_tot.macs,
+            "cpm_params": cpm_tot.params,
+            "cpm_backbone_mac_ratio": cpm_tot.macs / bb_tot.macs if bb_tot.macs else None,
+            "taps": len(taps),
+        },
+        "transfer": {
+            mode: {"switches": prediction[mode]["switches"], "bytes": prediction[mode]["bytes"]}
+            for mode in ("streaming", "single")
+        },
+        "latency_us": {
+            "compute": prediction["compute_us"],
+            "streaming": prediction["streaming"]["total_us"],
+            "single": prediction["single"]["total_us"],
+        },
         "memory": mem,
         "warnings": warnings,
     }
@@ -191,8 +211,10 @@ def build_report(model, device=None, tee_memory: int | str | None = None) -> dic
 
 def text_table(rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return ["  ".join(cell.rjust(w) if c in right else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))).rstrip()
-            for r in rows]
+    return [
+        "  ".join(cell.rjust(w) if c in right else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))).rstrip()
+        for r in rows
+    ]
 
 
 def fmt_bytes(n: int) -> str:
@@ -209,7 +231,10 @@ def fmt_ratio(ratio: float | None) -> str:
 def format_report(report: dict) -> str:
     """The report as aligned text."""
     r, f = report, L.fmt_count
-    lines = [f"mirrornet '{r['model']}'  C={r['channels']}  classes={r['num_classes']}  device={r['device']['name']}", ""]
+    lines = [
+        f"mirrornet '{r['model']}'  C={r['channels']}  classes={r['num_classes']}  device={r['device']['name']}",
+        "",
+    ]
     rows = [["stage", "backbone layer", "MACs", "CPM layer", "MACs", "CPM params", "tap in", "bytes", "secure ms"]]
     for s in r["stages"]:
         bb, cpm = s["backbone"] or [None], s["cpm"] or [None]
@@ -217,29 +242,56 @@ def format_report(report: dict) -> str:
             b = bb[j] if j < len(bb) else None
             c = cpm[j] if j < len(cpm) else None
             first = j == 0
-            rows.append([str(s["stage"]) if first else "",
-                         b["notation"] if b else "", f(b["macs"]) if b else "",
-                         c["notation"] if c else ("-" if first else ""), f(c["macs"]) if c else "",
-                         f(s["cpm_params"]) if first and s["cpm"] else "",
-                         f"tap{s['tap']['index']} {'x'.join(map(str, s['tap']['shape']))}" if first and s["tap"] else "",
-                         str(s["tap"]["bytes"]) if first and s["tap"] else "",
-                         f"{s['secure_us'] / 1000:.3f}" if first and (s["tap"] or s["cpm"]) else ""])
+            rows.append(
+                [
+                    str(s["stage"]) if first else "",
+                    b["notation"] if b else "",
+                    f(b["macs"]) if b else "",
+                    c["notation"] if c else ("-" if first else ""),
+                    f(c["macs"]) if c else "",
+                    f(s["cpm_params"]) if first and s["cpm"] else "",
+                    f"tap{s['tap']['index']} {'x'.join(map(str, s['tap']['shape']))}" if first and s["tap"] else "",
+                    str(s["tap"]["bytes"]) if first and s["tap"] else "",
+                    f"{s['secure_us'] / 1000:.3f}" if first and (s["tap"] or s["cpm"]) else "",
+                ]
+            )
     fin = r["final"]
-    rows.append(["final", "", "", ", ".join(fin["nodes"]), "", "", f"logits {r['num_classes']}", str(fin["bytes"]),
-                 f"{fin['secure_us'] / 1000:.3f}"])
+    rows.append(
+        [
+            "final",
+            "",
+            "",
+            ", ".join(fin["nodes"]),
+            "",
+            "",
+            f"logits {r['num_classes']}",
+            str(fin["bytes"]),
+            f"{fin['secure_us'] / 1000:.3f}",
+        ]
+    )
     lines += text_table(rows, right={2, 4, 5, 7, 8})
     t, m, lat, tr = r["totals"], r["memory"], r["latency_us"], r["transfer"]
     ratio = fmt_ratio(t["cpm_backbone_mac_ratio"])
     summary = [
         ["backbone", f"{f(t['backbone_macs'])} MACs, {f(t['backbone_params'])} params"],
         ["CPM", f"{f(t['cpm_macs'])} MACs ({ratio} of the backbone), {f(t['cpm_params'])} params"],
-        ["streaming", f"{tr['streaming']['switches']} world switches, {tr['streaming']['bytes']} bytes, "
-                      f"predicted {lat['streaming'] / 1000:.3f} ms"],
-        ["single-invoke", f"{tr['single']['switches']} world switch, {tr['single']['bytes']} bytes, "
-                          f"predicted {lat['single'] / 1000:.3f} ms"],
+        [
+            "streaming",
+            f"{tr['streaming']['switches']} world switches, {tr['streaming']['bytes']} bytes, "
+            f"predicted {lat['streaming'] / 1000:.3f} ms",
+        ],
+        [
+            "single-invoke",
+            f"{tr['single']['switches']} world switch, {tr['single']['bytes']} bytes, "
+            f"predicted {lat['single'] / 1000:.3f} ms",
+        ],
         ["CPM compute", f"predicted {lat['compute'] / 1000:.3f} ms"],
-        ["TEE memory", f"{fmt_bytes(m['total'])} of {fmt_bytes(m['limit'])}: weights {fmt_bytes(m['weights'])}, arena {fmt_bytes(m['arena'])}, "
-                       f"carry {fmt_bytes(m['carry'])}, input buffer {fmt_bytes(m['input_buffer'])}, TA overhead {fmt_bytes(m['ta_overhead'])}"],
+        [
+            "TEE memory",
+            f"{fmt_bytes(m['total'])} of {fmt_bytes(m['limit'])}: weights {fmt_bytes(m['weights'])}, "
+            f"arena {fmt_bytes(m['arena'])}, carry {fmt_bytes(m['carry'])}, "
+            f"input buffer {fmt_bytes(m['input_buffer'])}, TA overhead {fmt_bytes(m['ta_overhead'])}",
+        ],
     ]
     if r.get("protection"):
         p = r["protection"]
@@ -288,14 +340,23 @@ def measured_protection(strategy: str) -> dict:
     rows = _rows(measured, where)
     # the reference build: each strategy at its default C, plain loss, scored against an unprotected baseline
     penalty = get_strategy(strategy).backbone_penalty
-    found["rows"] = [r for r in rows if r.get("protect") == strategy and r.get("cost") is not None
-                     and float(r.get("penalty", 0.0)) == penalty]
-    found.update(file=str(where), command=measured["command"], date=measured.get("date"),
-                 transcribed=measured.get("transcribed"), setup=measured["figures"].get("setup", {}))
+    found["rows"] = [
+        r
+        for r in rows
+        if r.get("protect") == strategy and r.get("cost") is not None and float(r.get("penalty", 0.0)) == penalty
+    ]
+    found.update(
+        file=str(where),
+        command=measured["command"],
+        date=measured.get("date"),
+        transcribed=measured.get("transcribed"),
+        setup=measured["figures"].get("setup", {}),
+    )
     schedule = load_results(SCHEDULE_RESULTS)
     if schedule is not None:
-        found["lr_schedule"] = [r for r in _rows(schedule, results_dir() / f"{SCHEDULE_RESULTS}.json")
-                                if r.get("protect") == strategy]
+        found["lr_schedule"] = [
+            r for r in _rows(schedule, results_dir() / f"{SCHEDULE_RESULTS}.json") if r.get("protect") == strategy
+        ]
     return found
 
 
@@ -316,13 +377,17 @@ def format_measured(measured: dict) -> str:
     parts = []
     for r in measured["rows"]:
         hs = r.get("head_start", {}).get("600", "-")
-        parts.append(f"{setup.get('model', '?')} / {r['dataset']}, C = {r['C']}, "
-                     f"{setup.get('compile_epochs', '?')} epochs: MirrorNet {r['cost']:.2f} points below the "
-                     f"unprotected model, head start @600 labels {hs} points")
+        parts.append(
+            f"{setup.get('model', '?')} / {r['dataset']}, C = {r['C']}, "
+            f"{setup.get('compile_epochs', '?')} epochs: MirrorNet {r['cost']:.2f} points below the "
+            f"unprotected model, head start @600 labels {hs} points"
+        )
     line = "; ".join(parts) + f" (`{measured['command']}`, {measured['file']}"
     line += ", transcribed, not re-measured)" if measured.get("transcribed") else ")"
     schedule = [r for r in measured.get("lr_schedule", []) if r.get("cost") is not None]
     if schedule:
-        line += (f"; with --lr-schedule {schedule[0].get('lr_schedule', 'cosine')} for both models the cost is "
-                 + " and ".join(f"{r['cost']:.2f} at C = {r['C']}" for r in schedule))
+        line += (
+            f"; with --lr-schedule {schedule[0].get('lr_schedule', 'cosine')} for both models the cost is "
+            + " and ".join(f"{r['cost']:.2f} at C = {r['C']}" for r in schedule)
+        )
     return line

@@ -8,10 +8,10 @@ of them rather than one answer."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
-from mirrorc.plan import emulator
 from mirrorc.errors import MirrorcError
+from mirrorc.plan import emulator
 from mirrorc.plan.report import build_report
 
 MODES = ("single", "streaming")
@@ -26,9 +26,17 @@ def _default_build(path, channels, select, seed):
     return build_mirrornet(path, **kwargs)
 
 
-def candidates(path, channels: Iterable[int] = (1, 2, 3, 4), device=None, *, tee_memory=None,
-               select=None, seed: int = 0, mode: str = "single",
-               build: Callable | None = None) -> list[dict]:
+def candidates(
+    path,
+    channels: Iterable[int] = (1, 2, 3, 4),
+    device=None,
+    *,
+    tee_memory=None,
+    select=None,
+    seed: int = 0,
+    mode: str = "single",
+    build: Callable | None = None,
+) -> list[dict]:
     """One dict per C, ranked (see module doc). A C that cannot be built (e.g. more channels than a
     tap has) is kept, last, with its error. `build(path, channels, select, seed)` returns the mirrornet
     (or `(mirrornet, info)`); it defaults to `mirrorc.pipeline.build_mirrornet`."""
@@ -48,19 +56,21 @@ def candidates(path, channels: Iterable[int] = (1, 2, 3, 4), device=None, *, tee
             continue
         model = built[0] if isinstance(built, tuple) else built
         r = build_report(model, dev, tee_memory=tee_memory)
-        out.append({
-            "channels": c,
-            "latency_us": r["latency_us"][mode],
-            "latency_streaming_us": r["latency_us"]["streaming"],
-            "latency_single_us": r["latency_us"]["single"],
-            "cpm_macs": r["totals"]["cpm_macs"],
-            "cpm_params": r["totals"]["cpm_params"],
-            "cpm_backbone_mac_ratio": r["totals"]["cpm_backbone_mac_ratio"],
-            "bytes_per_inference": r["transfer"]["single"]["bytes"],
-            "tee_memory": r["memory"]["total"],
-            "tee_limit": r["memory"]["limit"],
-            "fits": r["memory"]["fits"],
-        })
+        out.append(
+            {
+                "channels": c,
+                "latency_us": r["latency_us"][mode],
+                "latency_streaming_us": r["latency_us"]["streaming"],
+                "latency_single_us": r["latency_us"]["single"],
+                "cpm_macs": r["totals"]["cpm_macs"],
+                "cpm_params": r["totals"]["cpm_params"],
+                "cpm_backbone_mac_ratio": r["totals"]["cpm_backbone_mac_ratio"],
+                "bytes_per_inference": r["transfer"]["single"]["bytes"],
+                "tee_memory": r["memory"]["total"],
+                "tee_limit": r["memory"]["limit"],
+                "fits": r["memory"]["fits"],
+            }
+        )
     ok = sorted((x for x in out if "error" not in x), key=lambda x: (not x["fits"], x["latency_us"], x["channels"]))
     ranked = ok + [x for x in out if "error" in x]
     for rank, x in enumerate(ranked, 1):
@@ -72,17 +82,40 @@ def format_candidates(ranked: list[dict], mode: str = "single") -> str:
     from mirrorc.plan.layers import fmt_count
     from mirrorc.plan.report import fmt_bytes, fmt_ratio, text_table
 
-    rows = [["rank", "C", "single ms", "streaming ms", "CPM MACs", "CPM/backbone", "CPM params",
-             "bytes/inf", "TEE memory", "fits"]]
+    rows = [
+        [
+            "rank",
+            "C",
+            "single ms",
+            "streaming ms",
+            "CPM MACs",
+            "CPM/backbone",
+            "CPM params",
+            "bytes/inf",
+            "TEE memory",
+            "fits",
+        ]
+    ]
     for x in ranked:
         if "error" in x:
             rows.append([str(x["rank"]), str(x["channels"]), "-", "-", "-", "-", "-", "-", "-", x["error"]])
             continue
-        rows.append([str(x["rank"]), str(x["channels"]), f"{x['latency_single_us'] / 1000:.3f}",
-                     f"{x['latency_streaming_us'] / 1000:.3f}",
-                     fmt_count(x["cpm_macs"]), fmt_ratio(x["cpm_backbone_mac_ratio"]),
-                     fmt_count(x["cpm_params"]), str(x["bytes_per_inference"]), fmt_bytes(x["tee_memory"]),
-                     "yes" if x["fits"] else f"NO (limit {fmt_bytes(x['tee_limit'])})"])
-    note = (f"ranked by memory fit, then predicted {mode} latency; a larger C protects better "
-            f"(accuracy gap, paper Table III), so pick the largest C whose cost is acceptable")
+        rows.append(
+            [
+                str(x["rank"]),
+                str(x["channels"]),
+                f"{x['latency_single_us'] / 1000:.3f}",
+                f"{x['latency_streaming_us'] / 1000:.3f}",
+                fmt_count(x["cpm_macs"]),
+                fmt_ratio(x["cpm_backbone_mac_ratio"]),
+                fmt_count(x["cpm_params"]),
+                str(x["bytes_per_inference"]),
+                fmt_bytes(x["tee_memory"]),
+                "yes" if x["fits"] else f"NO (limit {fmt_bytes(x['tee_limit'])})",
+            ]
+        )
+    note = (
+        f"ranked by memory fit, then predicted {mode} latency; a larger C protects better "
+        f"(accuracy gap, paper Table III), so pick the largest C whose cost is acceptable"
+    )
     return "\n".join(text_table(rows, right=set(range(9))) + [note]) + "\n"

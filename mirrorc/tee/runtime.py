@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mirrorc.tee import teec
 from mirrorc.errors import MirrorcError
+from mirrorc.tee import teec
 from passes.contract import validate_plan
 
 TEES = ("sim", "optee")
@@ -78,14 +78,18 @@ class ProtectedModel(teec.ClosedOnCollect):
         self.row_floats = [*self.tap_floats, self.num_classes]
         self.buffer = np.zeros(sum(self.row_floats), np.float32)
         if self.buffer.nbytes != plan["single"]["bytes"]:
-            raise MirrorcError(f"{self.build_dir / 'plan.json'}: single.bytes {plan['single']['bytes']} "
-                               f"!= taps + logits ({self.buffer.nbytes})")
+            raise MirrorcError(
+                f"{self.build_dir / 'plan.json'}: single.bytes {plan['single']['bytes']} "
+                f"!= taps + logits ({self.buffer.nbytes})"
+            )
         bounds = np.cumsum([0, *self.row_floats])
         self.rows = [self.buffer[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         temp_in = (teec.TEEC_MEMREF_TEMP_INPUT,)
         with_label = (teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_VALUE_OUTPUT)
         if mode == "stream":
-            self._calls = [(t["command"], teec.Operation(*temp_in).temp(0, row)) for t, row in zip(self.taps, self.rows)]
+            self._calls = [
+                (t["command"], teec.Operation(*temp_in).temp(0, row)) for t, row in zip(self.taps, self.rows)
+            ]
             self._calls.append((plan["logits"]["command"], teec.Operation(*with_label).temp(0, self.rows[-1])))
         else:
             self._calls = [(plan["single"]["command"], teec.Operation(*with_label).temp(0, self.buffer))]
@@ -116,8 +120,10 @@ class ProtectedModel(teec.ClosedOnCollect):
         """The normal world's half of one inference: normal.onnx on one input (shape [1, *input]),
         its taps and logits written straight into the buffer the TA calls read. No TA call."""
         if self._io is None:
-            raise MirrorcError(f"{self.build_dir / 'normal.onnx'}: input '{self.input_name}' has a symbolic "
-                               f"dimension besides the batch; use predict()")
+            raise MirrorcError(
+                f"{self.build_dir / 'normal.onnx'}: input '{self.input_name}' has a symbolic "
+                f"dimension besides the batch; use predict()"
+            )
         self._one[...] = x
         self.backbone.run_with_iobinding(self._io)
 
@@ -132,10 +138,13 @@ class ProtectedModel(teec.ClosedOnCollect):
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == len(self.input_shape):
             x = x[None]
-        if x.ndim != len(self.input_shape) + 1 or any(w is not None and w != h
-                                                      for w, h in zip(self.input_shape, x.shape[1:])):
-            raise MirrorcError(f"input '{self.input_name}': shape {list(x.shape)} does not match "
-                               f"[N, {', '.join(str(d) for d in self.input_shape)}]")
+        if x.ndim != len(self.input_shape) + 1 or any(
+            w is not None and w != h for w, h in zip(self.input_shape, x.shape[1:])
+        ):
+            raise MirrorcError(
+                f"input '{self.input_name}': shape {list(x.shape)} does not match "
+                f"[N, {', '.join(str(d) for d in self.input_shape)}]"
+            )
         return np.ascontiguousarray(x)
 
     def backbone_outputs(self, x) -> list[np.ndarray]:
@@ -149,8 +158,10 @@ class ProtectedModel(teec.ClosedOnCollect):
         dests = self._dests.get(shapes)
         if dests is None:
             if [int(np.prod(s)) for s in shapes] != self.row_floats:
-                raise MirrorcError(f"{self.build_dir}: normal.onnx outputs {[int(np.prod(s)) for s in shapes]} floats "
-                                   f"per image, plan.json sends {self.row_floats}")
+                raise MirrorcError(
+                    f"{self.build_dir}: normal.onnx outputs {[int(np.prod(s)) for s in shapes]} floats "
+                    f"per image, plan.json sends {self.row_floats}"
+                )
             dests = self._dests[shapes] = [row.reshape(s) for row, s in zip(self.rows, shapes)]
         labels = np.empty(n, np.int64)
         invoke, calls, pairs = self.session.invoke, self._calls, list(zip(dests, outputs))
@@ -179,4 +190,3 @@ class ProtectedModel(teec.ClosedOnCollect):
         if getattr(self, "context", None) is not None:
             self.context.close()
             self.context = None
-

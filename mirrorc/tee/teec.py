@@ -13,7 +13,6 @@ import ctypes
 import ctypes.util
 import os
 import uuid as uuidlib
-from pathlib import Path
 
 from mirrorc.errors import MirrorcError
 
@@ -56,23 +55,36 @@ class TEEC_Context(ctypes.Structure):
 
 
 class TEEC_UUID(ctypes.Structure):
-    _fields_ = [("timeLow", ctypes.c_uint32), ("timeMid", ctypes.c_uint16),
-                ("timeHiAndVersion", ctypes.c_uint16), ("clockSeqAndNode", ctypes.c_uint8 * 8)]
+    _fields_ = [
+        ("timeLow", ctypes.c_uint32),
+        ("timeMid", ctypes.c_uint16),
+        ("timeHiAndVersion", ctypes.c_uint16),
+        ("clockSeqAndNode", ctypes.c_uint8 * 8),
+    ]
 
     @classmethod
-    def from_uuid(cls, u: uuidlib.UUID) -> "TEEC_UUID":
+    def from_uuid(cls, u: uuidlib.UUID) -> TEEC_UUID:
         f = u.fields
         return cls(f[0], f[1], f[2], (ctypes.c_uint8 * 8)(*u.bytes[8:]))
 
 
 class _SharedMemoryImp(ctypes.Structure):
-    _fields_ = [("id", ctypes.c_int), ("alloced_size", ctypes.c_size_t), ("shadow_buffer", ctypes.c_void_p),
-                ("registered_fd", ctypes.c_int), ("flags", ctypes.c_uint32)]
+    _fields_ = [
+        ("id", ctypes.c_int),
+        ("alloced_size", ctypes.c_size_t),
+        ("shadow_buffer", ctypes.c_void_p),
+        ("registered_fd", ctypes.c_int),
+        ("flags", ctypes.c_uint32),
+    ]
 
 
 class TEEC_SharedMemory(ctypes.Structure):
-    _fields_ = [("buffer", ctypes.c_void_p), ("size", ctypes.c_size_t), ("flags", ctypes.c_uint32),
-                ("imp", _SharedMemoryImp)]
+    _fields_ = [
+        ("buffer", ctypes.c_void_p),
+        ("size", ctypes.c_size_t),
+        ("flags", ctypes.c_uint32),
+        ("imp", _SharedMemoryImp),
+    ]
 
 
 class TEEC_TempMemoryReference(ctypes.Structure):
@@ -80,8 +92,7 @@ class TEEC_TempMemoryReference(ctypes.Structure):
 
 
 class TEEC_RegisteredMemoryReference(ctypes.Structure):
-    _fields_ = [("parent", ctypes.POINTER(TEEC_SharedMemory)), ("size", ctypes.c_size_t),
-                ("offset", ctypes.c_size_t)]
+    _fields_ = [("parent", ctypes.POINTER(TEEC_SharedMemory)), ("size", ctypes.c_size_t), ("offset", ctypes.c_size_t)]
 
 
 class TEEC_Value(ctypes.Structure):
@@ -89,8 +100,7 @@ class TEEC_Value(ctypes.Structure):
 
 
 class TEEC_Parameter(ctypes.Union):
-    _fields_ = [("tmpref", TEEC_TempMemoryReference), ("memref", TEEC_RegisteredMemoryReference),
-                ("value", TEEC_Value)]
+    _fields_ = [("tmpref", TEEC_TempMemoryReference), ("memref", TEEC_RegisteredMemoryReference), ("value", TEEC_Value)]
 
 
 class TEEC_Session(ctypes.Structure):
@@ -98,15 +108,22 @@ class TEEC_Session(ctypes.Structure):
 
 
 class TEEC_Operation(ctypes.Structure):
-    _fields_ = [("started", ctypes.c_uint32), ("paramTypes", ctypes.c_uint32),
-                ("params", TEEC_Parameter * 4), ("session", ctypes.POINTER(TEEC_Session))]
+    _fields_ = [
+        ("started", ctypes.c_uint32),
+        ("paramTypes", ctypes.c_uint32),
+        ("params", TEEC_Parameter * 4),
+        ("session", ctypes.POINTER(TEEC_Session)),
+    ]
 
 
 def _padded(struct_type):
     """Room after a structure the library owns the inside of: libteec versions differ in the size
     of the implementation-defined fields, and must never write past what we allocated."""
-    return type(f"_Padded{struct_type.__name__}", (ctypes.Structure,),
-                {"_fields_": [("s", struct_type), ("_room", ctypes.c_uint8 * 64)]})
+    return type(
+        f"_Padded{struct_type.__name__}",
+        (ctypes.Structure,),
+        {"_fields_": [("s", struct_type), ("_room", ctypes.c_uint8 * 64)]},
+    )
 
 
 _PaddedContext, _PaddedSession, _PaddedOperation = map(_padded, (TEEC_Context, TEEC_Session, TEEC_Operation))
@@ -130,11 +147,23 @@ def _load(library: str | os.PathLike) -> ctypes.CDLL:
     sigs = {
         "TEEC_InitializeContext": (ctypes.c_uint32, [ctypes.c_char_p, P(TEEC_Context)]),
         "TEEC_FinalizeContext": (None, [P(TEEC_Context)]),
-        "TEEC_OpenSession": (ctypes.c_uint32, [P(TEEC_Context), P(TEEC_Session), P(TEEC_UUID), ctypes.c_uint32,
-                                               ctypes.c_void_p, P(TEEC_Operation), P(ctypes.c_uint32)]),
+        "TEEC_OpenSession": (
+            ctypes.c_uint32,
+            [
+                P(TEEC_Context),
+                P(TEEC_Session),
+                P(TEEC_UUID),
+                ctypes.c_uint32,
+                ctypes.c_void_p,
+                P(TEEC_Operation),
+                P(ctypes.c_uint32),
+            ],
+        ),
         "TEEC_CloseSession": (None, [P(TEEC_Session)]),
-        "TEEC_InvokeCommand": (ctypes.c_uint32, [P(TEEC_Session), ctypes.c_uint32, P(TEEC_Operation),
-                                                 P(ctypes.c_uint32)]),
+        "TEEC_InvokeCommand": (
+            ctypes.c_uint32,
+            [P(TEEC_Session), ctypes.c_uint32, P(TEEC_Operation), P(ctypes.c_uint32)],
+        ),
         "TEEC_AllocateSharedMemory": (ctypes.c_uint32, [P(TEEC_Context), P(TEEC_SharedMemory)]),
         "TEEC_RegisterSharedMemory": (ctypes.c_uint32, [P(TEEC_Context), P(TEEC_SharedMemory)]),
         "TEEC_ReleaseSharedMemory": (None, [P(TEEC_SharedMemory)]),
@@ -183,7 +212,7 @@ class Context(ClosedOnCollect):
         self._shms: list[SharedMemory] = []
 
     @classmethod
-    def optee(cls) -> "Context":
+    def optee(cls) -> Context:
         """OP-TEE through the system's libteec (a board with the OP-TEE driver)."""
         library = os.environ.get("MIRRORC_LIBTEEC") or ctypes.util.find_library("teec")
         if not library:
@@ -191,19 +220,19 @@ class Context(ClosedOnCollect):
         return cls(library)
 
     @classmethod
-    def simulator(cls, build_dir: str | os.PathLike) -> "Context":
+    def simulator(cls, build_dir: str | os.PathLike) -> Context:
         """The build's TA in the simulator, in its own process."""
         from mirrorc.backend import ta
 
         return cls(ta.client_library(), str(ta.simulator(build_dir)))
 
-    def open_session(self, uuid: str | uuidlib.UUID) -> "Session":
+    def open_session(self, uuid: str | uuidlib.UUID) -> Session:
         return Session(self, uuidlib.UUID(str(uuid)))
 
-    def allocate_shared_memory(self, size: int, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> "SharedMemory":
+    def allocate_shared_memory(self, size: int, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> SharedMemory:
         return SharedMemory(self, size, flags)
 
-    def register_shared_memory(self, array, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> "SharedMemory":
+    def register_shared_memory(self, array, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> SharedMemory:
         """Share a C-contiguous numpy array with the TEE (kept alive while registered)."""
         if not array.flags.c_contiguous:
             raise MirrorcError("register_shared_memory: the array must be C-contiguous")
@@ -217,7 +246,6 @@ class Context(ClosedOnCollect):
                 m.release()
             self.lib.TEEC_FinalizeContext(ctypes.byref(self.ctx))
             self._open = False
-
 
 
 class SharedMemory:
@@ -255,7 +283,7 @@ class Operation:
         self.op.paramTypes = param_types(*types)
         self._keep: list = [None] * 4  # Python objects whose memory the operation points into
 
-    def temp(self, i: int, buffer, size: int | None = None) -> "Operation":
+    def temp(self, i: int, buffer, size: int | None = None) -> Operation:
         """A temporary memref on a bytes-like object (numpy array, bytearray, ctypes buffer) or an
         address; `size` defaults to the object's size in bytes."""
         if buffer is None:
@@ -265,8 +293,11 @@ class Operation:
         elif hasattr(buffer, "ctypes"):  # numpy
             addr, nbytes = buffer.ctypes.data, buffer.nbytes
         elif isinstance(buffer, (bytes, bytearray, memoryview)):
-            buffer = (ctypes.c_char * len(buffer)).from_buffer_copy(buffer) if isinstance(buffer, bytes) \
+            buffer = (
+                (ctypes.c_char * len(buffer)).from_buffer_copy(buffer)
+                if isinstance(buffer, bytes)
                 else (ctypes.c_char * len(buffer)).from_buffer(buffer)
+            )
             addr, nbytes = ctypes.addressof(buffer), len(buffer)
         else:
             addr, nbytes = ctypes.addressof(buffer), ctypes.sizeof(buffer)
@@ -275,11 +306,11 @@ class Operation:
         self.op.params[i].tmpref.size = nbytes if size is None else size
         return self
 
-    def value(self, i: int, a: int = 0, b: int = 0) -> "Operation":
+    def value(self, i: int, a: int = 0, b: int = 0) -> Operation:
         self.op.params[i].value.a, self.op.params[i].value.b = a, b
         return self
 
-    def memref(self, i: int, shm: SharedMemory, offset: int = 0, size: int | None = None) -> "Operation":
+    def memref(self, i: int, shm: SharedMemory, offset: int = 0, size: int | None = None) -> Operation:
         self._keep[i] = shm
         ref = self.op.params[i].memref
         ref.parent = ctypes.pointer(shm.shm)
@@ -303,8 +334,15 @@ class Session(Closing):
         self.uuid = uuid
         origin = ctypes.c_uint32(0)
         dest = TEEC_UUID.from_uuid(uuid)
-        res = context.lib.TEEC_OpenSession(ctypes.byref(context.ctx), ctypes.byref(self.session), ctypes.byref(dest),
-                                           TEEC_LOGIN_PUBLIC, None, None, ctypes.byref(origin))
+        res = context.lib.TEEC_OpenSession(
+            ctypes.byref(context.ctx),
+            ctypes.byref(self.session),
+            ctypes.byref(dest),
+            TEEC_LOGIN_PUBLIC,
+            None,
+            None,
+            ctypes.byref(origin),
+        )
         if res != TEEC_SUCCESS:
             raise TeecError(f"TEEC_OpenSession({uuid})", res, origin.value)
         self._invoke = context.lib.TEEC_InvokeCommand
@@ -330,4 +368,3 @@ class Session(Closing):
             self.context.lib.TEEC_CloseSession(self._session_ref)
             self._open = False
             self.context._sessions.remove(self)
-

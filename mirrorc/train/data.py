@@ -22,13 +22,30 @@ import numpy as np
 
 from mirrorc.errors import MirrorcError
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 # Named datasets: where they live under the data directory.
-KNOWN = {"mnist": ("mnist",), "fashion-mnist": ("fashion-mnist", "fashion_mnist", "fashionmnist"),
-         "cifar10": ("cifar10-jpg.tar.gz", "cifar10", "cifar-10")}
-_IDX_NAMES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+KNOWN = {
+    "mnist": ("mnist",),
+    "fashion-mnist": ("fashion-mnist", "fashion_mnist", "fashionmnist"),
+    "cifar10": ("cifar10-jpg.tar.gz", "cifar10", "cifar-10"),
+}
+_IDX_NAMES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
 _IMAGE_RE = re.compile(r"(?:^|/)(train|test)/([^/]+)/[^/]+\.(?:jpe?g|png)$", re.IGNORECASE)
 _SPLIT_SEED = 0  # fixed: the train order (and so --limit-train subsets) is the same on every run
 
@@ -53,8 +70,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MIRRORC_CACHE") or Path.home() / ".cache" / "mirrorc")
 
 
-def load_dataset(name_or_path: str, *, data_dir: str | None, input_shape: tuple[int, ...],
-                 limit_train: int | None = None, num_classes: int | None = None) -> Dataset:
+def load_dataset(
+    name_or_path: str,
+    *,
+    data_dir: str | None,
+    input_shape: tuple[int, ...],
+    limit_train: int | None = None,
+    num_classes: int | None = None,
+) -> Dataset:
     """Load a dataset by name (mnist, fashion-mnist, cifar10, looked up in `data_dir` or $MIRRORC_DATA)
     or by path, preprocessed to `input_shape` ([N,] C, H, W or [N,] D). `num_classes`, when given, is the
     model's: labels outside it are an error."""
@@ -114,8 +137,9 @@ def load_raw(path: Path):
             return _load_idx_dir(path)
         if (path / "train").is_dir() and (path / "test").is_dir():
             return _cached(path, _load_image_folders)
-        raise MirrorcError(f"{path}: neither IDX files ({_IDX_NAMES['x_train']}[.gz], ...) nor train/ and test/ "
-                           "image folders")
+        raise MirrorcError(
+            f"{path}: neither IDX files ({_IDX_NAMES['x_train']}[.gz], ...) nor train/ and test/ image folders"
+        )
     name = path.name.lower()
     if name.endswith(".npz"):
         return _load_npz(path)
@@ -125,6 +149,7 @@ def load_raw(path: Path):
 
 
 # --- IDX ---------------------------------------------------------------------------------------------
+
 
 def _find_idx(directory: Path, key: str) -> Path | None:
     base = _IDX_NAMES[key]
@@ -148,7 +173,7 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
         raise MirrorcError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(dtypes[raw[2]])
     expected = 4 + 4 * ndim + int(np.prod(dims)) * dtype.itemsize
     if len(raw) != expected:
@@ -168,12 +193,21 @@ def _load_idx_dir(directory: Path):
         if x.ndim not in (3, 4) or y.ndim != 1 or len(x) != len(y):
             raise MirrorcError(f"{directory}: {split} images {x.shape} and labels {y.shape} do not match")
     classes = FASHION_CLASSES if "fashion" in directory.name.lower() else None
-    to_nhwc = (lambda a: a[..., None] if a.ndim == 3 else a)
-    return (to_nhwc(arrays["x_train"]), arrays["y_train"].astype(np.int64), to_nhwc(arrays["x_test"]),
-            arrays["y_test"].astype(np.int64), classes)
+
+    def to_nhwc(a):
+        return a[..., None] if a.ndim == 3 else a
+
+    return (
+        to_nhwc(arrays["x_train"]),
+        arrays["y_train"].astype(np.int64),
+        to_nhwc(arrays["x_test"]),
+        arrays["y_test"].astype(np.int64),
+        classes,
+    )
 
 
 # --- image folders and tarballs -----------------------------------------------------------------------
+
 
 def decode_image(data: bytes, where: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
@@ -198,8 +232,10 @@ def _stack(items: dict, where: str):
         shapes = {img.shape for _, img in items[split]}
         if len(shapes) != 1:
             raise MirrorcError(f"{where}: {split} images differ in size: {sorted(shapes)[:3]}")
-        out += [np.stack([img for _, img in items[split]]),
-                np.array([index[c] for c, _ in items[split]], dtype=np.int64)]
+        out += [
+            np.stack([img for _, img in items[split]]),
+            np.array([index[c] for c, _ in items[split]], dtype=np.int64),
+        ]
     return (*out, classes)
 
 
@@ -260,14 +296,14 @@ def _cached(path: Path, loader):
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(cached) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                         classes=np.array(classes))
+                np.savez(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=np.array(classes))
     except OSError:
         pass  # a read-only cache only costs time
     return x_train, y_train, x_test, y_test, classes
 
 
 # --- npz ---------------------------------------------------------------------------------------------
+
 
 def _load_npz(path: Path):
     try:
@@ -285,6 +321,7 @@ def _load_npz(path: Path):
             raise MirrorcError(f"{path}: x_{split} {x.shape} and y_{split} {y.shape} do not match")
         if not np.issubdtype(y.dtype, np.integer):
             raise MirrorcError(f"{path}: y_{split} must hold integer labels, not {y.dtype}")
+
     # accept NHWC (channels last, small last dim), NCHW, or NHW; normalise to NHWC here
     def nhwc(x):
         if x.ndim == 3:
@@ -298,8 +335,10 @@ def _load_npz(path: Path):
 
 # --- preprocessing -----------------------------------------------------------------------------------
 
-def preprocess(x_train: np.ndarray, x_test: np.ndarray, input_shape: tuple[int, ...],
-               stats_from: np.ndarray | None = None):
+
+def preprocess(
+    x_train: np.ndarray, x_test: np.ndarray, input_shape: tuple[int, ...], stats_from: np.ndarray | None = None
+):
     """NHWC images -> float32 arrays of the model's input shape; returns (train, test, what was done).
 
     The normalisation statistics come from `stats_from` (the full training set, so that a
@@ -352,7 +391,7 @@ def preprocess(x_train: np.ndarray, x_test: np.ndarray, input_shape: tuple[int, 
     source = x_train if stats_from is None else stats_from
     total, total_sq, count = np.zeros(c1), np.zeros(c1), 0
     for start in range(0, len(source), 5000):
-        chunk = convert(source[start:start + 5000]).astype(np.float64)
+        chunk = convert(source[start : start + 5000]).astype(np.float64)
         total += chunk.sum(axis=(0, 2, 3))
         total_sq += (chunk * chunk).sum(axis=(0, 2, 3))
         count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
@@ -369,9 +408,14 @@ def preprocess(x_train: np.ndarray, x_test: np.ndarray, input_shape: tuple[int, 
         if x_train.shape[1] != shape[0]:
             raise MirrorcError(f"dataset images flatten to {x_train.shape[1]} features, the model wants {shape[0]}")
         steps.append("flattened (C, H, W order)")
-    prep = {"steps": steps, "layout": "NCHW" if len(shape) == 3 else "ND",
-            "input_shape": list(x_train.shape[1:]), "mean": [round(float(m), 6) for m in mean],
-            "std": [round(float(s), 6) for s in std], "scale": scale}
+    prep = {
+        "steps": steps,
+        "layout": "NCHW" if len(shape) == 3 else "ND",
+        "input_shape": list(x_train.shape[1:]),
+        "mean": [round(float(m), 6) for m in mean],
+        "std": [round(float(s), 6) for s in std],
+        "scale": scale,
+    }
     return x_train, x_test, prep
 
 

@@ -14,8 +14,9 @@ time.
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -27,16 +28,27 @@ from mirrorc.errors import MirrorcError
 from passes.upstream import upstream_nodes
 
 # Float inputs in these (op, input index) slots are configuration, not weights: keep them constant.
-_CONFIG_SLOTS = {("Clip", 1), ("Clip", 2), ("Pad", 2), ("Resize", 1), ("Resize", 2), ("Dropout", 1),
-                 ("ConstantOfShape", 0)}
+_CONFIG_SLOTS = {
+    ("Clip", 1),
+    ("Clip", 2),
+    ("Pad", 2),
+    ("Resize", 1),
+    ("Resize", 2),
+    ("Dropout", 1),
+    ("ConstantOfShape", 0),
+}
 # (op, input index) slots holding BatchNormalization running statistics: buffers, not parameters.
 _BN_STAT_SLOTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 _ONNX_TO_TORCH_DTYPE = {
-    onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.DOUBLE: torch.float64,
-    onnx.TensorProto.FLOAT16: torch.float16, onnx.TensorProto.INT64: torch.int64,
-    onnx.TensorProto.INT32: torch.int32, onnx.TensorProto.INT8: torch.int8,
-    onnx.TensorProto.UINT8: torch.uint8, onnx.TensorProto.BOOL: torch.bool,
+    onnx.TensorProto.FLOAT: torch.float32,
+    onnx.TensorProto.DOUBLE: torch.float64,
+    onnx.TensorProto.FLOAT16: torch.float16,
+    onnx.TensorProto.INT64: torch.int64,
+    onnx.TensorProto.INT32: torch.int32,
+    onnx.TensorProto.INT8: torch.int8,
+    onnx.TensorProto.UINT8: torch.uint8,
+    onnx.TensorProto.BOOL: torch.bool,
 }
 
 
@@ -59,6 +71,7 @@ def _opset(model: onnx.ModelProto) -> int:
 
 
 # --- op builders: each takes (attrs, opset, node) and returns fn(*inputs) -> output(s) -------------
+
 
 def _spatial_pads(attrs: dict, nd: int) -> list[int]:
     pads = list(attrs.get("pads", [0] * (2 * nd)))
@@ -136,8 +149,9 @@ def _op_batchnorm(attrs, opset, node):
         if training and not batchnorm.frozen:
             # running statistics are updated in place only when they are the module's buffers
             tracked = batchnorm.stats_are_buffers
-            return F.batch_norm(x, mean if tracked else None, var if tracked else None, scale, bias,
-                                True, torch_momentum, eps)
+            return F.batch_norm(
+                x, mean if tracked else None, var if tracked else None, scale, bias, True, torch_momentum, eps
+            )
         return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
 
     batchnorm.needs_training = True
@@ -281,7 +295,7 @@ def _op_gather(attrs, opset, node):
         ax = axis % x.dim()
         idx = torch.where(idx < 0, idx + x.shape[ax], idx).long()
         out = x.index_select(ax, idx.reshape(-1))
-        return out.reshape(*x.shape[:ax], *idx.shape, *x.shape[ax + 1:])
+        return out.reshape(*x.shape[:ax], *idx.shape, *x.shape[ax + 1 :])
 
     return gather
 
@@ -428,7 +442,7 @@ OPS: dict[str, Callable] = {
     "MatMul": _simple(torch.matmul),
     "BatchNormalization": _op_batchnorm,
     "Relu": _simple(F.relu),
-    "LeakyRelu": lambda a, o, n: (lambda x, s=a.get("alpha", 0.01): F.leaky_relu(x, s)),
+    "LeakyRelu": lambda a, o, n: functools.partial(F.leaky_relu, negative_slope=a.get("alpha", 0.01)),
     "Clip": _op_clip,
     "Sigmoid": _simple(torch.sigmoid),
     "Tanh": _simple(torch.tanh),
@@ -470,8 +484,13 @@ OPS: dict[str, Callable] = {
 class OnnxModule(torch.nn.Module):
     """An ONNX classifier as a trainable torch module (see the module docstring)."""
 
-    def __init__(self, model: onnx.ModelProto, *, outputs: list[str] | None = None,
-                 trainable: Callable[[str], bool] | None = None):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        *,
+        outputs: list[str] | None = None,
+        trainable: Callable[[str], bool] | None = None,
+    ):
         super().__init__()
         self._model = model
         graph = model.graph
@@ -524,13 +543,16 @@ class OnnxModule(torch.nn.Module):
         for node in nodes:
             builder = OPS.get(node.op_type)
             if builder is None or node.domain not in ("", "ai.onnx"):
-                raise MirrorcError(f"torchgraph: node '{node.name or node.output[0]}': op '{node.op_type}' "
-                                   "is not supported for training")
+                raise MirrorcError(
+                    f"torchgraph: node '{node.name or node.output[0]}': op '{node.op_type}' "
+                    "is not supported for training"
+                )
             fn = builder(_attrs(node), opset, node)
             if node.op_type == "BatchNormalization":
                 fn.stats_are_buffers = all(i in self._buffer_names for i in node.input[3:5])
                 fn.frozen = trainable is not None and not any(
-                    learnable[i].requires_grad for i in node.input[1:3] if i in learnable)
+                    learnable[i].requires_grad for i in node.input[1:3] if i in learnable
+                )
             needs_training = getattr(fn, "needs_training", False)
             ins = list(node.input)
             while ins and not ins[-1]:
@@ -557,11 +579,12 @@ class OnnxModule(torch.nn.Module):
         env = self._initial_env()
         feeds = (x, *more)
         if len(feeds) != len(self.input_names):
-            raise MirrorcError(f"torchgraph: graph takes {len(self.input_names)} input(s) "
-                               f"{self.input_names}, got {len(feeds)}")
+            raise MirrorcError(
+                f"torchgraph: graph takes {len(self.input_names)} input(s) {self.input_names}, got {len(feeds)}"
+            )
         env.update(zip(self.input_names, feeds))
         training = self.training
-        for name, ins, outs, fn, needs_training in self._steps:
+        for _name, ins, outs, fn, needs_training in self._steps:
             args = [env[i] if i else None for i in ins]
             result = fn(*args, training=training) if needs_training else fn(*args)
             if len(outs) == 1:

@@ -26,9 +26,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -39,8 +40,10 @@ from passes.mirror import is_cpm
 if TYPE_CHECKING:
     import torch
 
-TORCH_HINT = ("training needs torch: install the CPU build first (pip install torch==2.13.0 "
-              "--index-url https://download.pytorch.org/whl/cpu), then pip install 'mirrorc[train]'")
+TORCH_HINT = (
+    "training needs torch: install the CPU build first (pip install torch==2.13.0 "
+    "--index-url https://download.pytorch.org/whl/cpu), then pip install 'mirrorc[train]'"
+)
 
 
 def require_torch():
@@ -147,11 +150,19 @@ def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
-def fit(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batches: Iterable[torch.Tensor],
-        loss_of: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
-        *, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        forward: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None, scored: str | None = None,
-        after_step: Callable[[dict[str, torch.Tensor], torch.Tensor], None] | None = None) -> FitTotals:
+def fit(
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: Iterable[torch.Tensor],
+    loss_of: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
+    scored: str | None = None,
+    after_step: Callable[[dict[str, torch.Tensor], torch.Tensor], None] | None = None,
+) -> FitTotals:
     """The training loop: for each index batch of `batches`, forward (x[idx], default `module`),
     `loss_of(outputs, y[idx])`, one optimiser step, then one scheduler step. `after_step(outputs, y[idx])`
     runs after the update (the probe trainer's adversary learns there); `scored` names the output whose
@@ -178,10 +189,20 @@ def fit(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batches: Iter
     return totals
 
 
-def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainConfig, *,
-          logits: str | None = None, backbone_logits: str | None = None,
-          checkpoint: str | os.PathLike | None = None, resume: bool = False, fingerprint: str = "",
-          progress_desc: str = "train", log: Callable[[str], None] | None = None) -> TrainResult:
+def train(
+    model: onnx.ModelProto,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    *,
+    logits: str | None = None,
+    backbone_logits: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    fingerprint: str = "",
+    progress_desc: str = "train",
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Train `model` on (x, y) and return a copy with the trained weights.
 
     `logits` is the tensor the loss is computed on (default: the model's logits, see logits_tensor);
@@ -212,8 +233,11 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
     steps = config.epochs * -(-len(train_idx) // config.batch_size)
     # LambdaLR keeps a constant schedule a no-op; the cosine factor reaches 0 at the last batch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
-        if config.lr_schedule == "cosine" and steps else (lambda step: 1.0))
+        optimizer,
+        (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+        if config.lr_schedule == "cosine" and steps
+        else (lambda step: 1.0),
+    )
 
     history: list[EpochStats] = []
     start_epoch = 0
@@ -224,9 +248,13 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
             raise MirrorcError(f"{ckpt}: checkpoint belongs to another model or dataset; remove it to start afresh")
         # more epochs may be asked for on resume; every other option must match
         same = {k: v for k, v in asdict(config).items() if k != "epochs"}
-        if {k: v for k, v in state.get("config", {}).items() if k != "epochs"} != same or state.get("outputs") != outputs:
-            raise MirrorcError(f"{ckpt}: checkpoint was made with different options "
-                               f"({state.get('config')}); remove it or use the same options")
+        if {k: v for k, v in state.get("config", {}).items() if k != "epochs"} != same or state.get(
+            "outputs"
+        ) != outputs:
+            raise MirrorcError(
+                f"{ckpt}: checkpoint was made with different options "
+                f"({state.get('config')}); remove it or use the same options"
+            )
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -237,7 +265,7 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
 
     def batches_of(indices):
         for s in range(0, len(indices), 1000):
-            yield torch.from_numpy(indices[s:s + 1000])
+            yield torch.from_numpy(indices[s : s + 1000])
 
     def forward(xb, bf16: bool = config.fast):
         if config.fast:
@@ -258,8 +286,7 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
                 out = forward(xt[idx], bf16=False)  # validated as it is exported and deployed: float32
                 for name in outputs:
                     hits[name] += int((out[name].argmax(1) == yt[idx]).sum())
-        return (hits[logits] / len(indices),
-                hits[backbone_logits] / len(indices) if backbone_logits else None)
+        return (hits[logits] / len(indices), hits[backbone_logits] / len(indices) if backbone_logits else None)
 
     def loss_of(out, yb):
         loss = F.cross_entropy(out[logits], yb)
@@ -267,18 +294,25 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
             loss = loss + config.backbone_penalty * backbone_penalty(out[backbone_logits], yb, config.penalty_kind)
         return loss
 
-    bar = progress(range(start_epoch, config.epochs), desc=progress_desc, unit="epoch",
-                   initial=start_epoch, total=config.epochs)
+    bar = progress(
+        range(start_epoch, config.epochs), desc=progress_desc, unit="epoch", initial=start_epoch, total=config.epochs
+    )
     for epoch in bar:
         began = time.perf_counter()
         # the order of epoch e depends only on (seed, e): a resumed run sees the same batches
         order = train_idx[np.random.default_rng([config.seed, epoch]).permutation(len(train_idx))]
         torch.manual_seed(config.seed * 100003 + epoch)  # dropout masks, if the model has any
-        batches = (torch.from_numpy(order[s:s + config.batch_size]) for s in range(0, len(order), config.batch_size))
+        batches = (torch.from_numpy(order[s : s + config.batch_size]) for s in range(0, len(order), config.batch_size))
         totals = fit(module, xt, yt, batches, loss_of, optimizer, scheduler=scheduler, forward=forward, scored=logits)
         val_acc, val_backbone = evaluate(val_idx)
-        stats = EpochStats(epoch + 1, totals.loss / max(totals.seen, 1), totals.correct / max(totals.seen, 1),
-                           val_acc, val_backbone, time.perf_counter() - began)
+        stats = EpochStats(
+            epoch + 1,
+            totals.loss / max(totals.seen, 1),
+            totals.correct / max(totals.seen, 1),
+            val_acc,
+            val_backbone,
+            time.perf_counter() - began,
+        )
         history.append(stats)
         postfix = {"loss": f"{stats.loss:.4f}", "acc": f"{stats.train_acc:.4f}"}
         if val_acc is not None:
@@ -287,13 +321,26 @@ def train(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, config: TrainCon
             postfix["val_backbone"] = f"{val_backbone:.4f}"
         bar.set_postfix(postfix)
         if log:
-            log(f"{progress_desc} epoch {stats.epoch}/{config.epochs}: " + " ".join(f"{k} {v}" for k, v in postfix.items())
-                + f" ({stats.seconds:.1f}s)")
+            log(
+                f"{progress_desc} epoch {stats.epoch}/{config.epochs}: "
+                + " ".join(f"{k} {v}" for k, v in postfix.items())
+                + f" ({stats.seconds:.1f}s)"
+            )
         if ckpt:
             with atomic_file(ckpt) as tmp:
-                torch.save({"epoch": epoch + 1, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "history": [asdict(h) for h in history], "config": asdict(config),
-                            "outputs": outputs, "fingerprint": fingerprint}, tmp)
+                torch.save(
+                    {
+                        "epoch": epoch + 1,
+                        "module": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "history": [asdict(h) for h in history],
+                        "config": asdict(config),
+                        "outputs": outputs,
+                        "fingerprint": fingerprint,
+                    },
+                    tmp,
+                )
     bar.close()
     module = module.to(memory_format=torch.contiguous_format)
     return TrainResult(module.write_back(), history, asdict(config))

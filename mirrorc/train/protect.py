@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from mirrorc.errors import MirrorcError
 
+
 @dataclass(frozen=True)
 class Strategy:
     name: str
@@ -42,21 +43,34 @@ class Strategy:
 
         graph, info = analyze(model_path)
         tensors = graph.tensors()
-        widths = [tensors[name].shape[1] for name in info["tap_tensors"]
-                  if len(tensors[name].shape or ()) == 4 and isinstance(tensors[name].shape[1], int)]
+        widths = [
+            tensors[name].shape[1]
+            for name in info["tap_tensors"]
+            if len(tensors[name].shape or ()) == 4 and isinstance(tensors[name].shape[1], int)
+        ]
         return max(1, round(self.channels_fraction * max(widths))) if widths else 2
 
 
 STRATEGIES = {
     "joint": Strategy(
-        "joint", "backbone and CPM trained together, the backbone penalised so that alone it answers wrongly",
-        freeze_backbone=False, channels=2, backbone_penalty=0.3),
+        "joint",
+        "backbone and CPM trained together, the backbone penalised so that alone it answers wrongly",
+        freeze_backbone=False,
+        channels=2,
+        backbone_penalty=0.3,
+    ),
     "paper": Strategy(
-        "paper", "backbone and CPM trained together with plain cross-entropy (the paper's MirrorNet)",
-        freeze_backbone=False, channels=2),
+        "paper",
+        "backbone and CPM trained together with plain cross-entropy (the paper's MirrorNet)",
+        freeze_backbone=False,
+        channels=2,
+    ),
     "random-backbone": Strategy(
-        "random-backbone", "backbone left at its seeded random weights, only the CPM trained (all learning in the TEE)",
-        freeze_backbone=True, channels_fraction=0.5),
+        "random-backbone",
+        "backbone left at its seeded random weights, only the CPM trained (all learning in the TEE)",
+        freeze_backbone=True,
+        channels_fraction=0.5,
+    ),
 }
 DEFAULT = "joint"
 
@@ -64,8 +78,12 @@ DEFAULT = "joint"
 def describe(strategy: Strategy) -> dict:
     """What the partition report shows of a strategy: what it trains (its measured figures come from
     results/, mirrorc.plan.report.measured_protection)."""
-    return {"name": strategy.name, "summary": strategy.summary, "freeze_backbone": strategy.freeze_backbone,
-            "backbone_penalty": strategy.backbone_penalty}
+    return {
+        "name": strategy.name,
+        "summary": strategy.summary,
+        "freeze_backbone": strategy.freeze_backbone,
+        "backbone_penalty": strategy.backbone_penalty,
+    }
 
 
 def get(name: str) -> Strategy:
