@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -70,7 +71,7 @@ def compile_model(
 
         tee_bytes = parse_size(tee_memory)
 
-    options = {"channels": channels, "seed": seed, "init": "random"}
+    options: dict[str, Any] = {"channels": channels, "seed": seed, "init": "random"}
     if select is not None:
         options["select"] = select
     initial, info = build_mirrornet(model_path, **options)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,7 +37,7 @@ def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.n
         if name not in names:
             raise MirrorcError(f"{path}: no output '{name}' (has {', '.join(sorted(names))})")
     feed = sess.get_inputs()[0].name
-    chunks = {name: [] for name in outputs}
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     for s in range(0, len(x), BATCH):
         for name, value in zip(outputs, sess.run(outputs, {feed: x[s : s + BATCH]})):
             chunks[name].append(value)
@@ -88,7 +89,7 @@ def evaluate(
     label = predictions(out[contract.LABEL])
     if not np.array_equal(label, predictions(out[contract.MIRRORNET_LOGITS])):
         raise MirrorcError(f"{mirrornet}: 'label' disagrees with argmax(mirrornet_logits)")
-    result = {
+    result: dict[str, Any] = {
         "build": str(build),
         "test_images": int(n),
         "original_acc": original_accuracy(build, x_test, y_test),
@@ -118,7 +119,7 @@ def split_agreement(build: Path, x: np.ndarray, reference_labels: np.ndarray) ->
 
 
 def format_evaluation(result: dict) -> str:
-    def pct(v):
+    def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:6.2f}%"
 
     lines = [

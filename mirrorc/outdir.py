@@ -7,11 +7,12 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike, *, keep: tuple[str, ...] = ()):
+def atomic_dir(target: str | os.PathLike, *, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `target`, on any error it is removed.
 
     `keep` names entries of an existing `target` that are copied into the temporary directory first
@@ -41,7 +42,7 @@ def atomic_dir(target: str | os.PathLike, *, keep: tuple[str, ...] = ()):
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | os.PathLike):
+def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; renamed onto it on success, removed on error."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

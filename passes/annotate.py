@@ -12,7 +12,7 @@ from passes import contract
 from passes.base import Pass, PassContext
 
 
-def set_props(proto, props: dict[str, str]) -> None:
+def set_props(proto: onnx.NodeProto | onnx.ModelProto, props: dict[str, str]) -> None:
     """Set (replace) string metadata entries on a NodeProto or ModelProto."""
     keep = [p for p in proto.metadata_props if p.key not in props]
     del proto.metadata_props[:]
@@ -22,7 +22,7 @@ def set_props(proto, props: dict[str, str]) -> None:
         entry.key, entry.value = key, str(value)
 
 
-def get_props(proto) -> dict[str, str]:
+def get_props(proto: onnx.NodeProto | onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 

@@ -67,13 +67,15 @@ class Pass:
     ensures: tuple[str, ...] = ()
     form: str = "gs"  # "gs" (onnx_graphsurgeon.Graph) or "proto" (onnx.ModelProto)
 
-    def run(self, ir, ctx: PassContext):
+    # `ir` is Any here: each subclass takes the form it declares (onnx.ModelProto or gs.Graph), a
+    # narrowing that a precise base type would reject as an unsafe override.
+    def run(self, ir: Any, ctx: PassContext) -> Any:
         raise NotImplementedError
 
-    def check(self, ir, ctx: PassContext) -> None:
+    def check(self, ir: Any, ctx: PassContext) -> None:
         """Verify what the pass ensures; raise MirrorcError naming the node on failure."""
 
-    def describe(self, ir, ctx: PassContext) -> str:
+    def describe(self, ir: Any, ctx: PassContext) -> str:
         """What the pass found or made, in a few words, for its PassResult ("" when the diff says it)."""
         return ""
 
@@ -93,7 +95,7 @@ def check_graph(p: Pass, model: onnx.ModelProto, which: str, *, full: bool) -> N
 _BIG_BYTES = 1 << 20
 
 
-def to_proto(ir) -> onnx.ModelProto:
+def to_proto(ir: onnx.ModelProto | gs.Graph) -> onnx.ModelProto:
     if isinstance(ir, onnx.ModelProto):
         return ir
     # gs copies every weight about four times on export (VGG-19: 574 MB, seconds); large constants are
@@ -130,7 +132,7 @@ def to_proto(ir) -> onnx.ModelProto:
     return model
 
 
-def to_gs(ir) -> gs.Graph:
+def to_gs(ir: onnx.ModelProto | gs.Graph) -> gs.Graph:
     if isinstance(ir, gs.Graph):
         return ir
     return gs.import_onnx(ir)
@@ -234,7 +236,7 @@ class PassManager:
     def __init__(self, passes: list[Pass]):
         self.passes = list(passes)
 
-    def run(self, ir, ctx: PassContext):
+    def run(self, ir: onnx.ModelProto | gs.Graph | None, ctx: PassContext) -> Any:
         for p in self.passes:
             missing = [f for f in p.requires if f not in ctx.facts]
             if missing:

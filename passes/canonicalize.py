@@ -45,6 +45,7 @@ class CanonicalizePass(Pass):
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> gs.Graph:
         opset = default_opset(model)
+        assert opset is not None, "the load pass (required) rejects a model without a default-domain opset"
         source_names = {t for n in model.graph.node for t in n.output} | {i.name for i in model.graph.input}
         if not TARGET_OPSET <= opset <= MAX_OPSET:
             try:

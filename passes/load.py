@@ -42,7 +42,9 @@ class LoadPass(Pass):
     ensures = ("loaded",)
     form = "proto"
 
-    def run(self, ir, ctx: PassContext) -> onnx.ModelProto:
+    def run(self, ir: object, ctx: PassContext) -> onnx.ModelProto:  # `ir` unused: the first pass reads a file
+        if ctx.source is None:
+            raise MirrorcError("load: no model file given (PassContext.source is None)")
         path = Path(ctx.source)
         if not path.is_file():
             raise MirrorcError(f"load: file '{path}': no such file")

@@ -21,6 +21,8 @@ tests through it, and benchmarks can time a graph with it."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Container, Iterable, Mapping, Sequence
+from typing import SupportsInt
 
 import numpy as np
 import onnx
@@ -134,6 +136,9 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return consts
 
 
+Shapes = Mapping[str, Sequence[int]]  # tensor name -> its static shape
+
+
 def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Every tensor's static shape by ONNX shape inference; a symbolic or unknown dim is an error."""
     try:
@@ -191,7 +196,9 @@ def fuse_epilogues(items: list, keep: set[str]) -> tuple[list, dict[str, Fused]]
     for _, nd in items:
         for t in nd.input:
             consumers.setdefault(t, []).append(nd)
-    absorbed, fused, out = set(), {}, []
+    absorbed: set[int] = set()
+    fused: dict[str, Fused] = {}
+    out: list[tuple[object, onnx.NodeProto]] = []
     for tag, nd in items:
         if id(nd) in absorbed:
             continue
@@ -243,14 +250,14 @@ class _Emitter:
             return self.weight(name, self.consts[name])
         return self.buf(name)
 
-    def ints(self, values) -> str:
+    def ints(self, values: Iterable[SupportsInt]) -> str:
         """A `static const int` array for kernels taking shapes/strides/perms."""
         sym = f"{self.prefix}I{len(self.int_arrays)}"
         vals = [int(v) for v in values] or [0]
         self.int_arrays.append(f"static const int {sym}[{len(vals)}] = {{{', '.join(map(str, vals))}}};")
         return sym
 
-    def const_scalar(self, node, name, default):
+    def const_scalar(self, node: onnx.NodeProto, name: str, default: float) -> float:
         if not name:
             return default
         if name not in self.consts:
@@ -455,7 +462,7 @@ class _Emitter:
         if rank > 6:
             raise _err(node, "rank above 6")
 
-        def strides(shape):
+        def strides(shape: Sequence[int]) -> list[int]:
             shape = (1,) * (rank - len(shape)) + tuple(shape)
             st, acc = [0] * rank, 1
             for i in range(rank - 1, -1, -1):
@@ -563,7 +570,9 @@ def _conv_s1(node, shapes, fused=None) -> tuple[int, int, int, int, int] | None:
     return shapes[node.input[0]][1], ys[2], ys[2] + kh - 1, ys[3] + kw - 1, kw
 
 
-def scratch_floats(node, shapes, fast_conv: bool = True, fused=None) -> int:
+def scratch_floats(
+    node: onnx.NodeProto, shapes: Shapes, fast_conv: bool = True, fused: Mapping[str, Fused] | None = None
+) -> int:
     """Scratch a node's kernel needs for the duration of its step (0 for most)."""
     s1 = _conv_s1(node, shapes, fused) if fast_conv else None
     if s1 is None:
@@ -574,11 +583,17 @@ def scratch_floats(node, shapes, fast_conv: bool = True, fused=None) -> int:
     return c * (hp * wp + kw) + oh * wp  # see mc_conv2d_s1
 
 
-def scratch_name(node) -> str:
+def scratch_name(node: onnx.NodeProto) -> str:
     return f"{node.output[0]}#scratch"
 
 
-def plan_steps(body, shapes, consts, fast_conv: bool = True, fused=None) -> tuple[list, dict[str, int]]:
+def plan_steps(
+    body: Iterable[tuple[int, onnx.NodeProto]],
+    shapes: Shapes,
+    consts: Container[str],
+    fast_conv: bool = True,
+    fused: Mapping[str, Fused] | None = None,
+) -> tuple[list[memplan.Step], dict[str, int]]:
     """The memplan steps of `body`, (command, node) pairs in run order, each writing its outputs and
     then its kernel's scratch (live only during the step); and the floats of every tensor and scratch."""
     steps, floats = [], {t: _prod(sh) for t, sh in shapes.items()}
@@ -594,7 +609,7 @@ def plan_steps(body, shapes, consts, fast_conv: bool = True, fused=None) -> tupl
     return steps, floats
 
 
-def inplace_steps(nodes, shapes, consts) -> set[int]:
+def inplace_steps(nodes: Sequence[onnx.NodeProto], shapes: Shapes, consts: Container[str]) -> set[int]:
     """Indices of nodes whose output may overwrite their first input (see memplan)."""
     out = set()
     for i, nd in enumerate(nodes):

@@ -14,6 +14,7 @@ such as Conv -> Relu on wide maps."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Set as AbstractSet
 
 ALIGN_FLOATS = 4  # 16-byte offsets keep vector loads aligned
 
@@ -78,8 +79,8 @@ def plan(
     steps: list[Step],
     floats: dict[str, int],
     inputs: dict[str, int],
-    external: set[str] = frozenset(),
-    inplace: set[int] = frozenset(),
+    external: AbstractSet[str] = frozenset(),
+    inplace: AbstractSet[int] = frozenset(),
 ) -> MemoryPlan:
     """Plan every tensor written by a step or listed in `inputs` (name -> command at which the
     caller hands it in). `floats` gives each tensor's size; tensors in `external` (graph outputs
@@ -102,11 +103,11 @@ def plan(
         if use_cmd > command and name not in external:
             first = next((i for i, s in enumerate(steps) if s.command >= command), len(steps))
             buffers[name] = Buffer(name, floats[name], first, use_step, carry=True)
-    for name, (step, command) in produced.items():
+    for name, (at, command) in produced.items():
         if name in external:
             continue
-        use_step, use_cmd = last_use.get(name, (step, command))
-        buffers[name] = Buffer(name, floats[name], step, max(use_step, step), carry=use_cmd > command)
+        use_step, use_cmd = last_use.get(name, (at, command))
+        buffers[name] = Buffer(name, floats[name], at, max(use_step, at), carry=use_cmd > command)
 
     # in-place: the output joins its input's group when the input dies here, in the same region
     group: dict[str, Buffer] = {}  # member -> the group's representative buffer

@@ -39,6 +39,8 @@ Conv/Gemm/MatMul, identity BatchNorm). `init="random"` re-initializes the backbo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -98,7 +100,7 @@ def normalize_options(options: dict) -> dict:
     """The mirror options with defaults filled in, checked; errors name the option."""
     from passes.errors import MirrorcError
 
-    opts = {"channels": 2, "select": "first", "seed": 0, "init": "random", "dense_width": None}
+    opts: dict[str, Any] = {"channels": 2, "select": "first", "seed": 0, "init": "random", "dense_width": None}
     unknown = set(options) - set(opts)
     if unknown:
         raise MirrorcError(f"mirror: unknown option(s) {', '.join(sorted(unknown))}")
@@ -127,7 +129,7 @@ def select_indices(width: int, count: int, mode: str, rng: np.random.Generator) 
     return sorted(int(i) for i in rng.choice(width, size=count, replace=False))
 
 
-def torch_uniform(rng: np.random.Generator, shape, fan_in: int) -> np.ndarray:
+def torch_uniform(rng: np.random.Generator, shape: int | Sequence[int], fan_in: int) -> np.ndarray:
     """PyTorch's default draw for a layer's weight and bias: uniform(+-1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(max(fan_in, 1))
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
@@ -451,7 +453,9 @@ class MirrorPass(Pass):
             return
         rank = len(node.outputs[0].shape)
 
-        def channels(shape) -> int:  # size on the output's axis 1, after right-aligned broadcasting
+        def channels(
+            shape: Sequence[int | str],
+        ) -> int:  # size on the output's axis 1, after right-aligned broadcasting
             axis = 1 - (rank - len(shape))
             return int(shape[axis]) if axis >= 0 else 1
 

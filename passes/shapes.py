@@ -8,11 +8,17 @@ the same type and shape (legal since IR 4), small ones are kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
 from onnx import helper
 
 from passes.errors import MirrorcError
+
+if TYPE_CHECKING:  # for the annotations only; infer_graph imports it where it runs
+    import onnx_graphsurgeon as gs
 
 _KEEP_BYTES = 4096  # initializers up to this size keep their data (shape constants, indices)
 
@@ -70,9 +76,10 @@ def infer(model: onnx.ModelProto, *, where: str) -> onnx.ModelProto:
 
 def node_output_shapes(
     node: onnx.NodeProto, inputs: dict[str, tuple[int, Shape]], consts: list[onnx.TensorProto], opset: int
-) -> list[tuple[int, Shape]]:
+) -> list[tuple[int, Shape | None]]:
     """(elem_type, shape) of each output of one node, given (elem_type, shape) of its variable
-    inputs and its constant inputs. Used to build the CPM one node at a time."""
+    inputs and its constant inputs; shape None when inference left it unknown. Used to build the CPM
+    one node at a time."""
     vis = [helper.make_tensor_value_info(n, et, s) for n, (et, s) in inputs.items()]
     outs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
     graph = helper.make_graph([node], "one", vis, outs, consts)
@@ -89,7 +96,7 @@ def node_output_shapes(
     return result
 
 
-def infer_graph(graph, *, where: str, edit=None) -> None:
+def infer_graph(graph: gs.Graph, *, where: str, edit: Callable[[gs.Graph], object] | None = None) -> None:
     """Shape-infer an onnx-graphsurgeon graph in place without exporting its weights: a copy whose
     large constants are turned into graph inputs is exported and inferred, and the shapes are copied
     back by tensor name. `edit(copy)`, if given, changes the copy first (the same edit must then be

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -77,7 +78,7 @@ def train_against_probes(
     secure = secure_part(mirrornet)
     probe_inputs = [i.name for i in secure.graph.input]  # taps then backbone_logits, by the contract
 
-    def fresh_probe(k: int):
+    def fresh_probe(k: int) -> tuple[OnnxModule, torch.optim.Optimizer]:
         probe = OnnxModule(
             reinitialize(secure, lambda n: True, seed=config.seed * 7919 + k), outputs=[contract.MIRRORNET_LOGITS]
         )
@@ -86,9 +87,10 @@ def train_against_probes(
     opt = torch.optim.Adam(trainable_parameters(main), lr=config.lr)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     chance = math.log(num_classes)
-    current = {"step": 0}  # the probe, its optimiser and the features it read, re-drawn every probe_steps steps
+    # the probe, its optimiser and the features it read, re-drawn every probe_steps steps
+    current: dict[str, Any] = {"step": 0}
 
-    def loss_of(out, yb):
+    def loss_of(out: dict[str, torch.Tensor], yb: torch.Tensor) -> torch.Tensor:
         if current["step"] % config.probe_steps == 0:
             current["probe"], current["opt"] = fresh_probe(current["step"] // config.probe_steps)
         loss = F.cross_entropy(out[contract.MIRRORNET_LOGITS], yb)
@@ -103,7 +105,7 @@ def train_against_probes(
         )
         return loss - config.probe_weight * adversarial
 
-    def probe_learns(out, yb):
+    def probe_learns(out: dict[str, torch.Tensor], yb: torch.Tensor) -> None:
         # the probe learns on what it sees, like an attacker would
         probe_opt = current["opt"]
         probe_opt.zero_grad(set_to_none=True)

@@ -41,6 +41,8 @@ from passes.mirror import is_cpm, torch_uniform
 if TYPE_CHECKING:
     import torch
 
+    from mirrorc.train.data import Dataset
+
 LABELLED_ATTACKS = ("finetune_all", "retrain_head", "replace_cpm")
 ALL_ATTACKS = ("as_is", *LABELLED_ATTACKS, "distill", "scratch", "scratch_oracle")
 DENSE_OPS = ("Gemm", "MatMul")
@@ -153,7 +155,7 @@ INIT_SCHEMES = ("he", "torch")
 def _fan_in(shape: tuple[int, ...], node: onnx.NodeProto | None) -> int:
     """Inputs per output of a layer's weight of `shape`."""
     op = node.op_type if node is not None else ""
-    if op == "Gemm":
+    if node is not None and op == "Gemm":
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return shape[1] if trans_b else shape[0]
     if op == "MatMul" and len(shape) == 2:
@@ -499,7 +501,7 @@ def head_starts(results: list[Result]) -> dict[int, dict]:
                 gains["distill"] = acc["distill"] - acc["scratch_oracle"]
             if not gains:
                 continue
-            best = max(gains, key=gains.get)
+            best = max(gains, key=gains.__getitem__)
             per_seed.append(gains[best])
             best_names.append(best)
         if per_seed:
@@ -536,7 +538,7 @@ def architecture_key(model: onnx.ModelProto, output: str) -> str:
 
 def run(
     build_dir: str | Path,
-    dataset,
+    dataset: Dataset,
     *,
     budgets: list[int],
     seeds: int,

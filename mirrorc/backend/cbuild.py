@@ -18,9 +18,15 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mirrorc.errors import MirrorcError
 from runtime_c import KERNEL_DIR, kernel_sources
+
+if TYPE_CHECKING:  # for the annotations only; the functions that use numpy import it themselves
+    import numpy as np
+
+    from passes.lower_c import Lowered
 
 # Portable, warning-clean C99; -O3 lets gcc vectorise the conv/gemm inner loops.
 DEFAULT_CFLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror=implicit-function-declaration")
@@ -52,11 +58,11 @@ def build(
     `<out_dir or cache_dir()>/<name>-<hash><suffix>`."""
     if kind not in _KINDS:
         raise ValueError(f"cbuild: kind must be one of {sorted(_KINDS)}, not {kind!r}")
-    sources = [Path(s).resolve() for s in sources]
-    include_dirs = [Path(d).resolve() for d in include_dirs]
-    if kind == "object" and len(sources) != 1:
+    src_paths = [Path(s).resolve() for s in sources]
+    inc_paths = [Path(d).resolve() for d in include_dirs]
+    if kind == "object" and len(src_paths) != 1:
         raise ValueError("cbuild: an object file is built from exactly one source")
-    for s in sources:
+    for s in src_paths:
         if not s.is_file():
             raise MirrorcError(f"cbuild: source file not found: {s}")
     if shutil.which(compiler) is None:
@@ -65,7 +71,7 @@ def build(
     args = list(cflags)
     for key, value in sorted((defines or {}).items()):
         args.append(f"-D{key}" if value is None else f"-D{key}={value}")
-    args += [f"-I{d}" for d in include_dirs]
+    args += [f"-I{d}" for d in inc_paths]
     if kind == "shared":
         args += ["-shared", "-fPIC"]
     elif kind == "object":
@@ -75,20 +81,20 @@ def build(
     digest = hashlib.sha256()
     for part in [compiler, kind, *args, *link]:
         digest.update(part.encode() + b"\0")
-    for s in sources:
+    for s in src_paths:
         digest.update(str(s).encode() + b"\0" + s.read_bytes())
-    for d in include_dirs:  # headers can change the build without any source changing
+    for d in inc_paths:  # headers can change the build without any source changing
         for h in sorted(d.glob("*.h")):
             digest.update(h.name.encode() + b"\0" + h.read_bytes())
-    out_dir = Path(out_dir) if out_dir is not None else cache_dir()
-    out = out_dir / f"{name}-{digest.hexdigest()[:16]}{_KINDS[kind]}"
+    dest = Path(out_dir) if out_dir is not None else cache_dir()
+    out = dest / f"{name}-{digest.hexdigest()[:16]}{_KINDS[kind]}"
     if out.exists():
         return out
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=dest)
     os.close(fd)
-    cmd = [compiler, *args, *map(str, sources), "-o", tmp, *link]
+    cmd = [compiler, *args, *map(str, src_paths), "-o", tmp, *link]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -105,7 +111,7 @@ def load(path: str | os.PathLike) -> ctypes.CDLL:
     return ctypes.CDLL(str(path))
 
 
-def build_kernels(**kwargs) -> Path:
+def build_kernels(**kwargs: Any) -> Path:  # `build`'s keyword options
     """The kernel library alone as a shared library (for kernel tests and ctypes callers)."""
     return build(kernel_sources(), name="mirrorc_kernels", include_dirs=[KERNEL_DIR], **kwargs)
 
@@ -152,12 +158,12 @@ class SecureModel:
         self.state = ctypes.create_string_buffer(max(4, state_bytes))
 
     @classmethod
-    def from_lowered(cls, lowered, *, debug: bool = True, name: str = "mirrorc_model") -> SecureModel:
+    def from_lowered(cls, lowered: Lowered, *, debug: bool = True, name: str = "mirrorc_model") -> SecureModel:
         """Build (cached) and load a `passes.lower_c.Lowered`."""
         lib = build_lowered(lowered.files, name=name, debug=debug)
         return cls(lib, lowered.tap_floats, lowered.num_classes, lowered.sizes["state"])
 
-    def run(self, taps, backbone_logits):
+    def run(self, taps: Iterable[np.ndarray], backbone_logits: np.ndarray) -> tuple[int, np.ndarray | None]:
         """One inference; taps are float32 arrays of f_k floats each (any shape). Returns (label,
         MirrorNet logits, or None when built without debug)."""
         import numpy as np
@@ -224,7 +230,13 @@ def host_march(compiler: str = "gcc") -> tuple[str, ...]:
 
 
 def time_lowered(
-    lowered, taps, backbone_logits, *, iters: int = 100, repeats: int = 5, cflags: Iterable[str] | None = None
+    lowered: Lowered,
+    taps: Iterable[np.ndarray],
+    backbone_logits: np.ndarray,
+    *,
+    iters: int = 100,
+    repeats: int = 5,
+    cflags: Iterable[str] | None = None,
 ) -> tuple[float, int]:
     """Best CPU seconds per batch-1 inference of a `passes.lower_c.Lowered` (reset, every tap,
     final), timed by a loop inside C, and the label it returns; compiled for this CPU unless

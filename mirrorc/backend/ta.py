@@ -20,12 +20,16 @@ import subprocess
 import sys
 import uuid as uuidlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import runtime_c
 from mirrorc.backend import cbuild
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_file
 from passes import contract
+
+if TYPE_CHECKING:
+    from passes.lower_c import Lowered
 
 TEMPLATES = runtime_c.TEMPLATE_DIR
 SHIM = runtime_c.SHIM_DIR
@@ -108,7 +112,9 @@ def memory_plan(sizes: dict, tap_floats: list[int], num_classes: int) -> dict:
     }
 
 
-def write_ta(ta_dir: Path, host_dir: Path, *, name: str, uuid: uuidlib.UUID, lowered, version: str = "1.0") -> dict:
+def write_ta(
+    ta_dir: Path, host_dir: Path, *, name: str, uuid: uuidlib.UUID, lowered: Lowered, version: str = "1.0"
+) -> dict:
     """Write the TA sources into `ta_dir` and the host example into `host_dir` (both inside a
     build being written atomically). Returns the memory plan."""
     ta_dir, host_dir = Path(ta_dir), Path(host_dir)

@@ -10,7 +10,7 @@ import click
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mirrorc")
-def main():
+def main() -> None:
     """mirrorc: compile an ONNX classifier into a MirrorNet deployment.
 
     The backbone runs in onnxruntime in the normal world and is a poor model on its own; a narrow

@@ -77,8 +77,19 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
     @user_errors
     def attack_cmd(
-        build_dir, data, data_dir, budget, seeds, epochs, min_steps, lr_grid, attacks, threads, save_path, as_json
-    ):
+        build_dir: str,
+        data: str,
+        data_dir: str,
+        budget: str,
+        seeds: int,
+        epochs: int,
+        min_steps: int,
+        lr_grid: str,
+        attacks: str,
+        threads: int,
+        save_path: str | None,
+        as_json: bool,
+    ) -> None:
         """Steal the normal world of BUILD_DIR and measure every attack against training from scratch.
 
         The attacker holds normal.onnx (architecture, weights, tapped channels), a labelled budget from

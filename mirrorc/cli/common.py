@@ -5,17 +5,26 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
 from mirrorc.errors import MirrorcError
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
-def user_errors(fn):
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn MirrorcError (and a few well-known input errors) into one line and exit 2."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except MirrorcError as e:
@@ -28,11 +37,11 @@ def user_errors(fn):
     return wrapper
 
 
-def echo_json(obj) -> None:
+def echo_json(obj: object) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
-def progress(iterable=None, **kwargs):
+def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm[T]:  # kwargs: tqdm's options
     """A tqdm progress bar on stderr; silent when stderr is not a terminal unless MIRRORC_PROGRESS=1."""
     import os
 

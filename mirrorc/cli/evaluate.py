@@ -24,7 +24,9 @@ def register(main: click.Group) -> None:
     )
     @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
     @user_errors
-    def evaluate_cmd(build_dir, data, data_dir, no_split_check, split_images, as_json):
+    def evaluate_cmd(
+        build_dir: str, data: str, data_dir: str | None, no_split_check: bool, split_images: int | None, as_json: bool
+    ) -> None:
         """Test accuracy of BUILD_DIR's unprotected model, backbone alone and MirrorNet, by onnxruntime."""
         from pathlib import Path
 

@@ -60,7 +60,7 @@ def register(main: click.Group) -> None:
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @user_errors
-    def inspect_cmd(model, channels, as_json):
+    def inspect_cmd(model: str, channels: int | None, as_json: bool) -> None:
         """Layers (paper notation, params, MACs), stages and taps of an ONNX classifier."""
         from mirrorc.plan.inspect import inspect_model
 

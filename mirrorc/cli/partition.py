@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from mirrorc.cli.common import echo_json, user_errors
@@ -80,8 +82,18 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
     @user_errors
     def partition_cmd(
-        model_path, want_report, strategies, channels, protect, select, seed, device, tee_memory, mode, as_json
-    ):
+        model_path: str,
+        want_report: bool,
+        strategies: bool,
+        channels: str | None,
+        protect: str | None,
+        select: str | None,
+        seed: int,
+        device: str,
+        tee_memory: str | None,
+        mode: str,
+        as_json: bool,
+    ) -> None:
         """Mirror MODEL and report the partition: per stage the backbone and CPM layers in the paper's
         notation, their MACs, the bytes each tap sends to the secure world and the emulator's latency;
         then TEE memory, world switches and bytes per inference (streaming and single-invoke).
@@ -120,7 +132,7 @@ def register(main: click.Group) -> None:
         else:
             from mirrorc.pipeline import build_mirrornet
 
-            kwargs = {
+            kwargs: dict[str, Any] = {
                 "seed": seed,
                 "init": "keep",
                 "channels": wanted[0] if wanted is not None else chosen.default_channels(model_path),

@@ -84,7 +84,7 @@ def register(main: click.Group) -> None:
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the labels as JSON.")
     @user_errors
-    def run(build_dir: Path, input_path: Path, tee: str, mode: str, as_json: bool):
+    def run(build_dir: Path, input_path: Path, tee: str, mode: str, as_json: bool) -> None:
         """Protected inference: normal.onnx in onnxruntime, the CPM in the TA; prints one label per input."""
         from mirrorc.tee.runtime import ProtectedModel
 

@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mirrorc.errors import MirrorcError
 from mirrorc.plan.layers import Layer
@@ -77,7 +78,7 @@ def load_device(name_or_path: str | os.PathLike | None = None) -> Device:
     except (OSError, ValueError) as e:
         raise MirrorcError(f"{path}: cannot read device profile: {e}") from None
 
-    def num(*keys, cast=float):
+    def num(*keys: str) -> int | float:  # the checked JSON number; callers convert it
         obj = raw
         for k in keys:
             if not isinstance(obj, dict) or k not in obj:
@@ -85,23 +86,21 @@ def load_device(name_or_path: str | os.PathLike | None = None) -> Device:
             obj = obj[k]
         if isinstance(obj, bool) or not isinstance(obj, (int, float)) or obj < 0:
             raise MirrorcError(f"{path}: field '{'.'.join(keys)}' must be a non-negative number, got {obj!r}")
-        return cast(obj)
+        return obj
 
     applies = raw.get("compute_scale", {}).get("applies_to", ["conv", "dense"])
     if not isinstance(applies, list) or not set(applies) <= {"conv", "dense"}:
         raise MirrorcError(f'{path}: field \'compute_scale.applies_to\' must be a list of "conv"/"dense"')
     return Device(
         name=str(raw.get("name", path.stem)),
-        switch=Linear(num("context_switch_us", "per_kb"), num("context_switch_us", "base")),
-        kb_bytes=num("context_switch_us", "kb_bytes", cast=int)
-        if "kb_bytes" in raw.get("context_switch_us", {})
-        else 1024,
-        conv=Linear(num("conv2d_us", "per_workload"), num("conv2d_us", "base")),
-        dense=Linear(num("dense_us", "per_workload"), num("dense_us", "base")),
-        scale=num("compute_scale", "factor") if "compute_scale" in raw else 1.0,
+        switch=Linear(float(num("context_switch_us", "per_kb")), float(num("context_switch_us", "base"))),
+        kb_bytes=int(num("context_switch_us", "kb_bytes")) if "kb_bytes" in raw.get("context_switch_us", {}) else 1024,
+        conv=Linear(float(num("conv2d_us", "per_workload")), float(num("conv2d_us", "base"))),
+        dense=Linear(float(num("dense_us", "per_workload")), float(num("dense_us", "base"))),
+        scale=float(num("compute_scale", "factor")) if "compute_scale" in raw else 1.0,
         scale_applies_to=tuple(applies),
-        tee_memory_bytes=num("tee_memory_bytes", cast=int),
-        ta_overhead_bytes=num("ta_overhead_bytes", cast=int),
+        tee_memory_bytes=int(num("tee_memory_bytes")),
+        ta_overhead_bytes=int(num("ta_overhead_bytes")),
         path=str(path),
     )
 
@@ -112,7 +111,7 @@ def predict(device: Device, cpm_layers: Iterable[Layer], buffers: Sequence[int])
     `cpm_layers`: the secure-world layers; `buffers`: bytes sent per streaming command, in order
     (one per tap, then the backbone logits). Streaming mode switches once per buffer; single-invoke
     mode sends them all in one switch."""
-    per_layer = [
+    per_layer: list[dict[str, Any]] = [
         {"name": x.name, "notation": x.notation, "workload": x.workload, "us": device.layer_us(x)}
         for x in cpm_layers
         if x.kind != "other"

@@ -14,11 +14,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import onnx
 
 from mirrorc.errors import MirrorcError
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
+
+    # what the planning functions accept as a model: loaded, as a gs graph, or a file
+    ModelLike: TypeAlias = onnx.ModelProto | gs.Graph | str | os.PathLike
 
 # Ops whose weight is a matrix; a MatMul/Gemm counts as "dense" when that matrix is an initializer.
 _DENSE_OPS = ("Gemm", "MatMul")
@@ -45,6 +52,7 @@ class Layer:
     def notation(self) -> str:
         """The paper's notation: conv[IC, OC, K, FI, FO], dense[IC, OC], else the op type."""
         if self.kind == "conv":
+            assert self.k is not None and self.fi is not None and self.fo is not None  # `_conv` sets them
             return f"conv[{self.ic}, {self.oc}, {_pair(self.k)}, {_pair(self.fi)}, {_pair(self.fo)}]"
         if self.kind in ("dense", "matmul"):
             return f"{self.kind}[{self.ic}, {self.oc}]"
@@ -68,6 +76,7 @@ class Layer:
         if self.kind != "other":
             d.update(ic=self.ic, oc=self.oc)
         if self.kind == "conv":
+            assert self.k is not None and self.fi is not None and self.fo is not None  # as in `notation`
             d.update(k=list(self.k), fi=list(self.fi), fo=list(self.fo), groups=self.groups)
         return d
 
@@ -82,7 +91,7 @@ class Totals:
     params: int
 
 
-def as_model(model) -> onnx.ModelProto:
+def as_model(model: ModelLike) -> onnx.ModelProto:
     """Accept a ModelProto, an onnx-graphsurgeon Graph or a path; return a ModelProto."""
     if isinstance(model, onnx.ModelProto):
         return model
@@ -208,7 +217,7 @@ def _dense(node: onnx.NodeProto, shapes: Shapes, params: int) -> Layer:
     return Layer(node.name, node.op_type, kind, params, int(rows * ic * oc), ic=int(ic), oc=int(oc))
 
 
-def layers(model, shapes: Shapes | None = None) -> list[Layer]:
+def layers(model: ModelLike, shapes: Shapes | None = None) -> list[Layer]:
     """Every node of `model` (ModelProto, gs.Graph or path) in graph order, described as a Layer.
 
     Conv, and Gemm/MatMul with a weight initializer, get the paper's notation and MACs; everything

@@ -103,7 +103,9 @@ def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_laye
     }
 
 
-def build_report(model, device=None, tee_memory: int | str | None = None) -> dict:
+def build_report(
+    model: L.ModelLike, device: emulator.Device | str | os.PathLike | None = None, tee_memory: int | str | None = None
+) -> dict:
     """The partition report of a mirrornet (ModelProto, gs.Graph or path) on `device` (a
     `emulator.Device`, a profile name or a .json path; default rpi3b-optee). `tee_memory` overrides
     the device's TEE memory limit.

@@ -8,6 +8,7 @@ of them rather than one answer."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 from mirrorc.errors import MirrorcError
@@ -27,12 +28,12 @@ def _default_build(path, channels, select, seed):
 
 
 def candidates(
-    path,
+    path: str | os.PathLike,
     channels: Iterable[int] = (1, 2, 3, 4),
-    device=None,
+    device: emulator.Device | str | os.PathLike | None = None,
     *,
-    tee_memory=None,
-    select=None,
+    tee_memory: int | str | None = None,
+    select: str | None = None,
     seed: int = 0,
     mode: str = "single",
     build: Callable | None = None,

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from mirrorc.errors import MirrorcError
 from mirrorc.tee import teec
@@ -97,7 +98,9 @@ class ProtectedModel(teec.ClosedOnCollect):
         self._dests: dict = {}
         self._io = self._bind_one_image() if all(self.input_shape) else None
 
-        self.context = teec.Context.simulator(self.build_dir) if tee == "sim" else teec.Context.optee()
+        self.context: teec.Context | None = (
+            teec.Context.simulator(self.build_dir) if tee == "sim" else teec.Context.optee()
+        )
         try:
             self.session = self.context.open_session(plan["uuid"])
         except BaseException:
@@ -147,7 +150,7 @@ class ProtectedModel(teec.ClosedOnCollect):
             )
         return np.ascontiguousarray(x)
 
-    def backbone_outputs(self, x) -> list[np.ndarray]:
+    def backbone_outputs(self, x: npt.ArrayLike) -> list[np.ndarray]:
         """What the normal world computes and sends: the selected taps and the backbone logits."""
         return self.backbone.run(self.outputs, {self.input_name: self._batch(x)})
 
@@ -177,7 +180,7 @@ class ProtectedModel(teec.ClosedOnCollect):
             labels[i] = self._label.a
         return labels
 
-    def predict(self, x) -> np.ndarray:
+    def predict(self, x: npt.ArrayLike) -> np.ndarray:
         """Labels (int64 [N]) for a batch of inputs (or one input)."""
         if self._io is not None and type(x) is np.ndarray and x.dtype == np.float32 and x.shape == self._one.shape:
             return self._predict_one(x)  # one image as it comes from a camera loop: skip the checks
@@ -187,6 +190,7 @@ class ProtectedModel(teec.ClosedOnCollect):
         return self.secure_labels(self.backbone.run(self.outputs, {self.input_name: x}))
 
     def close(self) -> None:
-        if getattr(self, "context", None) is not None:
-            self.context.close()
+        context = getattr(self, "context", None)  # absent when __init__ failed before opening it
+        if context is not None:
+            context.close()
             self.context = None

@@ -13,8 +13,12 @@ import ctypes
 import ctypes.util
 import os
 import uuid as uuidlib
+from typing import TYPE_CHECKING, Any
 
 from mirrorc.errors import MirrorcError
+
+if TYPE_CHECKING:  # for the annotations only: the ctypes binding itself needs no numpy
+    import numpy as np
 
 # Return codes and origins (tee_client_api.h)
 TEEC_SUCCESS = 0x00000000
@@ -46,7 +50,7 @@ TEEC_MEM_INPUT, TEEC_MEM_OUTPUT = 0x1, 0x2
 TEEC_LOGIN_PUBLIC = 0
 
 
-def param_types(p0=TEEC_NONE, p1=TEEC_NONE, p2=TEEC_NONE, p3=TEEC_NONE) -> int:
+def param_types(p0: int = TEEC_NONE, p1: int = TEEC_NONE, p2: int = TEEC_NONE, p3: int = TEEC_NONE) -> int:
     return p0 | (p1 << 4) | (p2 << 8) | (p3 << 12)
 
 
@@ -232,7 +236,7 @@ class Context(ClosedOnCollect):
     def allocate_shared_memory(self, size: int, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> SharedMemory:
         return SharedMemory(self, size, flags)
 
-    def register_shared_memory(self, array, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> SharedMemory:
+    def register_shared_memory(self, array: np.ndarray, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> SharedMemory:
         """Share a C-contiguous numpy array with the TEE (kept alive while registered)."""
         if not array.flags.c_contiguous:
             raise MirrorcError("register_shared_memory: the array must be C-contiguous")
@@ -283,12 +287,14 @@ class Operation:
         self.op.paramTypes = param_types(*types)
         self._keep: list = [None] * 4  # Python objects whose memory the operation points into
 
-    def temp(self, i: int, buffer, size: int | None = None) -> Operation:
+    def temp(self, i: int, buffer: Any, size: int | None = None) -> Operation:
         """A temporary memref on a bytes-like object (numpy array, bytearray, ctypes buffer) or an
-        address; `size` defaults to the object's size in bytes."""
+        address (then with its `size`); `size` defaults to the object's size in bytes."""
         if buffer is None:
             addr, nbytes = None, 0
         elif isinstance(buffer, int):
+            if size is None:
+                raise MirrorcError(f"Operation.temp: parameter {i}: an address needs its size in bytes")
             addr, nbytes = buffer, size
         elif hasattr(buffer, "ctypes"):  # numpy
             addr, nbytes = buffer.ctypes.data, buffer.nbytes

@@ -15,8 +15,10 @@ import os
 import re
 import struct
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +70,10 @@ def default_data_dir(data_dir: str | None) -> Path | None:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MIRRORC_CACHE") or Path.home() / ".cache" / "mirrorc")
+
+
+# (x_train, y_train, x_test, y_test, class names or None when the source names none)
+RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str] | None]
 
 
 def load_dataset(
@@ -130,7 +136,7 @@ def resolve(name_or_path: str, data_dir: str | None) -> Path:
     return path
 
 
-def load_raw(path: Path):
+def load_raw(path: Path) -> RawData:
     """-> (x_train, y_train, x_test, y_test, classes) with images uint8 or float [N, H, W, C]."""
     if path.is_dir():
         if _find_idx(path, "x_train") is not None:
@@ -194,7 +200,7 @@ def _load_idx_dir(directory: Path):
             raise MirrorcError(f"{directory}: {split} images {x.shape} and labels {y.shape} do not match")
     classes = FASHION_CLASSES if "fashion" in directory.name.lower() else None
 
-    def to_nhwc(a):
+    def to_nhwc(a: np.ndarray) -> np.ndarray:
         return a[..., None] if a.ndim == 3 else a
 
     return (
@@ -214,8 +220,8 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("L" if img.mode in ("L", "1", "I;16", "I") else "RGB")
-            arr = np.asarray(img, dtype=np.uint8)
+            decoded = img.convert("L" if img.mode in ("L", "1", "I;16", "I") else "RGB")
+            arr = np.asarray(decoded, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
         raise MirrorcError(f"{where}: cannot decode image ({e})") from None
     return arr[..., None] if arr.ndim == 2 else arr
@@ -240,7 +246,7 @@ def _stack(items: dict, where: str):
 
 
 def _load_image_folders(directory: Path):
-    items = {"train": [], "test": []}
+    items: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "test": []}
     for p in sorted(directory.rglob("*")):
         m = _IMAGE_RE.search(p.relative_to(directory).as_posix())
         if m and p.is_file():
@@ -250,13 +256,15 @@ def _load_image_folders(directory: Path):
 
 def _load_image_tarball(path: Path):
     """Decoded straight from the archive: nothing is extracted to disk."""
-    items = {"train": [], "test": []}
+    items: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "test": []}
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 m = _IMAGE_RE.search(member.name)
                 if m and member.isfile():
-                    data = tar.extractfile(member).read()
+                    f = tar.extractfile(member)
+                    assert f is not None  # a regular file (isfile above) always has one
+                    data = f.read()
                     items[m.group(1)].append((m.group(2), decode_image(data, f"{path}:{member.name}")))
     except (tarfile.TarError, EOFError, OSError) as e:
         raise MirrorcError(f"{path}: cannot read tarball ({e})") from None
@@ -323,7 +331,7 @@ def _load_npz(path: Path):
             raise MirrorcError(f"{path}: y_{split} must hold integer labels, not {y.dtype}")
 
     # accept NHWC (channels last, small last dim), NCHW, or NHW; normalise to NHWC here
-    def nhwc(x):
+    def nhwc(x: np.ndarray) -> np.ndarray:
         if x.ndim == 3:
             return x[..., None]
         if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] not in (1, 3):
@@ -337,8 +345,8 @@ def _load_npz(path: Path):
 
 
 def preprocess(
-    x_train: np.ndarray, x_test: np.ndarray, input_shape: tuple[int, ...], stats_from: np.ndarray | None = None
-):
+    x_train: np.ndarray, x_test: np.ndarray, input_shape: Sequence[int], stats_from: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """NHWC images -> float32 arrays of the model's input shape; returns (train, test, what was done).
 
     The normalisation statistics come from `stats_from` (the full training set, so that a
@@ -360,7 +368,7 @@ def preprocess(
     else:
         raise MirrorcError(f"model input shape {input_shape}: want [N, C, H, W] or [N, D]")
 
-    def convert(x):
+    def convert(x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float32) / scale
         have_c = x.shape[-1]
         if want_c is not None and have_c != want_c:
@@ -371,7 +379,7 @@ def preprocess(
             else:
                 raise MirrorcError(f"dataset has {have_c} channels, the model wants {want_c}")
         h, w = x.shape[1:3]
-        if want_h is not None and (h, w) != (want_h, want_w):
+        if want_h is not None and want_w is not None and (h, w) != (want_h, want_w):
             dh, dw = want_h - h, want_w - w
             if dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0 and max(dh, dw) <= 8:
                 x = np.pad(x, ((0, 0), (dh // 2, dh // 2), (dw // 2, dw // 2), (0, 0)))
@@ -425,5 +433,7 @@ def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
     out = np.empty((len(x), h, w, x.shape[-1]), np.float32)
     for i, img in enumerate(x):
         for c in range(x.shape[-1]):
-            out[i, :, :, c] = np.asarray(Image.fromarray(img[..., c], mode="F").resize((w, h), Image.BILINEAR))
+            out[i, :, :, c] = np.asarray(
+                Image.fromarray(img[..., c], mode="F").resize((w, h), Image.Resampling.BILINEAR)
+            )
     return out

@@ -111,7 +111,7 @@ def _resolve_pads(attrs: dict, x: torch.Tensor, kernel, strides, dilations) -> l
 def _op_conv(attrs, opset, node):
     group = attrs.get("group", 1)
 
-    def conv(x, w, b=None):
+    def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         nd = w.dim() - 2
         kernel = list(attrs.get("kernel_shape", w.shape[2:]))
         strides = list(attrs.get("strides", [1] * nd))
@@ -129,7 +129,7 @@ def _op_gemm(attrs, opset, node):
     alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
     trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
 
-    def gemm(a, b, c=None):
+    def gemm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         if trans_a:
             a = a.t()
         if alpha == 1.0 and beta == 1.0 and (c is None or c.dim() <= 1):
@@ -141,23 +141,38 @@ def _op_gemm(attrs, opset, node):
     return gemm
 
 
-def _op_batchnorm(attrs, opset, node):
-    eps = attrs.get("epsilon", 1e-5)
-    torch_momentum = 1.0 - attrs.get("momentum", 0.9)  # ONNX weights the old value, torch the new one
+class _BatchNorm:
+    """BatchNormalization as a callable object: OnnxModule sets its flags once the weights are known."""
 
-    def batchnorm(x, scale, bias, mean, var, *, training: bool):
-        if training and not batchnorm.frozen:
+    needs_training = True
+
+    def __init__(self, eps: float, torch_momentum: float):
+        self.eps, self.torch_momentum = eps, torch_momentum
+        self.stats_are_buffers = False
+        self.frozen = False  # set by OnnxModule: scale and bias not trainable -> inference mode always
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        *,
+        training: bool,
+    ) -> torch.Tensor:
+        if training and not self.frozen:
             # running statistics are updated in place only when they are the module's buffers
-            tracked = batchnorm.stats_are_buffers
+            tracked = self.stats_are_buffers
             return F.batch_norm(
-                x, mean if tracked else None, var if tracked else None, scale, bias, True, torch_momentum, eps
+                x, mean if tracked else None, var if tracked else None, scale, bias, True, self.torch_momentum, self.eps
             )
-        return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
+        return F.batch_norm(x, mean, var, scale, bias, False, 0.0, self.eps)
 
-    batchnorm.needs_training = True
-    batchnorm.stats_are_buffers = False
-    batchnorm.frozen = False  # set by OnnxModule: scale and bias not trainable -> inference mode always
-    return batchnorm
+
+def _op_batchnorm(attrs, opset, node):
+    # ONNX's momentum weights the old value, torch's the new one
+    return _BatchNorm(attrs.get("epsilon", 1e-5), 1.0 - attrs.get("momentum", 0.9))
 
 
 def _op_clip(attrs, opset, node):
@@ -165,14 +180,14 @@ def _op_clip(attrs, opset, node):
         lo, hi = attrs.get("min", None), attrs.get("max", None)
         return lambda x: torch.clamp(x, lo, hi)
 
-    def clip(x, lo=None, hi=None):
+    def clip(x: torch.Tensor, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> torch.Tensor:
         return torch.clamp(x, None if lo is None else lo.item(), None if hi is None else hi.item())
 
     return clip
 
 
 def _op_prelu(attrs, opset, node):
-    def prelu(x, slope):
+    def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
         if slope.dim() == 1 and x.dim() > 2 and slope.shape[0] == x.shape[1]:
             slope = slope.reshape(1, -1, *([1] * (x.dim() - 2)))
         return torch.where(x >= 0, x, x * slope)
@@ -181,11 +196,11 @@ def _op_prelu(attrs, opset, node):
 
 
 def _softmax_like(fn):
-    def build(attrs, opset, node):
+    def build(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[[torch.Tensor], torch.Tensor]:
         if opset < 13:
             axis = attrs.get("axis", 1)
 
-            def old(x):  # opset < 13: coerce to 2-D at `axis`
+            def old(x: torch.Tensor) -> torch.Tensor:  # opset < 13: coerce to 2-D at `axis`
                 ax = axis % x.dim()
                 flat = x.reshape(int(np.prod(x.shape[:ax])), -1)
                 return fn(flat, 1).reshape(x.shape)
@@ -209,7 +224,7 @@ def _op_maxpool(attrs, opset, node):
     if len(node.output) > 1 and node.output[1]:
         raise MirrorcError(f"torchgraph: node '{node.name}': MaxPool with an Indices output is not supported")
 
-    def maxpool(x):
+    def maxpool(x: torch.Tensor) -> torch.Tensor:
         nd = x.dim() - 2
         kernel, strides, dilations = _pool_params(attrs, nd)
         pads = _resolve_pads(attrs, x, kernel, strides, dilations)
@@ -226,7 +241,7 @@ def _op_avgpool(attrs, opset, node):
     ceil = bool(attrs.get("ceil_mode", 0))
     include_pad = bool(attrs.get("count_include_pad", 0))
 
-    def avgpool(x):
+    def avgpool(x: torch.Tensor) -> torch.Tensor:
         nd = x.dim() - 2
         kernel, strides, _ = _pool_params(attrs, nd)
         pads = _resolve_pads(attrs, x, kernel, strides, [1] * nd)
@@ -251,7 +266,7 @@ def _op_lrn(attrs, opset, node):
     beta, bias = attrs.get("beta", 0.75), attrs.get("bias", 1.0)
     before = (size - 1) // 2
 
-    def lrn(x):
+    def lrn(x: torch.Tensor) -> torch.Tensor:
         sq = (x * x).unsqueeze(1)  # [N, 1, C, H, W]: pool over channels
         sq = F.pad(sq, (0, 0, 0, 0, before, size - 1 - before))
         square_sum = F.avg_pool3d(sq, (size, 1, 1), stride=1).squeeze(1) * size
@@ -263,7 +278,7 @@ def _op_lrn(attrs, opset, node):
 def _op_flatten(attrs, opset, node):
     axis = attrs.get("axis", 1)
 
-    def flatten(x):
+    def flatten(x: torch.Tensor) -> torch.Tensor:
         ax = axis % x.dim() if x.dim() else 0
         return x.reshape(int(np.prod(x.shape[:ax])), -1)
 
@@ -274,7 +289,7 @@ def _op_reshape(attrs, opset, node):
     allowzero = attrs.get("allowzero", 0)
     static = attrs.get("shape")  # opset < 5
 
-    def reshape(x, shape=None):
+    def reshape(x: torch.Tensor, shape: torch.Tensor | None = None) -> torch.Tensor:
         target = list(static) if shape is None else [int(v) for v in shape.tolist()]
         if not allowzero:
             target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
@@ -291,7 +306,7 @@ def _op_transpose(attrs, opset, node):
 def _op_gather(attrs, opset, node):
     axis = attrs.get("axis", 0)
 
-    def gather(x, idx):
+    def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         ax = axis % x.dim()
         idx = torch.where(idx < 0, idx + x.shape[ax], idx).long()
         out = x.index_select(ax, idx.reshape(-1))
@@ -304,7 +319,7 @@ def _op_argmax(attrs, opset, node):
     axis, keepdims = attrs.get("axis", 0), bool(attrs.get("keepdims", 1))
     last = bool(attrs.get("select_last_index", 0))
 
-    def argmax(x):
+    def argmax(x: torch.Tensor) -> torch.Tensor:
         if last:
             flipped = x.flip(axis)
             return x.shape[axis] - 1 - flipped.argmax(axis, keepdim=keepdims)
@@ -317,7 +332,9 @@ def _op_dropout(attrs, opset, node):
     ratio_attr = attrs.get("ratio", 0.5)
     want_mask = len(node.output) > 1 and node.output[1]
 
-    def dropout(x, ratio=None, training_mode=None, *, training: bool):
+    def dropout(
+        x: torch.Tensor, ratio: torch.Tensor | None = None, training_mode: torch.Tensor | None = None, *, training: bool
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         p = ratio_attr if ratio is None else float(ratio)
         y = F.dropout(x, p, training) if training and p > 0 else x
         if want_mask:
@@ -331,7 +348,7 @@ def _op_dropout(attrs, opset, node):
 def _op_squeeze(attrs, opset, node):
     static = attrs.get("axes")
 
-    def squeeze(x, axes=None):
+    def squeeze(x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
         ax = static if axes is None else axes.tolist()
         if ax is None:
             return x.squeeze()
@@ -346,7 +363,7 @@ def _op_squeeze(attrs, opset, node):
 def _op_unsqueeze(attrs, opset, node):
     static = attrs.get("axes")
 
-    def unsqueeze(x, axes=None):
+    def unsqueeze(x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
         ax = list(static if axes is None else axes.tolist())
         rank = x.dim() + len(ax)
         for a in sorted(a % rank for a in ax):
@@ -362,7 +379,7 @@ def _op_concat(attrs, opset, node):
 
 
 def _op_sum(attrs, opset, node):
-    def total(*xs):
+    def total(*xs: torch.Tensor) -> torch.Tensor:
         out = xs[0]
         for x in xs[1:]:
             out = out + x
@@ -391,7 +408,7 @@ def _op_constant_of_shape(attrs, opset, node):
     value = attrs.get("value")
     fill = _to_tensor(numpy_helper.to_array(value)) if value is not None else torch.zeros(1)
 
-    def constant_of_shape(shape):
+    def constant_of_shape(shape: torch.Tensor) -> torch.Tensor:
         return torch.full([int(v) for v in shape.tolist()], fill.reshape(-1)[0].item(), dtype=fill.dtype)
 
     return constant_of_shape
@@ -411,7 +428,12 @@ def _op_pad(attrs, opset, node):
     if mode != "constant":
         raise MirrorcError(f"torchgraph: node '{node.name}': Pad mode '{mode}' is not supported")
 
-    def pad(x, pads=None, value=None, axes=None):
+    def pad(
+        x: torch.Tensor,
+        pads: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        axes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if axes is not None:
             raise MirrorcError(f"torchgraph: node '{node.name}': Pad with axes is not supported")
         p = list(attrs["pads"]) if pads is None else [int(v) for v in pads.tolist()]
@@ -425,7 +447,7 @@ def _op_reduce_mean(attrs, opset, node):
     keepdims = bool(attrs.get("keepdims", 1))
     static = attrs.get("axes")
 
-    def reduce_mean(x, axes=None):
+    def reduce_mean(x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
         ax = static if axes is None else axes.tolist()
         return x.mean(dim=list(ax) if ax is not None else list(range(x.dim())), keepdim=keepdims)
 

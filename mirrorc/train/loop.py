@@ -26,9 +26,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,7 @@ from passes.mirror import is_cpm
 
 if TYPE_CHECKING:
     import torch
+    from torch import Tensor  # for closures inside functions where `torch` is a local (require_torch)
 
 TORCH_HINT = (
     "training needs torch: install the CPU build first (pip install torch==2.13.0 "
@@ -46,7 +48,7 @@ TORCH_HINT = (
 )
 
 
-def require_torch():
+def require_torch() -> ModuleType:
     try:
         import torch
     except ModuleNotFoundError:
@@ -228,7 +230,8 @@ def train(
     train_idx, val_idx = split_validation(len(y), config.val_fraction, config.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     if config.fast:
-        module = module.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (documented); the overloads in torch's stubs leave it out
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(trainable_parameters(module), lr=config.lr)
     steps = config.epochs * -(-len(train_idx) // config.batch_size)
     # LambdaLR keeps a constant schedule a no-op; the cosine factor reaches 0 at the last batch
@@ -263,11 +266,11 @@ def train(
         if log:
             log(f"{progress_desc}: resumed from {ckpt} after epoch {start_epoch}")
 
-    def batches_of(indices):
+    def batches_of(indices: np.ndarray) -> Iterator[Tensor]:
         for s in range(0, len(indices), 1000):
             yield torch.from_numpy(indices[s : s + 1000])
 
-    def forward(xb, bf16: bool = config.fast):
+    def forward(xb: Tensor, bf16: bool = config.fast) -> dict[str, Tensor]:
         if config.fast:
             xb = xb.contiguous(memory_format=torch.channels_last)
         if bf16:
@@ -276,7 +279,7 @@ def train(
             return {k: v.float() for k, v in out.items()}
         return module(xb)
 
-    def evaluate(indices) -> tuple[float | None, float | None]:
+    def evaluate(indices: np.ndarray) -> tuple[float | None, float | None]:
         if len(indices) == 0:
             return None, None
         module.eval()
@@ -288,9 +291,10 @@ def train(
                     hits[name] += int((out[name].argmax(1) == yt[idx]).sum())
         return (hits[logits] / len(indices), hits[backbone_logits] / len(indices) if backbone_logits else None)
 
-    def loss_of(out, yb):
+    def loss_of(out: dict[str, Tensor], yb: Tensor) -> Tensor:
         loss = F.cross_entropy(out[logits], yb)
         if config.backbone_penalty > 0:
+            assert backbone_logits is not None  # a penalty without backbone_logits was refused above
             loss = loss + config.backbone_penalty * backbone_penalty(out[backbone_logits], yb, config.penalty_kind)
         return loss
 
@@ -342,11 +346,11 @@ def train(
                     tmp,
                 )
     bar.close()
-    module = module.to(memory_format=torch.contiguous_format)
+    module = module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
     return TrainResult(module.write_back(), history, asdict(config))
 
 
-def backbone_penalty(backbone_logits, y, kind: str):
+def backbone_penalty(backbone_logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     """The term that makes the backbone alone a poor classifier (see the module docstring)."""
     import torch
 

@@ -20,6 +20,7 @@ to results/protection.json and the partition report reads it from there (mirrorc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from mirrorc.errors import MirrorcError
 
@@ -35,7 +36,7 @@ class Strategy:
     # weight of the backbone penalty (mirrorc.train.loop) when --backbone-penalty is not given
     backbone_penalty: float = 0.0
 
-    def default_channels(self, model_path) -> int:
+    def default_channels(self, model_path: str | Path) -> int:
         """C for this strategy when -C is not given (the fraction is of the widest tapped feature map)."""
         if self.channels is not None:
             return self.channels
