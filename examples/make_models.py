@@ -18,8 +18,8 @@ dense layer >= 0.47 ms (Eq. 5), the switch 0.35 ms (Eq. 2). So VGG-7 and VGG-11 
 second conv at 32x32 (10.1 ms alone): their first block is one conv, as in VGG config A (VGG-11);
 VGG-16 minus VGG-11 = 13.57 ms = one more conv at 32x32 and one at 16x16 (13.23 ms + their taps):
 VGG-16's first two blocks have two convs, as in configs B/D. And an 8-conv, 3-dense VGG-11 is at
-least 9.8 ms (7 mirrored convs, one at 16x16), so the paper's networks hold fewer layers than the
-ImageNet configs of the same name: the four below are VGG trunks of 3, 4, 6 and 8 convs (widths
+least 10.6 ms (+25%) however its convs are spread over 16x16..2x2 (7 mirrored convs, 2 hidden
+dense), so the paper's networks hold fewer layers than the ImageNet configs of the same name: the four below are VGG trunks of 3, 4, 6 and 8 convs (widths
 64-128-256-512, doubling after each pool as in VGG) with a single dense classifier, as CIFAR VGGs
 use. Pipeline predictions at C = 4 (single invoke): 5.372 (VGG-6, not in Table IV), 6.764 (-2.8%),
 8.657 (+1.9%), 21.982 ms (-0.4%). Their backbone MACs (40M, 77M, 134M, 209M) put VGG-11/VGG-7 at
