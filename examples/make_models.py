@@ -11,21 +11,22 @@
   block) and one dense classifier; logits output.
 
 The paper does not print its VGG layers. Its Table IV emulator predictions at C = 4 (VGG-7 6.960 ms,
-VGG-11 8.495, VGG-16 22.061) fix what the CPM can hold, because mirrorc mirrors every conv after
-the first: by Eq. 4 with the 1.6 factor a mirrored 3x3 conv at C = 4 costs (0.03938*144*FO^2 +
+VGG-11 8.495, VGG-16 22.061) fix what the CPM can hold, because mirrorc mirrors every conv after the
+first: by Eq. 4 with the 1.6 factor a mirrored 3x3 conv at C = 4 costs (0.03938*144*FO^2 +
 504.3)*1.6 us, i.e. 10.10 ms at 32x32, 3.13 at 16x16, 1.39 at 8x8, 0.95 at 4x4, 0.84 at 2x2, and a
-dense layer >= 0.47 ms (Eq. 5), the switch 0.35 ms (Eq. 2). So VGG-7 and VGG-11 cannot have a
-second conv at 32x32 (10.1 ms alone): their first block is one conv, as in VGG config A (VGG-11);
-VGG-16 minus VGG-11 = 13.57 ms = one more conv at 32x32 and one at 16x16 (13.23 ms + their taps):
-VGG-16's first two blocks have two convs, as in configs B/D. And an 8-conv, 3-dense VGG-11 is at
-least 10.6 ms (+25%) however its convs are spread over 16x16..2x2 (7 mirrored convs, 2 hidden
-dense), so the paper's networks hold fewer layers than the ImageNet configs of the same name: the four below are VGG trunks of 3, 4, 6 and 8 convs (widths
-64-128-256-512, doubling after each pool as in VGG) with a single dense classifier, as CIFAR VGGs
-use. Pipeline predictions at C = 4 (single invoke): 5.372 (VGG-6, not in Table IV), 6.764 (-2.8%),
-8.657 (+1.9%), 21.982 ms (-0.4%). Their backbone MACs (40M, 77M, 134M, 209M) put VGG-11/VGG-7 at
-1.73, near the ratio of the paper's measured backbone latencies (1246/716 ms = 1.74); VGG-16/VGG-7
-is 2.7 where the paper measured 6.3, so the paper's VGG-16 backbone may be wider than this one (the
-CPM, and so Table IV, cannot tell: it sees only feature map sizes and layer counts).
+dense layer >= 0.47 ms (Eq. 5), the switch 0.35 ms (Eq. 2). So VGG-7 and VGG-11 cannot have a second
+conv at 32x32 (10.1 ms alone): their first block is one conv, as in VGG config A (VGG-11); VGG-16
+minus VGG-11 = 13.57 ms = one more conv at 32x32 and one at 16x16 (13.23 ms + their taps): VGG-16's
+first two blocks have two convs, as in configs B/D. And an 8-conv, 3-dense VGG-11 is at least 10.6
+ms (+25%) however its convs are spread over 16x16..2x2 (7 mirrored convs, 2 hidden dense), so the
+paper's networks hold fewer layers than the ImageNet configs of the same name: the four below are
+VGG trunks of 3, 4, 6 and 8 convs (widths 64-128-256-512, doubling after each pool as in VGG) with a
+single dense classifier, as CIFAR VGGs use. Pipeline predictions at C = 4 (single invoke): 5.372
+(VGG-6, not in Table IV), 6.764 (-2.8%), 8.657 (+1.9%), 21.982 ms (-0.4%). Their backbone MACs (40M,
+77M, 134M, 209M) put VGG-11/VGG-7 at 1.73, near the ratio of the paper's measured backbone latencies
+(1246/716 ms = 1.74); VGG-16/VGG-7 is 2.7 where the paper measured 6.3, so the paper's VGG-16
+backbone may be wider than this one (the CPM, and so Table IV, cannot tell: it sees only feature map
+sizes and layer counts).
 """
 
 from __future__ import annotations
