@@ -7,8 +7,9 @@ BackboneNet alone and the MirrorNet, and Δp, beside the paper's figures, for ea
         [--seeds 1] [--fast] [--out build/table3] [--json-out results/table3.json] [--print-only]
 
 A recipe is a name and the `mirrorc compile` flags it adds, e.g. `paper=--protect paper` (the default
-recipes: the paper's, and `joint=--protect joint`, mirrorc's default strategy); any --protect strategy or compile flag plugs in as text (a recipe without a name is named
-after its flags: write it `--recipe=--backbone-penalty 0.5`). The table sets -C, --seed and the
+recipes: the paper's, and `joint=--protect joint`, mirrorc's default strategy); any --protect
+strategy or compile flag plugs in as text (a recipe without a name is named after its flags: write
+it `--recipe=--backbone-penalty 0.5`). The table sets -C, --seed and the
 training schedule itself. Every run is `mirrorc compile` then `mirrorc evaluate --no-split-check`,
 each in a subprocess, into its own build directory
 `<out>/<schedule>/<model>/<recipe>/C<c>-s<seed>/` (schedule = epochs, images, batch, lr, fast), so:
