@@ -31,26 +31,32 @@ def narrow_norm(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, di
     return new, attrs
 
 
-def torch_batchnorm(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
-    """Running statistics are updated in train() mode unless frozen (set by OnnxModule)."""
-    import torch.nn.functional as F
+class _TorchBatchNorm:
+    """BatchNormalization in torch. OnnxModule sets `stats_are_buffers` (running statistics are
+    updated in place only when they are the module's buffers) and `frozen` (scale and bias not
+    trainable: inference mode always)."""
 
-    eps = attrs.get("epsilon", 1e-5)
-    torch_momentum = 1.0 - attrs.get("momentum", 0.9)  # ONNX weights the old value, torch the new one
+    needs_training = True
 
-    def batchnorm(x, scale, bias, mean, var, *, training: bool):
-        if training and not batchnorm.frozen:
-            # running statistics are updated in place only when they are the module's buffers
-            tracked = batchnorm.stats_are_buffers
+    def __init__(self, attrs: dict) -> None:
+        self.eps = attrs.get("epsilon", 1e-5)
+        self.momentum = 1.0 - attrs.get("momentum", 0.9)  # ONNX weights the old value, torch the new one
+        self.stats_are_buffers = False
+        self.frozen = False
+
+    def __call__(self, x: Any, scale: Any, bias: Any, mean: Any, var: Any, *, training: bool) -> Any:
+        import torch.nn.functional as F
+
+        if training and not self.frozen:
+            tracked = self.stats_are_buffers
             return F.batch_norm(
-                x, mean if tracked else None, var if tracked else None, scale, bias, True, torch_momentum, eps
+                x, mean if tracked else None, var if tracked else None, scale, bias, True, self.momentum, self.eps
             )
-        return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
+        return F.batch_norm(x, mean, var, scale, bias, False, 0.0, self.eps)
 
-    batchnorm.needs_training = True  # type: ignore[attr-defined]
-    batchnorm.stats_are_buffers = False  # type: ignore[attr-defined]
-    batchnorm.frozen = False  # type: ignore[attr-defined]  # scale and bias not trainable -> inference mode
-    return batchnorm
+
+def torch_batchnorm(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+    return _TorchBatchNorm(attrs)
 
 
 def emit_batchnorm(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: str) -> list[str]:
