@@ -26,7 +26,6 @@ from typing import Any
 
 AS_IS = "as_is"  # narrowing: cloned unchanged (constants copied under the cpm/ prefix)
 PARTS = ("narrow", "torch", "emit")
-PART_NAMES = {"narrow": "the mirror pass (narrowing)", "torch": "the training interpreter", "emit": "the C backend"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +104,6 @@ def with_tap_role(role: str) -> frozenset[str]:
 def node_tested() -> tuple[str, ...]:
     """Ops whose ONNX backend node tests run against the C kernels."""
     return tuple(op.name for op in all_ops() if op.node_tests)
-
-
-def lacks(name: str, part: str) -> str:
-    """Why `name` cannot go through `part`: one phrase naming the op and the missing part."""
-    where = "is not registered" if get(name) is None else f"declares no '{part}' part"
-    return f"op {name} is not supported by {PART_NAMES[part]} ({where} in passes/ops)"
 
 
 def registered(module: str) -> Callable[..., Op]:
