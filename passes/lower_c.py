@@ -14,6 +14,10 @@ Two passes live here: `MemPlanPass` ("memplan": schedule and memory plan of the 
 `plan_secure`, which sizes the C's own scratch and fused epilogues and packs with
 `passes/memplan.py`) and `LowerCPass` ("lower_c": the C text from that plan, `ctx.info["lowered"]`).
 
+What each op lowers to (kernel call, in-place, scratch, fused epilogues) is its `emit` part in the
+op registry (`passes/ops`); this module holds the machinery: shapes, schedule, memory plan, emitter
+state and the generated files.
+
 `lower_function(model)` lowers any supported single-command graph to one C function
 `void <fn>(const float *const *in, void *const *out)`; the kernel tests run the ONNX backend node
 tests through it, and benchmarks can time a graph with it."""
@@ -29,7 +33,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 import runtime_c
-from passes import contract, memplan
+from passes import contract, memplan, ops
 from passes.base import Pass, PassContext
 from passes.errors import MirrorcError
 
@@ -39,53 +43,10 @@ from passes.errors import MirrorcError
 STACK_BYTES = 2048
 FLT_MAX = 3.4028234663852886e38
 
-# op -> what it lowers to; anything else is refused by name.
-SUPPORTED_OPS = (
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "Sigmoid",
-    "Tanh",
-    "Elu",
-    "PRelu",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Max",
-    "Min",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "LRN",
-    "BatchNormalization",
-    "Concat",
-    "Flatten",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Identity",
-    "Dropout",
-    "Transpose",
-    "ArgMax",
-)
-_BINARY = {
-    "Add": "MC_ADD",
-    "Sub": "MC_SUB",
-    "Mul": "MC_MUL",
-    "Div": "MC_DIV",
-    "Max": "MC_MAX",
-    "Min": "MC_MIN",
-    "PRelu": "MC_PRELU",
-}
-_UNARY = {"Relu": "mc_relu", "Sigmoid": "mc_sigmoid", "Tanh": "mc_tanh"}
-_COPY = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout")
-# element-wise: output i depends on input i only, so the output may overwrite the first input
-_INPLACE = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu", "BatchNormalization", *_COPY)
+
+def supported_ops() -> tuple[str, ...]:
+    """The ops the C backend lowers: those with an `emit` part in the op registry (passes/ops)."""
+    return ops.supporting("emit")
 
 
 @dataclasses.dataclass
@@ -202,11 +163,12 @@ def fuse_epilogues(items: list, keep: set[str]) -> tuple[list, dict[str, Fused]]
     for tag, nd in items:
         if id(nd) in absorbed:
             continue
-        if nd.op_type != "Conv":
+        epilogues = getattr(ops.get(nd.op_type), "epilogues", ())
+        if not epilogues:
             out.append((tag, nd))
             continue
         t, epi, chain = nd.output[0], 0, []
-        for op, bit in (("Relu", EPI_RELU), ("GlobalAveragePool", EPI_GAP)):
+        for op, bit in epilogues:
             users = consumers.get(t, [])
             if t not in keep and len(users) == 1 and users[0].op_type == op and len(users[0].input) == 1:
                 chain.append(users[0])
@@ -257,263 +219,21 @@ class _Emitter:
         self.int_arrays.append(f"static const int {sym}[{len(vals)}] = {{{', '.join(map(str, vals))}}};")
         return sym
 
-    def const_scalar(self, node: onnx.NodeProto, name: str, default: float) -> float:
-        if not name:
-            return default
-        if name not in self.consts:
-            raise _err(node, f"input '{name}' must be a constant")
-        return float(np.asarray(self.consts[name]).ravel()[0])
-
     def emit(self, node: onnx.NodeProto) -> list[str]:
+        """The C statements of one node, by its op's `emit` in the registry (passes/ops)."""
         op = node.op_type
-        if op not in SUPPORTED_OPS:
-            raise _err(node, f"op {op} is not supported by the C backend (supported: {', '.join(SUPPORTED_OPS)})")
+        spec = ops.get(op)
+        emit = spec.emit if spec is not None else None
+        if spec is None or emit is None:
+            raise _err(node, f"op {op} is not supported by the C backend (supported: {', '.join(supported_ops())})")
         a = _attrs(node)
-        ins = list(node.input)
-        x = ins[0]
+        x = node.input[0]
         out = node.output[0]
         xs, ys = self.shapes[x], self.shapes[out]
         y = self.buf(out)
-        n = _prod(ys)
-        if op in ("Conv", "MaxPool", "AveragePool") and len(xs) not in (3, 4):
-            raise _err(node, f"only 1-D and 2-D {op} is supported (input rank {len(xs)})")
-        if len(node.output) > 1 and any(node.output[1:]) and op not in ("Dropout",):
+        if len(node.output) > 1 and any(node.output[1:]) and not spec.multi_output:
             raise _err(node, "extra outputs are not supported")
-
-        if op == "Conv":
-            return [self._conv(node, a, xs, ys, y)]
-        if op in ("MaxPool", "AveragePool"):
-            return [self._pool(node, a, xs, ys, y)]
-        if op == "Gemm":
-            return [self._gemm(node, a, y)]
-        if op == "MatMul":
-            return [self._matmul(node, y)]
-        if op in _UNARY:
-            return [f"{_UNARY[op]}({self.buf(x)}, {y}, {n});"]
-        if op == "LeakyRelu":
-            return [f"mc_leaky_relu({self.buf(x)}, {y}, {n}, {c_float(a.get('alpha', 0.01))});"]
-        if op == "Elu":
-            return [f"mc_elu({self.buf(x)}, {y}, {n}, {c_float(a.get('alpha', 1.0))});"]
-        if op == "Clip":
-            lo = a.get("min", self.const_scalar(node, ins[1] if len(ins) > 1 else "", -FLT_MAX))
-            hi = a.get("max", self.const_scalar(node, ins[2] if len(ins) > 2 else "", FLT_MAX))
-            return [f"mc_clip({self.buf(x)}, {y}, {n}, {c_float(lo)}, {c_float(hi)});"]
-        if op in _BINARY:
-            return [self._binary(node, _BINARY[op], ins[0], ins[1], ys, y)]
-        if op in ("GlobalAveragePool", "GlobalMaxPool"):
-            kind = "avg" if op == "GlobalAveragePool" else "max"
-            return [f"mc_global_{kind}pool({self.buf(x)}, {y}, {xs[0] * xs[1]}, {_prod(xs[2:])});"]
-        if op == "LRN":
-            return [
-                f"mc_lrn({self.buf(x)}, {y}, {xs[0]}, {xs[1]}, {_prod(xs[2:])}, {a['size']}, "
-                f"{c_float(a.get('alpha', 1e-4))}, {c_float(a.get('beta', 0.75))}, {c_float(a.get('bias', 1.0))});"
-            ]
-        if op == "BatchNormalization":
-            return [self._batchnorm(node, a, xs, y)]
-        if op == "Concat":
-            return self._concat(node, a, ys, y)
-        if op in _COPY:
-            if op == "Dropout" and len(ins) > 2 and ins[2] and bool(self.consts.get(ins[2], False)):
-                raise _err(node, "Dropout in training mode")
-            if self.buf(x) == y:
-                return [f"/* in place: {out} is {x} */"]
-            return [f"mc_copy({self.buf(x)}, {y}, {n});"]
-        if op == "Transpose":
-            perm = a.get("perm", list(range(len(xs)))[::-1])
-            if len(xs) > 6:
-                raise _err(node, "rank above 6")
-            return [f"mc_transpose({self.buf(x)}, {y}, {len(xs)}, {self.ints(xs)}, {self.ints(perm)});"]
-        if op == "ArgMax":
-            axis = a.get("axis", 0) % len(xs)
-            return [
-                f"mc_argmax_axis({self.buf(x)}, (int32_t *){y}, {_prod(xs[:axis])}, {xs[axis]}, "
-                f"{_prod(xs[axis + 1 :])}, {int(a.get('select_last_index', 0))});"
-            ]
-        raise _err(node, "unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _spatial(node, a, xs, ys, default_dil=1):
-        """(kernel, strides, dilations, pads_begin, pads_end) for 2-D, a 1-D op seen as 1 x W."""
-        rank = len(xs) - 2
-        k = list(a.get("kernel_shape", []))
-        s = list(a.get("strides", [1] * rank))
-        d = list(a.get("dilations", [default_dil] * rank))
-        pads = list(a.get("pads", [0] * (2 * rank)))
-        auto = a.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            pads = [0] * (2 * rank)
-            for i in range(rank):
-                total = max(0, (ys[2 + i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - xs[2 + i])
-                small, big = total // 2, total - total // 2
-                pads[i], pads[rank + i] = (small, big) if auto == "SAME_UPPER" else (big, small)
-        elif auto == "VALID":
-            pads = [0] * (2 * rank)
-        if rank == 1:  # 1 x W
-            return [1, k[0]], [1, s[0]], [1, d[0]], [0, pads[0]], [0, pads[1]]
-        return k, s, d, pads[:2], pads[2:]
-
-    def _conv(self, node, a, xs, ys, y):
-        w = node.input[1]
-        ws = self.shapes[w]
-        f = self.fused.get(node.output[0])
-        epi = f.epi if f else 0
-        if f:
-            ys = self.shapes[f.conv_out]
-        if "kernel_shape" not in a:
-            a = dict(a, kernel_shape=list(ws[2:]))
-        k, s, d, pb, _ = self._spatial(node, a, xs, ys)
-        h, wd = (1, xs[2]) if len(xs) == 3 else xs[2:]
-        oh, ow = (1, ys[2]) if len(ys) == 3 else ys[2:]
-        bias = self.operand(node.input[2]) if len(node.input) > 2 and node.input[2] else "0"
-        if self.fast_conv and _conv_s1(node, self.shapes, self.fused) is not None:
-            return (
-                f"mc_conv2d_s1({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, "
-                f"{self.buf(scratch_name(node))}, {xs[0]}, {xs[1]}, {h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, "
-                f"{pb[0]}, {pb[1]}, {a.get('group', 1)}, {epi});"
-            )
-        scratch = self.buf(scratch_name(node)) if epi & EPI_GAP else "0"
-        return (
-            f"mc_conv2d({self.buf(node.input[0])}, {self.operand(w)}, {bias}, {y}, {scratch}, {xs[0]}, {xs[1]}, "
-            f"{h}, {wd}, {ys[1]}, {oh}, {ow}, {k[0]}, {k[1]}, {s[0]}, {s[1]}, {pb[0]}, {pb[1]}, "
-            f"{d[0]}, {d[1]}, {a.get('group', 1)}, {epi});"
-        )
-
-    def _pool(self, node, a, xs, ys, y):
-        k, s, d, pb, pe = self._spatial(node, a, xs, ys)
-        h, wd = (1, xs[2]) if len(xs) == 3 else xs[2:]
-        oh, ow = (1, ys[2]) if len(ys) == 3 else ys[2:]
-        nc = xs[0] * xs[1]
-        for i, (size, o) in enumerate(zip((h, wd), (oh, ow))):
-            # onnxruntime drops a ceil_mode window that starts past the input and its padding; older
-            # ONNX shape inference keeps it. Refuse rather than disagree with the reference.
-            span = size + pb[i] + pe[i] - ((k[i] - 1) * d[i] + 1)
-            want = (-(-span // s[i]) if a.get("ceil_mode", 0) else span // s[i]) + 1
-            if a.get("ceil_mode", 0) and (want - 1) * s[i] >= size + pb[i]:
-                want -= 1
-            if want != o:
-                raise _err(
-                    node,
-                    f"output size {o} differs from onnxruntime's {want} (ceil_mode window starting past the input)",
-                )
-        if node.op_type == "MaxPool":
-            if a.get("storage_order", 0):
-                raise _err(node, "storage_order is not supported")
-            return (
-                f"mc_maxpool2d({self.buf(node.input[0])}, {y}, {nc}, {h}, {wd}, {oh}, {ow}, {k[0]}, {k[1]}, "
-                f"{s[0]}, {s[1]}, {pb[0]}, {pb[1]}, {d[0]}, {d[1]});"
-            )
-        if any(v != 1 for v in d):
-            raise _err(node, "AveragePool with dilations is not supported")
-        return (
-            f"mc_avgpool2d({self.buf(node.input[0])}, {y}, {nc}, {h}, {wd}, {oh}, {ow}, {k[0]}, {k[1]}, "
-            f"{s[0]}, {s[1]}, {pb[0]}, {pb[1]}, {pe[0]}, {pe[1]}, {int(a.get('count_include_pad', 0))});"
-        )
-
-    def _gemm(self, node, a, y):
-        A, B = node.input[0], node.input[1]
-        ta, tb = int(a.get("transA", 0)), int(a.get("transB", 0))
-        sa, sb = self.shapes[A], self.shapes[B]
-        m, k = (sa[1], sa[0]) if ta else sa
-        n = sb[0] if tb else sb[1]
-        c, rows, cols = "0", 1, 1
-        if len(node.input) > 2 and node.input[2]:
-            cs = self.shapes[node.input[2]]
-            cs = (1,) * (2 - len(cs)) + tuple(cs)
-            rows, cols = cs
-            c = self.operand(node.input[2])
-        if tb and B in self.consts:
-            # a constant B is stored transposed: the kernel then runs along contiguous rows of B and
-            # vectorises across the outputs (with transB a 1-row A gets one dot product per output)
-            b, tb = self.weight(B + "^T", np.asarray(self.consts[B]).reshape(n, k).T), 0
-        else:
-            b = self.operand(B)
-        return (
-            f"mc_gemm({self.operand(A)}, {b}, {c}, {y}, {m}, {k}, {n}, {ta}, {tb}, "
-            f"{c_float(a.get('alpha', 1.0))}, {c_float(a.get('beta', 1.0))}, {rows}, {cols});"
-        )
-
-    def _matmul(self, node, y):
-        A, B = node.input
-        sa, sb = list(self.shapes[A]), list(self.shapes[B])
-        if len(sa) == 1:
-            sa = [1, sa[0]]
-        if len(sb) == 1:
-            sb = [sb[0], 1]
-        m, k = sa[-2:]
-        n = sb[-1]
-        ba, bb = sa[:-2], sb[:-2]
-        batch = max(_prod(ba), _prod(bb))
-        if (
-            _prod(ba) not in (1, batch)
-            or _prod(bb) not in (1, batch)
-            or (_prod(ba) == _prod(bb) == batch and batch > 1 and ba[-len(bb) :] != bb[-len(ba) :])
-        ):
-            raise _err(node, f"MatMul batch broadcasting {self.shapes[A]} x {self.shapes[B]} is not supported")
-        a_stride = m * k if _prod(ba) == batch else 0
-        b_stride = k * n if _prod(bb) == batch else 0
-        return f"mc_matmul({self.operand(A)}, {self.operand(B)}, {y}, {batch}, {m}, {k}, {n}, {a_stride}, {b_stride});"
-
-    def _binary(self, node, op, A, B, ys, y):
-        sa, sb = self.shapes[A], self.shapes[B]
-        if tuple(sa) == tuple(sb) == tuple(ys):
-            return f"mc_binary({op}, {self.operand(A)}, {self.operand(B)}, {y}, {_prod(ys)});"
-        rank = len(ys)
-        if rank > 6:
-            raise _err(node, "rank above 6")
-
-        def strides(shape: Sequence[int]) -> list[int]:
-            shape = (1,) * (rank - len(shape)) + tuple(shape)
-            st, acc = [0] * rank, 1
-            for i in range(rank - 1, -1, -1):
-                st[i] = 0 if shape[i] == 1 and ys[i] != 1 else acc
-                acc *= shape[i]
-            return st
-
-        # merge neighbouring dims that both operands walk the same way ([1,C,H,W] op [C,1,1] -> [C, H*W])
-        dims, st_a, st_b = [ys[0]], [strides(sa)[0]], [strides(sb)[0]]
-        for d, ta, tb in zip(ys[1:], strides(sa)[1:], strides(sb)[1:]):
-            if d == 1:  # never advances
-                continue
-            if (
-                all(
-                    (prev == 0 and cur == 0) or (cur != 0 and prev == cur * d)
-                    for prev, cur in ((st_a[-1], ta), (st_b[-1], tb))
-                )
-                or dims[-1] == 1
-            ):
-                dims[-1] *= d  # (a leading size-1 dim carries no stride information)
-                st_a[-1], st_b[-1] = ta, tb
-            else:
-                dims.append(d)
-                st_a.append(ta)
-                st_b.append(tb)
-        return (
-            f"mc_binary_bcast({op}, {self.operand(A)}, {self.operand(B)}, {y}, {len(dims)}, {self.ints(dims)}, "
-            f"{self.ints(st_a)}, {self.ints(st_b)});"
-        )
-
-    def _batchnorm(self, node, a, xs, y):
-        if len(node.output) > 1 and any(node.output[1:]):
-            raise _err(node, "BatchNormalization in training mode")
-        try:
-            scale, bias, mean, var = (np.asarray(self.consts[t], np.float64) for t in node.input[1:5])
-        except KeyError:
-            raise _err(node, "scale, bias, mean and var must be constants") from None
-        mul = scale / np.sqrt(var + a.get("epsilon", 1e-5))
-        s = self.weight(f"{node.name or node.output[0]}/bn_scale", mul)
-        t = self.weight(f"{node.name or node.output[0]}/bn_shift", bias - mean * mul)
-        return f"mc_channel_affine({self.buf(node.input[0])}, {s}, {t}, {y}, {xs[0]}, {xs[1]}, {_prod(xs[2:])});"
-
-    def _concat(self, node, a, ys, y):
-        axis = a["axis"] % len(ys)
-        outer, inner_y = _prod(ys[:axis]), _prod(ys[axis:])
-        lines, offset = [], 0
-        for t in node.input:
-            inner_x = _prod(self.shapes[t][axis:])
-            lines.append(f"mc_concat_part({self.operand(t)}, {y}, {outer}, {inner_x}, {inner_y}, {offset});")
-            offset += inner_x
-        return lines
+        return emit(self, node, a, xs, ys, y)
 
 
 def _weights_source(emitter: _Emitter, guard: str, header_comment: str) -> str:
@@ -553,34 +273,10 @@ def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
     return len(taps), taps
 
 
-def _conv_out_shape(node, shapes, fused=None) -> tuple[int, ...]:
-    f = (fused or {}).get(node.output[0])
-    return shapes[f.conv_out if f else node.output[0]]
-
-
-def _conv_s1(node, shapes, fused=None) -> tuple[int, int, int, int, int] | None:
-    """(c, oh, hp, wp, kw) when a Conv takes the padded stride-1 path (needs scratch), else None."""
-    if node.op_type != "Conv" or len(shapes[node.input[0]]) != 4:
-        return None
-    a = _attrs(node)
-    ws, ys = shapes[node.input[1]], _conv_out_shape(node, shapes, fused)
-    kh, kw = ws[2:]
-    if any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1])) or kh * kw == 1:
-        return None
-    return shapes[node.input[0]][1], ys[2], ys[2] + kh - 1, ys[3] + kw - 1, kw
-
-
-def scratch_floats(
-    node: onnx.NodeProto, shapes: Shapes, fast_conv: bool = True, fused: Mapping[str, Fused] | None = None
-) -> int:
-    """Scratch a node's kernel needs for the duration of its step (0 for most)."""
-    s1 = _conv_s1(node, shapes, fused) if fast_conv else None
-    if s1 is None:
-        f = (fused or {}).get(node.output[0])
-        # mc_conv2d with a fused global average pool: one output plane
-        return _prod(shapes[f.conv_out][2:]) if f and f.epi & EPI_GAP else 0
-    c, oh, hp, wp, kw = s1
-    return c * (hp * wp + kw) + oh * wp  # see mc_conv2d_s1
+def scratch_floats(node, shapes, fast_conv: bool = True, fused=None) -> int:
+    """Scratch a node's kernel needs for the duration of its step (its op's `scratch`, 0 for most)."""
+    scratch = getattr(ops.get(node.op_type), "scratch", None)
+    return scratch(node, shapes, fast_conv, fused) if scratch is not None else 0
 
 
 def scratch_name(node: onnx.NodeProto) -> str:
@@ -615,13 +311,8 @@ def inplace_steps(nodes: Sequence[onnx.NodeProto], shapes: Shapes, consts: Conta
     for i, nd in enumerate(nodes):
         if not nd.input or nd.input[0] in consts:
             continue
-        same = shapes.get(nd.input[0]) == shapes.get(nd.output[0])
-        if nd.op_type in _INPLACE or (
-            nd.op_type in _BINARY
-            and nd.op_type != "PRelu"
-            and same
-            and shapes.get(nd.input[1]) == shapes.get(nd.output[0])
-        ):
+        inplace = getattr(ops.get(nd.op_type), "inplace", False)
+        if inplace is True or (callable(inplace) and inplace(nd, shapes)):
             out.add(i)
     return out
 

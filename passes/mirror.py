@@ -27,6 +27,8 @@ How each op is narrowed (every CPM node and initializer name starts with "cpm/")
   channel-shuffle split or merge) are recomputed from the CPM's channel count.
 - Ops that act per channel or per position (activations, pooling, LRN, Flatten, Transpose, ...)
   are cloned as they are; anything else on the way to the logits is an error naming the node.
+The per-op rules live in the op registry (passes/ops, each op's `narrow`); this pass walks the graph,
+crosses the worlds, matches channel counts and infers shapes.
 
 Shapes of the new tensors come from onnx shape inference, one node at a time, so a narrowed graph
 that does not fit together (e.g. a residual Add of 2 and 4 channels) fails at the offending node.
@@ -46,49 +48,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from passes import contract
+from passes import contract, ops
 from passes.base import Pass, PassContext
 from passes.shapes import node_output_shapes
-from passes.taps import ACTIVATIONS, POOLINGS, is_parametric
+from passes.taps import is_parametric
 
 CPM_PREFIX = "cpm/"  # every CPM node and initializer name starts with it
 SELECT_MODES = ("first", "spread", "random")
 INIT_MODES = ("random", "keep")
-
-# Ops cloned as they are: they act per channel / per position, so a narrower channel dim is fine.
-_AS_IS = (
-    ACTIVATIONS
-    | POOLINGS
-    | {
-        "LRN",
-        "Flatten",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Abs",
-        "Neg",
-        "Exp",
-        "Log",
-        "Sqrt",
-        "Reciprocal",
-        "Erf",
-        "Floor",
-        "Ceil",
-        "Pad",
-        "Cast",
-        "ReduceMean",
-        "ReduceMax",
-        "ReduceMin",
-        "ReduceSum",
-        "ReduceL2",
-        "Concat",
-        "Identity",
-        "Dropout",
-        "DepthToSpace",
-        "SpaceToDepth",
-    }
-)
-_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu")
 
 
 def is_cpm(name: str) -> bool:
@@ -199,14 +166,6 @@ def _fan_in(node: gs.Node, wshape) -> int:
     if node.op == "Gemm":
         return int(wshape[1] if node.attrs.get("transB", 0) else wshape[0])
     return int(wshape[0])
-
-
-def _resize_axis(values: np.ndarray, axis: int, n: int) -> np.ndarray:
-    """`values` cut to (or repeated up to) `n` entries along `axis`."""
-    if values.shape[axis] >= n:
-        return np.take(values, np.arange(n), axis=axis)
-    reps = np.arange(n) % values.shape[axis]
-    return np.take(values, reps, axis=axis)
 
 
 class MirrorPass(Pass):
@@ -360,7 +319,7 @@ class MirrorPass(Pass):
         self.stage[name] = stage
         return node
 
-    def _copy_const(self, c: gs.Constant) -> gs.Constant:
+    def copy_const(self, c: gs.Constant) -> gs.Constant:
         """A cpm/-named copy of a backbone constant used unchanged (shared between CPM nodes)."""
         if id(c) not in self.const_copies:
             self.const_copies[id(c)] = gs.Constant(f"cpm/{c.name}", np.array(c.values))
@@ -372,27 +331,13 @@ class MirrorPass(Pass):
         xs = [self._cpm_of(x, node.name) if isinstance(x, gs.Variable) and x.name else x for x in node.inputs]
         attrs = dict(node.attrs)
         op = node.op
-        if op == "Conv":
-            xs, attrs = self._conv(node, xs, attrs)
-        elif op in ("Gemm", "MatMul") and is_parametric(node):
-            xs = self._dense(node, xs, attrs)
-        elif op in ("BatchNormalization", "InstanceNormalization"):
-            xs = self._norm(node, xs)
-        elif op in _ELEMENTWISE:
-            self._match_channels(node, xs)
-            xs = self._elementwise(node, xs)
-        elif op == "Reshape":
-            xs = self._reshape(node, xs)
-        elif op == "Split":
-            xs, attrs = self._split(node, xs, attrs)
-        elif op == "Slice":
-            xs = self._slice(node, xs)
-        elif op == "Resize":
-            xs = self._resize(node, xs)
-        elif op in _AS_IS:
-            xs = [self._copy_const(x) if isinstance(x, gs.Constant) else x for x in xs]
-        else:
+        narrow = getattr(ops.get(op), "narrow", None)  # how passes/ops says this op is narrowed
+        if narrow is None:
             raise self.fail(f"{op} on the way to the logits: the mirror pass cannot narrow it", node.name)
+        if narrow == ops.AS_IS:
+            xs = [self.copy_const(x) if isinstance(x, gs.Constant) else x for x in xs]
+        else:
+            xs, attrs = narrow(self, node, xs, attrs)
         outs = [gs.Variable(f"cpm/{o.name}", dtype=o.dtype) for o in node.outputs]
         new = self._add_node(op, name, xs, outs, attrs, "secure", stage)
         self._infer(new)
@@ -422,30 +367,7 @@ class MirrorPass(Pass):
                 raise self.fail(f"cannot infer the shape of '{o.name}'", node.name)
             o.shape = shape
 
-    def _conv(self, node, xs, attrs):
-        x, w = xs[0], node.inputs[1]
-        if not isinstance(w, gs.Constant):
-            raise self.fail("Conv weight is not a constant", node.name)
-        oc, _, *kernel = w.shape
-        groups = int(attrs.get("group", 1))
-        bb_in = int(node.inputs[0].shape[1])
-        c_in = int(x.shape[1])
-        if groups > 1 and groups == bb_in:  # depthwise: stays depthwise, channel multiplier kept
-            g, c_out = c_in, c_in * (oc // groups)
-            self.depthwise.add(node.name)
-        else:
-            c_out = self.num_classes if node.name in self.heads else min(self.opts["channels"], oc)
-            c_out = self.overrides.get(node.name, c_out)
-            g = math.gcd(groups, math.gcd(c_in, c_out))
-        attrs["group"] = g
-        fan_in = (c_in // g) * int(np.prod(kernel))
-        name = f"cpm/{node.name}"
-        new = [x, gs.Constant(f"{name}/weight", torch_uniform(self.rng, [c_out, c_in // g, *kernel], fan_in))]
-        if len(xs) > 2 and xs[2] is not None:
-            new.append(gs.Constant(f"{name}/bias", torch_uniform(self.rng, [c_out], fan_in)))
-        return new, attrs
-
-    def _match_channels(self, node, xs) -> None:
+    def match_channels(self, node: gs.Node, xs: list) -> None:
         """Two CPM tensors meeting in a binary op must agree on channels: force the Conv that
         produces one side (through per-channel ops only) to the other side's count, and rebuild."""
         pairs = [(bb, x) for bb, x in zip(node.inputs, xs) if isinstance(x, gs.Variable) and x.name]
@@ -477,164 +399,11 @@ class MirrorPass(Pass):
             node.name,
         )
 
-    def _dense(self, node, xs, attrs):
-        x, w = xs[0], node.inputs[1]
-        if len(x.shape) != 2 or len(w.shape) != 2:
-            raise self.fail("only 2-D dense layers can be narrowed", node.name)
-        if node.op == "Gemm" and attrs.get("transA", 0):
-            raise self.fail("Gemm with transA=1 cannot be narrowed", node.name)
-        trans_b = node.op == "Gemm" and attrs.get("transB", 0)
-        bb_out = int(w.shape[0] if trans_b else w.shape[1])
-        f_in = int(x.shape[1])
-        if node.name in self.heads:
-            f_out = bb_out
-        else:
-            if self.dense_width is None:
-                self.dense_width = f_in  # paper Eq. 1: C_l = C x FO^2, the flattened CPM tensor
-            f_out = min(max(self.dense_width, self.num_classes), bb_out)
-        name = f"cpm/{node.name}"
-        shape = [f_out, f_in] if trans_b else [f_in, f_out]
-        new = [x, gs.Constant(f"{name}/weight", torch_uniform(self.rng, shape, f_in))]
-        if len(xs) > 2 and xs[2] is not None:
-            b = node.inputs[2]
-            bshape = list(b.shape) if isinstance(b, gs.Constant) else [bb_out]
-            bshape = [f_out if d == bb_out else d for d in bshape]
-            new.append(gs.Constant(f"{name}/bias", torch_uniform(self.rng, bshape, f_in)))
-        return new
-
-    def _norm(self, node, xs):
-        c = int(xs[0].shape[1])
-        if node.attrs.get("training_mode", 0):
-            raise self.fail("BatchNormalization in training mode", node.name)
-        fills = (1.0, 0.0, 0.0, 1.0)  # scale, bias, running mean, running var
-        new = [xs[0]]
-        for i, x in enumerate(xs[1:]):
-            if not isinstance(x, gs.Constant):
-                raise self.fail("normalization parameters are not constants", node.name)
-            new.append(gs.Constant(f"cpm/{node.name}/p{i + 1}", np.full([c], fills[i], dtype=np.float32)))
-        return new
-
-    def _elementwise(self, node, xs):
-        out_bb = node.outputs[0].shape
-        var = next((x for x in xs if isinstance(x, gs.Variable)), None)
-        if var is None:
-            raise self.fail("elementwise op without a variable input", node.name)
-        new = []
-        for i, x in enumerate(xs):
-            if not isinstance(x, gs.Constant):
-                new.append(x)
-                continue
-            v = np.asarray(x.values)
-            reset = layer_affine(node)  # the backbone node's layer bias/scale: fresh, not copied
-            if reset is not None:
-                v = np.full(v.shape, reset, dtype=v.dtype)
-            off = len(out_bb) - v.ndim
-            for a in range(v.ndim):
-                ax = a + off
-                if ax < 0 or v.shape[a] == 1:
-                    continue
-                bb, cp = out_bb[ax], var.shape[ax] if ax < len(var.shape) else None
-                if v.shape[a] == bb and cp is not None and cp != bb:
-                    v = _resize_axis(v, a, int(cp))
-            new.append(gs.Constant(f"cpm/{node.name}/c{i}", np.ascontiguousarray(v)))
-        return new
-
-    def _split(self, node, xs, attrs):
-        """A split along the channels (ShuffleNet v2's channel split) keeps its proportions."""
-        rank = len(node.inputs[0].shape)
-        axis = int(attrs.get("axis", 0)) % rank
-        if axis != 1:
-            return [self._copy_const(x) if isinstance(x, gs.Constant) else x for x in xs], attrs
-        parts = len(node.outputs)
-        if len(xs) > 1 and isinstance(xs[1], gs.Constant):
-            sizes = [int(v) for v in np.asarray(xs[1].values)]
-        elif "split" in attrs:
-            sizes = [int(v) for v in attrs["split"]]
-        else:
-            sizes = [int(node.inputs[0].shape[1]) // parts] * parts
-        c = int(xs[0].shape[1])
-        if c < parts:
-            raise self.fail(f"the CPM has {c} channels here, too few to split into {parts}", node.name)
-        new = _proportional(sizes, c)
-        attrs.pop("split", None)
-        attrs.pop("num_outputs", None)
-        return [xs[0], gs.Constant(f"cpm/{node.name}/split", np.array(new, dtype=np.int64))], attrs
-
-    def _slice(self, node, xs):
-        """A slice of the channels keeps its place: [s, e) of the backbone's channels becomes the
-        proportional range of the CPM's (at least one channel)."""
-        consts = [x for x in xs[1:] if x is not None and x.name]
-        if any(not isinstance(x, gs.Constant) for x in consts):
-            raise self.fail("Slice with computed bounds cannot be narrowed", node.name)
-        rank = len(node.inputs[0].shape)
-        starts, ends = (np.array(x.values, dtype=np.int64) for x in xs[1:3])
-        axes = np.array(xs[3].values, dtype=np.int64) % rank if len(xs) > 3 and xs[3].name else np.arange(len(starts))
-        steps = np.array(xs[4].values, dtype=np.int64) if len(xs) > 4 and xs[4].name else np.ones(len(starts), np.int64)
-        starts, ends = starts.copy(), ends.copy()
-        for i, ax in enumerate(axes):
-            if ax != 1:
-                continue
-            bb, c = int(node.inputs[0].shape[1]), int(xs[0].shape[1])
-            if steps[i] != 1:
-                raise self.fail("Slice with a step along the channels cannot be narrowed", node.name)
-            s, e = (int(np.clip(v + bb if v < 0 else v, 0, bb)) for v in (starts[i], ends[i]))
-            new_s = min(s * c // bb, c - 1)
-            starts[i], ends[i] = new_s, max(new_s + 1, e * c // bb)
-        new = [xs[0], gs.Constant(f"cpm/{node.name}/starts", starts), gs.Constant(f"cpm/{node.name}/ends", ends)]
-        return new + [self._copy_const(x) if isinstance(x, gs.Constant) else x for x in xs[3:]]
-
-    def _resize(self, node, xs):
-        """Resize keeps its scales; explicit output sizes get the CPM's channel count."""
-        new = [xs[0]]
-        for i, x in enumerate(xs[1:], start=1):
-            if isinstance(x, gs.Constant) and i == 3 and x.shape and x.shape[0] == len(node.inputs[0].shape):
-                sizes = np.array(x.values, dtype=np.int64)
-                sizes[1] = int(xs[0].shape[1])
-                new.append(gs.Constant(f"cpm/{node.name}/sizes", sizes))
-            elif isinstance(x, gs.Constant):
-                new.append(self._copy_const(x))
-            elif x.name:
-                raise self.fail("Resize with computed scales or sizes cannot be narrowed", node.name)
-            else:
-                new.append(x)
-        return new
-
-    def _reshape(self, node, xs):
-        if not isinstance(node.inputs[1], gs.Constant):
-            raise self.fail("Reshape with a computed shape cannot be narrowed", node.name)
-        bb_in = [int(d) if isinstance(d, int) else d for d in node.inputs[0].shape]
-        bb_out = list(node.outputs[0].shape)
-        cp_in = list(xs[0].shape)
-        target = np.array(node.inputs[1].values, dtype=np.int64)
-        new_target = _narrow_reshape(bb_in, bb_out, cp_in, target)
-        if new_target is None:
-            raise self.fail(f"cannot map Reshape {bb_in} -> {bb_out} onto the CPM's {cp_in}", node.name)
-        return [xs[0], gs.Constant(f"cpm/{node.name}/shape", new_target)]
-
-
-_SHAPE_PRESERVING = ACTIVATIONS | {
-    "BatchNormalization",
-    "InstanceNormalization",
-    "LRN",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Max",
-    "Min",
-    "Abs",
-    "Neg",
-    "Exp",
-    "Erf",
-    "Sqrt",
-    "Reciprocal",
-}
-
 
 def _shape_preserved(node: gs.Node) -> list | None:
     """The output shape of an elementwise/per-channel node whose variable inputs all have one shape
     and whose constants broadcast into it without growing it; None when onnx must work it out."""
-    if node.op not in _SHAPE_PRESERVING or len(node.outputs) != 1:
+    if not getattr(ops.get(node.op), "keeps_shape", False) or len(node.outputs) != 1:
         return None
     var = [x for x in node.inputs if isinstance(x, gs.Variable) and x.name]
     if not var or any(list(v.shape) != list(var[0].shape) for v in var):
@@ -655,9 +424,6 @@ class _Retry(Exception):
     """Raised when a channel override was added; the CPM is built again."""
 
 
-_PER_CHANNEL = ACTIVATIONS | {"BatchNormalization", "InstanceNormalization", "Add", "Sub", "Mul", "Div", "LRN"}
-
-
 def _free_conv(t: gs.Variable) -> str | None:
     """Backbone name of the CPM Conv whose output reaches `t` through per-channel ops
     only (elementwise ops count only when their other inputs are constants)."""
@@ -665,70 +431,9 @@ def _free_conv(t: gs.Variable) -> str | None:
         node = t.inputs[0]
         if node.op == "Conv":
             return node.name[len(CPM_PREFIX) :]
-        if node.op not in _PER_CHANNEL:
+        if not getattr(ops.get(node.op), "per_channel", False):
             return None
         if sum(isinstance(x, gs.Variable) for x in node.inputs) != 1:
             return None
         t = node.inputs[0]
     return None
-
-
-def _proportional(sizes: list[int], total: int) -> list[int]:
-    """`total` split into len(sizes) positive parts in the proportions of `sizes`."""
-    whole = sum(sizes)
-    out = [max(1, total * s // whole) for s in sizes]
-    while sum(out) > total:  # take from the largest part
-        out[out.index(max(out))] -= 1
-    while sum(out) < total:
-        out[out.index(min(out))] += 1
-    return out
-
-
-def _narrow_reshape(bb_in: list, bb_out: list, cp_in: list, target: np.ndarray) -> np.ndarray | None:
-    """The CPM's Reshape target. Input and output dims of the backbone are matched in groups of equal
-    product (dim 0, the batch, passes through); the group holding the channel dim is rebuilt from the
-    CPM's channel count: a merge multiplies, a split takes, dim by dim, the largest divisor of what
-    is left that also divides the backbone dim (the last dim takes the rest)."""
-    if len(bb_in) < 2 or len(bb_out) < 1 or len(target) != len(bb_out):
-        return None
-    if bb_in[1:] == cp_in[1:]:
-        return target
-    ins, outs = bb_in[1:], bb_out[1:]
-    if any(not isinstance(d, int) for d in ins + outs):
-        return None
-    # group dims: walk both lists, closing a group when the products agree
-    groups, i, j = [], 0, 0
-    while i < len(ins) or j < len(outs):
-        gi, gj = [i], [j]
-        pi, pj = ins[i] if i < len(ins) else 1, outs[j] if j < len(outs) else 1
-        i, j = i + 1, j + 1
-        while pi != pj:
-            if pi < pj and i < len(ins):
-                pi *= ins[i]
-                gi.append(i)
-                i += 1
-            elif j < len(outs):
-                pj *= outs[j]
-                gj.append(j)
-                j += 1
-            else:
-                return None
-        groups.append(([a for a in gi if a < len(ins)], [b for b in gj if b < len(outs)]))
-    new = [int(d) for d in outs]
-    for gi, gj in groups:
-        if not gj:
-            continue
-        if not gi:
-            continue
-        total = int(np.prod([cp_in[1 + a] for a in gi]))
-        if total == int(np.prod([ins[a] for a in gi])):
-            continue  # this group is not narrowed
-        left = total
-        for b in gj[:-1]:
-            d = math.gcd(left, outs[b])
-            new[b] = d
-            left //= d
-        new[gj[-1]] = left
-    result = target.copy()
-    result[1:] = new
-    return result

@@ -31,27 +31,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from passes import ops
 from passes.base import Pass, PassContext
-
-ACTIVATIONS = {
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "Sigmoid",
-    "Tanh",
-    "PRelu",
-    "Elu",
-    "Selu",
-    "Celu",
-    "HardSigmoid",
-    "HardSwish",
-    "Softplus",
-    "Softsign",
-    "ThresholdedRelu",
-    "Gelu",
-    "Mish",
-}
-POOLINGS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"}
 
 
 def is_parametric(node: gs.Node) -> bool:
@@ -107,7 +88,7 @@ def _qualifies(t: gs.Tensor, previous: gs.Tensor, following: gs.Tensor | None) -
     ):
         return False  # a Fire module's squeeze output: the module ends at the Concat
     node = t.inputs[0]
-    if node.op in ACTIVATIONS or node.op in POOLINGS or node.op == "LRN":
+    if getattr(ops.get(node.op), "tap_role", None) in ("boundary", "pooling"):  # activation, LRN, pooling
         return True
     if node.op in ("Add", "Sum"):
         return len(_variables(node.inputs)) >= 2
@@ -139,7 +120,7 @@ def find_taps(graph: gs.Graph) -> tuple[list[gs.Tensor], dict[str, int]]:
         producer = d.inputs[0].op if d.inputs else None
         if producer == "Concat" and any(x is chain[i] for x in d.inputs[0].inputs):
             after_dense_concat = True
-        elif producer in POOLINGS:
+        elif producer is not None and getattr(ops.get(producer), "tap_role", None) == "pooling":
             after_dense_concat = False
         following = chain[i + 2] if i + 2 < len(chain) else None
         if d is not logits and stage_has_param and not after_dense_concat and _qualifies(d, chain[i], following):

@@ -21,35 +21,10 @@ import runtime_c
 from mirrorc.backend import cbuild
 from mirrorc.errors import MirrorcError
 from passes import lower_c
+from passes.ops import all_ops, node_tested
 
 RTOL, ATOL = 1e-5, 1e-6
-NODE_TEST_OPS = [
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "Sigmoid",
-    "Tanh",
-    "Elu",
-    "PRelu",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "LRN",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Concat",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "ArgMax",
-    "BatchNormalization",
-]
+NODE_TEST_OPS = list(node_tested())  # the ops whose registry module says node_tests=True
 
 
 def _fixed(model: onnx.ModelProto, feeds: list[np.ndarray]) -> onnx.ModelProto:
@@ -181,8 +156,8 @@ def test_onnx_backend_node_tests(tmp_path):
     assert set(ran) == set(NODE_TEST_OPS), set(NODE_TEST_OPS) - set(ran)
 
 
-# op -> index of the first input that the C backend needs as a constant
-_CONST_OPERANDS = {"BatchNormalization": 1, "Clip": 1}
+# op -> index of the first input that the C backend needs as a constant (the registry's const_operands)
+_CONST_OPERANDS = {op.name: op.const_operands for op in all_ops() if op.const_operands is not None}
 
 
 def _inputs_to_constants(model, feeds, first_const=99):

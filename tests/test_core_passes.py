@@ -20,7 +20,8 @@ from passes import contract
 from passes.annotate import get_props
 from passes.base import Pass, PassContext, PassManager
 from passes.lower_c import LowerCPass, MemPlanPass
-from passes.mirror import _narrow_reshape, select_indices
+from passes.mirror import select_indices
+from passes.ops.shape import narrow_reshape_target as _narrow_reshape
 from passes.split import SplitPass
 from passes.verify import check_partition
 

@@ -8,59 +8,38 @@ running statistics become buffers (updated in `train()` mode), everything else i
 Freezing means frozen weights and frozen BatchNorm: a BatchNormalization whose scale and bias are not
 trainable normalises by its running statistics and leaves them untouched, even in `train()` mode.
 Nodes whose inputs are all constants (ConstantOfShape, Shape arithmetic, ...) are folded at build
-time.
+time. How each op runs is its `torch` part in the op registry (`passes/ops`).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import math
 from collections.abc import Callable
 
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from onnx import numpy_helper
 
 from mirrorc.errors import MirrorcError
+from passes import ops
+from passes.ops._torch import to_tensor as _to_tensor
 from passes.upstream import upstream_nodes
 
-# Float inputs in these (op, input index) slots are configuration, not weights: keep them constant.
-_CONFIG_SLOTS = {
-    ("Clip", 1),
-    ("Clip", 2),
-    ("Pad", 2),
-    ("Resize", 1),
-    ("Resize", 2),
-    ("Dropout", 1),
-    ("ConstantOfShape", 0),
-}
-# (op, input index) slots holding BatchNormalization running statistics: buffers, not parameters.
-_BN_STAT_SLOTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
-_ONNX_TO_TORCH_DTYPE = {
-    onnx.TensorProto.FLOAT: torch.float32,
-    onnx.TensorProto.DOUBLE: torch.float64,
-    onnx.TensorProto.FLOAT16: torch.float16,
-    onnx.TensorProto.INT64: torch.int64,
-    onnx.TensorProto.INT32: torch.int32,
-    onnx.TensorProto.INT8: torch.int8,
-    onnx.TensorProto.UINT8: torch.uint8,
-    onnx.TensorProto.BOOL: torch.bool,
-}
+def _slots(part: str) -> set[tuple[str, int]]:
+    """(op, input index) pairs an op of the registry declares in `part` ("config_slots", "stat_slots")."""
+    return {(op.name, i) for op in ops.all_ops() for i in getattr(op, part)}
+
+
+# Float inputs in these slots are configuration, not weights: kept constant.
+_CONFIG_SLOTS = _slots("config_slots")
+# Slots holding running statistics (BatchNormalization's mean and var): buffers, not parameters.
+_BN_STAT_SLOTS = _slots("stat_slots")
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _to_tensor(arr: np.ndarray) -> torch.Tensor:
-    arr = np.asarray(arr)
-    if not arr.flags.writeable or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr).copy()
-    return torch.from_numpy(arr)
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -70,437 +49,8 @@ def _opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-# --- op builders: each takes (attrs, opset, node) and returns fn(*inputs) -> output(s) -------------
-
-
-def _spatial_pads(attrs: dict, nd: int) -> list[int]:
-    pads = list(attrs.get("pads", [0] * (2 * nd)))
-    return pads
-
-
-def _same_pads(in_sizes, kernel, strides, dilations, upper: bool) -> list[int]:
-    begins, ends = [], []
-    for size, k, s, d in zip(in_sizes, kernel, strides, dilations):
-        out = math.ceil(size / s)
-        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-        small = total // 2
-        begins.append(total - small if not upper else small)
-        ends.append(small if not upper else total - small)
-    return begins + ends
-
-
-def _torch_pad(pads: list[int], nd: int) -> list[int]:
-    """ONNX pads [b1..bn, e1..en] -> F.pad order (last dim first)."""
-    out = []
-    for i in reversed(range(nd)):
-        out += [pads[i], pads[i + nd]]
-    return out
-
-
-def _resolve_pads(attrs: dict, x: torch.Tensor, kernel, strides, dilations) -> list[int]:
-    nd = len(kernel)
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        return _same_pads(x.shape[2:], kernel, strides, dilations, auto_pad == "SAME_UPPER")
-    if auto_pad == "VALID":
-        return [0] * (2 * nd)
-    return _spatial_pads(attrs, nd)
-
-
-def _op_conv(attrs, opset, node):
-    group = attrs.get("group", 1)
-
-    def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        nd = w.dim() - 2
-        kernel = list(attrs.get("kernel_shape", w.shape[2:]))
-        strides = list(attrs.get("strides", [1] * nd))
-        dilations = list(attrs.get("dilations", [1] * nd))
-        pads = _resolve_pads(attrs, x, kernel, strides, dilations)
-        fn = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
-        if pads[:nd] == pads[nd:]:
-            return fn(x, w, b, strides, pads[:nd], dilations, group)
-        return fn(F.pad(x, _torch_pad(pads, nd)), w, b, strides, 0, dilations, group)
-
-    return conv
-
-
-def _op_gemm(attrs, opset, node):
-    alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
-    trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
-
-    def gemm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        if trans_a:
-            a = a.t()
-        if alpha == 1.0 and beta == 1.0 and (c is None or c.dim() <= 1):
-            # the common dense layer: one fused kernel
-            return F.linear(a, b if trans_b else b.t(), c)
-        y = alpha * (a @ (b.t() if trans_b else b))
-        return y if c is None else y + beta * c
-
-    return gemm
-
-
-class _BatchNorm:
-    """BatchNormalization as a callable object: OnnxModule sets its flags once the weights are known."""
-
-    needs_training = True
-
-    def __init__(self, eps: float, torch_momentum: float):
-        self.eps, self.torch_momentum = eps, torch_momentum
-        self.stats_are_buffers = False
-        self.frozen = False  # set by OnnxModule: scale and bias not trainable -> inference mode always
-
-    def __call__(
-        self,
-        x: torch.Tensor,
-        scale: torch.Tensor,
-        bias: torch.Tensor,
-        mean: torch.Tensor,
-        var: torch.Tensor,
-        *,
-        training: bool,
-    ) -> torch.Tensor:
-        if training and not self.frozen:
-            # running statistics are updated in place only when they are the module's buffers
-            tracked = self.stats_are_buffers
-            return F.batch_norm(
-                x, mean if tracked else None, var if tracked else None, scale, bias, True, self.torch_momentum, self.eps
-            )
-        return F.batch_norm(x, mean, var, scale, bias, False, 0.0, self.eps)
-
-
-def _op_batchnorm(attrs, opset, node):
-    # ONNX's momentum weights the old value, torch's the new one
-    return _BatchNorm(attrs.get("epsilon", 1e-5), 1.0 - attrs.get("momentum", 0.9))
-
-
-def _op_clip(attrs, opset, node):
-    if opset < 11:
-        lo, hi = attrs.get("min", None), attrs.get("max", None)
-        return lambda x: torch.clamp(x, lo, hi)
-
-    def clip(x: torch.Tensor, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.clamp(x, None if lo is None else lo.item(), None if hi is None else hi.item())
-
-    return clip
-
-
-def _op_prelu(attrs, opset, node):
-    def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-        if slope.dim() == 1 and x.dim() > 2 and slope.shape[0] == x.shape[1]:
-            slope = slope.reshape(1, -1, *([1] * (x.dim() - 2)))
-        return torch.where(x >= 0, x, x * slope)
-
-    return prelu
-
-
-def _softmax_like(fn):
-    def build(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[[torch.Tensor], torch.Tensor]:
-        if opset < 13:
-            axis = attrs.get("axis", 1)
-
-            def old(x: torch.Tensor) -> torch.Tensor:  # opset < 13: coerce to 2-D at `axis`
-                ax = axis % x.dim()
-                flat = x.reshape(int(np.prod(x.shape[:ax])), -1)
-                return fn(flat, 1).reshape(x.shape)
-
-            return old
-        axis = attrs.get("axis", -1)
-        return lambda x: fn(x, axis)
-
-    return build
-
-
-def _pool_params(attrs, nd):
-    kernel = list(attrs["kernel_shape"])
-    strides = list(attrs.get("strides", [1] * nd))
-    dilations = list(attrs.get("dilations", [1] * nd))
-    return kernel, strides, dilations
-
-
-def _op_maxpool(attrs, opset, node):
-    ceil = bool(attrs.get("ceil_mode", 0))
-    if len(node.output) > 1 and node.output[1]:
-        raise MirrorcError(f"torchgraph: node '{node.name}': MaxPool with an Indices output is not supported")
-
-    def maxpool(x: torch.Tensor) -> torch.Tensor:
-        nd = x.dim() - 2
-        kernel, strides, dilations = _pool_params(attrs, nd)
-        pads = _resolve_pads(attrs, x, kernel, strides, dilations)
-        fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[nd - 1]
-        if pads[:nd] == pads[nd:] and all(2 * p <= k for p, k in zip(pads[:nd], kernel)):
-            return fn(x, kernel, strides, pads[:nd], dilations, ceil)
-        x = F.pad(x, _torch_pad(pads, nd), value=float("-inf"))
-        return fn(x, kernel, strides, 0, dilations, ceil)
-
-    return maxpool
-
-
-def _op_avgpool(attrs, opset, node):
-    ceil = bool(attrs.get("ceil_mode", 0))
-    include_pad = bool(attrs.get("count_include_pad", 0))
-
-    def avgpool(x: torch.Tensor) -> torch.Tensor:
-        nd = x.dim() - 2
-        kernel, strides, _ = _pool_params(attrs, nd)
-        pads = _resolve_pads(attrs, x, kernel, strides, [1] * nd)
-        fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
-        if not any(pads):
-            return fn(x, kernel, strides, 0, ceil, True)
-        if pads[:nd] == pads[nd:] and all(2 * p <= k for p, k in zip(pads[:nd], kernel)) and not ceil:
-            return fn(x, kernel, strides, pads[:nd], ceil, include_pad)
-        # asymmetric padding: sum over the zero-padded input, divide by the count of real elements
-        tp = _torch_pad(pads, nd)
-        total = fn(F.pad(x, tp), kernel, strides, 0, ceil, True)
-        if include_pad:
-            return total
-        ones = F.pad(torch.ones_like(x[:1, :1]), tp)
-        return total / fn(ones, kernel, strides, 0, ceil, True)
-
-    return avgpool
-
-
-def _op_lrn(attrs, opset, node):
-    size, alpha = attrs["size"], attrs.get("alpha", 1e-4)
-    beta, bias = attrs.get("beta", 0.75), attrs.get("bias", 1.0)
-    before = (size - 1) // 2
-
-    def lrn(x: torch.Tensor) -> torch.Tensor:
-        sq = (x * x).unsqueeze(1)  # [N, 1, C, H, W]: pool over channels
-        sq = F.pad(sq, (0, 0, 0, 0, before, size - 1 - before))
-        square_sum = F.avg_pool3d(sq, (size, 1, 1), stride=1).squeeze(1) * size
-        return x / (bias + alpha / size * square_sum) ** beta
-
-    return lrn
-
-
-def _op_flatten(attrs, opset, node):
-    axis = attrs.get("axis", 1)
-
-    def flatten(x: torch.Tensor) -> torch.Tensor:
-        ax = axis % x.dim() if x.dim() else 0
-        return x.reshape(int(np.prod(x.shape[:ax])), -1)
-
-    return flatten
-
-
-def _op_reshape(attrs, opset, node):
-    allowzero = attrs.get("allowzero", 0)
-    static = attrs.get("shape")  # opset < 5
-
-    def reshape(x: torch.Tensor, shape: torch.Tensor | None = None) -> torch.Tensor:
-        target = list(static) if shape is None else [int(v) for v in shape.tolist()]
-        if not allowzero:
-            target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
-        return x.reshape(target)
-
-    return reshape
-
-
-def _op_transpose(attrs, opset, node):
-    perm = attrs.get("perm")
-    return lambda x: x.permute(*(perm if perm is not None else reversed(range(x.dim()))))
-
-
-def _op_gather(attrs, opset, node):
-    axis = attrs.get("axis", 0)
-
-    def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        ax = axis % x.dim()
-        idx = torch.where(idx < 0, idx + x.shape[ax], idx).long()
-        out = x.index_select(ax, idx.reshape(-1))
-        return out.reshape(*x.shape[:ax], *idx.shape, *x.shape[ax + 1 :])
-
-    return gather
-
-
-def _op_argmax(attrs, opset, node):
-    axis, keepdims = attrs.get("axis", 0), bool(attrs.get("keepdims", 1))
-    last = bool(attrs.get("select_last_index", 0))
-
-    def argmax(x: torch.Tensor) -> torch.Tensor:
-        if last:
-            flipped = x.flip(axis)
-            return x.shape[axis] - 1 - flipped.argmax(axis, keepdim=keepdims)
-        return x.argmax(axis, keepdim=keepdims)
-
-    return argmax
-
-
-def _op_dropout(attrs, opset, node):
-    ratio_attr = attrs.get("ratio", 0.5)
-    want_mask = len(node.output) > 1 and node.output[1]
-
-    def dropout(
-        x: torch.Tensor, ratio: torch.Tensor | None = None, training_mode: torch.Tensor | None = None, *, training: bool
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        p = ratio_attr if ratio is None else float(ratio)
-        y = F.dropout(x, p, training) if training and p > 0 else x
-        if want_mask:
-            return y, (y != 0) if training else torch.ones_like(x, dtype=torch.bool)
-        return y
-
-    dropout.needs_training = True
-    return dropout
-
-
-def _op_squeeze(attrs, opset, node):
-    static = attrs.get("axes")
-
-    def squeeze(x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
-        ax = static if axes is None else axes.tolist()
-        if ax is None:
-            return x.squeeze()
-        ax = sorted((a % x.dim() for a in ax), reverse=True)
-        for a in ax:
-            x = x.squeeze(a)
-        return x
-
-    return squeeze
-
-
-def _op_unsqueeze(attrs, opset, node):
-    static = attrs.get("axes")
-
-    def unsqueeze(x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
-        ax = list(static if axes is None else axes.tolist())
-        rank = x.dim() + len(ax)
-        for a in sorted(a % rank for a in ax):
-            x = x.unsqueeze(a)
-        return x
-
-    return unsqueeze
-
-
-def _op_concat(attrs, opset, node):
-    axis = attrs["axis"]
-    return lambda *xs: torch.cat(xs, axis)
-
-
-def _op_sum(attrs, opset, node):
-    def total(*xs: torch.Tensor) -> torch.Tensor:
-        out = xs[0]
-        for x in xs[1:]:
-            out = out + x
-        return out
-
-    return total
-
-
-def _op_constant(attrs, opset, node):
-    if "value" in attrs:
-        value = _to_tensor(numpy_helper.to_array(attrs["value"]))
-    elif "value_float" in attrs:
-        value = torch.tensor(attrs["value_float"], dtype=torch.float32)
-    elif "value_floats" in attrs:
-        value = torch.tensor(attrs["value_floats"], dtype=torch.float32)
-    elif "value_int" in attrs:
-        value = torch.tensor(attrs["value_int"], dtype=torch.int64)
-    elif "value_ints" in attrs:
-        value = torch.tensor(attrs["value_ints"], dtype=torch.int64)
-    else:
-        raise MirrorcError(f"torchgraph: node '{node.name}': Constant without a supported value attribute")
-    return lambda: value
-
-
-def _op_constant_of_shape(attrs, opset, node):
-    value = attrs.get("value")
-    fill = _to_tensor(numpy_helper.to_array(value)) if value is not None else torch.zeros(1)
-
-    def constant_of_shape(shape: torch.Tensor) -> torch.Tensor:
-        return torch.full([int(v) for v in shape.tolist()], fill.reshape(-1)[0].item(), dtype=fill.dtype)
-
-    return constant_of_shape
-
-
-def _op_cast(attrs, opset, node):
-    to = attrs["to"]
-    if to not in _ONNX_TO_TORCH_DTYPE:
-        raise MirrorcError(f"torchgraph: node '{node.name}': Cast to data type {to} is not supported")
-    dtype = _ONNX_TO_TORCH_DTYPE[to]
-    return lambda x: x.to(dtype)
-
-
-def _op_pad(attrs, opset, node):
-    mode = attrs.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != "constant":
-        raise MirrorcError(f"torchgraph: node '{node.name}': Pad mode '{mode}' is not supported")
-
-    def pad(
-        x: torch.Tensor,
-        pads: torch.Tensor | None = None,
-        value: torch.Tensor | None = None,
-        axes: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        if axes is not None:
-            raise MirrorcError(f"torchgraph: node '{node.name}': Pad with axes is not supported")
-        p = list(attrs["pads"]) if pads is None else [int(v) for v in pads.tolist()]
-        v = attrs.get("value", 0.0) if value is None else float(value)
-        return F.pad(x, _torch_pad(p, x.dim()), value=v)
-
-    return pad
-
-
-def _op_reduce_mean(attrs, opset, node):
-    keepdims = bool(attrs.get("keepdims", 1))
-    static = attrs.get("axes")
-
-    def reduce_mean(x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
-        ax = static if axes is None else axes.tolist()
-        return x.mean(dim=list(ax) if ax is not None else list(range(x.dim())), keepdim=keepdims)
-
-    return reduce_mean
-
-
-def _simple(fn):
-    return lambda attrs, opset, node: fn
-
-
-OPS: dict[str, Callable] = {
-    "Conv": _op_conv,
-    "Gemm": _op_gemm,
-    "MatMul": _simple(torch.matmul),
-    "BatchNormalization": _op_batchnorm,
-    "Relu": _simple(F.relu),
-    "LeakyRelu": lambda a, o, n: functools.partial(F.leaky_relu, negative_slope=a.get("alpha", 0.01)),
-    "Clip": _op_clip,
-    "Sigmoid": _simple(torch.sigmoid),
-    "Tanh": _simple(torch.tanh),
-    "PRelu": _op_prelu,
-    "MaxPool": _op_maxpool,
-    "AveragePool": _op_avgpool,
-    "GlobalAveragePool": _simple(lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True)),
-    "GlobalMaxPool": _simple(lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True)),
-    "LRN": _op_lrn,
-    "Add": _simple(torch.add),
-    "Sub": _simple(torch.sub),
-    "Mul": _simple(torch.mul),
-    "Div": _simple(torch.div),
-    "Neg": _simple(torch.neg),
-    "Sqrt": _simple(torch.sqrt),
-    "Exp": _simple(torch.exp),
-    "Sum": _op_sum,
-    "Concat": _op_concat,
-    "Flatten": _op_flatten,
-    "Reshape": _op_reshape,
-    "Transpose": _op_transpose,
-    "Gather": _op_gather,
-    "ArgMax": _op_argmax,
-    "Softmax": _softmax_like(lambda x, ax: torch.softmax(x, ax)),
-    "LogSoftmax": _softmax_like(lambda x, ax: torch.log_softmax(x, ax)),
-    "Dropout": _op_dropout,
-    "Identity": _simple(lambda x: x),
-    "Squeeze": _op_squeeze,
-    "Unsqueeze": _op_unsqueeze,
-    "Constant": _op_constant,
-    "ConstantOfShape": _op_constant_of_shape,
-    "Shape": _simple(lambda x: torch.tensor(list(x.shape), dtype=torch.int64)),
-    "Cast": _op_cast,
-    "Pad": _op_pad,
-    "ReduceMean": _op_reduce_mean,
-}
+# op -> builder (attrs, opset, node) -> fn(*inputs): the `torch` part of every op in the registry
+OPS: dict[str, Callable] = {op.name: op.torch for op in ops.all_ops() if op.torch is not None}
 
 
 class OnnxModule(torch.nn.Module):
@@ -570,10 +120,13 @@ class OnnxModule(torch.nn.Module):
                     "is not supported for training"
                 )
             fn = builder(_attrs(node), opset, node)
-            if node.op_type == "BatchNormalization":
-                fn.stats_are_buffers = all(i in self._buffer_names for i in node.input[3:5])
+            stat_slots = ops.get(node.op_type).stat_slots  # type: ignore[union-attr]
+            if stat_slots:  # running statistics: tracked when they are buffers, frozen with the affine
+                fn.stats_are_buffers = all(
+                    node.input[i] in self._buffer_names for i in stat_slots if i < len(node.input)
+                )
                 fn.frozen = trainable is not None and not any(
-                    learnable[i].requires_grad for i in node.input[1:3] if i in learnable
+                    learnable[i].requires_grad for i in node.input if i in learnable
                 )
             needs_training = getattr(fn, "needs_training", False)
             ins = list(node.input)

@@ -1,0 +1,92 @@
+"""Identity, Dropout (inference: a view), Softmax/LogSoftmax (training only: refused by the mirror
+pass and the C backend) and Resize (narrowed with its scales kept; no torch or C part yet)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from passes.lower_c import _err
+from passes.ops import AS_IS, registered
+from passes.ops.shape import emit_copy
+
+op = registered(__name__)
+
+
+def emit_dropout(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: str) -> list[str]:
+    ins = node.input
+    if len(ins) > 2 and ins[2] and bool(em.consts.get(ins[2], False)):
+        raise _err(node, "Dropout in training mode")
+    return emit_copy(em, node, a, xs, ys, y)
+
+
+def torch_dropout(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+    import torch
+    import torch.nn.functional as F
+
+    ratio_attr = attrs.get("ratio", 0.5)
+    want_mask = len(node.output) > 1 and node.output[1]
+
+    def dropout(x, ratio=None, training_mode=None, *, training: bool):
+        p = ratio_attr if ratio is None else float(ratio)
+        y = F.dropout(x, p, training) if training and p > 0 else x
+        if want_mask:
+            return y, (y != 0) if training else torch.ones_like(x, dtype=torch.bool)
+        return y
+
+    dropout.needs_training = True  # type: ignore[attr-defined]
+    return dropout
+
+
+def torch_softmax_like(name: str) -> Callable[..., Any]:
+    """Builder of torch.<name> (softmax, log_softmax) with ONNX's axis rules (2-D coercion before opset 13)."""
+
+    def build(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+        import torch
+
+        fn = getattr(torch, name)
+        if opset < 13:
+            axis = attrs.get("axis", 1)
+
+            def old(x):  # opset < 13: coerce to 2-D at `axis`
+                ax = axis % x.dim()
+                flat = x.reshape(int(np.prod(x.shape[:ax])), -1)
+                return fn(flat, 1).reshape(x.shape)
+
+            return old
+        axis = attrs.get("axis", -1)
+        return lambda x: fn(x, axis)
+
+    return build
+
+
+def narrow_resize(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, dict]:
+    """Resize keeps its scales; explicit output sizes get the CPM's channel count."""
+    new = [xs[0]]
+    for i, x in enumerate(xs[1:], start=1):
+        if isinstance(x, gs.Constant) and i == 3 and x.shape and x.shape[0] == len(node.inputs[0].shape):
+            sizes = np.array(x.values, dtype=np.int64)
+            sizes[1] = int(xs[0].shape[1])
+            new.append(gs.Constant(f"cpm/{node.name}/sizes", sizes))
+        elif isinstance(x, gs.Constant):
+            new.append(mp.copy_const(x))
+        elif x.name:
+            raise mp.fail("Resize with computed scales or sizes cannot be narrowed", node.name)
+        else:
+            new.append(x)
+    return new, attrs
+
+
+def torch_identity(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+    return lambda x: x
+
+
+op("Identity", narrow=AS_IS, torch=torch_identity, emit=emit_copy, inplace=True)
+op("Dropout", narrow=AS_IS, torch=torch_dropout, config_slots=(1,), emit=emit_dropout, inplace=True, multi_output=True)
+op("Softmax", torch=torch_softmax_like("softmax"))
+op("LogSoftmax", torch=torch_softmax_like("log_softmax"))
+op("Resize", narrow=narrow_resize, config_slots=(1, 2))
