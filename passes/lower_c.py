@@ -273,7 +273,9 @@ def _check_secure(secure: onnx.ModelProto) -> tuple[int, list[str]]:
     return len(taps), taps
 
 
-def scratch_floats(node, shapes, fast_conv: bool = True, fused=None) -> int:
+def scratch_floats(
+    node: onnx.NodeProto, shapes: Shapes, fast_conv: bool = True, fused: Mapping[str, Fused] | None = None
+) -> int:
     """Scratch a node's kernel needs for the duration of its step (its op's `scratch`, 0 for most)."""
     scratch = getattr(ops.get(node.op_type), "scratch", None)
     return scratch(node, shapes, fast_conv, fused) if scratch is not None else 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -14,6 +14,9 @@ import onnx
 from passes.lower_c import FLT_MAX, _err, _prod, c_float
 from passes.ops import AS_IS, registered
 from passes.ops._torch import torch_fn
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _op = registered(__name__)
 
@@ -63,7 +66,7 @@ def torch_clip(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., A
         lo, hi = attrs.get("min", None), attrs.get("max", None)
         return lambda x: torch.clamp(x, lo, hi)
 
-    def clip(x, lo=None, hi=None):
+    def clip(x: Tensor, lo: Tensor | None = None, hi: Tensor | None = None) -> Tensor:
         return torch.clamp(x, None if lo is None else lo.item(), None if hi is None else hi.item())
 
     return clip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -15,6 +15,9 @@ from passes.lower_c import EPI_GAP, EPI_RELU, _attrs, _err, _prod, scratch_name
 from passes.mirror import torch_uniform
 from passes.ops import registered
 from passes.ops._torch import resolve_pads, torch_pad
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 op = registered(__name__)
 
@@ -50,7 +53,7 @@ def torch_conv(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., A
 
     group = attrs.get("group", 1)
 
-    def conv(x, w, b=None):
+    def conv(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
         nd = w.dim() - 2
         kernel = list(attrs.get("kernel_shape", w.shape[2:]))
         strides = list(attrs.get("strides", [1] * nd))

@@ -4,7 +4,7 @@ lowered to mc_gemm / mc_matmul (runtime_c/kernels, dense family)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -15,6 +15,9 @@ from passes.mirror import torch_uniform
 from passes.ops import registered
 from passes.ops._torch import torch_fn
 from passes.taps import is_parametric
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 op = registered(__name__)
 
@@ -55,7 +58,7 @@ def torch_gemm(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., A
     alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
     trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
 
-    def gemm(a, b, c=None):
+    def gemm(a: Tensor, b: Tensor, c: Tensor | None = None) -> Tensor:
         if trans_a:
             a = a.t()
         if alpha == 1.0 and beta == 1.0 and (c is None or c.dim() <= 1):

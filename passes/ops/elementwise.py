@@ -6,7 +6,7 @@ family)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -16,6 +16,9 @@ from passes.lower_c import _err, _prod
 from passes.mirror import layer_affine
 from passes.ops import AS_IS, registered
 from passes.ops._torch import torch_fn
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 op = registered(__name__)
 
@@ -69,7 +72,7 @@ def emit_binary(kind: str) -> Callable[..., list[str]]:
         if rank > 6:
             raise _err(node, "rank above 6")
 
-        def strides(shape):
+        def strides(shape: tuple[int, ...]) -> list[int]:
             shape = (1,) * (rank - len(shape)) + tuple(shape)
             st, acc = [0] * rank, 1
             for i in range(rank - 1, -1, -1):
@@ -112,7 +115,7 @@ def binary_inplace(node: onnx.NodeProto, shapes: dict) -> bool:
 def torch_prelu(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
     import torch
 
-    def prelu(x, slope):
+    def prelu(x: Tensor, slope: Tensor) -> Tensor:
         if slope.dim() == 1 and x.dim() > 2 and slope.shape[0] == x.shape[1]:
             slope = slope.reshape(1, -1, *([1] * (x.dim() - 2)))
         return torch.where(x >= 0, x, x * slope)
@@ -121,7 +124,7 @@ def torch_prelu(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., 
 
 
 def torch_sum(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
-    def total(*xs):
+    def total(*xs: Tensor) -> Tensor:
         out = xs[0]
         for x in xs[1:]:
             out = out + x

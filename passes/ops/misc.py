@@ -4,7 +4,7 @@ pass and the C backend) and Resize (narrowed with its scales kept; no torch or C
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -13,6 +13,9 @@ import onnx_graphsurgeon as gs
 from passes.lower_c import _err
 from passes.ops import AS_IS, registered
 from passes.ops.shape import emit_copy
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 op = registered(__name__)
 
@@ -31,7 +34,9 @@ def torch_dropout(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[...
     ratio_attr = attrs.get("ratio", 0.5)
     want_mask = len(node.output) > 1 and node.output[1]
 
-    def dropout(x, ratio=None, training_mode=None, *, training: bool):
+    def dropout(
+        x: Tensor, ratio: Tensor | None = None, training_mode: Tensor | None = None, *, training: bool
+    ) -> Tensor | tuple[Tensor, Tensor]:
         p = ratio_attr if ratio is None else float(ratio)
         y = F.dropout(x, p, training) if training and p > 0 else x
         if want_mask:
@@ -52,7 +57,7 @@ def torch_softmax_like(name: str) -> Callable[..., Any]:
         if opset < 13:
             axis = attrs.get("axis", 1)
 
-            def old(x):  # opset < 13: coerce to 2-D at `axis`
+            def old(x: Tensor) -> Tensor:  # opset < 13: coerce to 2-D at `axis`
                 ax = axis % x.dim()
                 flat = x.reshape(int(np.prod(x.shape[:ax])), -1)
                 return fn(flat, 1).reshape(x.shape)

@@ -5,7 +5,7 @@ mc_lrn (runtime_c/kernels, norm family)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -13,6 +13,9 @@ import onnx_graphsurgeon as gs
 
 from passes.lower_c import _err, _prod, c_float
 from passes.ops import AS_IS, registered
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 op = registered(__name__)
 
@@ -79,7 +82,7 @@ def torch_lrn(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., An
     beta, bias = attrs.get("beta", 0.75), attrs.get("bias", 1.0)
     before = (size - 1) // 2
 
-    def lrn(x):
+    def lrn(x: Tensor) -> Tensor:
         sq = (x * x).unsqueeze(1)  # [N, 1, C, H, W]: pool over channels
         sq = F.pad(sq, (0, 0, 0, 0, before, size - 1 - before))
         square_sum = F.avg_pool3d(sq, (size, 1, 1), stride=1).squeeze(1) * size

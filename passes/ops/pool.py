@@ -4,7 +4,7 @@ mc_avgpool2d, mc_global_avgpool / mc_global_maxpool (runtime_c/kernels, pool fam
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -12,6 +12,9 @@ from passes.lower_c import _err, _prod
 from passes.ops import AS_IS, registered
 from passes.ops._torch import resolve_pads, torch_pad
 from passes.ops.conv import check_spatial_rank, spatial
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _op = registered(__name__)
 
@@ -37,7 +40,7 @@ def torch_maxpool(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[...
     if len(node.output) > 1 and node.output[1]:
         raise MirrorcError(f"torchgraph: node '{node.name}': MaxPool with an Indices output is not supported")
 
-    def maxpool(x):
+    def maxpool(x: Tensor) -> Tensor:
         nd = x.dim() - 2
         kernel, strides, dilations = _pool_params(attrs, nd)
         pads = resolve_pads(attrs, x, kernel, strides, dilations)
@@ -57,7 +60,7 @@ def torch_avgpool(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[...
     ceil = bool(attrs.get("ceil_mode", 0))
     include_pad = bool(attrs.get("count_include_pad", 0))
 
-    def avgpool(x):
+    def avgpool(x: Tensor) -> Tensor:
         nd = x.dim() - 2
         kernel, strides, _ = _pool_params(attrs, nd)
         pads = resolve_pads(attrs, x, kernel, strides, [1] * nd)

@@ -4,12 +4,15 @@ the label. C: mc_argmax_axis (runtime_c/kernels, reduce family)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 from passes.lower_c import _prod
 from passes.ops import AS_IS, registered
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 op = registered(__name__)
 
@@ -18,7 +21,7 @@ def torch_reduce_mean(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable
     keepdims = bool(attrs.get("keepdims", 1))
     static = attrs.get("axes")
 
-    def reduce_mean(x, axes=None):
+    def reduce_mean(x: Tensor, axes: Tensor | None = None) -> Tensor:
         ax = static if axes is None else axes.tolist()
         return x.mean(dim=list(ax) if ax is not None else list(range(x.dim())), keepdim=keepdims)
 
@@ -29,7 +32,7 @@ def torch_argmax(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[...,
     axis, keepdims = attrs.get("axis", 0), bool(attrs.get("keepdims", 1))
     last = bool(attrs.get("select_last_index", 0))
 
-    def argmax(x):
+    def argmax(x: Tensor) -> Tensor:
         if last:
             flipped = x.flip(axis)
             return x.shape[axis] - 1 - flipped.argmax(axis, keepdim=keepdims)

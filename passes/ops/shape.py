@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -16,6 +16,9 @@ import onnx_graphsurgeon as gs
 from passes.lower_c import _err, _prod
 from passes.ops import AS_IS, registered
 from passes.ops._torch import to_tensor, torch_pad
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 op = registered(__name__)
 
@@ -190,7 +193,7 @@ def emit_concat(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y:
 def torch_flatten(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
     axis = attrs.get("axis", 1)
 
-    def flatten(x):
+    def flatten(x: Tensor) -> Tensor:
         ax = axis % x.dim() if x.dim() else 0
         return x.reshape(int(np.prod(x.shape[:ax])), -1)
 
@@ -201,8 +204,8 @@ def torch_reshape(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[...
     allowzero = attrs.get("allowzero", 0)
     static = attrs.get("shape")  # opset < 5
 
-    def reshape(x, shape=None):
-        target = list(static) if shape is None else [int(v) for v in shape.tolist()]
+    def reshape(x: Tensor, shape: Tensor | None = None) -> Tensor:
+        target: list = list(static or ()) if shape is None else [int(v) for v in shape.tolist()]
         if not allowzero:
             target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
         return x.reshape(target)
@@ -218,7 +221,7 @@ def torch_transpose(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[.
 def torch_squeeze(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
     static = attrs.get("axes")
 
-    def squeeze(x, axes=None):
+    def squeeze(x: Tensor, axes: Tensor | None = None) -> Tensor:
         ax = static if axes is None else axes.tolist()
         if ax is None:
             return x.squeeze()
@@ -233,8 +236,8 @@ def torch_squeeze(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[...
 def torch_unsqueeze(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
     static = attrs.get("axes")
 
-    def unsqueeze(x, axes=None):
-        ax = list(static if axes is None else axes.tolist())
+    def unsqueeze(x: Tensor, axes: Tensor | None = None) -> Tensor:
+        ax = list((static or ()) if axes is None else axes.tolist())
         rank = x.dim() + len(ax)
         for a in sorted(a % rank for a in ax):
             x = x.unsqueeze(a)
@@ -255,7 +258,7 @@ def torch_gather(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[...,
 
     axis = attrs.get("axis", 0)
 
-    def gather(x, idx):
+    def gather(x: Tensor, idx: Tensor) -> Tensor:
         ax = axis % x.dim()
         idx = torch.where(idx < 0, idx + x.shape[ax], idx).long()
         out = x.index_select(ax, idx.reshape(-1))
@@ -298,7 +301,7 @@ def torch_constant_of_shape(attrs: dict, opset: int, node: onnx.NodeProto) -> Ca
     value = attrs.get("value")
     fill = to_tensor(numpy_helper.to_array(value)) if value is not None else torch.zeros(1)
 
-    def constant_of_shape(shape):
+    def constant_of_shape(shape: Tensor) -> Tensor:
         return torch.full([int(v) for v in shape.tolist()], fill.reshape(-1)[0].item(), dtype=fill.dtype)
 
     return constant_of_shape
@@ -326,7 +329,7 @@ def torch_pad_op(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[...,
     if mode != "constant":
         raise MirrorcError(f"torchgraph: node '{node.name}': Pad mode '{mode}' is not supported")
 
-    def pad(x, pads=None, value=None, axes=None):
+    def pad(x: Tensor, pads: Tensor | None = None, value: Tensor | None = None, axes: Tensor | None = None) -> Tensor:
         if axes is not None:
             raise MirrorcError(f"torchgraph: node '{node.name}': Pad with axes is not supported")
         p = list(attrs["pads"]) if pads is None else [int(v) for v in pads.tolist()]
