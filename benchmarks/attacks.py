@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=1, help="attack seeds per budget")
     ap.add_argument("--compile-epochs", type=int, default=5)
     ap.add_argument("--limit-train", type=int, default=None, help="compile on the first N training images only")
+    ap.add_argument("--fast", action="store_true", help="compile with mirrorc compile --fast")
     ap.add_argument("--epochs", type=int, default=20, help="attack schedule: epochs per run")
     ap.add_argument("--min-steps", type=int, default=500, help="attack schedule: minimum steps per run")
     ap.add_argument("--lr-grid", default="3e-4,1e-3,3e-3")
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
             build = out / "builds" / name
             began = time.perf_counter()
             if not (build / "mirrornet.onnx").is_file():
-                config = TrainConfig(epochs=args.compile_epochs, backbone_penalty=penalty, seed=0)
+                config = TrainConfig(epochs=args.compile_epochs, backbone_penalty=penalty, seed=0, fast=args.fast)
                 compile_model(
                     args.model,
                     build,
