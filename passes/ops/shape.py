@@ -159,6 +159,21 @@ def narrow_slice(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, d
     return new + [mp.copy_const(x) if isinstance(x, gs.Constant) else x for x in xs[3:]], attrs
 
 
+def narrow_pad(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, dict]:
+    """Spatial pads are cloned as they are; a Pad that adds or drops channels would give the CPM
+    channels its narrowing never accounted for, and is refused."""
+    rank = len(node.inputs[0].shape)
+    pads = xs[1].values if len(xs) > 1 and isinstance(xs[1], gs.Constant) else attrs.get("pads")
+    axes = xs[3].values if len(xs) > 3 and isinstance(xs[3], gs.Constant) else None
+    if pads is None:
+        raise mp.fail("Pad with computed pads cannot be narrowed", node.name)
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in np.asarray(axes).reshape(-1)]
+    pads = [int(v) for v in np.asarray(pads).reshape(-1)]
+    if 1 in axes and (pads[axes.index(1)] or pads[axes.index(1) + len(axes)]):
+        raise mp.fail("Pad along the channels cannot be narrowed", node.name)
+    return [mp.copy_const(x) if isinstance(x, gs.Constant) else x for x in xs], attrs
+
+
 # -- index plans shared by the torch and C parts ---------------------------------------------------
 
 
@@ -524,7 +539,7 @@ op("Transpose", narrow=AS_IS, torch=torch_transpose, emit=emit_transpose, node_t
 op("Concat", narrow=AS_IS, torch=torch_concat, emit=emit_concat, node_tests=True)
 op("Split", narrow=narrow_split, torch=torch_split, emit=emit_split, multi_output=True, node_tests=True)
 op("Slice", narrow=narrow_slice, torch=torch_slice, emit=emit_slice, node_tests=True)
-op("Pad", narrow=AS_IS, torch=torch_pad_op, config_slots=(2,), emit=emit_pad, node_tests=True, const_operands=1)
+op("Pad", narrow=narrow_pad, torch=torch_pad_op, config_slots=(2,), emit=emit_pad, node_tests=True, const_operands=1)
 op("Cast", narrow=AS_IS, torch=torch_cast)
 op("DepthToSpace", narrow=AS_IS)
 op("SpaceToDepth", narrow=AS_IS)
