@@ -50,14 +50,24 @@ def initializers(model: onnx.ModelProto, *, float_only: bool = False) -> dict[st
 
 def trained_like(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     """Every float initializer replaced by distinct random values (as after training: no two
-    weight arrays equal, BN statistics non-trivial, variances positive)."""
+    weight arrays equal, BN statistics non-trivial, variances positive); configuration inputs
+    (the registry's config_slots: Resize scales, Pad values, ...) are kept, training never moves them."""
+    from passes import ops
+
     rng = np.random.default_rng(seed)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     variances = {n.input[4] for n in out.graph.node if n.op_type == "BatchNormalization"}
+    config = {
+        n.input[i]
+        for n in out.graph.node
+        if (op := ops.get(n.op_type)) is not None
+        for i in op.config_slots
+        if i < len(n.input)
+    }
     for init in out.graph.initializer:
         arr = numpy_helper.to_array(init)
-        if arr.dtype != np.float32:
+        if arr.dtype != np.float32 or init.name in config:
             continue
         new = rng.normal(0, 0.3, arr.shape).astype(np.float32)
         if init.name in variances:

@@ -478,3 +478,97 @@ def test_host_march_names_the_cpu():
     cached build from another CPU has another cache key."""
     flags = cbuild.host_march()
     assert flags == () or (len(flags) == 1 and flags[0].startswith("-march=") and flags[0] != "-march=native")
+
+
+# ---------------------------------------------------------------------------------------------
+# data movement and normalisation (registry part B): cases the node tests leave out (float
+# reflect/edge pads, negative steps, the Resize modes the exporters write, LayerNorm over channels)
+
+
+def layout_cases(rng) -> list[tuple[str, list, dict, dict, int]]:
+    """(op, inputs, attrs, constants, opset); also run by tests/test_train_torchgraph.py."""
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    ints = lambda *v: np.array(v, np.int64)  # noqa: E731
+    none = np.zeros(0, np.float32)  # an empty roi / scales
+    big = np.iinfo(np.int64).max
+    return [
+        ("Pad", [("x", [2, 3, 5, 6])], {}, {"pads": ints(0, 1, 2, -1, 0, 0, 1, 2), "v": np.float32(0.5)}, 17),
+        ("Pad", [("x", [1, 2, 5, 6])], dict(mode="reflect"), {"pads": ints(0, 0, 2, 3, 0, 0, 1, 4)}, 17),
+        ("Pad", [("x", [1, 2, 4, 5])], dict(mode="edge"), {"pads": ints(0, 1, 1, 2, 0, 0, 3, 1)}, 17),
+        ("Pad", [("x", [1, 3, 4, 4])], {}, {"pads": ints(1, 2, 3, 0), "v": np.float32(-1.5), "axes": ints(2, 3)}, 18),
+        ("Pad", [("x", [1, 3, 4, 4])], dict(mode="reflect", pads=[0, 0, 1, 1, 0, 0, 2, 1]), {}, 10),
+        (
+            "Slice",
+            [("x", [2, 6, 7, 8])],
+            {},
+            {"s": ints(1, -1, 0), "e": ints(5, -8, big), "a": ints(1, 2, -1), "st": ints(2, -2, 3)},
+            17,
+        ),
+        ("Slice", [("x", [1, 6, 4, 4])], {}, {"s": ints(3), "e": ints(big), "a": ints(1)}, 17),
+        ("Slice", [("x", [1, 6, 4, 4])], {}, {"s": ints(-1), "e": ints(-big), "a": ints(3), "st": ints(-1)}, 17),
+        (
+            "Resize",
+            [("x", [1, 2, 3, 4])],
+            dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+            {"roi": none, "sc": np.array([1, 1, 2, 2], np.float32)},
+            17,
+        ),
+        (
+            "Resize",
+            [("x", [2, 2, 6, 8])],
+            dict(mode="nearest"),
+            {"roi": none, "sc": np.array([1, 1, 0.5, 0.5], np.float32)},
+            17,
+        ),
+        ("Resize", [("x", [1, 2, 4, 3])], dict(mode="linear"), {"roi": none, "sc": none, "sz": ints(1, 2, 7, 5)}, 17),
+        (
+            "Resize",
+            [("x", [1, 2, 4, 3])],
+            dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+            {"roi": none, "sc": none, "sz": ints(1, 2, 1, 6)},
+            17,
+        ),
+        (
+            "Resize",
+            [("x", [1, 3, 3, 5])],
+            dict(mode="linear", coordinate_transformation_mode="align_corners"),
+            {"roi": none, "sc": np.array([1, 1, 2, 2], np.float32)},
+            17,
+        ),
+        (
+            "Resize",
+            [("x", [1, 3, 3, 5])],
+            dict(
+                mode="nearest", coordinate_transformation_mode="tf_half_pixel_for_nn", nearest_mode="round_prefer_ceil"
+            ),
+            {"roi": none, "sc": np.array([1, 1, 1.5, 0.6], np.float32)},
+            17,
+        ),
+        ("LayerNormalization", [("x", [2, 4, 5, 6])], dict(axis=-1), {"s": r(6), "b": r(6)}, 17),
+        ("LayerNormalization", [("x", [2, 3, 4, 4])], dict(axis=1, epsilon=1e-3), {"s": r(3, 4, 4), "b": r(4)}, 17),
+        ("LayerNormalization", [("x", [1, 5, 3, 3])], dict(axis=2), {"s": r(3, 3)}, 17),
+    ]
+
+
+@pytest.mark.slow
+def test_layout_kernels_match_onnxruntime(tmp_path):
+    rng = np.random.default_rng(99)
+    harness = Harness()
+    for op, inputs, attrs, consts, opset in layout_cases(rng):
+        model = _single(op, inputs, attrs, consts, opset=opset)
+        feeds = [rng.standard_normal(s).astype(np.float32) for _, s in inputs]
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        harness.add(f"{op}:layout", model, feeds, sess.run(None, {n: f for (n, _), f in zip(inputs, feeds)}))
+    assert {label.split(":")[0] for label, *_ in harness.cases} == {"Pad", "Slice", "Resize", "LayerNormalization"}
+    _compare(harness.run(tmp_path))
+
+
+def test_resize_refuses_modes_it_cannot_lower_by_name():
+    model = _single(
+        "Resize",
+        [("x", [1, 1, 2, 2])],
+        dict(mode="cubic"),
+        {"roi": np.zeros(0, np.float32), "sc": np.array([1, 1, 2, 2], np.float32)},
+    )
+    with pytest.raises(MirrorcError, match=r"\(Resize\): mode 'cubic' is not supported"):
+        lower_c.lower_function(_fixed(model, [np.zeros((1, 1, 2, 2), np.float32)]))

@@ -66,6 +66,21 @@ def test_c_model_matches_mirrornet(example_models, name, fast_conv):
     check_against_mirrornet(trained_like(mn, seed=7), 300, name, fast_conv=fast_conv)
 
 
+@pytest.mark.parametrize("name,n_inputs", [("tiny_shufflenet_v2", 8), ("tiny_slice_resize", 1), ("tiny_convnext", 8)])
+def test_c_model_matches_mirrornet_data_movement(tmp_path, name, n_inputs):
+    """Split, Slice, Pad, Resize, LayerNorm over the channels and dilated/grouped convs on the CPM's
+    path, lowered to C (tests/test_core_fixtures.py; tiny_slice_resize has a fixed batch of 1)."""
+    import test_core_fixtures as F
+
+    mn, _ = build_mirrornet(F.write(tmp_path, name), channels=2)
+    used = {n.op_type for n in split(mn)[1].graph.node}
+    lowered = check_against_mirrornet(trained_like(mn, seed=5), n_inputs, name)
+    assert used & {"Split", "Slice", "Pad", "Resize", "LayerNormalization"}
+    assert {"mc_split_part", "mc_slice", "mc_pad", "mc_resize2d", "mc_layernorm"} & set(
+        re.findall(r"\b(mc_\w+)\(", lowered.files["model/mirrorc_model.c"])
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name,n_inputs", [("squeezenet", 24), ("resnet50", 6), ("inception_v1", 3), ("densenet121", 3)]

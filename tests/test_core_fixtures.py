@@ -5,8 +5,9 @@ downsampling shortcut, an Inception module with LRN and a MatMul+Add head, Dense
 with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (grouped 1x1,
 channel shuffle reshapes, depthwise 3x3, a stride-2 unit that concatenates its shortcut), a
 ShuffleNet v2 channel split, a MobileNet v2 block, a squeeze-and-excitation scale, a channel Slice
-and a Resize, a flatten whose shape is computed from Shape
-(torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a fixed batch of 1
+and a Resize, a ConvNeXt-like block (dilated depthwise conv, LayerNorm over the channels between two
+Transposes, a grouped 1x1, Pad, a reflect Pad and a linear Resize), a flatten whose shape is
+computed from Shape (torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a fixed batch of 1
 and a spelled-out Reshape batch."""
 
 from __future__ import annotations
@@ -235,6 +236,28 @@ def tiny_slice_resize() -> onnx.ModelProto:
     return b.model([3, 8, 8], b.gemm(x, 8, 3), 3, batch=1)
 
 
+def tiny_convnext() -> onnx.ModelProto:
+    """ConvNeXt's block at toy size: a dilated depthwise conv, torchvision's LayerNorm2d as
+    Transpose -> LayerNormalization(axis=-1) -> Transpose, a grouped 1x1, a constant Pad before an
+    unpadded 3x3, a residual Add; then a reflect Pad and a linear Resize (half_pixel) downsampling."""
+    b = Builder(14)
+    x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
+    w = b.const(b.rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32), "w")
+    y = b.op("Conv", x, w, kernel_shape=[3, 3], pads=[2, 2, 2, 2], dilations=[2, 2], group=8)
+    y = b.op("Transpose", y, perm=[0, 2, 3, 1])
+    scale, bias = (b.const(b.rng.normal(m, 0.1, 8).astype(np.float32), "ln") for m in (1.0, 0.0))
+    y = b.op("Transpose", b.op("LayerNormalization", y, scale, bias, axis=-1, epsilon=1e-6), perm=[0, 3, 1, 2])
+    y = b.op("Relu", b.conv(y, 8, 16, k=1, group=2))
+    y = b.op("Pad", y, b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"))
+    w = b.const(b.rng.normal(0, 0.1, (8, 16, 3, 3)).astype(np.float32), "w")
+    x = b.op("Add", x, b.op("Conv", y, w, kernel_shape=[3, 3]))
+    x = b.op("Pad", b.op("Relu", x), b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"), mode="reflect")
+    scales = b.const(np.array([1, 1, 0.5, 0.5], np.float32), "scales")
+    x = b.op("Resize", x, "", scales, mode="linear")
+    x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(x, 8, 8))), axis=1)
+    return b.model([3, 8, 8], b.gemm(x, 8, 3), 3)
+
+
 def unnarrowable() -> onnx.ModelProto:
     """LpNormalization across channels in stage 2: the mirror pass cannot narrow it."""
     b = Builder(6)
@@ -266,6 +289,7 @@ FIXTURES = {
     "tiny_mobilenet_v2": tiny_mobilenet_v2,
     "tiny_senet": tiny_senet,
     "tiny_slice_resize": tiny_slice_resize,
+    "tiny_convnext": tiny_convnext,
 }
 
 

@@ -18,7 +18,18 @@ EMIT_ONLY = ("inplace", "scratch", "epilogues", "multi_output", "node_tests", "c
 
 def test_registry_discovers_every_module_and_each_op_declares_a_part():
     modules = {op.module for op in ops.all_ops()}
-    assert modules == {"activation", "conv", "dense", "elementwise", "misc", "norm", "pool", "reduce", "shape"}
+    assert modules == {
+        "activation",
+        "conv",
+        "dense",
+        "elementwise",
+        "misc",
+        "norm",
+        "pool",
+        "reduce",
+        "resize",
+        "shape",
+    }
     for op in ops.all_ops():
         parts = [p for p in ops.PARTS if getattr(op, p) is not None]
         assert parts or op.config_slots, f"{op.name} ({op.module}) declares nothing"
@@ -46,7 +57,8 @@ def test_ops_narrowed_but_not_emitted_are_listed():
     """What the mirror pass can clone but the C backend cannot lower: a model with one of these on
     the CPM's path partitions, and lower_c refuses it by name. Pinned so that a change is deliberate."""
     narrow_only = set(ops.supporting("narrow")) - set(ops.supporting("emit"))
-    assert {"Resize", "Split", "Slice", "Pad", "ReduceMean", "HardSwish", "InstanceNormalization"} <= narrow_only
+    assert {"ReduceMean", "HardSwish", "InstanceNormalization"} <= narrow_only
+    assert not {"Resize", "Split", "Slice", "Pad", "LayerNormalization"} & narrow_only
     assert "Conv" not in narrow_only and "Gemm" not in narrow_only
 
 
@@ -124,3 +136,17 @@ def test_binary_inplace_only_without_broadcast():
     assert add.inplace(node, same) and not add.inplace(node, dict(same, b=(1, 1)))
     assert ops.get("PRelu").inplace is False
     assert np.all([ops.get(n).inplace is True for n in ("Relu", "Reshape", "Dropout", "BatchNormalization")])
+
+
+def test_mirror_refuses_a_pad_along_the_channels(tmp_path):
+    from mirrorc.pipeline import build_mirrornet
+    from test_core_fixtures import Builder
+
+    b = Builder(3)
+    x = b.op("MaxPool", b.op("Relu", b.conv("x", 1, 4)), kernel_shape=[2, 2], strides=[2, 2])
+    x = b.op("Pad", b.op("Relu", b.conv(x, 4, 4)), b.const(np.array([0, 1, 0, 0, 0, 1, 0, 0], np.int64), "pads"))
+    x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(x, 6, 4))), axis=1)
+    path = tmp_path / "channel_pad.onnx"
+    onnx.save(b.model([1, 8, 8], b.gemm(x, 4, 3), 3), str(path))
+    with pytest.raises(MirrorcError, match=r"mirror: node 'pad\d+': Pad along the channels cannot be narrowed"):
+        build_mirrornet(str(path), channels=2)

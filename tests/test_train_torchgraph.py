@@ -154,3 +154,51 @@ def test_unsupported_op_is_named():
 def test_unknown_output_is_named():
     with pytest.raises(MirrorcError, match="nonexistent"):
         OnnxModule(example_model("lenet5"), outputs=["nonexistent"])
+
+
+def _split_model(opset: int, sizes: list[int] | None, parts: int) -> onnx.ModelProto:
+    """x [1, 7, 3, 2] -> Split along the channels into `parts` outputs, each through Relu (so the
+    comparison sees every output)."""
+    outs = [f"p{i}" for i in range(parts)]
+    inputs, attrs, inits = ["x"], {"axis": 1}, []
+    if sizes is not None and opset >= 13:
+        inputs.append("split")
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "split"))
+    elif sizes is not None:
+        attrs["split"] = sizes
+    elif opset >= 18:
+        attrs["num_outputs"] = parts
+    nodes = [helper.make_node("Split", inputs, outs, **attrs)]
+    nodes += [helper.make_node("Relu", [o], [f"y{i}"]) for i, o in enumerate(outs)]
+    graph = helper.make_graph(
+        nodes,
+        "split",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 7, 3, 2])],
+        [helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, None) for i in range(parts)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("opset,sizes,parts", [(11, [2, 5], 2), (13, [1, 4, 2], 3), (18, None, 3), (18, None, 7)])
+def test_split_matches_onnxruntime(opset, sizes, parts):
+    model = _split_model(opset, sizes, parts)
+    x = np.random.default_rng(5).standard_normal((1, 7, 3, 2)).astype(np.float32)
+    compare(model, x, [f"y{i}" for i in range(parts)], f"Split opset {opset} {sizes or parts}")
+
+
+def test_layout_ops_match_onnxruntime():
+    """Pad, Slice, Resize and LayerNormalization: the cases the C kernels are checked on
+    (tests/test_c_kernels.py), run by the interpreter against onnxruntime."""
+    from test_c_kernels import _single, layout_cases
+
+    rng = np.random.default_rng(99)
+    seen = set()
+    for op, inputs, attrs, consts, opset in layout_cases(rng):
+        model = _single(op, inputs, attrs, consts, opset=opset)
+        x = rng.standard_normal(inputs[0][1]).astype(np.float32)
+        compare(model, x, ["y"], f"{op} {attrs}")
+        seen.add(op)
+    assert seen == {"Pad", "Slice", "Resize", "LayerNormalization"}

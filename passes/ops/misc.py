@@ -1,5 +1,5 @@
 """Identity, Dropout (inference: a view), Softmax/LogSoftmax (training only: refused by the mirror
-pass and the C backend) and Resize (narrowed with its scales kept; no torch or C part yet)."""
+pass and the C backend). Resize has its own module (resize.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 
 from passes.lower_c import _err
 from passes.ops import AS_IS, registered
@@ -69,23 +68,6 @@ def torch_softmax_like(name: str) -> Callable[..., Any]:
     return build
 
 
-def narrow_resize(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, dict]:
-    """Resize keeps its scales; explicit output sizes get the CPM's channel count."""
-    new = [xs[0]]
-    for i, x in enumerate(xs[1:], start=1):
-        if isinstance(x, gs.Constant) and i == 3 and x.shape and x.shape[0] == len(node.inputs[0].shape):
-            sizes = np.array(x.values, dtype=np.int64)
-            sizes[1] = int(xs[0].shape[1])
-            new.append(gs.Constant(f"cpm/{node.name}/sizes", sizes))
-        elif isinstance(x, gs.Constant):
-            new.append(mp.copy_const(x))
-        elif x.name:
-            raise mp.fail("Resize with computed scales or sizes cannot be narrowed", node.name)
-        else:
-            new.append(x)
-    return new, attrs
-
-
 def torch_identity(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
     return lambda x: x
 
@@ -94,4 +76,3 @@ op("Identity", narrow=AS_IS, torch=torch_identity, emit=emit_copy, inplace=True)
 op("Dropout", narrow=AS_IS, torch=torch_dropout, config_slots=(1,), emit=emit_dropout, inplace=True, multi_output=True)
 op("Softmax", torch=torch_softmax_like("softmax"))
 op("LogSoftmax", torch=torch_softmax_like("log_softmax"))
-op("Resize", narrow=narrow_resize, config_slots=(1, 2))

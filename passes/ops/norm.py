@@ -1,6 +1,6 @@
-"""Normalizations: BatchNormalization and InstanceNormalization get fresh per-channel parameters
-for the CPM's channels; LRN is cloned as is. C: mc_channel_affine (BN folded to scale and shift),
-mc_lrn (runtime_c/kernels, norm family)."""
+"""Normalizations: BatchNormalization, InstanceNormalization and LayerNormalization get fresh
+parameters for the CPM's channels; LRN is cloned as is. C: mc_channel_affine (BN folded to scale
+and shift), mc_lrn, mc_layernorm (runtime_c/kernels/mc_pool.c)."""
 
 from __future__ import annotations
 
@@ -98,6 +98,57 @@ def emit_lrn(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: st
     ]
 
 
+def narrow_layernorm(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, dict]:
+    """A LayerNorm over the channels (ConvNeXt's, after its NCHW -> NHWC Transpose) narrows like
+    BatchNorm: the CPM's copy normalises over its own shape from `axis` on, with fresh scale 1 and
+    bias 0 of that shape."""
+    shape = list(xs[0].shape)
+    axis = int(attrs.get("axis", -1)) % len(shape)
+    if axis == 0:
+        raise mp.fail("LayerNormalization over the batch axis", node.name)
+    normalized = [int(d) for d in shape[axis:]]
+    if any(o for o in node.outputs[1:]):
+        raise mp.fail("LayerNormalization with its Mean or InvStdDev output used", node.name)
+    new = [xs[0], gs.Constant(f"cpm/{node.name}/scale", np.ones(normalized, dtype=np.float32))]
+    if len(xs) > 2 and xs[2] is not None and xs[2].name:
+        new.append(gs.Constant(f"cpm/{node.name}/bias", np.zeros(normalized, dtype=np.float32)))
+    return new, attrs
+
+
+def torch_layernorm(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+    import torch
+
+    axis, eps = attrs.get("axis", -1), attrs.get("epsilon", 1e-5)
+    stats = len(node.output) > 1 and any(node.output[1:])
+
+    def layernorm(x: Tensor, scale: Tensor, bias: Tensor | None = None) -> Tensor | tuple[Tensor, ...]:
+        dims = tuple(range(axis % x.dim(), x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        inv_std = torch.rsqrt((x - mean).square().mean(dims, keepdim=True) + eps)
+        y = (x - mean) * inv_std * scale
+        y = y if bias is None else y + bias
+        return (y, mean, inv_std) if stats else y
+
+    return layernorm
+
+
+def emit_layernorm(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: str) -> list[str]:
+    axis = a.get("axis", -1) % len(xs)
+    inner = tuple(xs[axis:])
+    if any(node.input[1:]) and not all(t in em.consts for t in node.input[1:] if t):
+        raise _err(node, "LayerNormalization scale and bias must be constants")
+    key = node.name or node.output[0]
+    # scale and bias broadcast to the normalized shape, one float per normalized element
+    scale = em.weight(f"{key}/ln_scale", np.broadcast_to(em.consts[node.input[1]], inner))
+    has_bias = len(node.input) > 2 and node.input[2]
+    bias = em.weight(f"{key}/ln_bias", np.broadcast_to(em.consts[node.input[2]], inner)) if has_bias else "0"
+    stats = [em.buf(t) if t else "0" for t in (list(node.output[1:3]) + ["", ""])[:2]]  # Mean, InvStdDev
+    return [
+        f"mc_layernorm({em.buf(node.input[0])}, {scale}, {bias}, {y}, {stats[0]}, {stats[1]}, {_prod(xs[:axis])}, "
+        f"{_prod(inner)}, {c_float(a.get('epsilon', 1e-5))});"
+    ]
+
+
 op(
     "BatchNormalization",
     narrow=narrow_norm,
@@ -120,4 +171,14 @@ op(
     torch=torch_lrn,
     emit=emit_lrn,
     node_tests=True,
+)
+op(
+    "LayerNormalization",
+    narrow=narrow_layernorm,
+    keeps_shape=True,
+    torch=torch_layernorm,
+    emit=emit_layernorm,
+    multi_output=True,
+    node_tests=True,
+    const_operands=1,
 )

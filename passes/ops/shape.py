@@ -1,7 +1,8 @@
 """Shape and layout ops. Views (Flatten, Reshape, Squeeze, Unsqueeze) are a copy in C, or nothing
-when the memory plan puts the output on its input; Transpose and Concat have kernels
-(runtime_c/kernels, shape family). Reshape targets, Split sizes and Slice bounds along the channels
-are recomputed for the CPM; Shape/Gather/Constant arithmetic is folded by the interpreter."""
+when the memory plan puts the output on its input; Transpose and Concat have kernels in
+mc_elementwise.c, Split, Slice and Pad in mc_layout.c (runtime_c/kernels). Reshape targets, Split
+sizes and Slice bounds along the channels are recomputed for the CPM; Shape/Gather/Constant
+arithmetic is folded by the interpreter."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from passes.lower_c import _err, _prod
+from passes.lower_c import _err, _prod, c_float
 from passes.ops import AS_IS, registered
 from passes.ops._torch import to_tensor, torch_pad
 
@@ -158,6 +159,111 @@ def narrow_slice(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, d
     return new + [mp.copy_const(x) if isinstance(x, gs.Constant) else x for x in xs[3:]], attrs
 
 
+def narrow_pad(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, dict]:
+    """Spatial pads are cloned as they are; a Pad that adds or drops channels would give the CPM
+    channels its narrowing never accounted for, and is refused."""
+    rank = len(node.inputs[0].shape)
+    pads = xs[1].values if len(xs) > 1 and isinstance(xs[1], gs.Constant) else attrs.get("pads")
+    axes = xs[3].values if len(xs) > 3 and isinstance(xs[3], gs.Constant) else None
+    if pads is None:
+        raise mp.fail("Pad with computed pads cannot be narrowed", node.name)
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in np.asarray(axes).reshape(-1)]
+    pads = [int(v) for v in np.asarray(pads).reshape(-1)]
+    if 1 in axes and (pads[axes.index(1)] or pads[axes.index(1) + len(axes)]):
+        raise mp.fail("Pad along the channels cannot be narrowed", node.name)
+    return [mp.copy_const(x) if isinstance(x, gs.Constant) else x for x in xs], attrs
+
+
+# -- index plans shared by the torch and C parts ---------------------------------------------------
+
+
+def split_sizes(attrs: dict, n: int, parts: int, split: Any = None) -> list[int]:
+    """Sizes of a Split's outputs along an axis of n: the `split` input or attribute, else
+    num_outputs (opset 18: ceil(n / parts) each, the last one smaller) or equal parts."""
+    if split is not None and len(split):
+        return [int(v) for v in split]
+    if "split" in attrs:
+        return [int(v) for v in attrs["split"]]
+    k = int(attrs.get("num_outputs", parts))
+    each = -(-n // k)
+    return [each] * (k - 1) + [n - each * (k - 1)]
+
+
+def slice_bounds(start: int, end: int, step: int, n: int) -> tuple[int, int]:
+    """(first index, count) of an ONNX Slice along a dim of n (negative indices count from the end;
+    starts and ends are clamped to [0, n] for positive steps, [0, n-1] and [-1, n-1] for negative)."""
+    start, end = start + n if start < 0 else start, end + n if end < 0 else end
+    if step > 0:
+        start, end = min(max(start, 0), n), min(max(end, 0), n)
+        return start, max(0, -(-(end - start) // step))
+    start, end = min(max(start, 0), n - 1), min(max(end, -1), n - 1)
+    return start, max(0, -(-(start - end) // -step))
+
+
+def slice_plan(
+    node: onnx.NodeProto, shape: list[int], starts: Any, ends: Any, axes: Any, steps: Any
+) -> tuple[list[int], list[int], list[int]]:
+    """Per dim of `shape`: (first index, step, count) of a Slice with these (constant) bounds."""
+    from passes.errors import MirrorcError
+
+    rank = len(shape)
+    starts, ends = [int(v) for v in starts], [int(v) for v in ends]
+    axes = list(range(len(starts))) if axes is None else [int(v) % rank for v in axes]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in steps]
+    first, step, count = [0] * rank, [1] * rank, list(shape)
+    for ax, b, e, st in zip(axes, starts, ends, steps):
+        if st == 0:
+            raise MirrorcError(f"node '{node.name or node.output[0]}' (Slice): a step of 0 along axis {ax}")
+        first[ax], count[ax] = slice_bounds(b, e, st, int(shape[ax]))
+        step[ax] = st
+    return first, step, count
+
+
+PAD_MODES = {"constant": 0, "reflect": 1, "edge": 2}  # MC_PAD_* in mirrorc_kernels.h
+
+
+def pad_plan(node: onnx.NodeProto, attrs: dict, rank: int, pads: Any, axes: Any) -> tuple[str, list[int], list[int]]:
+    """(mode, begins, ends) of a Pad over all `rank` dims; pads from the input (opset 11+) or the
+    attribute, for `axes` (opset 18) or every dim. Modes other than constant/reflect/edge are refused."""
+    from passes.errors import MirrorcError
+
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in PAD_MODES:
+        raise MirrorcError(f"node '{node.name or node.output[0]}' (Pad): mode '{mode}' is not supported")
+    values = [int(v) for v in (attrs["pads"] if pads is None else pads)]
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    begins, ends = [0] * rank, [0] * rank
+    for i, ax in enumerate(axes):
+        begins[ax], ends[ax] = values[i], values[i + len(axes)]
+    return mode, begins, ends
+
+
+def pad_source(n: int, begin: int, out: int, mode: str) -> np.ndarray:
+    """Input index read for each of `out` output positions along a dim of n (-1: the constant),
+    as mc_pad's pad_source computes it."""
+    i = np.arange(out) - begin
+    inside = (i >= 0) & (i < n)
+    if mode == "edge":
+        return np.clip(i, 0, n - 1)
+    if mode == "reflect":
+        period = 2 * (n - 1)
+        if period == 0:
+            return np.zeros(out, dtype=np.int64)
+        r = np.mod(i, period)
+        return np.where(r < n, r, period - r)
+    return np.where(inside, i, -1)
+
+
+def _const_input(em: Any, node: onnx.NodeProto, i: int, what: str) -> np.ndarray | None:
+    """Input i of a node as a constant array (None when absent); a computed one is refused."""
+    if len(node.input) <= i or not node.input[i]:
+        return None
+    if node.input[i] not in em.consts:
+        raise _err(node, f"{what} must be a constant")
+    return np.asarray(em.consts[node.input[i]])
+
+
 # -- C --------------------------------------------------------------------------------------------
 
 
@@ -185,6 +291,51 @@ def emit_concat(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y:
         lines.append(f"mc_concat_part({em.operand(t)}, {y}, {outer}, {inner_x}, {inner_y}, {offset});")
         offset += inner_x
     return lines
+
+
+def emit_split(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: str) -> list[str]:
+    axis = a.get("axis", 0) % len(xs)
+    sizes = split_sizes(a, xs[axis], len(node.output), _const_input(em, node, 1, "the split sizes"))
+    outer, inner_x, block = _prod(xs[:axis]), _prod(xs[axis:]), _prod(xs[axis + 1 :])
+    lines, offset = [], 0
+    for t, size in zip(node.output, sizes):
+        if t:  # an unused output is skipped
+            args = f"{outer}, {size * block}, {inner_x}, {offset}"
+            lines.append(f"mc_split_part({em.buf(node.input[0])}, {em.buf(t)}, {args});")
+        offset += size * block
+    return lines
+
+
+def emit_slice(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: str) -> list[str]:
+    if len(xs) > 6:
+        raise _err(node, "rank above 6")
+    if "starts" in a:  # opset < 10: attributes
+        bounds = [a["starts"], a["ends"], a.get("axes"), None]
+    else:
+        bounds = [_const_input(em, node, i, "Slice starts, ends, axes and steps") for i in range(1, 5)]
+    first, step, count = slice_plan(node, list(xs), *bounds)
+    if tuple(count) != tuple(ys):
+        raise _err(node, f"output shape {list(count)} differs from the inferred {list(ys)}")
+    if not _prod(ys):
+        return [f"/* {node.output[0]} is empty */"]
+    return [
+        f"mc_slice({em.buf(node.input[0])}, {y}, {len(xs)}, {em.ints(xs)}, {em.ints(first)}, "
+        f"{em.ints(step)}, {em.ints(ys)});"
+    ]
+
+
+def emit_pad(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: str) -> list[str]:
+    if len(xs) > 6:
+        raise _err(node, "rank above 6")
+    pads = _const_input(em, node, 1, "Pad pads")
+    value = _const_input(em, node, 2, "Pad constant_value")
+    axes = _const_input(em, node, 3, "Pad axes")
+    mode, begins, _ = pad_plan(node, a, len(xs), pads, axes)
+    fill = float(value.reshape(-1)[0]) if value is not None and value.size else float(a.get("value", 0.0))
+    return [
+        f"mc_pad({em.buf(node.input[0])}, {y}, {len(xs)}, {em.ints(xs)}, {em.ints(begins)}, {em.ints(ys)}, "
+        f"{PAD_MODES[mode]}, {c_float(fill)});"
+    ]
 
 
 # -- torch ----------------------------------------------------------------------------------------
@@ -319,22 +470,62 @@ def torch_cast(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., A
     return lambda x: x.to(dtype)
 
 
+def torch_split(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+    axis = attrs.get("axis", 0)
+    parts = len(node.output)
+
+    def split(x: Tensor, sizes: Tensor | None = None) -> Tensor | tuple[Tensor, ...]:
+        ax = axis % x.dim()
+        out = x.split(split_sizes(attrs, x.shape[ax], parts, None if sizes is None else sizes.tolist()), ax)
+        return out[0] if parts == 1 else tuple(out)
+
+    return split
+
+
+def _take(x: Tensor, dim: int, index: Any) -> Tensor:
+    """x indexed along dim by an array of indices."""
+    import torch
+
+    return x.index_select(dim, torch.as_tensor(np.asarray(index, dtype=np.int64)))
+
+
+def torch_slice(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+    def slice_(
+        x: Tensor,
+        starts: Tensor | None = None,
+        ends: Tensor | None = None,
+        axes: Tensor | None = None,
+        steps: Tensor | None = None,
+    ) -> Tensor:
+        if starts is None or ends is None:  # opset < 10: attributes
+            bounds = [attrs["starts"], attrs["ends"], attrs.get("axes"), None]
+        else:
+            bounds = [t if t is None else t.tolist() for t in (starts, ends, axes, steps)]
+        first, step, count = slice_plan(node, list(x.shape), *bounds)
+        for d, (b, st, n) in enumerate(zip(first, step, count)):
+            if (b, st, n) == (0, 1, x.shape[d]):
+                continue
+            x = x.narrow(d, b, n) if st == 1 else _take(x, d, np.arange(n) * st + b)
+        return x
+
+    return slice_
+
+
 def torch_pad_op(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
     import torch.nn.functional as F
 
-    from passes.errors import MirrorcError
-
-    mode = attrs.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != "constant":
-        raise MirrorcError(f"torchgraph: node '{node.name}': Pad mode '{mode}' is not supported")
-
     def pad(x: Tensor, pads: Tensor | None = None, value: Tensor | None = None, axes: Tensor | None = None) -> Tensor:
-        if axes is not None:
-            raise MirrorcError(f"torchgraph: node '{node.name}': Pad with axes is not supported")
-        p = list(attrs["pads"]) if pads is None else [int(v) for v in pads.tolist()]
-        v = attrs.get("value", 0.0) if value is None else float(value)
-        return F.pad(x, torch_pad(p, x.dim()), value=v)
+        rank = x.dim()
+        mode, begins, ends = pad_plan(
+            node, attrs, rank, None if pads is None else pads.tolist(), None if axes is None else axes.tolist()
+        )
+        if mode == "constant":
+            v = attrs.get("value", 0.0) if value is None or not value.numel() else float(value.reshape(-1)[0])
+            return F.pad(x, torch_pad(begins + ends, rank), value=v)
+        for d in range(rank):  # reflect, edge: gather each dim through mc_pad's index table
+            if begins[d] or ends[d]:
+                x = _take(x, d, pad_source(x.shape[d], begins[d], x.shape[d] + begins[d] + ends[d], mode))
+        return x
 
     return pad
 
@@ -346,9 +537,9 @@ op("Squeeze", narrow=AS_IS, torch=torch_squeeze, **_VIEW)
 op("Unsqueeze", narrow=AS_IS, torch=torch_unsqueeze, **_VIEW)
 op("Transpose", narrow=AS_IS, torch=torch_transpose, emit=emit_transpose, node_tests=True)
 op("Concat", narrow=AS_IS, torch=torch_concat, emit=emit_concat, node_tests=True)
-op("Split", narrow=narrow_split)
-op("Slice", narrow=narrow_slice)
-op("Pad", narrow=AS_IS, torch=torch_pad_op, config_slots=(2,))
+op("Split", narrow=narrow_split, torch=torch_split, emit=emit_split, multi_output=True, node_tests=True)
+op("Slice", narrow=narrow_slice, torch=torch_slice, emit=emit_slice, node_tests=True)
+op("Pad", narrow=narrow_pad, torch=torch_pad_op, config_slots=(2,), emit=emit_pad, node_tests=True, const_operands=1)
 op("Cast", narrow=AS_IS, torch=torch_cast)
 op("DepthToSpace", narrow=AS_IS)
 op("SpaceToDepth", narrow=AS_IS)

@@ -223,3 +223,24 @@ void mc_channel_affine(const float *x, const float *scale, const float *shift, f
             for (i = 0; i < hw; i++) yp[i] = xp[i] * s + t;
         }
 }
+
+void mc_layernorm(const float *x, const float *scale, const float *bias, float *y, float *mean_out,
+                  float *inv_std_out, int outer, int inner, float eps)
+{
+    int o, i;
+    for (o = 0; o < outer; o++) {
+        const float *xo = x + (long)o * inner;
+        float *yo = y + (long)o * inner;
+        float mean = 0.0f, var = 0.0f, inv;
+        for (i = 0; i < inner; i++) mean += xo[i];
+        mean /= (float)inner;
+        for (i = 0; i < inner; i++) var += (xo[i] - mean) * (xo[i] - mean);
+        inv = 1.0f / mc_sqrtf(var / (float)inner + eps);
+        if (mean_out) mean_out[o] = mean;
+        if (inv_std_out) inv_std_out[o] = inv;
+        for (i = 0; i < inner; i++) {
+            float v = (xo[i] - mean) * inv * scale[i];
+            yo[i] = bias ? v + bias[i] : v;
+        }
+    }
+}

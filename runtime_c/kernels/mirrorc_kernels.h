@@ -81,4 +81,27 @@ int32_t mc_argmax(const float *x, int n);
 /* ArgMax along an axis: x is [outer, len, inner], y is [outer, inner] */
 void mc_argmax_axis(const float *x, int32_t *y, int outer, int len, int inner, int select_last);
 
+/* ---- data movement and normalisation (registry part B) ---- */
+/* mc_layout.c: Split, Slice, Pad, Resize */
+/* one output of a Split: outer blocks of inner_y floats taken at offset within blocks of inner_x */
+void mc_split_part(const float *x, float *y, int outer, int inner_y, int inner_x, int offset);
+/* y = x[starts[d] + i * steps[d]] along each dim (steps may be negative), y of shape out_shape */
+void mc_slice(const float *x, float *y, int rank, const int *in_shape, const int *starts,
+              const int *steps, const int *out_shape);
+#define MC_PAD_CONSTANT 0
+#define MC_PAD_REFLECT 1
+#define MC_PAD_EDGE 2
+/* y[o] = x[o - begins] inside x, else value (constant), the mirrored (reflect) or nearest (edge) x */
+void mc_pad(const float *x, float *y, int rank, const int *in_shape, const int *begins,
+            const int *out_shape, int mode, float value);
+/* 2-D resize of nc planes by per-row and per-column source tables (the compiler resolves the
+ * coordinate mode): y = lerp(lerp(x[y0,x0], x[y0,x1], wx), lerp(x[y1,x0], x[y1,x1], wx), wy);
+ * nearest has y1 = y0, wy = 0 */
+void mc_resize2d(const float *x, float *y, int nc, int h, int w, int oh, int ow, const int *y0,
+                 const int *y1, const float *wy, const int *x0, const int *x1, const float *wx);
+/* mc_pool.c: LayerNormalization over the last `inner` floats of each of `outer` rows; scale and
+ * bias hold `inner` floats; bias, mean_out and inv_std_out (`outer` floats each) may be 0 */
+void mc_layernorm(const float *x, const float *scale, const float *bias, float *y, float *mean_out,
+                  float *inv_std_out, int outer, int inner, float eps);
+
 #endif
