@@ -40,6 +40,7 @@ def compile_model(
     protect: str = "joint",
     select: str | None = None,
     seed: int = 0,
+    init: str = "random",
     config: TrainConfig | None = None,
     limit_train: int | None = None,
     baseline: bool = True,
@@ -48,7 +49,9 @@ def compile_model(
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.train.protect;
-    `channels` defaults to the strategy's C); returns a summary (what `--json` prints)."""
+    `channels` defaults to the strategy's C); returns a summary (what `--json` prints). `init`: "random"
+    trains the backbone from scratch (the paper), "keep" starts it, and original.onnx, from the
+    model's own weights (fine-tuning a trained model)."""
     from mirrorc.pipeline import build_mirrornet
     from mirrorc.train import protect as strategies
     from mirrorc.train.data import load_dataset
@@ -71,7 +74,7 @@ def compile_model(
 
         tee_bytes = parse_size(tee_memory)
 
-    options: dict[str, Any] = {"channels": channels, "seed": seed, "init": "random"}
+    options: dict[str, Any] = {"channels": channels, "seed": seed, "init": init}
     if select is not None:
         options["select"] = select
     initial, info = build_mirrornet(model_path, **options)
@@ -108,6 +111,7 @@ def compile_model(
     )
     original = None
     if baseline:
+        # same_init copies the MirrorNet's backbone: the source's own weights under init="keep"
         source = same_init(onnx.load(str(model_path)), initial)
         # same loss as the paper's MirrorNet, no penalty: the unprotected model as its owner would train it
         base_config = TrainConfig(**{**trained.config, "backbone_penalty": 0.0, "freeze_backbone": False})
@@ -133,6 +137,7 @@ def compile_model(
             "data": data,
             "protect": strategy.name,
             "channels": channels,
+            "init": init,
             "preprocessing": dataset.preprocessing,
             "classes": dataset.classes,
             "config": trained.config,
@@ -151,6 +156,7 @@ def compile_model(
         "model": str(model_path),
         "protect": strategy.name,
         "channels": channels,
+        "init": init,
         "data": data,
         "train_images": int(len(dataset.y_train)),
         "epochs": config.epochs,
@@ -174,6 +180,7 @@ def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, trai
     report["training"] = {
         "data": training["data"],
         "protect": training["protect"],
+        "init": training["init"],
         "preprocessing": training["preprocessing"],
         "config": training["config"],
         "last_epoch": last,
@@ -185,6 +192,8 @@ def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, trai
         "",
         "Training",
         f"  protection: {training['protect']}, C = {training['channels']}",
+        "  initial weights: "
+        + ("the model's own (--init keep)" if training["init"] == "keep" else "random, from scratch (--init random)"),
         f"  data: {training['data']} ({prep.get('train_images')} training images before the validation split)",
         "  preprocessing: " + "; ".join(prep.get("steps", [])),
         f"  mean {prep.get('mean')} std {prep.get('std')} (feed deployed inputs the same way)",
