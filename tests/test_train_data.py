@@ -83,6 +83,17 @@ def test_limit_train_and_stats_from_full_set(tmp_path):
     np.testing.assert_array_equal(part.x_test, full.x_test)
 
 
+def test_limit_test_keeps_the_first_test_images(tmp_path):
+    root = write_idx_dir(tmp_path / "d")
+    full = load_dataset(str(root), data_dir=None, input_shape=(1, 1, 28, 28))
+    part = load_dataset(str(root), data_dir=None, input_shape=(1, 1, 28, 28), limit_test=3)
+    assert len(part.y_test) == 3 and len(part.y_train) == len(full.y_train)
+    np.testing.assert_array_equal(part.x_test, full.x_test[:3])  # fed exactly as without the limit
+    np.testing.assert_array_equal(part.y_test, full.y_test[:3])
+    with pytest.raises(MirrorcError, match="--limit-test: must be positive"):
+        load_dataset(str(root), data_dir=None, input_shape=(1, 1, 28, 28), limit_test=0)
+
+
 def test_image_tarball_and_folder_agree_and_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MIRRORC_CACHE", str(tmp_path / "cache"))
     tar_path = tmp_path / "pets.tar.gz"
