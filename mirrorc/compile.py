@@ -146,7 +146,7 @@ def compile_model(
             "original": [vars(h) for h in original.history] if original else None,
         }
         (tmp / "training.json").write_text(json.dumps(training, indent=2))
-        report = _write_report(trained.model, tmp, tee_bytes, training)
+        report = _write_report(trained.model, tmp, tee_bytes, training, info.get("batch_relaxed"))
         _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
     shutil.rmtree(ckpts, ignore_errors=True)
 
@@ -172,10 +172,13 @@ def _pct(v: float | None) -> float | None:
     return None if v is None else round(100.0 * v, 2)
 
 
-def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, training: dict) -> dict:
+def _write_report(
+    model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, training: dict, batch_relaxed: int | None = None
+) -> dict:
     from mirrorc.plan.report import build_report, format_report
 
     report = build_report(model, tee_memory=tee_bytes)
+    report["batch_relaxed"] = batch_relaxed  # the source's fixed batch, made symbolic by canonicalize
     last = training["mirrornet"][-1] if training["mirrornet"] else None
     report["training"] = {
         "data": training["data"],
@@ -187,9 +190,10 @@ def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, trai
     }
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     prep = training["preprocessing"]
-    lines = [
-        format_report(report).rstrip(),
-        "",
+    lines = [format_report(report).rstrip(), ""]
+    if batch_relaxed is not None:
+        lines += [f"Input: the source fixes the batch at {batch_relaxed}; relaxed to any batch (N)", ""]
+    lines += [
         "Training",
         f"  protection: {training['protect']}, C = {training['channels']}",
         "  initial weights: "
