@@ -3,14 +3,18 @@
 Steps, in order:
 1. convert to opset 17 when the model's default opset is outside 17..21 (onnx.version_converter);
 2. infer shapes and fold constants (the model zoo builds its weights with ConstantOfShape; torch
-   exports compute flatten shapes with Shape/Gather/Concat) with onnx-graphsurgeon; a symbolic batch
-   is replaced by PROBE_BATCH meanwhile so that shape arithmetic folds;
+   exports compute flatten shapes with Shape/Gather/Concat) with onnx-graphsurgeon, again until no
+   Shape node folds (ShuffleNet's channel shuffle reshapes by the Shape of a Shape-sized Slice); a
+   symbolic batch is replaced by PROBE_BATCH meanwhile so that shape arithmetic folds;
+   then refuse attention (MatMul of two activations) by name, and turn a constant-index GatherND
+   chain that only broadcasts a 1x1 map (dynamo's AdaptiveAvgPool2d) into Concats;
 3. drop Dropout and Identity, turn Sum into (a chain of) Add;
 4. find the logits: the input of a trailing Softmax/LogSoftmax (dropped) or the output itself;
    [N, K, 1, 1] logits get a Flatten so the logits are always [N, K];
 5. prune everything the logits do not need, name every node uniquely;
 6. make the batch symbolic ("N") when the graph allows it (Reshape shape constants that spell
-   the batch out become 0 = "copy"); otherwise a fixed source batch is kept;
+   the batch out become 0 = "copy"); otherwise a fixed source batch is kept. A fixed batch made
+   symbolic is `info["batch_relaxed"]` (the compile report says so);
 7. infer shapes; any unknown dimension other than the batch on the way to the logits is an error.
 
 That the canonical model computes the source's logits (the Softmax input, if there was one; its
