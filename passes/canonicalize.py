@@ -60,12 +60,12 @@ class CanonicalizePass(Pass):
                 raise self.fail(f"cannot convert opset {opset} to {TARGET_OPSET}: {first}") from None
         graph = to_gs(model)
         graph.inputs = [t for t in graph.inputs if isinstance(t, gs.Variable)]  # IR-3: weights as inputs
+        self._refuse_attention(graph)  # before folding: a transformer's graph is slow to fold
         x = graph.inputs[0]
         probing = not isinstance(x.shape[0], int)
         if probing:  # fold shape arithmetic (x.view(x.size(0), -1)) at a recognizable batch, then undo it
             x.shape = [PROBE_BATCH, *x.shape[1:]]
         self._fold_shape_arithmetic(graph)
-        self._refuse_attention(graph)
         self._gathers_to_concat(graph)
         self._drop_pass_through(graph)
         self._sum_to_add(graph)
@@ -117,8 +117,12 @@ class CanonicalizePass(Pass):
     def _refuse_attention(self, graph: gs.Graph) -> None:
         """A product of two activations (Q K^T, then scores V) is attention: the mirror pass narrows
         layers with weights, and a transformer has no channel axis for a CPM to copy."""
+        graph.toposort()
+        activations = {t.name for t in graph.inputs}  # tensors computed from the input (weights are not)
         for node in graph.nodes:
-            if node.op in _PRODUCTS and sum(isinstance(t, gs.Variable) for t in node.inputs) >= 2:
+            if any(t.name in activations for t in node.inputs):
+                activations.update(t.name for t in node.outputs)
+            if node.op in _PRODUCTS and sum(t.name in activations for t in node.inputs) >= 2:
                 raise self.fail(
                     f"{node.op} of two activations: attention (a transformer) is not supported; "
                     "mirrorc compiles convolutional classifiers",
