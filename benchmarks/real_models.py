@@ -158,7 +158,8 @@ def print_table(rows: list[dict]) -> None:
     table = []
     for r in rows:
         if "refused" in r and "taps" not in r:
-            cells = [str(r[c]) for c in cols[:5]] + [f"refused: {r['refused']}"]
+            reason = r["refused"].split(" (supported:")[0]  # the list of supported ops stays in the JSON
+            cells = [str(r[c]) for c in cols[:5]] + [f"refused: {reason}"]
         else:
             cells = [str(r[c]) for c in cols[:6]] + [f"{r['cpm_macs_pct']:.2f}%"]
             if "refused" in r:  # compiled, then evaluate failed
