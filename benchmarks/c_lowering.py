@@ -56,6 +56,25 @@ def session(model, threads=1):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def time_c_and_ort(lowered, secure: onnx.ModelProto, normal_out: list[np.ndarray]) -> tuple[float, float]:
+    """Best CPU seconds per batch-1 inference of the C model (loop inside C) and of onnxruntime running
+    the secure graph single-threaded, fastest of 5 interleaved rounds; `normal_out` is normal.onnx's
+    output on one input (backbone_logits, then the taps)."""
+    feeds = {contract.tap_name(k): t for k, t in enumerate(normal_out[1:], 1)}
+    feeds[contract.BACKBONE_LOGITS] = normal_out[0]
+    sec = session(secure)
+    iters = max(5, int(2e5 // max(1, lowered.sizes["arena"] // 64)))
+    iters = min(iters, 2000)
+    c_best, ort_best = float("inf"), float("inf")
+    for _ in range(5):
+        c_t, _ = cbuild.time_lowered(lowered, [t[0] for t in normal_out[1:]], normal_out[0][0], iters=iters, repeats=1)
+        t = time.process_time()
+        for _ in range(iters):
+            sec.run(None, feeds)
+        c_best, ort_best = min(c_best, c_t), min(ort_best, (time.process_time() - t) / iters)
+    return c_best, ort_best
+
+
 def run(name: str, n_inputs: int, channels: int, tmp: Path) -> dict:
     t0 = time.perf_counter()
     mn, _ = build_mirrornet(model_path(name, tmp), channels=channels)
@@ -78,18 +97,7 @@ def run(name: str, n_inputs: int, channels: int, tmp: Path) -> dict:
             worst = max(worst, float(np.abs(c_logits - logits[i]).max()))
 
     # speed on the first input
-    nout = normal_s.run(None, {vi.name: x[:1]})
-    feeds = {contract.tap_name(k): t for k, t in enumerate(nout[1:], 1)} | {contract.BACKBONE_LOGITS: nout[0]}
-    sec = session(secure)
-    iters = max(5, int(2e5 // max(1, lowered.sizes["arena"] // 64)))
-    iters = min(iters, 2000)
-    c_best, ort_best = float("inf"), float("inf")
-    for _ in range(5):
-        c_t, _ = cbuild.time_lowered(lowered, [t[0] for t in nout[1:]], nout[0][0], iters=iters, repeats=1)
-        t = time.process_time()
-        for _ in range(iters):
-            sec.run(None, feeds)
-        c_best, ort_best = min(c_best, c_t), min(ort_best, (time.process_time() - t) / iters)
+    c_best, ort_best = time_c_and_ort(lowered, secure, normal_s.run(None, {vi.name: x[:1]}))
     m = lowered.memory
     return {
         "model": name,

@@ -40,6 +40,7 @@ def compile_model(
     protect: str = "joint",
     select: str | None = None,
     seed: int = 0,
+    init: str = "random",
     config: TrainConfig | None = None,
     limit_train: int | None = None,
     baseline: bool = True,
@@ -48,7 +49,9 @@ def compile_model(
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.train.protect;
-    `channels` defaults to the strategy's C); returns a summary (what `--json` prints)."""
+    `channels` defaults to the strategy's C); returns a summary (what `--json` prints). `init`: "random"
+    trains the backbone from scratch (the paper), "keep" starts it, and original.onnx, from the
+    model's own weights (fine-tuning a trained model)."""
     from mirrorc.pipeline import build_mirrornet
     from mirrorc.train import protect as strategies
     from mirrorc.train.data import load_dataset
@@ -71,7 +74,7 @@ def compile_model(
 
         tee_bytes = parse_size(tee_memory)
 
-    options: dict[str, Any] = {"channels": channels, "seed": seed, "init": "random"}
+    options: dict[str, Any] = {"channels": channels, "seed": seed, "init": init}
     if select is not None:
         options["select"] = select
     initial, info = build_mirrornet(model_path, **options)
@@ -108,6 +111,7 @@ def compile_model(
     )
     original = None
     if baseline:
+        # same_init copies the MirrorNet's backbone: the source's own weights under init="keep"
         source = same_init(onnx.load(str(model_path)), initial)
         # same loss as the paper's MirrorNet, no penalty: the unprotected model as its owner would train it
         base_config = TrainConfig(**{**trained.config, "backbone_penalty": 0.0, "freeze_backbone": False})
@@ -133,6 +137,7 @@ def compile_model(
             "data": data,
             "protect": strategy.name,
             "channels": channels,
+            "init": init,
             "preprocessing": dataset.preprocessing,
             "classes": dataset.classes,
             "config": trained.config,
@@ -141,7 +146,7 @@ def compile_model(
             "original": [vars(h) for h in original.history] if original else None,
         }
         (tmp / "training.json").write_text(json.dumps(training, indent=2))
-        report = _write_report(trained.model, tmp, tee_bytes, training)
+        report = _write_report(trained.model, tmp, tee_bytes, training, info.get("batch_relaxed"))
         _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
     shutil.rmtree(ckpts, ignore_errors=True)
 
@@ -151,6 +156,7 @@ def compile_model(
         "model": str(model_path),
         "protect": strategy.name,
         "channels": channels,
+        "init": init,
         "data": data,
         "train_images": int(len(dataset.y_train)),
         "epochs": config.epochs,
@@ -166,25 +172,32 @@ def _pct(v: float | None) -> float | None:
     return None if v is None else round(100.0 * v, 2)
 
 
-def _write_report(model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, training: dict) -> dict:
+def _write_report(
+    model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, training: dict, batch_relaxed: int | None = None
+) -> dict:
     from mirrorc.plan.report import build_report, format_report
 
     report = build_report(model, tee_memory=tee_bytes)
+    report["batch_relaxed"] = batch_relaxed  # the source's fixed batch, made symbolic by canonicalize
     last = training["mirrornet"][-1] if training["mirrornet"] else None
     report["training"] = {
         "data": training["data"],
         "protect": training["protect"],
+        "init": training["init"],
         "preprocessing": training["preprocessing"],
         "config": training["config"],
         "last_epoch": last,
     }
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     prep = training["preprocessing"]
-    lines = [
-        format_report(report).rstrip(),
-        "",
+    lines = [format_report(report).rstrip(), ""]
+    if batch_relaxed is not None:
+        lines += [f"Input: the source fixes the batch at {batch_relaxed}; relaxed to any batch (N)", ""]
+    lines += [
         "Training",
         f"  protection: {training['protect']}, C = {training['channels']}",
+        "  initial weights: "
+        + ("the model's own (--init keep)" if training["init"] == "keep" else "random, from scratch (--init random)"),
         f"  data: {training['data']} ({prep.get('train_images')} training images before the validation split)",
         "  preprocessing: " + "; ".join(prep.get("steps", [])),
         f"  mean {prep.get('mean')} std {prep.get('std')} (feed deployed inputs the same way)",

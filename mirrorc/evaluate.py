@@ -36,10 +36,19 @@ def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.n
     for name in outputs:
         if name not in names:
             raise MirrorcError(f"{path}: no output '{name}' (has {', '.join(sorted(names))})")
-    feed = sess.get_inputs()[0].name
+    feed = sess.get_inputs()[0]
+    # a model whose batch canonicalize could not relax (or any file with a fixed batch) runs in its own
+    batch = feed.shape[0] if feed.shape and isinstance(feed.shape[0], int) and feed.shape[0] > 0 else BATCH
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-    for s in range(0, len(x), BATCH):
-        for name, value in zip(outputs, sess.run(outputs, {feed: x[s : s + BATCH]})):
+    for s in range(0, len(x), batch):
+        part = x[s : s + batch]
+        if len(part) < batch:  # the last chunk of a fixed batch: pad, then keep the real rows
+            pad = np.zeros((batch - len(part), *part.shape[1:]), part.dtype)
+            values = sess.run(outputs, {feed.name: np.concatenate([part, pad])})
+            values = [v[: len(part)] for v in values]
+        else:
+            values = sess.run(outputs, {feed.name: part})
+        for name, value in zip(outputs, values):
             chunks[name].append(value)
     return {name: np.concatenate(v) for name, v in chunks.items()}
 

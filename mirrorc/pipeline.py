@@ -114,6 +114,7 @@ def _public(ctx: PassContext) -> dict:
         "num_classes": info.get("num_classes"),
         "logits": info.get("logits"),
         "logits_in_source": info.get("logits_in_source"),  # same numbers in the source file (for checks)
+        "batch_relaxed": info.get("batch_relaxed"),  # the source's fixed batch, made symbolic (or None)
         "num_stages": info.get("num_stages"),
         "tap_tensors": info.get("taps"),
         "stage_of": info.get("stage_of"),

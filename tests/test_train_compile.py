@@ -71,3 +71,31 @@ def test_labels_beyond_the_model_are_refused(tmp_path):
             "examples/models/lenet5.onnx", tmp_path / "b", data=str(path), channels=1, config=TrainConfig(epochs=1)
         )
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("init", ["keep", "random"])
+def test_init_keep_starts_from_the_models_own_weights(tmp_path, tiny_npz, init):
+    import onnx
+    from onnx import numpy_helper
+
+    from passes.mirror import is_cpm
+
+    source_path = "examples/models/lenet5.onnx"
+    out = tmp_path / "build"
+    summary = compile_model(
+        source_path, out, data=str(tiny_npz), channels=1, init=init, config=TrainConfig(epochs=0), limit_train=40
+    )
+    source = {t.name: numpy_helper.to_array(t) for t in onnx.load(source_path).graph.initializer}
+
+    def same_as_source(path):
+        weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+        shared = [n for n in weights if n in source and not is_cpm(n) and weights[n].size > 1]
+        assert shared, f"{path} shares no weight name with the source"
+        return all(np.array_equal(weights[n], source[n]) for n in shared)
+
+    assert same_as_source(out / "mirrornet.onnx") == (init == "keep")
+    assert same_as_source(out / "original.onnx") == (init == "keep")
+    assert summary["init"] == init
+    assert json.loads((out / "training.json").read_text())["init"] == init
+    assert json.loads((out / "report.json").read_text())["training"]["init"] == init
+    assert f"(--init {init})" in (out / "report.txt").read_text()

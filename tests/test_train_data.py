@@ -83,6 +83,17 @@ def test_limit_train_and_stats_from_full_set(tmp_path):
     np.testing.assert_array_equal(part.x_test, full.x_test)
 
 
+def test_limit_test_keeps_the_first_test_images(tmp_path):
+    root = write_idx_dir(tmp_path / "d")
+    full = load_dataset(str(root), data_dir=None, input_shape=(1, 1, 28, 28))
+    part = load_dataset(str(root), data_dir=None, input_shape=(1, 1, 28, 28), limit_test=3)
+    assert len(part.y_test) == 3 and len(part.y_train) == len(full.y_train)
+    np.testing.assert_array_equal(part.x_test, full.x_test[:3])  # fed exactly as without the limit
+    np.testing.assert_array_equal(part.y_test, full.y_test[:3])
+    with pytest.raises(MirrorcError, match="--limit-test: must be positive"):
+        load_dataset(str(root), data_dir=None, input_shape=(1, 1, 28, 28), limit_test=0)
+
+
 def test_image_tarball_and_folder_agree_and_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MIRRORC_CACHE", str(tmp_path / "cache"))
     tar_path = tmp_path / "pets.tar.gz"
@@ -176,3 +187,19 @@ def test_cli_bad_data_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     assert not out.exists() and not list(tmp_path.glob(".build*"))
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "nobuild"), "--data", "mnist"])
     assert result.exit_code == 2 and "no mirrornet.onnx" in result.output
+
+
+def test_run_outputs_feeds_a_fixed_batch_model_in_its_own_batch(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mirrorc.evaluate import run_outputs
+
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "fixed", [x_info], [y_info])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(model, str(path))
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)  # 5 rows: two full batches and one padded
+    np.testing.assert_array_equal(run_outputs(path, x, ["y"])["y"], -x)

@@ -84,6 +84,14 @@ def register(main: click.Group) -> None:
     )
     @click.option("--seed", default=0, show_default=True, type=int, help="seeds CPM init, data order and training")
     @click.option(
+        "--init",
+        default="random",
+        show_default=True,
+        type=click.Choice(["random", "keep"]),  # passes.mirror.INIT_MODES (not imported: the CLI starts light)
+        help="backbone's starting weights: random = trained from scratch (the paper); keep = the model's "
+        "own trained weights, fine-tuned with the CPM added (original.onnx starts from them too)",
+    )
+    @click.option(
         "--val-fraction",
         default=0.1,
         show_default=True,
@@ -116,6 +124,7 @@ def register(main: click.Group) -> None:
         penalty_kind: str,
         select: str | None,
         seed: int,
+        init: str,
         val_fraction: float,
         limit_train: int | None,
         tee_memory: str | None,
@@ -152,6 +161,7 @@ def register(main: click.Group) -> None:
             protect=protect,
             select=select,
             seed=seed,
+            init=init,
             config=config,
             limit_train=limit_train,
             baseline=not no_baseline,

@@ -22,10 +22,22 @@ def register(main: click.Group) -> None:
         default=None,
         help="check split execution on the first N test images  [default: all]",
     )
+    @click.option(
+        "--limit-test",
+        type=click.IntRange(min=1),
+        default=None,
+        help="evaluate on the first N test images only  [default: all]",
+    )
     @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
     @user_errors
     def evaluate_cmd(
-        build_dir: str, data: str, data_dir: str | None, no_split_check: bool, split_images: int | None, as_json: bool
+        build_dir: str,
+        data: str,
+        data_dir: str | None,
+        no_split_check: bool,
+        split_images: int | None,
+        limit_test: int | None,
+        as_json: bool,
     ) -> None:
         """Test accuracy of BUILD_DIR's unprotected model, backbone alone and MirrorNet, by onnxruntime."""
         from pathlib import Path
@@ -44,7 +56,11 @@ def register(main: click.Group) -> None:
         except Exception as e:  # protobuf's DecodeError and friends
             raise MirrorcError(f"{mirrornet}: not a readable ONNX model ({e})") from None
         dataset = load_dataset(
-            data, data_dir=data_dir, input_shape=model_input_shape(mirrornet), num_classes=num_classes
+            data,
+            data_dir=data_dir,
+            input_shape=model_input_shape(mirrornet),
+            num_classes=num_classes,
+            limit_test=limit_test,
         )
         result = evaluate(
             build_dir, dataset.x_test, dataset.y_test, split_check=not no_split_check, split_images=split_images

@@ -83,10 +83,12 @@ def load_dataset(
     input_shape: tuple[int, ...],
     limit_train: int | None = None,
     num_classes: int | None = None,
+    limit_test: int | None = None,
 ) -> Dataset:
     """Load a dataset by name (mnist, fashion-mnist, cifar10, looked up in `data_dir` or $MIRRORC_DATA)
     or by path, preprocessed to `input_shape` ([N,] C, H, W or [N,] D). `num_classes`, when given, is the
-    model's: labels outside it are an error."""
+    model's: labels outside it are an error. `limit_test` keeps the first N test images (before they
+    are resized: 10000 CIFAR-10 images at 224x224 would take 6 GB)."""
     path = resolve(name_or_path, data_dir)
     raw = load_raw(path)
     x_train, y_train, x_test, y_test, classes = raw
@@ -99,6 +101,10 @@ def load_dataset(
             raise MirrorcError(f"--limit-train: must be positive, got {limit_train}")
         order = order[:limit_train]
     full_train, x_train, y_train = x_train, x_train[order], y_train[order]
+    if limit_test is not None:
+        if limit_test <= 0:
+            raise MirrorcError(f"--limit-test: must be positive, got {limit_test}")
+        x_test, y_test = x_test[:limit_test], y_test[:limit_test]
 
     k = int(max(y_train.max(), y_test.max())) + 1
     if num_classes is not None:
