@@ -81,4 +81,18 @@ int32_t mc_argmax(const float *x, int n);
 /* ArgMax along an axis: x is [outer, len, inner], y is [outer, inner] */
 void mc_argmax_axis(const float *x, int32_t *y, int outer, int len, int inner, int select_last);
 
+/* ---- activations and reductions (registry part A) ---- */
+float mc_erff(float x);            /* mc_math.c; relative error < 2e-7 (series below 0.8, erfc fit above) */
+/* mc_activation.c */
+void mc_hardswish(const float *x, float *y, int n);
+void mc_erf(const float *x, float *y, int n);
+/* tanh_approx: Gelu's approximate="tanh", else the exact 0.5 x (1 + erf(x / sqrt 2)) */
+void mc_gelu(const float *x, float *y, int n, int tanh_approx);
+/* mc_reduce.c: y[o, i] = mean or max over j of x[o, j, i], x being [outer, len, inner] (the
+ * compiler merges neighbouring axes, so global average pooling is [N*C, H*W, 1]) */
+enum { MC_REDUCE_MEAN = 0, MC_REDUCE_MAX = 1 };
+void mc_reduce_axis(int kind, const float *x, float *y, int outer, int len, int inner);
+/* the same over any axes: reduced[d] != 0 marks a reduced dim of x's shape; y in x's order */
+void mc_reduce_strided(int kind, const float *x, float *y, int rank, const int *shape, const int *reduced);
+
 #endif
