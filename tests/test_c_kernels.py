@@ -309,6 +309,7 @@ def _random_cases(rng):
     # average pooling as exporters write it, the channel axis) or several (mc_reduce_strided)
     cases += [
         ("HardSwish", [("x", shape)], {}, {}),
+        ("HardSigmoid", [("x", shape)], dict(alpha=0.3, beta=0.4), {}),
         ("Erf", [("x", shape)], {}, {}),
         ("ReduceMean", [("x", [2, 6, 7, 5])], dict(axes=[2, 3], keepdims=1), {}),
         ("ReduceMean", [("x", [2, 6, 7, 5])], dict(axes=[-2, -1], keepdims=0), {}),

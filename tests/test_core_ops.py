@@ -130,3 +130,11 @@ def test_binary_inplace_only_without_broadcast():
     assert add.inplace(node, same) and not add.inplace(node, dict(same, b=(1, 1)))
     assert ops.get("PRelu").inplace is False
     assert np.all([ops.get(n).inplace is True for n in ("Relu", "Reshape", "Dropout", "BatchNormalization")])
+
+
+def test_an_op_in_a_module_of_its_own_has_every_part():
+    """HardSigmoid was added as one file (passes/ops/hardsigmoid.py) and its tests, no other edit."""
+    hs = ops.get("HardSigmoid")
+    assert hs is not None and hs.module == "hardsigmoid"
+    assert all(getattr(hs, part) is not None for part in ops.PARTS) and hs.node_tests
+    assert "HardSigmoid" in lower_c.supported_ops() and "HardSigmoid" in ops.with_tap_role("boundary")

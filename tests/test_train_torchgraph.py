@@ -180,6 +180,7 @@ PART_A_CASES = [
     ("ReduceMax", dict(axes=[1, 3], keepdims=0), {}, 17, None),
     ("ReduceMax", {}, {"axes": np.array([-1])}, 18, None),
     ("HardSwish", {}, {}, 17, None),
+    ("HardSigmoid", dict(alpha=0.3, beta=0.4), {}, 17, None),
     ("Erf", {}, {}, 17, None),
     ("Gelu", {}, {}, 20, None),
     ("Gelu", dict(approximate="tanh"), {}, 20, None),
