@@ -8,6 +8,7 @@ difference per op is printed (pytest -s)."""
 from __future__ import annotations
 
 import ctypes
+import math
 import warnings
 from collections import defaultdict
 
@@ -304,9 +305,26 @@ def _random_cases(rng):
             {"s": r(6), "bb": r(6), "mean": r(6), "var": np.abs(r(6)) + 0.1},
         )
     )
-    # wide activations: exercise mc_expf/mc_tanhf over their whole range
+    # registry part A: activations, and reductions over one run of axes (mc_reduce_axis: global
+    # average pooling as exporters write it, the channel axis) or several (mc_reduce_strided)
+    cases += [
+        ("HardSwish", [("x", shape)], {}, {}),
+        ("HardSigmoid", [("x", shape)], dict(alpha=0.3, beta=0.4), {}),
+        ("Erf", [("x", shape)], {}, {}),
+        ("ReduceMean", [("x", [2, 6, 7, 5])], dict(axes=[2, 3], keepdims=1), {}),
+        ("ReduceMean", [("x", [2, 6, 7, 5])], dict(axes=[-2, -1], keepdims=0), {}),
+        ("ReduceMean", [("x", [2, 6, 7, 5])], dict(axes=[1]), {}),
+        ("ReduceMean", [("x", [2, 6, 7, 5])], dict(axes=[0, 2], keepdims=0), {}),
+        ("ReduceMean", [("x", [1, 3, 1, 40])], dict(axes=[1, 3]), {}),
+        ("ReduceMean", [("x", [3, 5, 4])], {}, {}),
+        ("ReduceMax", [("x", [2, 6, 7, 5])], dict(axes=[2, 3], keepdims=0), {}),
+        ("ReduceMax", [("x", [2, 6, 7, 5])], dict(axes=[1, 3]), {}),
+        ("ReduceMax", [("x", [2, 3, 4, 5, 6])], dict(axes=[0, 2, 4], keepdims=0), {}),
+    ]
+    # wide activations: exercise mc_expf/mc_tanhf/mc_erff over their whole range
     cases.append(("Sigmoid", [("x", [1, 4000])], {}, {}))
     cases.append(("Tanh", [("x", [1, 4000])], {}, {}))
+    cases.append(("Erf", [("x", [1, 4000])], {}, {}))
     return cases
 
 
@@ -424,7 +442,7 @@ def test_maxpool_fast_paths_match_onnxruntime(tmp_path):
 @pytest.mark.slow
 def test_math_functions_against_numpy():
     lib = cbuild.load(cbuild.build_kernels())
-    for fn in ("mc_expf", "mc_logf", "mc_tanhf", "mc_sqrtf"):
+    for fn in ("mc_expf", "mc_logf", "mc_tanhf", "mc_sqrtf", "mc_erff"):
         getattr(lib, fn).restype = ctypes.c_float
         getattr(lib, fn).argtypes = [ctypes.c_float]
     lib.mc_powf.restype = ctypes.c_float
@@ -436,6 +454,7 @@ def test_math_functions_against_numpy():
         ("expf", lib.mc_expf, np.exp, xs),
         ("logf", lib.mc_logf, np.log, pos),
         ("tanhf", lib.mc_tanhf, np.tanh, xs),
+        ("erff", lib.mc_erff, np.vectorize(math.erf), np.concatenate([xs / 8, np.geomspace(1e-30, 1, 501)])),
     ]:
         got = np.array([f(float(v)) for v in grid], np.float64)
         want = ref(grid.astype(np.float64))
@@ -451,6 +470,7 @@ def test_math_functions_against_numpy():
     print("  max relative error:", {k: f"{v:.2g}" for k, v in worst.items()})
     # powf = exp(y log x): the error of log x (|log x| up to 88) is scaled by y into exp's argument
     assert max(worst["expf"], worst["logf"], worst["tanhf"], worst["sqrtf"]) < 1e-6 and worst["powf"] < 1e-5, worst
+    assert worst["erff"] < 2e-7, worst  # Maclaurin series below 0.8, Numerical Recipes' erfc fit above
     assert lib.mc_expf(100.0) == float("inf") and lib.mc_expf(-200.0) == 0.0
 
 

@@ -379,3 +379,70 @@ def test_tap_read_after_its_command_is_carried():
         )
         assert c_label == label[0]
         np.testing.assert_allclose(c_logits, logits[0], rtol=1e-5, atol=1e-6)
+
+
+def part_a_cnn(seed: int = 0, opset: int = 20) -> onnx.ModelProto:
+    """A small CNN on the ops of registry part A: HardSwish, Clip with tensor bounds, a Sigmoid-gated
+    squeeze-excite block (ReduceMean over [2, 3] with axes as input, a Mul by a [N, C, 1, 1] gate),
+    Gelu, and global average pooling as ReduceMean keepdims 0 before the dense head."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits: list[onnx.TensorProto] = []
+
+    def init(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def conv(x: str, y: str, cin: int, cout: int, k: int) -> onnx.NodeProto:
+        w = init(f"{y}_w", (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32))
+        b = init(f"{y}_b", (0.1 * rng.standard_normal(cout)).astype(np.float32))
+        return helper.make_node("Conv", [x, w, b], [y], name=y, kernel_shape=[k, k], pads=[k // 2] * 4)
+
+    f32 = np.float32
+    nodes = [
+        conv("input", "c1", 3, 8, 3),
+        helper.make_node("Relu", ["c1"], ["a1"], name="relu"),  # the first conv stays in the backbone
+        conv("a1", "c2", 8, 8, 3),
+        helper.make_node("HardSwish", ["c2"], ["a2"], name="hswish"),
+        helper.make_node("ReduceMean", ["a2", init("hw", np.array([2, 3]))], ["se0"], name="se_pool", keepdims=1),
+        conv("se0", "se1", 8, 4, 1),
+        helper.make_node("Relu", ["se1"], ["se2"], name="se_relu"),
+        conv("se2", "se3", 4, 8, 1),
+        helper.make_node("Sigmoid", ["se3"], ["gate"], name="se_gate"),
+        helper.make_node("Mul", ["a2", "gate"], ["gated"], name="se_scale"),
+        helper.make_node("Clip", ["gated", init("lo", np.array(-1, f32)), init("hi", np.array(3, f32))], ["se"]),
+        conv("se", "c3", 8, 8, 3),
+        helper.make_node("Gelu", ["c3"], ["a3"], name="gelu"),
+        helper.make_node("ReduceMean", ["a3", "hw"], ["pooled"], name="gap", keepdims=0),
+        helper.make_node(
+            "Gemm",
+            ["pooled", init("fc_w", (rng.standard_normal((10, 8)) / 3).astype(f32)), init("fc_b", np.zeros(10, f32))],
+            ["logits"],
+            name="fc",
+            transB=1,
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "part_a_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9
+    return model
+
+
+def test_part_a_cnn_lowers_and_matches_mirrornet(tmp_path):
+    """HardSwish, Clip bounds, squeeze-excite, Gelu and ReduceMean on the CPM's path: narrowed,
+    lowered to C, and the split execution agrees with mirrornet.onnx."""
+    path = tmp_path / "part_a_cnn.onnx"
+    onnx.save(part_a_cnn(), str(path))
+    mn, _ = build_mirrornet(path, channels=2)
+    cpm_ops = {n.op_type for n in mn.graph.node if n.name.startswith("cpm/")}
+    assert {"HardSwish", "Clip", "ReduceMean", "Mul", "Sigmoid", "Gelu"} <= cpm_ops, cpm_ops
+    lowered = check_against_mirrornet(trained_like(mn, seed=3), 40, "part_a_cnn")
+    src = lowered.files["model/mirrorc_model.c"]
+    assert "mc_hardswish(" in src and "mc_gelu(" in src and "mc_reduce_axis(" in src and "mc_binary_bcast(" in src

@@ -142,12 +142,12 @@ def test_trainable_predicate_freezes_weights():
 
 def test_unsupported_op_is_named():
     graph = helper.make_graph(
-        [helper.make_node("Erf", ["x"], ["y"], name="weird")],
+        [helper.make_node("Mish", ["x"], ["y"], name="weird")],
         "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
     )
-    with pytest.raises(MirrorcError, match="'weird'.*Erf"):
+    with pytest.raises(MirrorcError, match="'weird'.*Mish"):
         OnnxModule(helper.make_model(graph))
 
 
@@ -182,6 +182,21 @@ def _split_model(opset: int, sizes: list[int] | None, parts: int) -> onnx.ModelP
     return model
 
 
+def _one_node(op: str, attrs: dict, consts: dict, opset: int, inputs: list[str] | None = None) -> onnx.ModelProto:
+    """x [2, 6, 5, 7] -> op(x, *consts) -> y; `inputs` names the node's inputs when some are omitted ("")."""
+    node = helper.make_node(op, inputs or ["x", *consts], ["y"], name="the_node", **attrs)
+    graph = helper.make_graph(
+        [node],
+        op,
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 6, 5, 7])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
 @pytest.mark.parametrize("opset,sizes,parts", [(11, [2, 5], 2), (13, [1, 4, 2], 3), (18, None, 3), (18, None, 7)])
 def test_split_matches_onnxruntime(opset, sizes, parts):
     model = _split_model(opset, sizes, parts)
@@ -202,3 +217,68 @@ def test_layout_ops_match_onnxruntime():
         compare(model, x, ["y"], f"{op} {attrs}")
         seen.add(op)
     assert seen == {"Pad", "Slice", "Resize", "LayerNormalization"}
+
+
+_f32 = np.float32
+# registry part A: each op as the exporters write it (axes as attribute before opset 18, as input after)
+PART_A_CASES = [
+    ("ReduceMean", dict(axes=[2, 3], keepdims=1), {}, 17, None),
+    ("ReduceMean", dict(keepdims=0), {"axes": np.array([2, 3])}, 18, None),
+    ("ReduceMean", dict(axes=[1]), {}, 17, None),
+    ("ReduceMax", dict(axes=[1, 3], keepdims=0), {}, 17, None),
+    ("ReduceMax", {}, {"axes": np.array([-1])}, 18, None),
+    ("HardSwish", {}, {}, 17, None),
+    ("HardSigmoid", dict(alpha=0.3, beta=0.4), {}, 17, None),
+    ("Erf", {}, {}, 17, None),
+    ("Gelu", {}, {}, 20, None),
+    ("Gelu", dict(approximate="tanh"), {}, 20, None),
+    ("Elu", dict(alpha=0.7), {}, 17, None),
+    ("Max", {}, {"bound": np.array([0.2], _f32)}, 17, None),
+    ("Min", {}, {"bound": np.full((6, 1, 1), 0.1, _f32)}, 17, None),
+    ("Pow", {}, {"exponent": np.array(2.0, _f32)}, 17, None),
+    ("Clip", {}, {"lo": np.array(-0.5, _f32), "hi": np.array(0.7, _f32)}, 17, None),
+    ("Clip", {}, {"hi": np.array(0.3, _f32)}, 17, ["x", "", "hi"]),
+]
+
+
+@pytest.mark.parametrize(
+    "op,attrs,consts,opset,inputs", PART_A_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(PART_A_CASES)]
+)
+def test_part_a_ops_match_onnxruntime(op, attrs, consts, opset, inputs):
+    model = _one_node(op, attrs, consts, opset, inputs)
+    x = np.random.default_rng(4).standard_normal((2, 6, 5, 7)).astype(np.float32)
+    compare(model, x, ["y"], f"{op} opset {opset} {attrs}")
+    # bounds and exponents are configuration: never trained
+    module = OnnxModule(model)
+    assert not [n for n, _ in module.named_onnx_parameters() if n in ("bound", "exponent", "lo", "hi")]
+
+
+def test_squeeze_excite_block_matches_onnxruntime_and_trains():
+    """x * Sigmoid(Conv(Relu(Conv(GAP(x))))): the Mul broadcasts a [N, C, 1, 1] gate over x."""
+    rng = np.random.default_rng(5)
+    w1 = (rng.standard_normal((3, 6, 1, 1)) * 0.5).astype(np.float32)
+    w2 = (rng.standard_normal((6, 3, 1, 1)) * 0.5).astype(np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["s0"], axes=[2, 3], keepdims=1),
+        helper.make_node("Conv", ["s0", "w1"], ["s1"]),
+        helper.make_node("Relu", ["s1"], ["s2"]),
+        helper.make_node("Conv", ["s2", "w2"], ["s3"]),
+        helper.make_node("Sigmoid", ["s3"], ["s4"]),
+        helper.make_node("Mul", ["x", "s4"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "se",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 6, 5, 7])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = rng.standard_normal((2, 6, 5, 7)).astype(np.float32)
+    compare(model, x, ["y", "s4"], "squeeze-excite")
+    module = OnnxModule(model)
+    module(torch.from_numpy(x))["y"].square().mean().backward()
+    grads = {n: float(p.grad.abs().max()) for n, p in module.named_onnx_parameters()}
+    print("squeeze-excite max |grad|:", grads)
+    assert set(grads) == {"w1", "w2"} and all(g > 0 for g in grads.values())

@@ -1,6 +1,6 @@
 """Activations: per position, so the CPM clones them as they are and a tap may follow them.
 C: mc_relu / mc_sigmoid / mc_tanh / mc_leaky_relu / mc_elu / mc_clip (runtime_c/kernels,
-activation family), all in place."""
+mc_elementwise.c) and mc_hardswish / mc_gelu (mc_activation.c), all in place."""
 
 from __future__ import annotations
 
@@ -72,6 +72,28 @@ def torch_clip(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., A
     return clip
 
 
+def torch_elu(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+    import torch.nn.functional as F
+
+    return functools.partial(F.elu, alpha=attrs.get("alpha", 1.0))
+
+
+def gelu_tanh(attrs: dict) -> bool:
+    """Gelu's approximate attribute: "tanh", or "none" (the exact, erf form)."""
+    approx = attrs.get("approximate", b"none")
+    return (approx.decode() if isinstance(approx, bytes) else approx) == "tanh"
+
+
+def torch_gelu(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+    import torch.nn.functional as F
+
+    return functools.partial(F.gelu, approximate="tanh" if gelu_tanh(attrs) else "none")
+
+
+def emit_gelu(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: str) -> list[str]:
+    return [f"mc_gelu({em.buf(node.input[0])}, {y}, {_prod(ys)}, {int(gelu_tanh(a))});"]
+
+
 def torch_leaky_relu(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
     import torch.nn.functional as F
 
@@ -83,7 +105,9 @@ op("Relu", torch=torch_fn("relu", functional=True), emit=emit_unary("mc_relu"), 
 op("Sigmoid", torch=torch_fn("sigmoid"), emit=emit_unary("mc_sigmoid"), **_C)
 op("Tanh", torch=torch_fn("tanh"), emit=emit_unary("mc_tanh"), **_C)
 op("LeakyRelu", torch=torch_leaky_relu, emit=emit_alpha("mc_leaky_relu", 0.01), **_C)
-op("Elu", emit=emit_alpha("mc_elu", 1.0), **_C)
+op("Elu", torch=torch_elu, emit=emit_alpha("mc_elu", 1.0), **_C)
 op("Clip", torch=torch_clip, config_slots=(1, 2), emit=emit_clip, const_operands=1, **_C)
-for _name in ("Selu", "Celu", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "ThresholdedRelu", "Gelu", "Mish"):
+op("HardSwish", torch=torch_fn("hardswish", functional=True), emit=emit_unary("mc_hardswish"), **_C)
+op("Gelu", torch=torch_gelu, emit=emit_gelu, **_C)
+for _name in ("Selu", "Celu", "Softplus", "Softsign", "ThresholdedRelu", "Mish"):
     op(_name)

@@ -1,7 +1,7 @@
 """Elementwise ops. Binary ops (and PRelu) meet two CPM tensors or a CPM tensor and a constant:
 channel counts are matched, constants cut along the narrowed axes (a layer's split-out bias/scale
 reset). Unary math is cloned as is. C: mc_binary / mc_binary_bcast (runtime_c/kernels, elementwise
-family)."""
+family), mc_erf (mc_activation.c)."""
 
 from __future__ import annotations
 
@@ -123,6 +123,29 @@ def torch_prelu(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., 
     return prelu
 
 
+def emit_erf(em: Any, node: onnx.NodeProto, a: dict, xs: tuple, ys: tuple, y: str) -> list[str]:
+    return [f"mc_erf({em.buf(node.input[0])}, {y}, {_prod(ys)});"]
+
+
+def torch_extremum(name: str) -> Callable[..., Any]:
+    """Builder of variadic Max/Min: torch.maximum/minimum folded over the inputs (they broadcast)."""
+
+    def build(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
+        import torch
+
+        pairwise = getattr(torch, name)
+
+        def extremum(*xs: Tensor) -> Tensor:
+            out = xs[0]
+            for x in xs[1:]:
+                out = pairwise(out, x)
+            return out
+
+        return extremum
+
+    return build
+
+
 def torch_sum(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
     def total(*xs: Tensor) -> Tensor:
         out = xs[0]
@@ -145,9 +168,17 @@ for _name, _torch_name in (("Add", "add"), ("Sub", "sub"), ("Mul", "mul"), ("Div
         node_tests=True,
         **_BIN,
     )
-op("Max", emit=emit_binary("MC_MAX"), inplace=binary_inplace, **_BIN)
-op("Min", emit=emit_binary("MC_MIN"), inplace=binary_inplace, **_BIN)
-op("Pow", narrow=narrow_elementwise)
+# a constant operand of Max/Min is a bound and Pow's exponent a setting: configuration, not weights
+for _name, _torch_name in (("Max", "maximum"), ("Min", "minimum")):
+    op(
+        _name,
+        torch=torch_extremum(_torch_name),
+        config_slots=(0, 1),
+        emit=emit_binary(f"MC_{_name.upper()}"),
+        inplace=binary_inplace,
+        **_BIN,
+    )
+op("Pow", narrow=narrow_elementwise, torch=torch_fn("pow"), config_slots=(1,))
 # PRelu is an activation to the tap rule; its slope may broadcast, so the kernel never runs in place
 op(
     "PRelu",
@@ -163,7 +194,16 @@ op("Sum", torch=torch_sum)
 op("Neg", narrow=AS_IS, keeps_shape=True, torch=torch_fn("neg"))
 op("Sqrt", narrow=AS_IS, keeps_shape=True, torch=torch_fn("sqrt"))
 op("Exp", narrow=AS_IS, keeps_shape=True, torch=torch_fn("exp"))
-for _name in ("Abs", "Reciprocal", "Erf"):
+op(
+    "Erf",
+    narrow=AS_IS,
+    keeps_shape=True,
+    torch=torch_fn("erf"),
+    emit=emit_erf,
+    inplace=True,
+    node_tests=True,
+)
+for _name in ("Abs", "Reciprocal"):
     op(_name, narrow=AS_IS, keeps_shape=True)
 for _name in ("Log", "Floor", "Ceil"):
     op(_name, narrow=AS_IS)

@@ -103,5 +103,18 @@ void mc_resize2d(const float *x, float *y, int nc, int h, int w, int oh, int ow,
  * bias hold `inner` floats; bias, mean_out and inv_std_out (`outer` floats each) may be 0 */
 void mc_layernorm(const float *x, const float *scale, const float *bias, float *y, float *mean_out,
                   float *inv_std_out, int outer, int inner, float eps);
+/* ---- activations and reductions (registry part A) ---- */
+float mc_erff(float x);            /* mc_math.c; relative error < 2e-7 (series below 0.8, erfc fit above) */
+/* mc_activation.c */
+void mc_hardswish(const float *x, float *y, int n);
+void mc_erf(const float *x, float *y, int n);
+/* tanh_approx: Gelu's approximate="tanh", else the exact 0.5 x (1 + erf(x / sqrt 2)) */
+void mc_gelu(const float *x, float *y, int n, int tanh_approx);
+/* mc_reduce.c: y[o, i] = mean or max over j of x[o, j, i], x being [outer, len, inner] (the
+ * compiler merges neighbouring axes, so global average pooling is [N*C, H*W, 1]) */
+enum { MC_REDUCE_MEAN = 0, MC_REDUCE_MAX = 1 };
+void mc_reduce_axis(int kind, const float *x, float *y, int outer, int len, int inner);
+/* the same over any axes: reduced[d] != 0 marks a reduced dim of x's shape; y in x's order */
+void mc_reduce_strided(int kind, const float *x, float *y, int rank, const int *shape, const int *reduced);
 
 #endif
