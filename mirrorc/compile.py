@@ -10,10 +10,11 @@ once the build is complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,18 @@ from passes import contract
 
 def checkpoint_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.checkpoints"
+
+
+@contextlib.contextmanager
+def _no_empty_dir(path: Path) -> Iterator[None]:
+    """On failure, remove `path` if it is an empty directory: checkpoints worth resuming stay, an
+    empty leftover beside the build does not."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only succeeds when empty
+        raise
 
 
 def compile_model(
@@ -88,7 +101,8 @@ def compile_model(
     ckpts = checkpoint_dir(out_dir)
     if not resume:
         shutil.rmtree(ckpts, ignore_errors=True)
-    ckpts.mkdir(parents=True, exist_ok=True)
+    # no mkdir: the first checkpoint written creates the directory (atomic_file), and a failure
+    # before then must not leave an empty one beside the build
 
     def fingerprint(model: onnx.ModelProto) -> str:
         # a checkpoint only resumes the same model on the same data
@@ -96,58 +110,59 @@ def compile_model(
         h.update(json.dumps([data, limit_train, dataset.preprocessing.get("train_images")]).encode())
         return h.hexdigest()
 
-    trained = train(
-        initial,
-        dataset.x_train,
-        dataset.y_train,
-        config,
-        logits=contract.MIRRORNET_LOGITS,
-        backbone_logits=contract.BACKBONE_LOGITS,
-        checkpoint=ckpts / "mirrornet.pt",
-        resume=resume,
-        fingerprint=fingerprint(initial),
-        progress_desc="mirrornet",
-        log=log,
-    )
-    original = None
-    if baseline:
-        # same_init copies the MirrorNet's backbone: the source's own weights under init="keep"
-        source = same_init(onnx.load(str(model_path)), initial)
-        # same loss as the paper's MirrorNet, no penalty: the unprotected model as its owner would train it
-        base_config = TrainConfig(**{**trained.config, "backbone_penalty": 0.0, "freeze_backbone": False})
-        original = train(
-            source,
+    with _no_empty_dir(ckpts):
+        trained = train(
+            initial,
             dataset.x_train,
             dataset.y_train,
-            base_config,
-            logits=logits_tensor(source),
-            checkpoint=ckpts / "original.pt",
+            config,
+            logits=contract.MIRRORNET_LOGITS,
+            backbone_logits=contract.BACKBONE_LOGITS,
+            checkpoint=ckpts / "mirrornet.pt",
             resume=resume,
-            fingerprint=fingerprint(source),
-            progress_desc="original",
+            fingerprint=fingerprint(initial),
+            progress_desc="mirrornet",
             log=log,
         )
+        original = None
+        if baseline:
+            # same_init copies the MirrorNet's backbone: the source's own weights under init="keep"
+            source = same_init(onnx.load(str(model_path)), initial)
+            # same loss as the paper's MirrorNet, no penalty: the unprotected model as its owner would train it
+            base_config = TrainConfig(**{**trained.config, "backbone_penalty": 0.0, "freeze_backbone": False})
+            original = train(
+                source,
+                dataset.x_train,
+                dataset.y_train,
+                base_config,
+                logits=logits_tensor(source),
+                checkpoint=ckpts / "original.pt",
+                resume=resume,
+                fingerprint=fingerprint(source),
+                progress_desc="original",
+                log=log,
+            )
 
-    with atomic_dir(out_dir) as tmp:
-        mirrornet_bytes = trained.model.SerializeToString()
-        (tmp / "mirrornet.onnx").write_bytes(mirrornet_bytes)
-        if original is not None:
-            (tmp / "original.onnx").write_bytes(original.model.SerializeToString())
-        training = {
-            "data": data,
-            "protect": strategy.name,
-            "channels": channels,
-            "init": init,
-            "preprocessing": dataset.preprocessing,
-            "classes": dataset.classes,
-            "config": trained.config,
-            "limit_train": limit_train,
-            "mirrornet": [vars(h) for h in trained.history],
-            "original": [vars(h) for h in original.history] if original else None,
-        }
-        (tmp / "training.json").write_text(json.dumps(training, indent=2))
-        report = _write_report(trained.model, tmp, tee_bytes, training, info.get("batch_relaxed"))
-        _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
+        with atomic_dir(out_dir) as tmp:
+            mirrornet_bytes = trained.model.SerializeToString()
+            (tmp / "mirrornet.onnx").write_bytes(mirrornet_bytes)
+            if original is not None:
+                (tmp / "original.onnx").write_bytes(original.model.SerializeToString())
+            training = {
+                "data": data,
+                "protect": strategy.name,
+                "channels": channels,
+                "init": init,
+                "preprocessing": dataset.preprocessing,
+                "classes": dataset.classes,
+                "config": trained.config,
+                "limit_train": limit_train,
+                "mirrornet": [vars(h) for h in trained.history],
+                "original": [vars(h) for h in original.history] if original else None,
+            }
+            (tmp / "training.json").write_text(json.dumps(training, indent=2))
+            report = _write_report(trained.model, tmp, tee_bytes, training, info.get("batch_relaxed"))
+            _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
     shutil.rmtree(ckpts, ignore_errors=True)
 
     last = trained.last

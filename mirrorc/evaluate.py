@@ -19,18 +19,15 @@ BATCH = 1000
 
 
 def _session(path: Path):
-    import onnxruntime as ort
+    from mirrorc.tee.runtime import onnx_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-        raise MirrorcError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+    return onnx_session(path)
 
 
 def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
     """Run an ONNX file on x in batches and return the requested outputs, concatenated."""
+    from mirrorc.tee.runtime import error_reason
+
     sess = _session(path)
     names = {o.name for o in sess.get_outputs()}
     for name in outputs:
@@ -42,12 +39,15 @@ def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.n
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     for s in range(0, len(x), batch):
         part = x[s : s + batch]
-        if len(part) < batch:  # the last chunk of a fixed batch: pad, then keep the real rows
-            pad = np.zeros((batch - len(part), *part.shape[1:]), part.dtype)
-            values = sess.run(outputs, {feed.name: np.concatenate([part, pad])})
-            values = [v[: len(part)] for v in values]
-        else:
+        pad = batch - len(part) if batch != BATCH else 0  # the last chunk of a fixed batch: pad it
+        if pad:
+            part = np.concatenate([part, np.zeros((pad, *part.shape[1:]), part.dtype)])
+        try:
             values = sess.run(outputs, {feed.name: part})
+        except Exception as e:  # a loadable model that does not take these inputs (onnxruntime's types)
+            raise MirrorcError(f"{path}: onnxruntime cannot run it ({error_reason(e)})") from None
+        if pad:
+            values = [v[: len(part) - pad] for v in values]
         for name, value in zip(outputs, values):
             chunks[name].append(value)
     return {name: np.concatenate(v) for name, v in chunks.items()}
@@ -59,7 +59,12 @@ def predictions(values: np.ndarray) -> np.ndarray:
 
 
 def model_input_shape(path: Path) -> tuple[int, ...]:
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise MirrorcError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    if not model.graph.input:
+        raise MirrorcError(f"{path}: the graph has no input")
     dims = model.graph.input[0].type.tensor_type.shape.dim
     return tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
 

@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parent
 KERNEL_DIR = ROOT / "kernels"
 TEMPLATE_DIR = ROOT / "ta"
 SHIM_DIR = ROOT / "shim"
+FUZZ_DIR = ROOT / "fuzz"
 
 
 def kernel_sources() -> list[Path]:

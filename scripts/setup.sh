@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything mirrorc needs on a fresh machine: a virtualenv in .venv with mirrorc installed
-# (CPU build of torch first, so pip never pulls a multi-GB CUDA build), and the aarch64 cross
-# compiler that checks the generated TA sources build freestanding, and qemu-user, which runs the
-# generated C built for aarch64 (tests/test_ta_board.py).
+# (CPU build of torch first, so pip never pulls a multi-GB CUDA build), the aarch64 cross
+# compiler that checks the generated TA sources build freestanding, qemu-user, which runs the
+# generated C built for aarch64 (tests/test_ta_board.py), and clang (libFuzzer, ASan, UBSan) for
+# the TA fuzzing harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -21,6 +22,12 @@ if ! command -v qemu-aarch64 >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq qemu-user) >/dev/null 2>&1 \
       || echo "setup: could not install qemu-user; the aarch64 execution tests will be skipped" >&2
+  fi
+fi
+if ! command -v clang >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq clang) >/dev/null 2>&1 \
+      || echo "setup: could not install clang; the TA fuzzing tests will be skipped" >&2
   fi
 fi
 echo "setup: ok ($(python --version), torch $(python -c 'import torch;print(torch.__version__)'))"

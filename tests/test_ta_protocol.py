@@ -356,6 +356,28 @@ def test_host_example_links_against_the_shim(build, tmp_path):
     assert proc.returncode == 1 and "TEEC_InitializeContext failed: 0xffff0008" in proc.stderr
 
 
+def test_host_makefile_uses_the_cross_compiler(tmp_path):
+    """`make CROSS_COMPILE=...` in build/host compiles and links with the cross gcc (make's own
+    default CC=cc must not win), and an explicit CC still does. Dry runs: no compiler needed."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    write_fixture_build(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "CC"}
+
+    def commands(*args: str) -> list[str]:
+        make = ["make", "-n", "-B", "-C", str(tmp_path / "host"), *args]
+        out = subprocess.run(make, capture_output=True, text=True, env=env, check=True).stdout
+        return [line for line in out.splitlines() if " -o " in line]
+
+    cross = commands("CROSS_COMPILE=aarch64-linux-gnu-", "TEEC_EXPORT=/opt/teec")
+    print(cross)
+    assert len(cross) == 2 and all(line.startswith("aarch64-linux-gnu-gcc ") for line in cross)
+    assert all(line.startswith("clang ") for line in commands("CC=clang"))
+    assert all(line.startswith("gcc ") for line in commands("CROSS_COMPILE="))
+
+
 def test_client_structures_match_the_c_header():
     """mirrorc.tee.teec's ctypes layouts equal tee_client_api.h's (checked by the C compiler)."""
     from mirrorc.backend import cbuild

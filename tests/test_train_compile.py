@@ -99,3 +99,49 @@ def test_init_keep_starts_from_the_models_own_weights(tmp_path, tiny_npz, init):
     assert json.loads((out / "training.json").read_text())["init"] == init
     assert json.loads((out / "report.json").read_text())["training"]["init"] == init
     assert f"(--init {init})" in (out / "report.txt").read_text()
+
+
+def test_cli_resume_refuses_a_planted_checkpoint(tmp_path, tiny_npz):
+    """`mirrorc compile --resume` with a file planted where a checkpoint goes: one line, exit 2, and
+    the code the file carries never runs."""
+    import pickle
+    import subprocess
+    import sys
+
+    out = tmp_path / "build"
+    marker = tmp_path / "code_ran"
+
+    class RunsCode:
+        def __reduce__(self) -> tuple:
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    checkpoint_dir(out).mkdir()
+    (checkpoint_dir(out) / "mirrornet.pt").write_bytes(pickle.dumps({"fingerprint": RunsCode()}, protocol=2))
+    args = ["compile", "examples/models/lenet5.onnx", "-o", str(out), "--data", str(tiny_npz), "--epochs", "1"]
+    r = subprocess.run(
+        [sys.executable, "-m", "mirrorc.cli", *args, "--resume", "--channels", "1", "--no-baseline"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(r.stderr)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "mirrornet.pt: not a mirrorc checkpoint (refused by the weights-only unpickler:" in r.stderr
+    assert "unsupported GLOBAL posix.system" in r.stderr
+    assert not marker.exists() and not out.exists()
+
+
+def test_failed_compile_leaves_no_empty_checkpoint_dir(tmp_path, tiny_npz, monkeypatch):
+    import mirrorc.compile as comp
+
+    def broken(*args, **kwargs):
+        raise MirrorcError("train: simulated failure before the first checkpoint")
+
+    monkeypatch.setattr(comp, "train", broken)
+    out = tmp_path / "build"
+    with pytest.raises(MirrorcError, match="simulated"):
+        compile_model("examples/models/lenet5.onnx", out, data=str(tiny_npz), channels=1, config=TrainConfig(epochs=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.npz"]  # no build, no .build.checkpoints/

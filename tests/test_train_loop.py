@@ -138,3 +138,85 @@ def test_without_torch_the_message_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # what an environment without torch looks like
     with pytest.raises(MirrorcError, match=r"pip install torch==2\.13\.0.*mirrorc\[train\]"):
         require_torch()
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a planted "checkpoint" could do under a full unpickler."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_checkpoints_are_refused_without_running_code(tmp_path):
+    import pickle
+
+    import torch
+
+    x, y = tiny_data(32)
+    marker = tmp_path / "code_ran"
+    planted = {
+        "a pickle that runs code": pickle.dumps({"fingerprint": "m", "x": _RunsCode(str(marker))}, protocol=2),
+        "random bytes": np.random.default_rng(0).bytes(4096),
+        "empty file": b"",
+    }
+    for field_case, state in {
+        "a list": [1, 2, 3],
+        "no fingerprint": {"epoch": 1},
+        "epoch as text": {
+            "epoch": "1",
+            "module": {},
+            "optimizer": {},
+            "scheduler": {},
+            "history": [],
+            "config": {},
+            "outputs": [],
+            "fingerprint": "m",
+        },
+    }.items():
+        torch.save(state, tmp_path / "t.pt")
+        planted[field_case] = (tmp_path / "t.pt").read_bytes()
+    ckpt = tmp_path / "ck.pt"
+    for case, data in planted.items():
+        ckpt.write_bytes(data)
+        with pytest.raises(MirrorcError) as e:
+            train(
+                example_model("lenet5"),
+                x,
+                y,
+                TrainConfig(epochs=1, batch_size=16),
+                checkpoint=ckpt,
+                resume=True,
+                fingerprint="m",
+            )
+        message = str(e.value)
+        print(f"{case}: {message}")
+        assert message.startswith(f"{ckpt}: not a mirrorc checkpoint") and "\n" not in message, case
+    assert not marker.exists(), "unpickling the planted checkpoint ran its code"
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
+    x, y = tiny_data(32)
+    ckpt = tmp_path / "ck.pt"
+    train(example_model("lenet5"), x, y, TrainConfig(epochs=1, batch_size=16), checkpoint=ckpt, fingerprint="m")
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    name = next(iter(state["module"]))
+    state["module"][name] = torch.zeros(3)  # a tensor of another shape under a right name
+    torch.save(state, ckpt)
+    with pytest.raises(MirrorcError, match="checkpoint does not fit the model") as e:
+        train(
+            example_model("lenet5"),
+            x,
+            y,
+            TrainConfig(epochs=2, batch_size=16),
+            checkpoint=ckpt,
+            resume=True,
+            fingerprint="m",
+        )
+    assert "\n" not in str(e.value)

@@ -8,6 +8,7 @@ library is ever loaded by a concurrent run)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -91,6 +92,7 @@ def build(
     if out.exists():
         return out
 
+    made_dest = not dest.is_dir()
     dest.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=dest)
     os.close(fd)
@@ -103,6 +105,9 @@ def build(
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
+        if made_dest and not out.exists():  # a failed build leaves no empty directory (e.g. ta/sim/)
+            with contextlib.suppress(OSError):
+                dest.rmdir()
     return out
 
 

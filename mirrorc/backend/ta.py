@@ -246,6 +246,38 @@ def build_simulator(build_dir: str | os.PathLike, *, debug: bool = False) -> Pat
     )
 
 
+# libFuzzer with the address and undefined-behaviour sanitizers; any UB report is a finding.
+FUZZ_CFLAGS = (
+    "-std=c99",
+    "-O1",
+    "-g",
+    "-fsanitize=fuzzer,address,undefined",
+    "-fno-sanitize-recover=undefined",
+    "-D_GNU_SOURCE",
+)
+
+
+def build_fuzzer(build_dir: str | os.PathLike, compiler: str = "clang") -> Path:
+    """The libFuzzer harness runtime_c/fuzz/ta_fuzz.c linked with the build's TA (entry points,
+    generated model, kernels) and the Internal API shim, under ASan and UBSan (tests and
+    benchmarks; reads the TA sources, like build_simulator)."""
+    ta_dir = Path(build_dir) / "ta"
+    headers = sorted((ta_dir / "include").glob("*_ta.h"))
+    if not (ta_dir / "sub.mk").is_file() or len(headers) != 1:
+        raise MirrorcError(f"{ta_dir}: not a mirrorc TA directory (no sub.mk or no single include/*_ta.h)")
+    return cbuild.build(
+        ta_sources(ta_dir) + [SHIM / "tee_internal_sim.c", runtime_c.FUZZ_DIR / "ta_fuzz.c"],
+        kind="exe",
+        name="ta_fuzz",
+        include_dirs=[SHIM, *ta_include_dirs(ta_dir)],
+        cflags=FUZZ_CFLAGS,
+        defines={"MIRRORC_FUZZ_TA_HEADER": f'"{headers[0].name}"'},
+        ldflags=["-fsanitize=fuzzer,address,undefined"],
+        compiler=compiler,
+        out_dir=ta_dir / "sim",  # beside the simulator: host builds of the TA, holding its weights
+    )
+
+
 def _source_stamp(ta_dir: Path) -> list:
     """What the TA sources look like from outside (name, size, mtime), read without opening them."""
     stamp = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +42,29 @@ def load_plan(build_dir: str | Path) -> dict:
     return plan
 
 
+def error_reason(e: BaseException) -> str:
+    """The first non-empty line of an exception from a library (onnxruntime's run to many lines,
+    some empty), or its type when it says nothing."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def onnx_session(path: Path, opts: Any = None) -> Any:
+    """An onnxruntime session on the ONNX file `path` of a build; a file onnxruntime cannot load
+    (truncated, not ONNX, refused by its checks) is one line naming the file, with its reason."""
+    import onnxruntime as ort
+
+    if not path.is_file():  # also keeps devices and FIFOs (a symlink to /dev/zero) from being read
+        raise MirrorcError(f"{path}: not found, or not a regular file")
+    if opts is None:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        raise MirrorcError(f"{path}: onnxruntime cannot load it ({error_reason(e)})") from None
+
+
 class ProtectedModel(teec.ClosedOnCollect):
     """A mirrorc build run as deployed: backbone in onnxruntime, CPM in the TA."""
 
@@ -54,13 +78,12 @@ class ProtectedModel(teec.ClosedOnCollect):
         self.build_dir, self.tee, self.mode = Path(build_dir), tee, mode
         self.plan = plan = load_plan(self.build_dir)
         normal = self.build_dir / "normal.onnx"
-        if not normal.is_file():
-            raise MirrorcError(f"{normal}: not found")
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        self.backbone = ort.InferenceSession(str(normal), opts, providers=["CPUExecutionProvider"])
+        self.backbone = onnx_session(normal, opts)
         inp = self.backbone.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = [d if isinstance(d, int) else None for d in inp.shape[1:]]

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -246,8 +248,8 @@ def train(
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if resume and ckpt and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        if state.get("fingerprint") != fingerprint:
+        state = load_checkpoint(ckpt)
+        if state["fingerprint"] != fingerprint:
             raise MirrorcError(f"{ckpt}: checkpoint belongs to another model or dataset; remove it to start afresh")
         # more epochs may be asked for on resume; every other option must match
         same = {k: v for k, v in asdict(config).items() if k != "epochs"}
@@ -258,10 +260,16 @@ def train(
                 f"{ckpt}: checkpoint was made with different options "
                 f"({state.get('config')}); remove it or use the same options"
             )
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = [EpochStats(**h) for h in state["history"]]
+        try:
+            module.load_state_dict(state["module"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history = [EpochStats(**h) for h in state["history"]]
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise MirrorcError(
+                f"{ckpt}: checkpoint does not fit the model ({first}); remove it to start afresh"
+            ) from None
         start_epoch = state["epoch"]
         if log:
             log(f"{progress_desc}: resumed from {ckpt} after epoch {start_epoch}")
@@ -348,6 +356,54 @@ def train(
     bar.close()
     module = module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
     return TrainResult(module.write_back(), history, asdict(config))
+
+
+# What a checkpoint holds (written by `train` after each epoch) and the type of each entry.
+CHECKPOINT_FIELDS = {
+    "epoch": int,
+    "module": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "history": list,
+    "config": dict,
+    "outputs": list,
+    "fingerprint": str,
+}
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what was refused (its other lines advise
+    loading the file with the full unpickler, which is what must not happen here)."""
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    for line in str(e).splitlines():
+        line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+        if line and not line.startswith(advice):
+            return f"refused by the weights-only unpickler: {line[:160]}"
+    return type(e).__name__
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `train`, loaded without running any code it might carry: torch's
+    weights-only unpickler admits tensors and plain containers, numbers and strings, nothing that
+    executes; then every field is checked before the caller uses any of it."""
+    torch = require_torch()
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it did not write
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+        raise MirrorcError(f"{path}: not a mirrorc checkpoint ({_unpickler_reason(e)}); remove it") from None
+    if not isinstance(state, dict):
+        raise MirrorcError(f"{path}: not a mirrorc checkpoint (holds a {type(state).__name__}); remove it")
+    for key, kind in CHECKPOINT_FIELDS.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise MirrorcError(
+                f"{path}: not a mirrorc checkpoint (field {key!r} is not of type {kind.__name__}); remove it"
+            )
+    if state["epoch"] < 0 or not all(isinstance(h, dict) for h in state["history"]):
+        raise MirrorcError(f"{path}: not a mirrorc checkpoint (bad 'epoch' or 'history'); remove it")
+    return state
 
 
 def backbone_penalty(backbone_logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sim_doorbell.h"
@@ -209,12 +211,26 @@ static void invoke(const struct msim_request *req, struct msim_response *rsp)
 	unmap_params(req->param_types, params, rsp);
 }
 
+/* Whether memfd `fd` holds at least `size` bytes and can never hold fewer: touching a mapping
+ * past the end of its file is SIGBUS, so a client must not be able to declare more than it has,
+ * nor shrink the file once the simulator relies on it. The shrink seal is added here (the client
+ * creates its memfds sealable); a file that cannot be sealed is refused. */
+static int memfd_covers(int fd, uint64_t size)
+{
+	struct stat st;
+	int seals;
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0 &&
+	    ((seals = fcntl(fd, F_GET_SEALS)) < 0 || !(seals & F_SEAL_SHRINK)))
+		return 0;
+	return fstat(fd, &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size >= size;
+}
+
 static void shm_register(const struct msim_request *req, struct msim_response *rsp, int fd)
 {
 	rsp->origin = TEE_ORIGIN_COMMS;
 	rsp->result = TEE_ERROR_BAD_PARAMETERS;
 	if (fd < 0 || req->shm_id == 0 || req->shm_id >= MSIM_MAX_SHM || shms[req->shm_id].base ||
-	    req->shm_size == 0)
+	    req->shm_size == 0 || !memfd_covers(fd, req->shm_size))
 		goto out;
 	void *base = mmap(NULL, (size_t)req->shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED) {
@@ -328,6 +344,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	sock = MSIM_SOCKET_FD;
+	if (!memfd_covers(MSIM_MAILBOX_FD, MSIM_MAILBOX_BYTES)) {
+		fprintf(stderr, "mirrorc TA simulator: the mailbox on fd %d is not a sealable memfd of "
+				"%zu bytes\n", MSIM_MAILBOX_FD, (size_t)MSIM_MAILBOX_BYTES);
+		return 2;
+	}
 	mb = mmap(NULL, MSIM_MAILBOX_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, MSIM_MAILBOX_FD, 0);
 	if (mb == MAP_FAILED) {
 		fprintf(stderr, "mirrorc TA simulator: no mailbox on fd %d\n", MSIM_MAILBOX_FD);

@@ -35,6 +35,10 @@
 extern char **environ;
 
 #define ALIGN8(x) (((x) + 7u) & ~(size_t)7u)
+/* The largest bounce buffer for temporary memrefs: far beyond any TA's parameters (OP-TEE's own
+ * limit on non-contiguous shared memory is smaller), and small enough that the doubling growth in
+ * ensure_bounce and every size sum below stay far from SIZE_MAX. */
+#define MAX_BOUNCE_BYTES ((size_t)1 << 30)
 
 /* TA-side parameter types (TEE_PARAM_TYPE_*), the values OP-TEE hands the TA. */
 enum { TA_NONE = 0, TA_VALUE_IN = 1, TA_VALUE_OUT = 2, TA_VALUE_INOUT = 3,
@@ -152,7 +156,8 @@ static uint32_t shm_create(struct context_rec *c, size_t size, void **base)
 	if (id == MSIM_MAX_SHM)
 		return 0;
 
-	memfd = memfd_create("mirrorc-teec-shm", MFD_CLOEXEC);
+	/* sealable: the simulator seals it against shrinking before it maps it */
+	memfd = memfd_create("mirrorc-teec-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (memfd < 0 || ftruncate(memfd, (off_t)size) != 0)
 		goto fail;
 	*base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
@@ -226,7 +231,7 @@ TEEC_Result TEEC_InitializeContext(const char *name, TEEC_Context *context)
 		return TEEC_ERROR_BAD_PARAMETERS;
 	if (!path || access(path, X_OK) != 0)
 		return TEEC_ERROR_ITEM_NOT_FOUND; /* no such TEE */
-	mbfd = memfd_create("mirrorc-teec-mailbox", MFD_CLOEXEC);
+	mbfd = memfd_create("mirrorc-teec-mailbox", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (mbfd < 0)
 		return TEEC_ERROR_OUT_OF_MEMORY;
 	mbfd = above_fixed_fds(mbfd);
@@ -314,11 +319,14 @@ void TEEC_FinalizeContext(TEEC_Context *context)
 	context->imp.fd = -1;
 }
 
-/* Make the bounce buffer hold at least `need` bytes. Caller holds c->lock. */
+/* Make the bounce buffer hold at least `need` bytes (at most MAX_BOUNCE_BYTES, so the doubling
+ * cannot wrap). Caller holds c->lock. */
 static TEEC_Result ensure_bounce(struct context_rec *c, size_t need)
 {
 	if (need <= c->bounce_size)
 		return TEEC_SUCCESS;
+	if (need > MAX_BOUNCE_BYTES)
+		return TEEC_ERROR_OUT_OF_MEMORY;
 	size_t size = c->bounce_size ? c->bounce_size : 4096;
 	while (size < need)
 		size *= 2;
@@ -351,11 +359,17 @@ static TEEC_Result build_request(struct context_rec *c, TEEC_Operation *op,
 	req->param_types = 0;
 	if (!op)
 		return TEEC_SUCCESS;
+	/* Sizes come from the caller: each is bounded before it is rounded up or added, so neither
+	 * ALIGN8 nor the sum can wrap (a wrapped total would under-size the bounce buffer). */
 	for (i = 0; i < 4; i++) {
 		uint32_t t = TEEC_PARAM_TYPE_GET(op->paramTypes, i);
 		if (t >= TEEC_MEMREF_TEMP_INPUT && t <= TEEC_MEMREF_TEMP_INOUT &&
-		    op->params[i].tmpref.buffer)
-			temp_bytes += ALIGN8(op->params[i].tmpref.size);
+		    op->params[i].tmpref.buffer) {
+			size_t size = op->params[i].tmpref.size;
+			if (size > MAX_BOUNCE_BYTES || ALIGN8(size) > MAX_BOUNCE_BYTES - temp_bytes)
+				return TEEC_ERROR_OUT_OF_MEMORY;
+			temp_bytes += ALIGN8(size);
+		}
 	}
 	if (temp_bytes) {
 		TEEC_Result res = ensure_bounce(c, temp_bytes);
@@ -398,6 +412,9 @@ static TEEC_Result build_request(struct context_rec *c, TEEC_Operation *op,
 			TEEC_SharedMemory *shm = param->memref.parent;
 			if (!shm || shm->imp.id <= 0 || shm->imp.id >= MSIM_MAX_SHM ||
 			    !shm_table[shm->imp.id].used || shm_table[shm->imp.id].ctx_fd != c->fd)
+				return TEEC_ERROR_BAD_PARAMETERS;
+			/* a size changed after registration must not reach past the shared copy */
+			if (shm->size > shm->imp.alloced_size)
 				return TEEC_ERROR_BAD_PARAMETERS;
 			size_t offset = 0, size = shm->size;
 			uint32_t dir = shm->flags & (TEEC_MEM_INPUT | TEEC_MEM_OUTPUT);
