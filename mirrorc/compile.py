@@ -54,12 +54,16 @@ def compile_model(
     from mirrorc.train.data import load_dataset
 
     require_torch()  # fail before any work if training is impossible
+    from mirrorc.train.distributed import join_from_env, world
+
     strategy = strategies.get(protect)
     config = replace(
         config or TrainConfig(seed=seed, backbone_penalty=strategy.backbone_penalty),
         freeze_backbone=strategy.freeze_backbone,
     )
     config.check()
+    join_from_env(config.device)  # under torchrun; a no-op otherwise
+    main_rank = world()[0] == 0
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():
         raise MirrorcError(f"{model_path}: model file not found")
@@ -83,9 +87,10 @@ def compile_model(
     )
 
     ckpts = checkpoint_dir(out_dir)
-    if not resume:
-        shutil.rmtree(ckpts, ignore_errors=True)
-    ckpts.mkdir(parents=True, exist_ok=True)
+    if main_rank:  # rank 0 alone writes checkpoints and the build
+        if not resume:
+            shutil.rmtree(ckpts, ignore_errors=True)
+        ckpts.mkdir(parents=True, exist_ok=True)
 
     def fingerprint(model: onnx.ModelProto) -> str:
         # a checkpoint only resumes the same model on the same data
@@ -124,6 +129,8 @@ def compile_model(
             log=log,
         )
 
+    if not main_rank:
+        return {}
     with atomic_dir(out_dir) as tmp:
         mirrornet_bytes = trained.model.SerializeToString()
         (tmp / "mirrornet.onnx").write_bytes(mirrornet_bytes)
