@@ -54,7 +54,7 @@ def compile_model(
     from mirrorc.train.data import load_dataset
 
     require_torch()  # fail before any work if training is impossible
-    from mirrorc.train.distributed import join_from_env, world
+    from mirrorc.train.distributed import join_from_env, resolve_device, world
 
     strategy = strategies.get(protect)
     config = replace(
@@ -62,6 +62,7 @@ def compile_model(
         freeze_backbone=strategy.freeze_backbone,
     )
     config.check()
+    resolve_device(config.device)  # a bad --device fails before any work
     join_from_env(config.device)  # under torchrun; a no-op otherwise
     main_rank = world()[0] == 0
     model_path, out_dir = Path(model_path), Path(out_dir)

@@ -155,6 +155,21 @@ def test_ctrl_c_says_how_to_resume(monkeypatch):
     assert "resume with: mirrorc compile m.onnx --data mnist -o 'my build' --resume" in result.output
 
 
+def test_bad_device_is_one_line_exit_2(tmp_path):
+    from mirrorc.cli import main
+
+    model = tmp_path / "lenet5.onnx"
+    model.write_bytes(example_model("lenet5").SerializeToString())
+    for argv in (
+        ["compile", str(model), "--data", "mnist", "--device", "tpu"],
+        ["attack", str(tmp_path), "--data", "mnist", "--device", "tpu"],
+    ):
+        result = CliRunner().invoke(main, argv)
+        print(argv[0], result.exit_code, result.output.strip())
+        assert result.exit_code == 2
+        assert result.output.strip() == "mirrorc: error: --device: one of auto, cpu, cuda, cuda:N, not 'tpu'"
+
+
 @pytest.mark.slow
 @needs_mnist
 def test_mnist_compile_on_two_processes_matches_one(tmp_path):
