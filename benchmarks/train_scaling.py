@@ -68,6 +68,7 @@ def main() -> None:
         "threads_per_process": int(os.environ["MIRRORC_THREADS"]),
         "single_process_seconds": rows[0]["seconds"],
         "rounds": args.rounds,
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),  # other jobs sharing the cores
     }
     write_results(
         "train_scaling",

@@ -263,7 +263,7 @@ class Schedule:
     lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     val_fraction: float = 0.2
     trial_fraction: float = 0.5  # learning-rate trials run this share of the steps (the final run: all)
-    device: str = "auto"  # where each attack trains (mirrorc.train.distributed.resolve_device); float32 everywhere
+    device: str = "cpu"  # where each attack trains (resolve_device; the CLI says auto); float32 everywhere
 
     def steps(self, n: int) -> int:
         return max(self.min_steps, self.epochs * math.ceil(n / self.batch))

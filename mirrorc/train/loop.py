@@ -84,7 +84,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     fast: bool = False  # channels_last + bf16 autocast: ~3x on conv-heavy models on recent x86 CPUs
     freeze_backbone: bool = False  # train only the CPM (mirrorc.train.protect's random-backbone strategy)
-    device: str = "auto"  # auto, cpu, cuda, cuda:N (mirrorc.train.distributed.resolve_device)
+    device: str = "cpu"  # cpu, auto, cuda, cuda:N (mirrorc.train.distributed.resolve_device); the CLI says auto
 
     def check(self) -> None:
         if self.epochs < 0:
