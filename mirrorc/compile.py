@@ -70,12 +70,17 @@ def compile_model(
     from mirrorc.train.data import load_dataset
 
     require_torch()  # fail before any work if training is impossible
+    from mirrorc.train.distributed import join_from_env, resolve_device, world
+
     strategy = strategies.get(protect)
     config = replace(
         config or TrainConfig(seed=seed, backbone_penalty=strategy.backbone_penalty),
         freeze_backbone=strategy.freeze_backbone,
     )
     config.check()
+    resolve_device(config.device)  # a bad --device fails before any work
+    join_from_env(config.device)  # under torchrun; a no-op otherwise
+    main_rank = world()[0] == 0
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():
         raise MirrorcError(f"{model_path}: model file not found")
@@ -99,7 +104,7 @@ def compile_model(
     )
 
     ckpts = checkpoint_dir(out_dir)
-    if not resume:
+    if main_rank and not resume:  # rank 0 alone writes checkpoints and the build
         shutil.rmtree(ckpts, ignore_errors=True)
     # no mkdir: the first checkpoint written creates the directory (atomic_file), and a failure
     # before then must not leave an empty one beside the build
@@ -143,6 +148,8 @@ def compile_model(
                 log=log,
             )
 
+        if not main_rank:
+            return {}
         with atomic_dir(out_dir) as tmp:
             mirrornet_bytes = trained.model.SerializeToString()
             (tmp / "mirrornet.onnx").write_bytes(mirrornet_bytes)

@@ -263,6 +263,7 @@ class Schedule:
     lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     val_fraction: float = 0.2
     trial_fraction: float = 0.5  # learning-rate trials run this share of the steps (the final run: all)
+    device: str = "cpu"  # where each attack trains (resolve_device; the CLI says auto); float32 everywhere
 
     def steps(self, n: int) -> int:
         return max(self.min_steps, self.epochs * math.ceil(n / self.batch))
@@ -315,6 +316,7 @@ def train(
     batch: int,
     seed: int,
     desc: str = "",
+    device: str = "cpu",
 ) -> onnx.ModelProto:
     """Train the initializers chosen by `trainable` with Adam + cosine decay, cross-entropy on `output`,
     through mirrorc.train.loop's loop (a frozen BatchNorm keeps its statistics); return the model with
@@ -322,11 +324,13 @@ def train(
     import torch
 
     from mirrorc.cli.common import progress
+    from mirrorc.train.distributed import resolve_device
     from mirrorc.train.interpreter import OnnxModule
     from mirrorc.train.loop import fit, trainable_parameters
 
     torch.manual_seed(seed)
-    module = OnnxModule(model, outputs=[output], trainable=trainable)
+    on = resolve_device(device)
+    module = OnnxModule(model, outputs=[output], trainable=trainable).to(on)
     params = trainable_parameters(module)
     if not params:
         raise MirrorcError(f"{desc or 'attack'}: nothing to train (no initializer selected)")
@@ -341,6 +345,7 @@ def train(
         lambda out, yb: torch.nn.functional.cross_entropy(out[output], yb),
         opt,
         scheduler=sched,
+        device=on,
     )
     module.eval()
     return module.write_back()
@@ -400,6 +405,7 @@ def fit_and_score(
                     batch=schedule.batch,
                     seed=seed,
                     desc=f"{attack.name}{f' start {k}' if k else ''} b={budget} s={seed} lr={lr:g}",
+                    device=schedule.device,
                 )
                 val = accuracy(trial, attack.output, x[val_idx], y[val_idx])
                 if val > best_val:
@@ -415,6 +421,7 @@ def fit_and_score(
         batch=schedule.batch,
         seed=seed,
         desc=f"{attack.name} b={budget} s={seed}",
+        device=schedule.device,
     )
     return Result(
         attack.name,

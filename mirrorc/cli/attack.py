@@ -68,6 +68,12 @@ def register(main: click.Group) -> None:
         help="torch threads for training (0: torch's default; 1 is faster on a busy machine)",
     )
     @click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="where the attacks train: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N",
+    )
+    @click.option(
         "--save",
         "save_path",
         default=None,
@@ -87,6 +93,7 @@ def register(main: click.Group) -> None:
         lr_grid: str,
         attacks: str,
         threads: int,
+        device: str,
         save_path: str | None,
         as_json: bool,
     ) -> None:
@@ -108,11 +115,14 @@ def register(main: click.Group) -> None:
             import torch
 
             torch.set_num_threads(threads)
+        from mirrorc.train.distributed import resolve_device
+
+        resolve_device(device)  # fail on a bad --device before any work
         view = atk.load_view(build_dir)  # fail on a bad build before reading the dataset
         from mirrorc.train.data import load_dataset
 
         dataset = load_dataset(data, data_dir=data_dir, input_shape=view.input_shape)
-        schedule = atk.Schedule(epochs=epochs, min_steps=min_steps, lr_grid=grid)
+        schedule = atk.Schedule(epochs=epochs, min_steps=min_steps, lr_grid=grid, device=device)
         report = atk.run(
             build_dir,
             dataset,

@@ -42,10 +42,11 @@ def echo_json(obj: object) -> None:
 
 
 def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm[T]:  # kwargs: tqdm's options
-    """A tqdm progress bar on stderr; silent when stderr is not a terminal unless MIRRORC_PROGRESS=1."""
+    """A tqdm progress bar on stderr; silent when stderr is not a terminal unless MIRRORC_PROGRESS=1,
+    and when the caller says disable=True (a rank other than 0)."""
     import os
 
     from tqdm import tqdm
 
-    disable = not (sys.stderr.isatty() or os.environ.get("MIRRORC_PROGRESS") == "1")
+    disable = kwargs.pop("disable", False) or not (sys.stderr.isatty() or os.environ.get("MIRRORC_PROGRESS") == "1")
     return tqdm(iterable, file=sys.stderr, disable=disable, dynamic_ncols=True, **kwargs)

@@ -13,6 +13,15 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _resume_command() -> str:
+    """The command line that was run, with --resume (how to continue after Ctrl-C)."""
+    import shlex
+    import sys
+
+    args = sys.argv[1:]
+    return shlex.join(["mirrorc", *args, *([] if "--resume" in args else ["--resume"])])
+
+
 def register(main: click.Group) -> None:
     @main.command("compile")
     @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
@@ -107,6 +116,20 @@ def register(main: click.Group) -> None:
         help="channels_last + bf16 autocast (faster for wide conv nets on CPUs with bf16 support; slightly less exact)",
     )
     @click.option("--resume", is_flag=True, help="continue from the per-epoch checkpoints of an interrupted run")
+    @click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="where to train: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N; CUDA trains in mixed precision",
+    )
+    @click.option(
+        "--nproc",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1),
+        help="train with N local processes (DistributedDataParallel; the global batch and lr unchanged); "
+        "across machines run the same command under torchrun instead (docs/ARCHITECTURE.md)",
+    )
     @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
     @user_errors
     def compile_cmd(
@@ -131,12 +154,17 @@ def register(main: click.Group) -> None:
         no_baseline: bool,
         fast: bool,
         resume: bool,
+        device: str,
+        nproc: int,
         as_json: bool,
     ) -> None:
         """Compile MODEL (ONNX classifier) into a MirrorNet deployment in OUTPUT: train it on DATA
         (backbone and CPM jointly, or the CPM alone under --protect random-backbone), then write
         mirrornet.onnx, original.onnx, normal.onnx, ta/, host/, plan.json and the report."""
+        import functools
+
         from mirrorc.compile import compile_model
+        from mirrorc.train.distributed import run_local
         from mirrorc.train.loop import TrainConfig
 
         if backbone_penalty is None:
@@ -151,8 +179,10 @@ def register(main: click.Group) -> None:
             penalty_kind=penalty_kind,
             val_fraction=val_fraction,
             fast=fast,
+            device=device,
         )
-        summary = compile_model(
+        run = functools.partial(
+            compile_model,
             model,
             out_dir,
             data=data,
@@ -169,6 +199,13 @@ def register(main: click.Group) -> None:
             resume=resume,
             log=None if as_json else _log,
         )
+        try:
+            summary = run_local(nproc, device, run)
+        except KeyboardInterrupt:
+            _log(f"mirrorc: interrupted; the finished epochs are checkpointed, resume with: {_resume_command()}")
+            raise SystemExit(130) from None
+        if not summary:  # a rank other than 0 under torchrun: rank 0 reports
+            return
         if as_json:
             echo_json(summary)
             return

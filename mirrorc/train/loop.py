@@ -15,6 +15,12 @@ keeps ~91-94% on its own (benchmarks/table2.py). `backbone_penalty` W > 0 adds W
 Adam, seeded: the same seed, data and model give the same weights. A checkpoint is written after
 every epoch; `resume` continues from it.
 
+Where it runs is mirrorc.train.distributed's: `device` (on CUDA with automatic mixed precision: bf16
+where the GPU has it, else fp16 with a GradScaler, as torch.amp documents) and, inside a process
+group, DistributedDataParallel: each rank trains on its part of every global batch, rank 0 alone
+writes checkpoints and logs, the epoch figures are summed over the ranks. On CPU in one process
+nothing changes: the same weights, bit for bit.
+
 `fit` is the one training loop of mirrorc: `train` here, the attacks (mirrorc.attack.thief) and the
 probe trainer (mirrorc.attack.defense) each bring their own batch order, loss, optimiser and schedule
 to it. What is trainable is the module's (OnnxModule(trainable=...)), and a frozen BatchNorm keeps its
@@ -32,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -42,7 +48,11 @@ from passes.mirror import is_cpm
 
 if TYPE_CHECKING:
     import torch
-    from torch import Tensor  # for closures inside functions where `torch` is a local (require_torch)
+
+    # for annotations inside functions where `torch` is a local (require_torch)
+    from torch import Tensor
+    from torch import dtype as TorchDtype
+    from torch.nn import Module
 
 TORCH_HINT = (
     "training needs torch: install the CPU build first (pip install torch==2.13.0 "
@@ -76,6 +86,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     fast: bool = False  # channels_last + bf16 autocast: ~3x on conv-heavy models on recent x86 CPUs
     freeze_backbone: bool = False  # train only the CPM (mirrorc.train.protect's random-backbone strategy)
+    device: str = "cpu"  # cpu, auto, cuda, cuda:N (mirrorc.train.distributed.resolve_device); the CLI says auto
 
     def check(self) -> None:
         if self.epochs < 0:
@@ -166,22 +177,34 @@ def fit(
     forward: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
     scored: str | None = None,
     after_step: Callable[[dict[str, torch.Tensor], torch.Tensor], None] | None = None,
+    device: torch.device | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    on_batch: Callable[[int, float], None] | None = None,
 ) -> FitTotals:
     """The training loop: for each index batch of `batches`, forward (x[idx], default `module`),
     `loss_of(outputs, y[idx])`, one optimiser step, then one scheduler step. `after_step(outputs, y[idx])`
     runs after the update (the probe trainer's adversary learns there); `scored` names the output whose
-    arg-max is counted as correct. The module is in train() mode; BatchNorm nodes whose scale and bias
-    are frozen stay in inference mode (mirrorc.train.interpreter)."""
+    arg-max is counted as correct; `on_batch(images, loss)` follows each step (the progress bar).
+    Batches go to `device` (a CUDA one: through pinned memory); `scaler` is fp16's loss scaling.
+    The module is in train() mode; BatchNorm nodes whose scale and bias are frozen stay in inference
+    mode (mirrorc.train.interpreter)."""
     forward = forward or module
     totals = FitTotals()
     module.train()
     for idx in batches:
         xb, yb = x[idx], y[idx]
+        if device is not None and device.type == "cuda":
+            xb, yb = xb.pin_memory().to(device, non_blocking=True), yb.pin_memory().to(device, non_blocking=True)
         out = forward(xb)
         loss = loss_of(out, yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         if scheduler is not None:
             scheduler.step()
         if after_step is not None:
@@ -190,6 +213,8 @@ def fit(
         if scored is not None:
             totals.correct += int((out[scored].detach().argmax(1) == yb).sum())
         totals.seen += len(idx)
+        if on_batch is not None:
+            on_batch(len(idx), float(loss.detach()))
     return totals
 
 
@@ -217,9 +242,14 @@ def train(
 
     from mirrorc.cli.common import progress
     from mirrorc.outdir import atomic_file
+    from mirrorc.train.distributed import rank_device, resolve_device, shard, sum_across, world
     from mirrorc.train.interpreter import OnnxModule
 
     config.check()
+    device = rank_device(resolve_device(config.device))
+    rank, ranks = world()
+    if rank != 0:
+        log = None  # rank 0 speaks for all
     if backbone_logits is None and config.backbone_penalty > 0:
         raise MirrorcError("--backbone-penalty: the model has no backbone_logits output (not a MirrorNet)")
     logits = logits or logits_tensor(model)
@@ -228,7 +258,7 @@ def train(
     torch.manual_seed(config.seed)
     if config.freeze_backbone and backbone_logits is None:
         raise MirrorcError("freeze_backbone: the model has no backbone_logits output (not a MirrorNet)")
-    module = OnnxModule(model, outputs=outputs, trainable=is_cpm if config.freeze_backbone else None)
+    module = OnnxModule(model, outputs=outputs, trainable=is_cpm if config.freeze_backbone else None).to(device)
     train_idx, val_idx = split_validation(len(y), config.val_fraction, config.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     if config.fast:
@@ -251,9 +281,9 @@ def train(
         state = load_checkpoint(ckpt)
         if state["fingerprint"] != fingerprint:
             raise MirrorcError(f"{ckpt}: checkpoint belongs to another model or dataset; remove it to start afresh")
-        # more epochs may be asked for on resume; every other option must match
-        same = {k: v for k, v in asdict(config).items() if k != "epochs"}
-        if {k: v for k, v in state.get("config", {}).items() if k != "epochs"} != same or state.get(
+        # more epochs may be asked for on resume, and on another device; every other option must match
+        same = {k: v for k, v in asdict(config).items() if k not in ("epochs", "device")}
+        if {k: v for k, v in state.get("config", {}).items() if k not in ("epochs", "device")} != same or state.get(
             "outputs"
         ) != outputs:
             raise MirrorcError(
@@ -278,14 +308,38 @@ def train(
         for s in range(0, len(indices), 1000):
             yield torch.from_numpy(indices[s : s + 1000])
 
-    def forward(xb: Tensor, bf16: bool = config.fast) -> dict[str, Tensor]:
+    # mixed precision: bf16 on CPU with --fast; on CUDA always, fp16 (loss-scaled) where bf16 is missing
+    autocast: tuple[str, TorchDtype] | None = ("cpu", torch.bfloat16) if config.fast else None
+    scaler = None
+    if device.type == "cuda":
+        autocast = ("cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        scaler = torch.amp.GradScaler("cuda") if autocast[1] == torch.float16 else None
+    net: Module = module
+    if ranks > 1:
+        import warnings
+
+        from passes.upstream import upstream_nodes
+
+        # DDP must be told when a trainable weight gets no gradient (one only backbone_logits uses,
+        # without a penalty on them); telling it needlessly costs a graph traversal per step
+        in_loss = [logits] + ([backbone_logits] if backbone_logits and config.backbone_penalty > 0 else [])
+        feeding = {i for n in upstream_nodes(model.graph, in_loss) for i in n.input}
+        unused = any(p.requires_grad and name not in feeding for name, p in module.named_onnx_parameters())
+        # a weight with a size-1 dimension (conv1 of a 1-channel input) has two valid stride layouts
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        # DDP broadcasts rank 0's weights now and averages the gradients at every step
+        net = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
+
+    def forward(xb: Tensor, mixed: bool = True, through: Module = net) -> dict[str, Tensor]:
         if config.fast:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        if bf16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = module(xb)
+        if mixed and autocast is not None:
+            with torch.autocast(autocast[0], dtype=autocast[1]):
+                out = through(xb)
             return {k: v.float() for k, v in out.items()}
-        return module(xb)
+        return through(xb)
 
     def evaluate(indices: np.ndarray) -> tuple[float | None, float | None]:
         if len(indices) == 0:
@@ -293,11 +347,13 @@ def train(
         module.eval()
         hits = {name: 0 for name in outputs}
         with torch.no_grad():
-            for idx in batches_of(indices):
-                out = forward(xt[idx], bf16=False)  # validated as it is exported and deployed: float32
+            for idx in batches_of(shard(indices, rank, ranks)):  # each rank scores its part
+                # validated as it is exported and deployed: float32, the plain module
+                out = forward(xt[idx].to(device), mixed=False, through=module)
                 for name in outputs:
-                    hits[name] += int((out[name].argmax(1) == yt[idx]).sum())
-        return (hits[logits] / len(indices), hits[backbone_logits] / len(indices) if backbone_logits else None)
+                    hits[name] += int((out[name].argmax(1).cpu() == yt[idx]).sum())
+        total = dict(zip(outputs, sum_across([float(hits[name]) for name in outputs])))
+        return (total[logits] / len(indices), total[backbone_logits] / len(indices) if backbone_logits else None)
 
     def loss_of(out: dict[str, Tensor], yb: Tensor) -> Tensor:
         loss = F.cross_entropy(out[logits], yb)
@@ -306,21 +362,48 @@ def train(
             loss = loss + config.backbone_penalty * backbone_penalty(out[backbone_logits], yb, config.penalty_kind)
         return loss
 
-    bar = progress(
-        range(start_epoch, config.epochs), desc=progress_desc, unit="epoch", initial=start_epoch, total=config.epochs
-    )
-    for epoch in bar:
+    for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
-        # the order of epoch e depends only on (seed, e): a resumed run sees the same batches
+        # the order of epoch e depends only on (seed, e): a resumed run sees the same batches; each
+        # rank takes its part of every global batch (a tail batch smaller than the ranks is dropped)
         order = train_idx[np.random.default_rng([config.seed, epoch]).permutation(len(train_idx))]
-        torch.manual_seed(config.seed * 100003 + epoch)  # dropout masks, if the model has any
-        batches = (torch.from_numpy(order[s : s + config.batch_size]) for s in range(0, len(order), config.batch_size))
-        totals = fit(module, xt, yt, batches, loss_of, optimizer, scheduler=scheduler, forward=forward, scored=logits)
+        torch.manual_seed(config.seed * 100003 + epoch + 7919 * rank)  # dropout masks, if the model has any
+        global_batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+        batches = [torch.from_numpy(shard(b, rank, ranks)) for b in global_batches if len(b) >= ranks]
+        bar = progress(
+            total=sum(len(b) for b in global_batches if len(b) >= ranks),
+            desc=f"{progress_desc} {epoch + 1}/{config.epochs}",
+            unit="img",
+            unit_scale=True,
+            leave=False,
+            disable=rank != 0,
+        )
+
+        def on_batch(images: int, loss: float, bar: Any = bar) -> None:
+            bar.update(images * ranks)  # the ranks' parts are equal to within one image
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        totals = fit(
+            net,
+            xt,
+            yt,
+            batches,
+            loss_of,
+            optimizer,
+            scheduler=scheduler,
+            forward=forward,
+            scored=logits,
+            device=device,
+            scaler=scaler,
+            on_batch=on_batch,
+        )
+        bar.close()
+        loss_sum, correct, seen = sum_across([totals.loss, float(totals.correct), float(totals.seen)])
         val_acc, val_backbone = evaluate(val_idx)
         stats = EpochStats(
             epoch + 1,
-            totals.loss / max(totals.seen, 1),
-            totals.correct / max(totals.seen, 1),
+            loss_sum / max(seen, 1),
+            correct / max(seen, 1),
             val_acc,
             val_backbone,
             time.perf_counter() - began,
@@ -331,14 +414,13 @@ def train(
             postfix["val"] = f"{val_acc:.4f}"
         if val_backbone is not None:
             postfix["val_backbone"] = f"{val_backbone:.4f}"
-        bar.set_postfix(postfix)
         if log:
             log(
                 f"{progress_desc} epoch {stats.epoch}/{config.epochs}: "
                 + " ".join(f"{k} {v}" for k, v in postfix.items())
                 + f" ({stats.seconds:.1f}s)"
             )
-        if ckpt:
+        if ckpt and rank == 0:
             with atomic_file(ckpt) as tmp:
                 torch.save(
                     {
@@ -353,7 +435,6 @@ def train(
                     },
                     tmp,
                 )
-    bar.close()
     module = module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
     return TrainResult(module.write_back(), history, asdict(config))
 

@@ -4,6 +4,7 @@ and shift), mc_lrn, mc_layernorm (runtime_c/kernels/mc_pool.c)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,10 +53,71 @@ class _TorchBatchNorm:
 
         if training and not self.frozen:
             tracked = self.stats_are_buffers
+            if _ranks() > 1:
+                return _sync_batch_norm(x, scale, bias, mean if tracked else None, var if tracked else None, self)
             return F.batch_norm(
                 x, mean if tracked else None, var if tracked else None, scale, bias, True, self.momentum, self.eps
             )
         return F.batch_norm(x, mean, var, scale, bias, False, 0.0, self.eps)
+
+
+def _ranks() -> int:
+    """The world size of the torch.distributed process group this process trains in (1 outside one)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+@functools.cache
+def _sum_over_ranks() -> Any:
+    """An autograd function summing a tensor over the ranks, differentiably: the gradient of a sum is
+    the sum of the ranks' gradients (torch.distributed.nn.functional.all_reduce, now deprecated, did
+    this). Made on first use: passes/ does not need torch to import."""
+    import torch
+    import torch.distributed as dist
+
+    class SumOverRanks(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, local: Any) -> Any:
+            total = local.clone()
+            dist.all_reduce(total)
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            total = grad.clone()
+            dist.all_reduce(total)
+            return total
+
+    return SumOverRanks.apply
+
+
+def _sync_batch_norm(x: Any, scale: Any, bias: Any, mean: Any, var: Any, bn: _TorchBatchNorm) -> Any:
+    """Training-mode BatchNormalization over the batch of all ranks (torch.nn.SyncBatchNorm's
+    semantics, on the interpreter's functional form): the mean and variance are all-reduced, through
+    differentiable collectives so that the gradient is the global batch's too; the running statistics
+    (when tracked) move by the global ones, the variance unbiased as F.batch_norm does."""
+    import torch
+
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    xf = x.float()  # statistics in float32 even under fp16/bf16 autocast
+    count = torch.tensor([xf.numel() // xf.shape[1]], dtype=xf.dtype, device=xf.device)
+    sums = _sum_over_ranks()(torch.cat([xf.sum(dims), count]))
+    n = sums[-1]
+    batch_mean = sums[:-1] / n
+    centred = xf - batch_mean.view(shape)
+    batch_var = _sum_over_ranks()((centred * centred).sum(dims)) / n  # two passes: no E[x^2]-E[x]^2 cancellation
+    if mean is not None and var is not None:
+        with torch.no_grad():
+            mean.mul_(1 - bn.momentum).add_(bn.momentum * batch_mean)
+            var.mul_(1 - bn.momentum).add_(bn.momentum * batch_var * n / (n - 1).clamp(min=1))
+    y = centred * torch.rsqrt(batch_var + bn.eps).view(shape)
+    if scale is not None:
+        y = y * scale.float().view(shape)
+    if bias is not None:
+        y = y + bias.float().view(shape)
+    return y.to(x.dtype)
 
 
 def torch_batchnorm(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
