@@ -189,7 +189,7 @@ def _load_tensor_data(model: onnx.ModelProto, path: Path, where: str) -> None:
         elements, nbytes = _declared(t, where)
         what = f"{where}: initializer '{t.name}' (dims {list(t.dims)}, {elements} elements)"
         if t.data_location == TensorProto.EXTERNAL:
-            _check_external(t, folder, nbytes, what)
+            _check_external(t, folder, nbytes, where)
             external = True
         elif t.HasField("raw_data") or t.raw_data:
             if len(t.raw_data) != nbytes:
@@ -205,7 +205,8 @@ def _load_tensor_data(model: onnx.ModelProto, path: Path, where: str) -> None:
             raise MirrorcError(f"{where}: external data: {first_line(e)}") from None
 
 
-def _check_external(t: TensorProto, folder: Path, nbytes: int, what: str) -> None:
+def _check_external(t: TensorProto, folder: Path, nbytes: int, where: str) -> None:
+    what = f"{where}: initializer '{t.name}'"
     info = {e.key: e.value for e in t.external_data}
     location = info.get("location", "")
     if not location or os.path.isabs(location):
@@ -216,7 +217,7 @@ def _check_external(t: TensorProto, folder: Path, nbytes: int, what: str) -> Non
     try:
         st = os.stat(target)
     except OSError:
-        raise MirrorcError(f"{what}: external data file '{location}' is missing") from None
+        raise MirrorcError(f"{where}: external data missing: '{location}' (initializer '{t.name}')") from None
     if not stat.S_ISREG(st.st_mode):
         raise MirrorcError(f"{what}: external data '{location}' is not a regular file")
     try:
