@@ -31,7 +31,7 @@ from onnx import version_converter
 
 from passes.base import Pass, PassContext, to_gs
 from passes.errors import MirrorcError
-from passes.load import default_opset
+from passes.load import default_opset, first_line
 from passes.shapes import infer_graph
 
 TARGET_OPSET = 17
@@ -75,6 +75,7 @@ class CanonicalizePass(Pass):
         self._name_nodes(graph)
         relaxed = self._batch_symbolic(graph, probing)
         self._flatten_logits(graph)
+        self._check_logits_rank(graph)
         self._check_dims(graph)
         logits = graph.outputs[0]
         ctx.info["input"] = {"name": graph.inputs[0].name, "shape": list(graph.inputs[0].shape)}
@@ -108,7 +109,10 @@ class CanonicalizePass(Pass):
         while True:
             if shapes:
                 infer_graph(graph, where=self.name)
-            graph.fold_constants(error_ok=False).cleanup()
+            try:
+                graph.fold_constants(error_ok=False).cleanup()
+            except Exception as e:  # onnxruntime evaluates the constant subgraphs (a ConstantOfShape of -1)
+                raise self.fail(f"constant folding failed: {first_line(e)}") from None
             left = sum(n.op == "Shape" for n in graph.nodes)
             if not left or left == shapes:
                 return
@@ -289,12 +293,19 @@ class CanonicalizePass(Pass):
                     f"to {pinned.shape[0]}; give the input a fixed batch size"
                 )
         if probing:
+            # at the probe batch the graph must infer: if not, that error is the reason, not the batch
+            infer_graph(graph, where=self.name)
             raise self.fail(
                 f"input '{x.name}': the graph computes with its symbolic batch in a way that "
                 "cannot stay symbolic; give the input a fixed batch size"
             )
         infer_graph(graph, where=self.name)
         return None
+
+    def _check_logits_rank(self, graph: gs.Graph) -> None:
+        logits = graph.outputs[0]
+        if logits.shape is None or len(logits.shape) != 2:
+            raise self.fail(f"logits '{logits.name}' have shape {logits.shape}; expected [N, K] class scores")
 
     def _check_dims(self, graph: gs.Graph) -> None:
         bad = _unknown_dims(graph)

@@ -24,7 +24,7 @@ def _resume_command() -> str:
 
 def register(main: click.Group) -> None:
     @main.command("compile")
-    @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+    @click.argument("model", type=click.Path(path_type=str))
     @click.option(
         "--data",
         required=True,

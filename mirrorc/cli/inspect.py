@@ -50,7 +50,7 @@ def _print_report(r: dict) -> None:
 
 def register(main: click.Group) -> None:
     @main.command("inspect")
-    @click.argument("model", type=click.Path(dir_okay=False))
+    @click.argument("model", type=click.Path(path_type=str))
     @click.option(
         "--channels",
         "-c",

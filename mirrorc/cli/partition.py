@@ -31,7 +31,7 @@ def _is_mirrornet(model) -> bool:
 
 def register(main: click.Group) -> None:
     @main.command("partition")
-    @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=str))
+    @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=str))
     @click.option(
         "--report",
         "want_report",

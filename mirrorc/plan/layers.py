@@ -96,10 +96,9 @@ def as_model(model: ModelLike) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, (str, os.PathLike)):
-        try:
-            return onnx.load(os.fspath(model))
-        except Exception as e:  # protobuf decode errors, missing file
-            raise MirrorcError(f"{os.fspath(model)}: cannot read ONNX model: {e}") from None
+        from passes.load import read_model
+
+        return read_model(model)  # bounded, checked; a bad file is one MirrorcError
     import onnx_graphsurgeon as gs
 
     if isinstance(model, gs.Graph):
