@@ -81,6 +81,15 @@ def test_c_model_matches_mirrornet_data_movement(tmp_path, name, n_inputs):
     )
 
 
+def test_c_model_matches_mirrornet_ghost_modules(tmp_path):
+    """The ghost bottleneck's CPM (a 1-channel 1x1 conv, its depthwise copy, their Concat added to
+    the shortcut) lowered to C."""
+    import test_core_fixtures as F
+
+    mn, _ = build_mirrornet(F.write(tmp_path, "tiny_ghostnet"), channels=2)
+    check_against_mirrornet(trained_like(mn, seed=5), 8, "tiny_ghostnet")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name,n_inputs", [("squeezenet", 24), ("resnet50", 6), ("inception_v1", 3), ("densenet121", 3)]
