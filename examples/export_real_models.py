@@ -53,7 +53,7 @@ CORPUS = [
     Entry("efficientnet_b0-dynamo-224", "torchvision", "efficientnet_b0", 224, "dynamo", 18),
     Entry("shufflenet_v2_x0_5-legacy-224", "torchvision", "shufflenet_v2_x0_5", 224, "legacy", 14),
     Entry("shufflenet_v2_x0_5-dynamo-32", "torchvision", "shufflenet_v2_x0_5", 32, "dynamo", 18),
-    Entry("convnext_tiny-dynamo-32", "torchvision", "convnext_tiny", 32, "dynamo", 18),
+    Entry("convnext_tiny-legacy-32", "torchvision", "convnext_tiny", 32, "legacy", 17),
     Entry("vgg11-dynamo-32-batch1", "torchvision", "vgg11", 32, "dynamo", 18, dynamic_batch=False),
     Entry("mnasnet0_5-legacy-224", "torchvision", "mnasnet0_5", 224, "legacy", 13),
     Entry("alexnet-dynamo-224", "torchvision", "alexnet", 224, "dynamo", 18),

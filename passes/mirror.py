@@ -14,6 +14,8 @@ How each op is narrowed (every CPM node and initializer name starts with "cpm/")
 - Gemm / MatMul with a constant weight: hidden dense widths are C_l = the flattened size of the
   CPM tensor entering the first dense layer (the paper's C x FO^2, Eq. 1) or `dense_width`,
   clamped to at least the number of classes K and at most the backbone's width there.
+  A MatMul of an [N, ..., C] activation by a constant (ConvNeXt's Linear on channels-last tensors)
+  is a 1x1 conv over the last axis: C outputs.
 - The layers that produce the logits (parametric nodes with no other parametric node between them
   and the logits) keep K outputs.
 - BatchNormalization/InstanceNormalization get fresh per-channel parameters for the narrowed

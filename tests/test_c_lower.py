@@ -66,10 +66,13 @@ def test_c_model_matches_mirrornet(example_models, name, fast_conv):
     check_against_mirrornet(trained_like(mn, seed=7), 300, name, fast_conv=fast_conv)
 
 
-@pytest.mark.parametrize("name,n_inputs", [("tiny_shufflenet_v2", 8), ("tiny_slice_resize", 1), ("tiny_convnext", 8)])
+@pytest.mark.parametrize(
+    "name,n_inputs", [("tiny_shufflenet_v2", 8), ("tiny_slice_resize", 1), ("tiny_convnext", 8), ("tiny_cnblock", 8)]
+)
 def test_c_model_matches_mirrornet_data_movement(tmp_path, name, n_inputs):
-    """Split, Slice, Pad, Resize, LayerNorm over the channels and dilated/grouped convs on the CPM's
-    path, lowered to C (tests/test_core_fixtures.py; tiny_slice_resize has a fixed batch of 1)."""
+    """Split, Slice, Pad, Resize, LayerNorm over the channels, dilated/grouped convs and MatMuls on
+    channels-last tensors (ConvNeXt's Linears) on the CPM's path, lowered to C
+    (tests/test_core_fixtures.py; tiny_slice_resize has a fixed batch of 1)."""
     import test_core_fixtures as F
 
     mn, _ = build_mirrornet(F.write(tmp_path, name), channels=2)
