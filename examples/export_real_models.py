@@ -36,7 +36,7 @@ class Entry:
         return f"{self.name}.onnx"
 
 
-# 21 entries, 18 architectures. A ViT is in the corpus on purpose: attention is not a CNN, and mirrorc
+# 21 entries, 17 architectures. A ViT is in the corpus on purpose: attention is not a CNN, and mirrorc
 # must refuse it with one line naming what it cannot do.
 CORPUS = [
     Entry("resnet18-legacy-32", "torchvision", "resnet18", 32, "legacy", 13),
