@@ -14,6 +14,8 @@ How each op is narrowed (every CPM node and initializer name starts with "cpm/")
 - Gemm / MatMul with a constant weight: hidden dense widths are C_l = the flattened size of the
   CPM tensor entering the first dense layer (the paper's C x FO^2, Eq. 1) or `dense_width`,
   clamped to at least the number of classes K and at most the backbone's width there.
+  A MatMul of an [N, ..., C] activation by a constant (ConvNeXt's Linear on channels-last tensors)
+  is a 1x1 conv over the last axis: C outputs.
 - The layers that produce the logits (parametric nodes with no other parametric node between them
   and the logits) keep K outputs.
 - BatchNormalization/InstanceNormalization get fresh per-channel parameters for the narrowed
@@ -394,10 +396,59 @@ class MirrorPass(Pass):
             if conv is not None and self.overrides.get(conv) != want:
                 self.overrides[conv] = want
                 raise _Retry()
+        # No Conv directly on either side: look through Concats and depthwise convs (a ghost module
+        # concatenates a 1x1 conv with a depthwise conv of it) and split the width across them.
+        for side, want in ((var[0], b), (var[1], a)):
+            widths = self._resizable_widths(side, want)
+            if widths and any(self.overrides.get(conv) != w for conv, w in widths.items()):
+                self.overrides.update(widths)
+                raise _Retry()
         raise self.fail(
             f"the CPM brings {a} and {b} channels to this {node.op}; no Conv on either side can be resized to match",
             node.name,
         )
+
+    def _resizable_widths(self, t: gs.Variable, want: int) -> dict[str, int] | None:
+        """Output channels for the free Convs behind `t` (through per-channel ops, depthwise convs
+        and channel Concats) that give `t` exactly `want` channels; None when none can."""
+        coefs: dict[str, int] = {}  # free Conv -> how many of its channels each of its channels gives `t`
+        fixed = self._width_terms(t, 1, coefs)
+        if not coefs or want - fixed < sum(coefs.values()):
+            return None
+        # every Conv gets an even share; the remainder goes to the Convs that contribute fewest copies
+        share, rest = divmod(want - fixed, sum(coefs.values()))
+        widths = {conv: share for conv in coefs}
+        for conv in sorted(coefs, key=lambda c: (coefs[c], c)):
+            extra = rest // coefs[conv] if coefs[conv] <= rest else 0
+            widths[conv] += extra
+            rest -= extra * coefs[conv]
+        return widths if rest == 0 else None
+
+    def _width_terms(self, t: gs.Variable, times: int, coefs: dict[str, int]) -> int:
+        """Channels of CPM tensor `t` as sum(coefs[conv] * width(conv)) + the returned fixed part,
+        `times` copies of it; fills `coefs` with the free (resizable) Convs behind it."""
+        node = t.inputs[0] if t.inputs else None
+        width = int(t.shape[1])
+        if node is None:
+            return times * width
+        if node.op == "Conv":
+            bb_name = node.name[len(CPM_PREFIX) :]
+            if bb_name in self.heads:
+                return times * width
+            if bb_name in self.depthwise:  # its channels follow its input's, times the multiplier
+                src = node.inputs[0]
+                return self._width_terms(src, times * (width // int(src.shape[1])), coefs)
+            coefs[bb_name] = coefs.get(bb_name, 0) + times
+            return 0
+        if node.op == "Concat" and int(node.attrs.get("axis", 0)) % len(t.shape) == 1:
+            parts = [x for x in node.inputs if isinstance(x, gs.Variable) and x.name]
+            if len(parts) != len(node.inputs):  # a constant part keeps its width
+                return times * width
+            return sum(self._width_terms(x, times, coefs) for x in parts)
+        var = [x for x in node.inputs if isinstance(x, gs.Variable) and x.name]
+        if getattr(ops.get(node.op), "per_channel", False) and len(var) == 1:
+            return self._width_terms(var[0], times, coefs)
+        return times * width
 
 
 def _shape_preserved(node: gs.Node) -> list | None:

@@ -66,10 +66,13 @@ def test_c_model_matches_mirrornet(example_models, name, fast_conv):
     check_against_mirrornet(trained_like(mn, seed=7), 300, name, fast_conv=fast_conv)
 
 
-@pytest.mark.parametrize("name,n_inputs", [("tiny_shufflenet_v2", 8), ("tiny_slice_resize", 1), ("tiny_convnext", 8)])
+@pytest.mark.parametrize(
+    "name,n_inputs", [("tiny_shufflenet_v2", 8), ("tiny_slice_resize", 1), ("tiny_convnext", 8), ("tiny_cnblock", 8)]
+)
 def test_c_model_matches_mirrornet_data_movement(tmp_path, name, n_inputs):
-    """Split, Slice, Pad, Resize, LayerNorm over the channels and dilated/grouped convs on the CPM's
-    path, lowered to C (tests/test_core_fixtures.py; tiny_slice_resize has a fixed batch of 1)."""
+    """Split, Slice, Pad, Resize, LayerNorm over the channels, dilated/grouped convs and MatMuls on
+    channels-last tensors (ConvNeXt's Linears) on the CPM's path, lowered to C
+    (tests/test_core_fixtures.py; tiny_slice_resize has a fixed batch of 1)."""
     import test_core_fixtures as F
 
     mn, _ = build_mirrornet(F.write(tmp_path, name), channels=2)
@@ -79,6 +82,15 @@ def test_c_model_matches_mirrornet_data_movement(tmp_path, name, n_inputs):
     assert {"mc_split_part", "mc_slice", "mc_pad", "mc_resize2d", "mc_layernorm"} & set(
         re.findall(r"\b(mc_\w+)\(", lowered.files["model/mirrorc_model.c"])
     )
+
+
+def test_c_model_matches_mirrornet_ghost_modules(tmp_path):
+    """The ghost bottleneck's CPM (a 1-channel 1x1 conv, its depthwise copy, their Concat added to
+    the shortcut) lowered to C."""
+    import test_core_fixtures as F
+
+    mn, _ = build_mirrornet(F.write(tmp_path, "tiny_ghostnet"), channels=2)
+    check_against_mirrornet(trained_like(mn, seed=5), 8, "tiny_ghostnet")
 
 
 @pytest.mark.slow

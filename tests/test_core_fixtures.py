@@ -6,8 +6,10 @@ with a transition, SqueezeNet's Fire modules and conv head, a ShuffleNet unit (g
 channel shuffle reshapes, depthwise 3x3, a stride-2 unit that concatenates its shortcut), a
 ShuffleNet v2 channel split, a MobileNet v2 block, a squeeze-and-excitation scale, a channel Slice
 and a Resize, a ConvNeXt-like block (dilated depthwise conv, LayerNorm over the channels between two
-Transposes, a grouped 1x1, Pad, a reflect Pad and a linear Resize), a flatten whose shape is
-computed from Shape (torch's x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a fixed batch of 1
+Transposes, a grouped 1x1, Pad, a reflect Pad and a linear Resize), torchvision's ConvNeXt block
+(its Linears are MatMuls on channels-last tensors), a GhostNet bottleneck (a Concat of a 1x1 conv
+and its depthwise copy added to a shortcut), a flatten whose shape is computed from Shape (torch's
+x.view(x.size(0), -1)), and an opset-9 file with Dropout/Identity/Sum, a fixed batch of 1
 and a spelled-out Reshape batch."""
 
 from __future__ import annotations
@@ -258,6 +260,48 @@ def tiny_convnext() -> onnx.ModelProto:
     return b.model([3, 8, 8], b.gemm(x, 8, 3), 3)
 
 
+def tiny_cnblock() -> onnx.ModelProto:
+    """torchvision's ConvNeXt block: a depthwise 7x7, then channels-last LayerNorm and two Linears
+    (MatMul by a constant [C, 4C] and [4C, C] on [N, H, W, C], a bias Add, Gelu between), back to
+    NCHW, a layer scale Mul and the residual Add."""
+    b = Builder(16)
+    x = b.op("Relu", b.conv("x", 3, 8, k=2, stride=2))
+    y = b.op("Transpose", b.conv(x, 8, 8, k=7, group=8), perm=[0, 2, 3, 1])
+    scale, bias = (b.const(b.rng.normal(m, 0.1, 8).astype(np.float32), "ln") for m in (1.0, 0.0))
+    y = b.op("LayerNormalization", y, scale, bias, axis=-1, epsilon=1e-6)
+    for cin, cout in ((8, 32), (32, 8)):
+        w = b.const(b.rng.normal(0, np.sqrt(1.0 / cin), (cin, cout)).astype(np.float32), "w")
+        y = b.op("Add", b.op("MatMul", y, w), b.const(b.rng.normal(0, 0.1, cout).astype(np.float32), "b"))
+        y = b.op("Gelu", y) if cout == 32 else y
+    y = b.op(
+        "Mul",
+        b.const(b.rng.uniform(0.5, 1.5, (8, 1, 1)).astype(np.float32), "gamma"),
+        b.op("Transpose", y, perm=[0, 3, 1, 2]),
+    )
+    x = b.op("Add", x, y)
+    x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(x, 8, 8, k=1))), axis=1)
+    return b.model([3, 8, 8], b.gemm(x, 8, 3), 3, opset=20)
+
+
+def _ghost_module(b: Builder, x: str, cin: int, cout: int, relu: bool) -> str:
+    """GhostNet's module: a 1x1 conv to half the width, a depthwise 3x3 of it, the two concatenated."""
+    act = (lambda t: b.op("Relu", t)) if relu else (lambda t: t)
+    primary = act(b.bn(b.conv(x, cin, cout // 2, k=1, bias=False), cout // 2))
+    cheap = act(b.bn(b.conv(primary, cout // 2, cout // 2, group=cout // 2, bias=False), cout // 2))
+    return b.op("Concat", primary, cheap, axis=1)
+
+
+def tiny_ghostnet() -> onnx.ModelProto:
+    """A ghost bottleneck: two ghost modules and a residual Add, so the CPM's Concat of a narrowed
+    1x1 conv and its depthwise copy must be brought to the shortcut's channel count."""
+    b = Builder(15)
+    x = b.op("MaxPool", b.op("Relu", b.conv("x", 3, 8)), kernel_shape=[2, 2], strides=[2, 2])
+    for _ in range(2):
+        x = b.op("Add", x, _ghost_module(b, _ghost_module(b, x, 8, 12, relu=True), 12, 8, relu=False))
+    x = b.op("Flatten", b.op("GlobalAveragePool", b.op("Relu", b.conv(x, 8, 8, k=1))), axis=1)
+    return b.model([3, 8, 8], b.gemm(x, 8, 3), 3)
+
+
 def unnarrowable() -> onnx.ModelProto:
     """LpNormalization across channels in stage 2: the mirror pass cannot narrow it."""
     b = Builder(6)
@@ -290,6 +334,8 @@ FIXTURES = {
     "tiny_senet": tiny_senet,
     "tiny_slice_resize": tiny_slice_resize,
     "tiny_convnext": tiny_convnext,
+    "tiny_ghostnet": tiny_ghostnet,
+    "tiny_cnblock": tiny_cnblock,
 }
 
 

@@ -427,6 +427,23 @@ def test_single_stage_model_has_nothing_to_mirror(tmp_path):
         build_mirrornet(str(path))
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+def test_ghost_module_concat_is_split_to_the_shortcut_width(tmp_path, channels):
+    # Add(shortcut, Concat(conv1x1, depthwise(conv1x1))): the CPM's 1x1 gets half the shortcut's
+    # channels so that its depthwise copy follows and the Concat brings exactly the shortcut's
+    model, _ = build_mirrornet(F.write(tmp_path, "tiny_ghostnet"), channels=channels)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    nodes = {n.output[0]: n for n in model.graph.node}
+    adds = [n for n in model.graph.node if n.name.startswith("cpm/add") and not n.name.startswith("cpm/add_m")]
+    assert len(adds) == 2
+    for add in adds:
+        concat = next(nodes[x] for x in add.input if x in nodes and nodes[x].op_type == "Concat")
+        widths = [shapes[x][1] for x in concat.input]
+        print(f"{add.name}: Concat parts {widths}, shortcut {[shapes[x][1] for x in add.input]}")
+        assert widths == [channels // 2, channels // 2]
+        assert [shapes[x][1] for x in add.input] == [channels, channels]
+
+
 @pytest.mark.parametrize("name", ["tiny_shufflenet", "tiny_senet", "tiny_inception"])
 def test_binary_ops_never_broadcast_channels_the_backbone_does_not(tmp_path, name):
     # at C=1 a 1-channel branch would silently broadcast against a 2-channel shortcut

@@ -1,9 +1,10 @@
 """Real architectures end to end, as a user runs them: a few small entries of the held-out corpus,
 exported by examples/export_real_models.py into a temporary cache, go through `mirrorc compile
 --epochs 0` and `mirrorc evaluate` (split execution in the TA simulator against mirrornet.onnx), or
-are refused with one line that names an op of the model. benchmarks/real_models.py runs the whole
-corpus. Also two small exports that pin what canonicalize does for real exporters: a fixed batch of 1
-with dynamo's GatherND for AdaptiveAvgPool2d on a 1x1 map, and attention refused by name."""
+are refused with one line that names an op of the model; `mirrorc check` must say the same before.
+benchmarks/real_models.py runs the whole corpus. Also two small exports that pin what canonicalize
+does for real exporters: a fixed batch of 1 with dynamo's GatherND for AdaptiveAvgPool2d on a 1x1
+map, and attention refused by name."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ pytestmark = [
 ENTRIES = {
     "resnet10t-timm-legacy-32": True,
     "mobilenet_v2-legacy-32": True,
-    "shufflenet_v2_x0_5-legacy-224": False,  # its shape arithmetic folds; Slice/ReduceMean may be missing
-    "mobilenet_v3_small-dynamo-32": False,
+    "shufflenet_v2_x0_5-legacy-224": True,  # shape arithmetic folded, Slice, ReduceMean
+    "shufflenet_v2_x0_5-dynamo-32": True,  # Split
+    "mobilenet_v3_small-dynamo-32": True,  # HardSwish, HardSigmoid squeeze-excite
 }
 IMAGES = 6
 
@@ -81,7 +83,10 @@ def compile_and_evaluate(model: Path, data: Path, build: Path) -> tuple[dict | N
 @pytest.mark.parametrize("name", list(ENTRIES))
 def test_corpus_entry_end_to_end_or_refused_naming_the_op(name, corpus, cifar_like, tmp_path):
     model = corpus / f"{name}.onnx"
+    check = _mirrorc("check", str(model))
+    print(check.stdout)
     result, refusal = compile_and_evaluate(model, cifar_like, tmp_path / "build")
+    assert check.returncode == (0 if result is not None else 1), f"check and compile disagree: {check.stdout}"
     if result is not None:
         split = result["split_execution"]
         assert split["images"] == IMAGES and split["agree"] == IMAGES, split

@@ -159,9 +159,13 @@ class OnnxModule(torch.nn.Module):
             )
         env.update(zip(self.input_names, feeds))
         training = self.training
-        for _name, ins, outs, fn, needs_training in self._steps:
+        for name, ins, outs, fn, needs_training in self._steps:
             args = [env[i] if i else None for i in ins]
-            result = fn(*args, training=training) if needs_training else fn(*args)
+            try:
+                result = fn(*args, training=training) if needs_training else fn(*args)
+            except Exception as e:  # torch's message does not say which node (mirrorc check reports it)
+                e.add_note(f"torchgraph: node '{name}':")
+                raise
             if len(outs) == 1:
                 env[outs[0]] = result
             else:

@@ -28,6 +28,8 @@ def narrow_dense(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, d
     if not is_parametric(node):  # a MatMul of two activations (attention): nothing to narrow
         raise mp.fail(f"{node.op} on the way to the logits: the mirror pass cannot narrow it", node.name)
     x, w = xs[0], node.inputs[1]
+    if node.op == "MatMul" and len(x.shape) > 2 and len(w.shape) == 2:
+        return _narrow_pointwise(mp, node, x, w), attrs
     if len(x.shape) != 2 or len(w.shape) != 2:
         raise mp.fail("only 2-D dense layers can be narrowed", node.name)
     if node.op == "Gemm" and attrs.get("transA", 0):
@@ -50,6 +52,15 @@ def narrow_dense(mp: Any, node: gs.Node, xs: list, attrs: dict) -> tuple[list, d
         bshape = [f_out if d == bb_out else d for d in bshape]
         new.append(gs.Constant(f"{name}/bias", torch_uniform(mp.rng, bshape, f_in)))
     return new, attrs
+
+
+def _narrow_pointwise(mp: Any, node: gs.Node, x: gs.Variable, w: gs.Constant) -> list:
+    """A MatMul of an [N, ..., C] activation by a constant [C, D]: a dense layer at every position
+    over the last axis (ConvNeXt's Linear on channels-last tensors), i.e. a 1x1 conv: narrowed like
+    one, to C output channels (a head keeps its outputs)."""
+    bb_out, f_in = int(w.shape[1]), int(x.shape[-1])
+    f_out = bb_out if node.name in mp.heads else min(mp.opts["channels"], bb_out)
+    return [x, gs.Constant(f"cpm/{node.name}/weight", torch_uniform(mp.rng, [f_in, f_out], f_in))]
 
 
 def torch_gemm(attrs: dict, opset: int, node: onnx.NodeProto) -> Callable[..., Any]:
