@@ -95,6 +95,7 @@ def test_cuda_mixed_precision_trains_close_to_cpu():
     assert diff < 5e-3  # 5 Adam steps of lr 1e-3: at most ~lr per step apart
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_resume(tmp_path):
     """DDP on 2 gloo ranks: both ranks end with the same weights, which are the single process's up
     to float rounding (every global batch splits in two equal halves, so the averaged gradient is
