@@ -147,7 +147,10 @@ def compile_model(
         }
         (tmp / "training.json").write_text(json.dumps(training, indent=2))
         report = _write_report(trained.model, tmp, tee_bytes, training, info.get("batch_relaxed"))
-        _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
+        from mirrorc.backend.guard import logit_range
+
+        defences = logit_range(trained.model, dataset.x_train)
+        _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing, defences)
     shutil.rmtree(ckpts, ignore_errors=True)
 
     last = trained.last
@@ -214,13 +217,19 @@ def _write_report(
 
 
 def _write_secure_part(
-    model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, report: dict, model_path: Path, preprocessing: dict
+    model: onnx.ModelProto,
+    tmp: Path,
+    tee_bytes: int | None,
+    report: dict,
+    model_path: Path,
+    preprocessing: dict,
+    defences: dict | None = None,
 ) -> dict:
     """THE call site for the secure world: split, lower the CPM to C, write ta/, host/, normal.onnx;
     plan.json combines its fields with the emulator's figures."""
     from mirrorc.backend.secure_build import build_secure
 
-    fields = build_secure(model, tmp, tee_memory=tee_bytes)
+    fields = build_secure(model, tmp, tee_memory=tee_bytes, defences=defences)
     # preprocessing: how inputs must be prepared (mirrorc run applies it to images)
     plan = {"format": contract.PLAN_FORMAT, "model": model_path.name, **fields, "preprocessing": preprocessing}
     plan["emulator"] = {"device": report.get("device"), "latency_us": report.get("latency_us")}
