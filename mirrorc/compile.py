@@ -45,18 +45,22 @@ def compile_model(
     limit_train: int | None = None,
     baseline: bool = True,
     tee_memory: str | int | None = None,
+    query_budget: int = 0,
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.train.protect;
     `channels` defaults to the strategy's C); returns a summary (what `--json` prints). `init`: "random"
     trains the backbone from scratch (the paper), "keep" starts it, and original.onnx, from the
-    model's own weights (fine-tuning a trained model)."""
+    model's own weights (fine-tuning a trained model). The TA's defences (mirrorc.backend.guard): the
+    backbone-logit range check always, a lifetime budget of `query_budget` labels when > 0."""
     from mirrorc.pipeline import build_mirrornet
     from mirrorc.train import protect as strategies
     from mirrorc.train.data import load_dataset
 
     require_torch()  # fail before any work if training is impossible
+    if query_budget < 0:
+        raise MirrorcError(f"--query-budget: {query_budget} is negative (0 = no budget)")
     strategy = strategies.get(protect)
     config = replace(
         config or TrainConfig(seed=seed, backbone_penalty=strategy.backbone_penalty),
@@ -149,7 +153,7 @@ def compile_model(
         report = _write_report(trained.model, tmp, tee_bytes, training, info.get("batch_relaxed"))
         from mirrorc.backend.guard import logit_range
 
-        defences = logit_range(trained.model, dataset.x_train)
+        defences = logit_range(trained.model, dataset.x_train, query_budget=query_budget)
         _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing, defences)
     shutil.rmtree(ckpts, ignore_errors=True)
 

@@ -51,7 +51,11 @@ CMD_DEBUG_FINAL = 0x2FF  # test-only simulator builds (-DMIRRORC_TA_DEBUG_LOGITS
 
 # TA-defined TEE_Result codes of the defences (GP leaves 0x80000000.. to TAs): a refused call says why
 TA_ERROR_LOGIT_RANGE = 0x80000101  # backbone logits outside the range seen in training (plan "guard")
-TA_ERROR_NAMES = {TA_ERROR_LOGIT_RANGE: "backbone logits outside the range seen in training (TA range check)"}
+TA_ERROR_QUERY_BUDGET = 0x80000102  # the TA's lifetime query budget is spent (plan "guard")
+TA_ERROR_NAMES = {
+    TA_ERROR_LOGIT_RANGE: "backbone logits outside the range seen in training (TA range check)",
+    TA_ERROR_QUERY_BUDGET: "the TA's query budget is spent (kept in persistent storage)",
+}
 
 
 def tap_command(k: int) -> int:
@@ -69,6 +73,7 @@ def ta_command_macros() -> dict[str, str]:
             ("CMD_SINGLE", CMD_SINGLE),
             ("CMD_DEBUG_FINAL", CMD_DEBUG_FINAL),
             ("ERROR_LOGIT_RANGE", TA_ERROR_LOGIT_RANGE),
+            ("ERROR_QUERY_BUDGET", TA_ERROR_QUERY_BUDGET),
         )
     }
 
@@ -100,7 +105,7 @@ PLAN_SCHEMA: dict = {
 }
 PLAN_OPTIONAL: dict = {"emulator": dict, "preprocessing": dict, "guard": dict}  # written by `mirrorc compile` only
 # plan "guard": the TA's defences as compiled (mirrorc.backend.guard)
-GUARD_SCHEMA: dict = {"range_check": bool, "logit_min": list, "logit_max": list, "margin": float}
+GUARD_SCHEMA: dict = {"range_check": bool, "logit_min": list, "logit_max": list, "margin": float, "query_budget": int}
 
 _TYPE_NAMES = {
     int: "an integer",

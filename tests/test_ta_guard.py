@@ -113,3 +113,28 @@ def test_extract_stays_inside_the_range(guarded_build):
         f"{rec.censored.sum()} censored, {rec.confused.sum()} confused; {rec.queries} queries"
     )
     assert err[clean].max() <= rec.eps + 1e-5
+
+
+def test_query_budget_persists_across_sessions_and_simulator_restarts(tmp_path, monkeypatch):
+    build = tmp_path / "budgeted"
+    build.mkdir()
+    defences = dict(guard.no_guard(FIXTURE_CLASSES), query_budget=5)
+    write_fixture_deployment(build, defences=defences)
+    monkeypatch.setenv("MIRRORC_TA_STORAGE", str(tmp_path / "storage"))
+    x = np.random.default_rng(5).normal(size=(1, 5)).astype(np.float32)
+    answered = 0
+    for mode in ("single", "stream", "single"):  # each opens its own simulator process: a TA restart
+        with ProtectedModel(build, tee="sim", mode=mode) as model:
+            for _ in range(2):
+                try:
+                    model.predict(x)
+                    answered += 1
+                except teec.TeecError as refused:
+                    assert refused.result == contract.TA_ERROR_QUERY_BUDGET
+                    assert "query budget is spent" in str(refused)
+    assert answered == 5
+    assert (tmp_path / "storage").is_dir() and len(list((tmp_path / "storage").iterdir())) == 1
+    # a new budget file (a TA reinstalled with its storage wiped) answers again
+    monkeypatch.setenv("MIRRORC_TA_STORAGE", str(tmp_path / "fresh"))
+    with ProtectedModel(build, tee="sim", mode="single") as model:
+        model.predict(x)
