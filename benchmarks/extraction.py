@@ -103,6 +103,7 @@ def main() -> None:
                 "refused": res.extra["refused"],
                 "eps": res.extra["eps"],
                 "inputs_recovered": res.extra["inputs_recovered"],
+                "differences_recovered": res.extra["differences_recovered"],
                 "censored": res.extra["censored"],
                 "confused": res.extra["confused"],
                 "clone_accuracy": res.accuracy,
@@ -117,7 +118,8 @@ def main() -> None:
                 f"{defence:12} {n:5d} images {queries:7d} queries  clone {res.accuracy:6.2f}%  "
                 f"distill {distill.accuracy:6.2f}%  scratch {scratch:6.2f}%  "
                 f"head start {row['clone_head_start']:+6.2f} "
-                f"(recovered {row['inputs_recovered']}/{n}, censored {row['censored']}, confused {row['confused']})",
+                f"(differences recovered {row['differences_recovered']}/{n * (view.num_classes - 1)}, "
+                f"censored {row['censored']}, confused {row['confused']})",
                 flush=True,
             )
 

@@ -113,6 +113,7 @@ def train_clone(
     view: thief.AttackerView,
     x: np.ndarray,
     differences: np.ndarray,
+    known: np.ndarray | None = None,
     *,
     seed: int,
     steps: int,
@@ -120,26 +121,31 @@ def train_clone(
     batch: int = 64,
 ) -> onnx.ModelProto:
     """A fresh CPM behind the stolen backbone, trained so that its cpm_j - cpm_0 match `differences`
-    (L2); returns mirrornet.onnx with the clone's weights."""
+    (L2 over the entries `known` marks, bool [N, K], default all); returns mirrornet.onnx with the
+    clone's weights."""
     import torch
 
     from mirrorc.train.interpreter import OnnxModule
     from mirrorc.train.loop import fit, trainable_parameters
 
+    mask = np.ones(differences.shape, bool) if known is None else known
     start = thief.reinitialize(view.mirrornet, is_cpm, seed=4000 + seed)
     torch.manual_seed(seed)
     module = OnnxModule(start, outputs=[contract.CPM_LOGITS], trainable=is_cpm)
     opt = torch.optim.Adam(trainable_parameters(module), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
 
+    k = differences.shape[1]
+
     def l2_on_differences(out: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         cpm = out[contract.CPM_LOGITS]
-        return torch.nn.functional.mse_loss(cpm - cpm[:, :1], target)
+        value, weight = target[:, :k], target[:, k:]  # recovered differences, 1 where recovered
+        return (weight * (cpm - cpm[:, :1] - value) ** 2).sum() / weight.sum().clamp(min=1.0)
 
     fit(
         module,
         torch.from_numpy(np.ascontiguousarray(x, np.float32)),
-        torch.from_numpy(np.ascontiguousarray(differences, np.float32)),
+        torch.from_numpy(np.concatenate([differences, mask], axis=1).astype(np.float32)),
         thief.cycling_batches(len(x), batch, steps, seed),
         l2_on_differences,
         opt,
@@ -167,18 +173,27 @@ def run_extract(
         raise MirrorcError(f"{view.build_dir}: extract needs the deployed TA (plan.json, normal.onnx, ta/)")
     with ProtectedModel(view.build_dir, tee="sim", mode="single") as deployed:
         rec = recover(deployed, x_pool, eps)
-    usable = ~(rec.censored | rec.confused).any(axis=1)
+    # a censored or confused search says nothing exact: the clone learns from the clean ones only
+    known = ~(rec.censored | rec.confused)
+    known[:, 0] = True  # cpm_0 - cpm_0 = 0 by definition
+    usable = known[:, 1:].any(axis=1)
     if not usable.any():
-        raise MirrorcError("extract: no input's CPM logits could be recovered inside the TA's logit range")
+        raise MirrorcError("extract: no CPM logit difference could be recovered inside the TA's logit range")
     clone = train_clone(
-        view, x_pool[usable], rec.differences[usable], seed=seed, steps=schedule.steps(int(usable.sum()))
+        view,
+        x_pool[usable],
+        rec.differences[usable],
+        known[usable],
+        seed=seed,
+        steps=schedule.steps(int(usable.sum())),
     )
     result = thief.Result("extract", len(x_pool), seed, thief.accuracy(clone, contract.LABEL, x_test, y_test), CLONE_LR)
     result.extra.update(
         queries=rec.queries,
         refused=rec.refused,
         eps=rec.eps,
-        inputs_recovered=int(usable.sum()),
+        inputs_recovered=int(known.all(axis=1).sum()),
+        differences_recovered=int(known[:, 1:].sum()),
         censored=int(rec.censored.sum()),
         confused=int(rec.confused.sum()),
     )
