@@ -58,18 +58,23 @@ def compile_model(
     limit_train: int | None = None,
     baseline: bool = True,
     tee_memory: str | int | None = None,
+    query_budget: int = 0,
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.train.protect;
     `channels` defaults to the strategy's C); returns a summary (what `--json` prints). `init`: "random"
     trains the backbone from scratch (the paper), "keep" starts it, and original.onnx, from the
-    model's own weights (fine-tuning a trained model)."""
+    model's own weights (fine-tuning a trained model). The TA's defences (mirrorc.backend.guard): the
+    backbone-logit range check always, a lifetime budget of `query_budget` labels when > 0."""
+    from mirrorc.backend.guard import logit_range
     from mirrorc.pipeline import build_mirrornet
     from mirrorc.train import protect as strategies
     from mirrorc.train.data import load_dataset
 
     require_torch()  # fail before any work if training is impossible
+    if query_budget < 0:
+        raise MirrorcError(f"--query-budget: {query_budget} is negative (0 = no budget)")
     from mirrorc.train.distributed import join_from_env, resolve_device, world
 
     strategy = strategies.get(protect)
@@ -169,7 +174,8 @@ def compile_model(
             }
             (tmp / "training.json").write_text(json.dumps(training, indent=2))
             report = _write_report(trained.model, tmp, tee_bytes, training, info.get("batch_relaxed"))
-            _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing)
+            defences = logit_range(trained.model, dataset.x_train, query_budget=query_budget)
+            _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing, defences)
     shutil.rmtree(ckpts, ignore_errors=True)
 
     last = trained.last
@@ -236,13 +242,19 @@ def _write_report(
 
 
 def _write_secure_part(
-    model: onnx.ModelProto, tmp: Path, tee_bytes: int | None, report: dict, model_path: Path, preprocessing: dict
+    model: onnx.ModelProto,
+    tmp: Path,
+    tee_bytes: int | None,
+    report: dict,
+    model_path: Path,
+    preprocessing: dict,
+    defences: dict | None = None,
 ) -> dict:
     """THE call site for the secure world: split, lower the CPM to C, write ta/, host/, normal.onnx;
     plan.json combines its fields with the emulator's figures."""
     from mirrorc.backend.secure_build import build_secure
 
-    fields = build_secure(model, tmp, tee_memory=tee_bytes)
+    fields = build_secure(model, tmp, tee_memory=tee_bytes, defences=defences)
     # preprocessing: how inputs must be prepared (mirrorc run applies it to images)
     plan = {"format": contract.PLAN_FORMAT, "model": model_path.name, **fields, "preprocessing": preprocessing}
     plan["emulator"] = {"device": report.get("device"), "latency_us": report.get("latency_us")}

@@ -49,13 +49,22 @@ CMD_SINGLE = 0x201
 CMD_DEBUG_FINAL = 0x2FF  # test-only simulator builds (-DMIRRORC_TA_DEBUG_LOGITS)
 
 
+# TA-defined TEE_Result codes of the defences (GP leaves 0x80000000.. to TAs): a refused call says why
+TA_ERROR_LOGIT_RANGE = 0x80000101  # backbone logits outside the range seen in training (plan "guard")
+TA_ERROR_QUERY_BUDGET = 0x80000102  # the TA's lifetime query budget is spent (plan "guard")
+TA_ERROR_NAMES = {
+    TA_ERROR_LOGIT_RANGE: "backbone logits outside the range seen in training (TA range check)",
+    TA_ERROR_QUERY_BUDGET: "the TA's query budget is spent (kept in persistent storage)",
+}
+
+
 def tap_command(k: int) -> int:
     """The command that sends tap k (0-based, as the TA counts them)."""
     return CMD_TAP_BASE + k
 
 
 def ta_command_macros() -> dict[str, str]:
-    """The command IDs as C literals, for the TA templates' @CMD_...@ placeholders."""
+    """The command IDs and TA error codes as C literals, for the TA templates' @CMD_...@ placeholders."""
     return {
         name: f"0x{value:x}u"
         for name, value in (
@@ -63,6 +72,8 @@ def ta_command_macros() -> dict[str, str]:
             ("CMD_FINAL", CMD_FINAL),
             ("CMD_SINGLE", CMD_SINGLE),
             ("CMD_DEBUG_FINAL", CMD_DEBUG_FINAL),
+            ("ERROR_LOGIT_RANGE", TA_ERROR_LOGIT_RANGE),
+            ("ERROR_QUERY_BUDGET", TA_ERROR_QUERY_BUDGET),
         )
     }
 
@@ -92,9 +103,18 @@ PLAN_SCHEMA: dict = {
     },
     "hashes": dict,
 }
-PLAN_OPTIONAL: dict = {"emulator": dict, "preprocessing": dict}  # written by `mirrorc compile` only
+PLAN_OPTIONAL: dict = {"emulator": dict, "preprocessing": dict, "guard": dict}  # written by `mirrorc compile` only
+# plan "guard": the TA's defences as compiled (mirrorc.backend.guard)
+GUARD_SCHEMA: dict = {"range_check": bool, "logit_min": list, "logit_max": list, "margin": float, "query_budget": int}
 
-_TYPE_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "an object"}
+_TYPE_NAMES = {
+    int: "an integer",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    bool: "a boolean",
+    float: "a number",
+}
 
 
 def _check(value, schema, where: str, path) -> None:
@@ -115,6 +135,8 @@ def _check(value, schema, where: str, path) -> None:
         for i, item in enumerate(value):
             _check(item, schema[0], f"{where}[{i}]", path)
     # bool is an int to Python, never to the plan
+    elif schema is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        pass  # JSON writes 1.0 as 1.0 but a hand-edited plan may say 1
     elif not isinstance(value, schema) or (schema is int and isinstance(value, bool)):
         raise fail(f"must be {_TYPE_NAMES[schema]}, not {type(value).__name__} ({value!r:.40})")
 
@@ -126,6 +148,13 @@ def validate_plan(plan: dict, path: str | Path) -> None:
     for key, sub in PLAN_OPTIONAL.items():
         if key in plan:
             _check(plan[key], sub, key, path)
+    if "guard" in plan:
+        _check(plan["guard"], GUARD_SCHEMA, "guard", path)
+        k = plan["logits"]["bytes"] // 4
+        for key in ("logit_min", "logit_max"):
+            values = plan["guard"][key]
+            if len(values) != k or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise MirrorcError(f"{path}: field 'guard.{key}' must hold {k} numbers")
     if plan["format"] != PLAN_FORMAT:
         raise MirrorcError(f"{path}: field 'format' is {plan['format']}, this mirrorc reads format {PLAN_FORMAT}")
     try:

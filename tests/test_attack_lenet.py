@@ -299,3 +299,25 @@ def test_attacks_train_for_real_on_plain_loss_build(plain_build, tmp_path):
     oracle = [r for r in report["results"] if r["attack"] == "distill"][0]
     assert oracle["extra"]["oracle_agreement_with_truth"] > 50.0
     assert report["oracle"] and set(report["head_start"]) == {"500"}
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_clone_trained_on_true_cpm_differences_learns_the_cpm(plain_build, mnist):
+    """extract.train_clone on exact cpm_j - cpm_0 (what the TA leaks to `extract.recover`, here from
+    onnxruntime) must bring a fresh CPM much closer to the real one than its random start."""
+    from mirrorc.attack import extract, thief
+
+    view = thief.load_view(plain_build)
+    x = mnist.x_train[:400]
+    cpm = thief.run_onnx(view.mirrornet, "mirrornet_logits", x) - thief.run_onnx(view.mirrornet, "backbone_logits", x)
+    clone = extract.train_clone(view, x, cpm - cpm[:, :1], seed=0, steps=300)
+    start = thief.reinitialize(view.mirrornet, thief.is_cpm, seed=4000)  # train_clone's own start
+    x_test = mnist.x_test[:2000]
+    want = thief.run_onnx(view.mirrornet, "label", x_test)
+    agree = {
+        name: float((thief.run_onnx(model, "label", x_test) == want).mean() * 100)
+        for name, model in (("clone", clone), ("start", start))
+    }
+    print("agreement with the protected model's labels (%):", agree)
+    assert agree["clone"] > agree["start"] + 30.0 and agree["clone"] > 60.0  # measured 76.9 vs 21.8

@@ -96,10 +96,11 @@ def fixture_label(taps, logits) -> int:
     return int(np.argmax(fixture_logits(taps, logits)))
 
 
-def write_fixture_build(build: Path, name: str = "fixture") -> str:
-    """A build directory holding only what the secure world needs (ta/, host/); returns the UUID."""
+def write_fixture_build(build: Path, name: str = "fixture", defences: dict | None = None) -> str:
+    """A build directory holding only what the secure world needs (ta/, host/); returns the UUID.
+    `defences`: plan.json's "guard" (mirrorc.backend.guard), None for none."""
     uuid = ta.ta_uuid(hashlib.sha256(FIXTURE_SOURCE.encode()).hexdigest())
-    ta.write_ta(build / "ta", build / "host", name=name, uuid=uuid, lowered=fixture_lowered())
+    ta.write_ta(build / "ta", build / "host", name=name, uuid=uuid, lowered=fixture_lowered(), defences=defences)
     return str(uuid)
 
 
@@ -109,7 +110,7 @@ def random_inputs(rng: np.random.Generator):
     return taps, logits
 
 
-def write_fixture_deployment(build: Path) -> None:
+def write_fixture_deployment(build: Path, defences: dict | None = None) -> None:
     """A whole fixture build: ta/, host/, a normal.onnx whose outputs feed the fixture TA
     (tap 1 = x[:, 0:3], tap 2 = x[:, 3:5] * 0.5, logits = x @ W) and the plan.json fields."""
     import json
@@ -117,7 +118,7 @@ def write_fixture_deployment(build: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    uuid = write_fixture_build(build)
+    uuid = write_fixture_build(build, defences=defences)
     w = np.random.default_rng(0).normal(size=(5, FIXTURE_CLASSES)).astype(np.float32)
     nodes = [
         helper.make_node("Gather", ["x", "idx1"], [contract.tap_name(1)], name="mirrorc/select1", axis=1),
@@ -181,6 +182,8 @@ def write_fixture_deployment(build: Path) -> None:
         "memory": ta.memory_plan(lowered.sizes, lowered.tap_floats, lowered.num_classes),
         "hashes": hashes,
     }
+    if defences is not None:
+        plan["guard"] = defences
     (build / "plan.json").write_text(json.dumps(plan))
     np.save(build / "w.npy", w)
 

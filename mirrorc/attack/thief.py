@@ -16,6 +16,9 @@ Attacks (test accuracy each):
   distill       the stolen backbone fine-tuned on labels queried from the protected model
   scratch       the backbone architecture re-initialised and trained on the same labelled budget
   scratch_oracle  the same, on the distillation's oracle labels
+  extract       (only when asked) the CPM's logits recovered through the TA by chosen backbone logits,
+                a fresh CPM trained on them behind the stolen backbone (mirrorc.attack.extract); its
+                baseline is scratch_oracle, and `extra` holds the TA queries it spent
 
 head start = best attack - its from-scratch baseline on the same labels (the number the product
 stands on: how much stealing the backbone is worth over not stealing it).
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 
 LABELLED_ATTACKS = ("finetune_all", "retrain_head", "replace_cpm")
 ALL_ATTACKS = ("as_is", *LABELLED_ATTACKS, "distill", "scratch", "scratch_oracle")
+QUERY_ATTACKS = ("extract",)  # spend many TA queries per image: run only when named
 DENSE_OPS = ("Gemm", "MatMul")
 
 
@@ -504,8 +508,9 @@ def head_starts(results: list[Result]) -> dict[int, dict]:
         for seed in sorted({r.seed for r in results if r.budget == budget}):
             acc = {r.attack: r.accuracy for r in results if r.budget == budget and r.seed == seed}
             gains = {a: acc[a] - acc["scratch"] for a in LABELLED_ATTACKS if a in acc and "scratch" in acc}
-            if "distill" in acc and "scratch_oracle" in acc:
-                gains["distill"] = acc["distill"] - acc["scratch_oracle"]
+            for by_oracle in ("distill", "extract"):
+                if by_oracle in acc and "scratch_oracle" in acc:
+                    gains[by_oracle] = acc[by_oracle] - acc["scratch_oracle"]
             if not gains:
                 continue
             best = max(gains, key=gains.__getitem__)
@@ -564,9 +569,10 @@ def run(
             f"--data: images of shape {list(dataset.x_test.shape[1:])} do not fit "
             f"'{view.input_name}' {list(view.input_shape)}"
         )
-    unknown = [a for a in attacks if a not in ALL_ATTACKS]
+    unknown = [a for a in attacks if a not in ALL_ATTACKS + QUERY_ATTACKS]
     if unknown:
-        raise MirrorcError(f"--attacks: unknown attack '{unknown[0]}' (choose from {', '.join(ALL_ATTACKS)})")
+        choices = ", ".join(ALL_ATTACKS + QUERY_ATTACKS)
+        raise MirrorcError(f"--attacks: unknown attack '{unknown[0]}' (choose from {choices})")
     n_train = len(dataset.x_train)
     for b in budgets:
         draw_budget(n_train, b, 0)  # fail on a bad budget before any training
@@ -610,6 +616,12 @@ def run(
                 else:
                     res = fit_and_score(attack, x_lab, y_lab, x_test, y_test, schedule, seed, budget)
                 results.append(res)
+            if "extract" in attacks:
+                from mirrorc.attack.extract import run_extract
+
+                results.append(
+                    run_extract(view, dataset.x_train[split.pool], x_test, y_test, seed=seed, schedule=schedule)
+                )
     return {
         "build": str(view.build_dir),
         "protect": build_protection(view.build_dir),
@@ -693,11 +705,17 @@ def format_report(report: dict) -> tuple[str, str]:
     lines.append("")
     lines.append(f"{'test accuracy %':<16}" + "".join(f"{'budget ' + str(b):>{width}}" for b in budgets))
     results = report["results"]
-    for attack in ALL_ATTACKS:
+    for attack in ALL_ATTACKS + QUERY_ATTACKS:
         row = [[r["accuracy"] for r in results if r["attack"] == attack and r["budget"] == b] for b in budgets]
         if not any(row):
             continue
         lines.append(f"{attack:<16}" + "".join(f"{_spread(v) if v else '-':>{width}}" for v in row))
+    spent = [r for r in results if r["attack"] in QUERY_ATTACKS]
+    if spent:
+        lines.append(
+            "TA queries spent by extract: "
+            + "; ".join(f"{r['budget']} images, seed {r['seed']}: {r['extra']['queries']}" for r in spent)
+        )
     hs = report["head_start"]
     lines.append("")
     parts = []

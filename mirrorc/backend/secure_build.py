@@ -4,7 +4,8 @@
 
 writes `normal.onnx`, `ta/` (OP-TEE TA sources) and `host/` (C client example) into the build
 directory and returns the plan.json fields of docs/ARCHITECTURE.md that concern the two worlds
-(uuid, ta_name, input, taps with their commands, logits, single, memory, hashes). Each output is
+(uuid, ta_name, input, taps with their commands, logits, single, memory, hashes, guard: the TA's
+defences, mirrorc.backend.guard). Each output is
 written atomically, so a failure leaves no half-written TA behind."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from mirrorc.backend import ta
+from mirrorc.backend import guard, ta
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_dir, atomic_file
 from mirrorc.pipeline import secure_pipeline
@@ -40,7 +41,13 @@ def model_name(model: onnx.ModelProto) -> str:
     return ta.ta_name(source or model.graph.name or "model")
 
 
-def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_memory: int | None = None) -> dict:
+def build_secure(
+    mirrornet_model: onnx.ModelProto,
+    out_dir: str | Path,
+    *,
+    tee_memory: int | None = None,
+    defences: dict | None = None,
+) -> dict:
     out_dir = Path(out_dir)
     meta = _metadata(mirrornet_model)
     if contract.META_TAPS not in meta:
@@ -68,7 +75,7 @@ def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_m
     with atomic_file(out_dir / "normal.onnx") as tmp:
         tmp.write_bytes(normal_bytes)
     with atomic_dir(out_dir / "ta") as ta_tmp, atomic_dir(out_dir / "host") as host_tmp:
-        memory = ta.write_ta(ta_tmp, host_tmp, name=name, uuid=uuid, lowered=lowered)
+        memory = ta.write_ta(ta_tmp, host_tmp, name=name, uuid=uuid, lowered=lowered, defences=defences)
 
     hashes = {"mirrornet.onnx": _sha256(mirrornet_bytes), "normal.onnx": _sha256(normal_bytes)}
     for sub in ("ta", "host"):
@@ -87,4 +94,5 @@ def build_secure(mirrornet_model: onnx.ModelProto, out_dir: str | Path, *, tee_m
         "single": {"command": contract.CMD_SINGLE, "bytes": 4 * (sum(lowered.tap_floats) + k)},
         "memory": memory,
         "hashes": hashes,
+        "guard": defences or guard.no_guard(k),
     }

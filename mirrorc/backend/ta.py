@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import runtime_c
-from mirrorc.backend import cbuild
+from mirrorc.backend import cbuild, guard
 from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_file
 from passes import contract
@@ -127,10 +127,18 @@ def memory_plan(sizes: dict, tap_floats: list[int], num_classes: int) -> dict:
 
 
 def write_ta(
-    ta_dir: Path, host_dir: Path, *, name: str, uuid: uuidlib.UUID, lowered: Lowered, version: str = "1.0"
+    ta_dir: Path,
+    host_dir: Path,
+    *,
+    name: str,
+    uuid: uuidlib.UUID,
+    lowered: Lowered,
+    version: str = "1.0",
+    defences: dict | None = None,
 ) -> dict:
     """Write the TA sources into `ta_dir` and the host example into `host_dir` (both inside a
-    build being written atomically). Returns the memory plan."""
+    build being written atomically). `defences` is plan.json's "guard" (mirrorc.backend.guard; None:
+    none). Returns the memory plan."""
     ta_dir, host_dir = Path(ta_dir), Path(host_dir)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise MirrorcError(f"ta: TA name {name!r} is not a lowercase C identifier")
@@ -161,6 +169,7 @@ def write_ta(
         "VERSION": version,
         "HOST_BINARY": f"{name}_host",
         **contract.ta_command_macros(),
+        **guard.template_values(defences or guard.no_guard(lowered.num_classes)),
     }
     files = {
         "Makefile": render("Makefile.in", values),

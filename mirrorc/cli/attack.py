@@ -58,7 +58,8 @@ def register(main: click.Group) -> None:
             ("as_is", "finetune_all", "retrain_head", "replace_cpm", "distill", "scratch", "scratch_oracle")
         ),
         show_default=True,
-        help="which attacks to run, comma-separated",
+        help="which attacks to run, comma-separated; 'extract' (not by default: it spends (K-1)*~17 TA "
+        "queries per image) recovers the CPM's logits by binary search on the backbone logits and clones the CPM",
     )
     @click.option(
         "--threads",

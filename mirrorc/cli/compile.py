@@ -109,6 +109,14 @@ def register(main: click.Group) -> None:
     )
     @click.option("--limit-train", default=None, type=click.IntRange(1), help="train on the first N images only")
     @click.option("--tee-memory", default=None, help="TEE memory limit (e.g. 16M) for the report and the TA")
+    @click.option(
+        "--query-budget",
+        default=0,
+        show_default=True,
+        type=click.IntRange(0),
+        help="labels the TA answers over its lifetime, counted in GP persistent storage across sessions and "
+        "reboots (caps model extraction through the label oracle); 0 = no budget",
+    )
     @click.option("--no-baseline", is_flag=True, help="do not train original.onnx (the unprotected comparison)")
     @click.option(
         "--fast",
@@ -151,6 +159,7 @@ def register(main: click.Group) -> None:
         val_fraction: float,
         limit_train: int | None,
         tee_memory: str | None,
+        query_budget: int,
         no_baseline: bool,
         fast: bool,
         resume: bool,
@@ -196,6 +205,7 @@ def register(main: click.Group) -> None:
             limit_train=limit_train,
             baseline=not no_baseline,
             tee_memory=tee_memory,
+            query_budget=query_budget,
             resume=resume,
             log=None if as_json else _log,
         )

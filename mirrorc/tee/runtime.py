@@ -203,6 +203,15 @@ class ProtectedModel(teec.ClosedOnCollect):
             labels[i] = self._label.a
         return labels
 
+    def query(self, taps: list[np.ndarray], logits: np.ndarray) -> int:
+        """One TA inference on taps and backbone logits the caller chose (any normal-world process can
+        send such bytes; the attacks and the defences' tests do). A refusal raises teec.TeecError."""
+        for row, value in zip(self.rows, [*taps, logits]):
+            row[...] = np.asarray(value, np.float32).reshape(-1)
+        for call in self._calls:
+            self.session.invoke(*call)
+        return int(self._label.a)
+
     def predict(self, x: npt.ArrayLike) -> np.ndarray:
         """Labels (int64 [N]) for a batch of inputs (or one input)."""
         if self._io is not None and type(x) is np.ndarray and x.dtype == np.float32 and x.shape == self._one.shape:

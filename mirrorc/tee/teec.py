@@ -16,6 +16,7 @@ import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from mirrorc.errors import MirrorcError
+from passes import contract
 
 if TYPE_CHECKING:  # for the annotations only: the ctypes binding itself needs no numpy
     import numpy as np
@@ -138,7 +139,7 @@ class TeecError(MirrorcError):
 
     def __init__(self, what: str, result: int, origin: int):
         self.result, self.origin = result, origin
-        name = ERROR_NAMES.get(result, f"0x{result:08x}")
+        name = ERROR_NAMES.get(result) or contract.TA_ERROR_NAMES.get(result, f"0x{result:08x}")
         super().__init__(f"{what}: {name} (0x{result:08x}, origin {ORIGIN_NAMES.get(origin, origin)})")
 
 

@@ -46,6 +46,8 @@ typedef uint32_t TEE_Result;
 #define TEE_ERROR_EXTERNAL_CANCEL  0xFFFF0011
 #define TEE_ERROR_OVERFLOW         0xFFFF300F
 #define TEE_ERROR_TARGET_DEAD      0xFFFF3024
+#define TEE_ERROR_CORRUPT_OBJECT   0xF0100001
+#define TEE_ERROR_STORAGE_NO_SPACE 0xFFFF3041
 
 /* Parameter types */
 #define TEE_PARAM_TYPE_NONE          0
@@ -109,6 +111,30 @@ void TEE_Free(void *buffer);
 void TEE_MemMove(void *dest, const void *src, size_t size);
 int32_t TEE_MemCompare(const void *buffer1, const void *buffer2, size_t size);
 void TEE_MemFill(void *buff, uint32_t x, size_t size);
+
+/* Trusted Storage API for data and keys: the persistent-object subset (data stream only) */
+typedef struct __TEE_ObjectHandle *TEE_ObjectHandle;
+#define TEE_HANDLE_NULL ((TEE_ObjectHandle)0)
+#define TEE_STORAGE_PRIVATE             0x00000001
+#define TEE_OBJECT_ID_MAX_LEN           64
+#define TEE_DATA_FLAG_ACCESS_READ       0x00000001
+#define TEE_DATA_FLAG_ACCESS_WRITE      0x00000002
+#define TEE_DATA_FLAG_ACCESS_WRITE_META 0x00000004
+#define TEE_DATA_FLAG_SHARE_READ        0x00000010
+#define TEE_DATA_FLAG_SHARE_WRITE       0x00000020
+#define TEE_DATA_FLAG_OVERWRITE         0x00000400
+typedef enum { TEE_DATA_SEEK_SET = 0, TEE_DATA_SEEK_CUR = 1, TEE_DATA_SEEK_END = 2 } TEE_Whence;
+
+TEE_Result TEE_OpenPersistentObject(uint32_t storageID, const void *objectID, size_t objectIDLen,
+				    uint32_t flags, TEE_ObjectHandle *object);
+TEE_Result TEE_CreatePersistentObject(uint32_t storageID, const void *objectID, size_t objectIDLen,
+				      uint32_t flags, TEE_ObjectHandle attributes,
+				      const void *initialData, size_t initialDataLen,
+				      TEE_ObjectHandle *object);
+TEE_Result TEE_ReadObjectData(TEE_ObjectHandle object, void *buffer, size_t size, size_t *count);
+TEE_Result TEE_WriteObjectData(TEE_ObjectHandle object, const void *buffer, size_t size);
+TEE_Result TEE_SeekObjectData(TEE_ObjectHandle object, intmax_t offset, TEE_Whence whence);
+void TEE_CloseObject(TEE_ObjectHandle object);
 
 /* Entry points a TA implements */
 TEE_Result TA_EXPORT TA_CreateEntryPoint(void);
