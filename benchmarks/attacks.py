@@ -39,6 +39,24 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def _finished(path: Path, budgets: list[int], seeds: int, schedule, attacks: tuple[str, ...]) -> dict | None:
+    """The attack report a previous run of the same grid left in OUT (so an interrupted grid resumes
+    where it stopped), or None when there is none or it was made with other settings."""
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(vars(schedule)))
+    made = dict(report.get("schedule", {}))
+    made.setdefault("device", "cpu")  # reports from before the schedule named its device ran on the CPU
+    same = (
+        report.get("budgets") == budgets
+        and report.get("seeds") == seeds
+        and made == wanted
+        and {r["attack"] for r in report.get("results", [])} <= set(attacks)
+    )
+    return report if same else None
+
+
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
@@ -134,16 +152,18 @@ def main(argv=None) -> int:
             if dataset is None:
                 view = atk.load_view(build)
                 dataset = load_dataset(data, data_dir=args.data_dir, input_shape=view.input_shape)
-            report = atk.run(
-                build,
-                dataset,
-                budgets=budgets,
-                seeds=args.seeds,
-                schedule=schedule,
-                attacks=attacks,
-                scratch_cache=scratch_cache,
-            )
-            (out / f"{name}.attack.json").write_text(json.dumps(report, indent=1))
+            report = _finished(out / f"{name}.attack.json", budgets, args.seeds, schedule, attacks)
+            if report is None:
+                report = atk.run(
+                    build,
+                    dataset,
+                    budgets=budgets,
+                    seeds=args.seeds,
+                    schedule=schedule,
+                    attacks=attacks,
+                    scratch_cache=scratch_cache,
+                )
+                (out / f"{name}.attack.json").write_text(json.dumps(report, indent=1))
             table, head = atk.format_report(report)
             print(f"== {name} (compile {built - began:.0f}s, attacks {time.perf_counter() - built:.0f}s)")
             print(table)
