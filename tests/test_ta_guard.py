@@ -138,3 +138,20 @@ def test_query_budget_persists_across_sessions_and_simulator_restarts(tmp_path, 
     monkeypatch.setenv("MIRRORC_TA_STORAGE", str(tmp_path / "fresh"))
     with ProtectedModel(build, tee="sim", mode="single") as model:
         model.predict(x)
+
+
+def test_range_check_needs_enough_training_images_to_know_the_range():
+    """A range from a few dozen images refuses honest inputs (a ShuffleNetV2 built from 32 images
+    refused 6 of 6 test images): below RANGE_MIN_IMAGES the check stays off and the plan says why."""
+    from helpers import EXAMPLE_MODELS
+    from mirrorc.pipeline import build_mirrornet
+
+    model, _ = build_mirrornet(EXAMPLE_MODELS / "lenet5.onnx", channels=2)
+    x = np.random.default_rng(0).standard_normal((guard.RANGE_MIN_IMAGES, 1, 28, 28)).astype(np.float32)
+    few = guard.logit_range(model, x[:32])
+    assert few["range_check"] is False and "32 training images" in few["range_check_off"]
+    enough = guard.logit_range(model, x)
+    assert enough["range_check"] is True
+    assert all(lo < hi for lo, hi in zip(enough["logit_min"], enough["logit_max"]))
+    for g in (few, enough):  # both are what the plan's "guard" schema asks for
+        assert set(contract.GUARD_SCHEMA) <= set(g)

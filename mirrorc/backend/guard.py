@@ -23,6 +23,9 @@ from passes import contract
 # of each class's span, both sides. LeNet-5/MNIST, range from 10,000 training images: 0.1 refused 1 of
 # the 50,000 other training images; 0.25 refuses none of them and none of the test set.
 RANGE_MARGIN = 0.25
+# Fewer training images than this say too little about the backbone's range: the check would refuse
+# honest inputs (a ShuffleNetV2 built from 32 images refused 6 of 6 test images), so it stays off.
+RANGE_MIN_IMAGES = 1000
 
 
 def logit_range(
@@ -32,6 +35,11 @@ def logit_range(
     per class min/max widened by `margin`; `query_budget` labels over the TA's lifetime (0: no budget)."""
     from mirrorc.attack.thief import run_onnx
 
+    if len(x_train) < RANGE_MIN_IMAGES:
+        guard = no_guard(_num_classes(mirrornet))
+        guard["query_budget"] = int(query_budget)
+        guard["range_check_off"] = f"{len(x_train)} training images, fewer than {RANGE_MIN_IMAGES}"
+        return guard
     logits = run_onnx(mirrornet, contract.BACKBONE_LOGITS, x_train).astype(np.float64)
     low, high = logits.min(axis=0), logits.max(axis=0)
     span = high - low
@@ -43,6 +51,11 @@ def logit_range(
         "margin": float(margin),
         "query_budget": int(query_budget),
     }
+
+
+def _num_classes(mirrornet: onnx.ModelProto) -> int:
+    meta = {p.key: p.value for p in mirrornet.metadata_props}
+    return int(meta[contract.META_NUM_CLASSES])
 
 
 def no_guard(num_classes: int) -> dict:
