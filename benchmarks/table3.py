@@ -4,7 +4,7 @@ BackboneNet alone and the MirrorNet, and Δp, beside the paper's figures, for ea
 
     MIRRORC_DATA=../shared/datasets python benchmarks/table3.py [--models vgg6,vgg7_paper,vgg11,vgg16] \
         [--channels 1,2,3,4] [--recipe 'NAME=COMPILE FLAGS' ...] [--epochs 4] [--limit-train 10000] \
-        [--seeds 1] [--fast] [--out build/table3] [--json-out results/table3.json] [--print-only]
+        [--seeds 1] [--fast] [--out build/table3] [--json-out FILE] [--print-only]
 
 A recipe is a name and the `mirrorc compile` flags it adds, e.g. `paper=--protect paper` (the default
 recipes: the paper's, and `joint=--protect joint`, mirrorc's default strategy); any --protect
@@ -291,7 +291,9 @@ def main() -> None:
     ap.add_argument("--data", default="cifar10")
     ap.add_argument("--data-dir", default=None, help="default: $MIRRORC_DATA")
     ap.add_argument("--out", default="build/table3", help="the runs' build directories")
-    ap.add_argument("--json-out", default="results/table3.json")
+    ap.add_argument(
+        "--json-out", default=None, help="write the table's JSON here  [default: results/table3.json via record.py]"
+    )
     ap.add_argument("--print-only", action="store_true", help="print the table from finished runs, run nothing")
     args = ap.parse_args()
     args.limit_train = args.limit_train or None
@@ -308,8 +310,15 @@ def main() -> None:
 
     def write() -> dict:
         t = table(collect(args, recipes, models, channels, seeds), args, recipes, models, channels, seeds)
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(t, indent=2))
+        if args.json_out:
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json_out).write_text(json.dumps(t, indent=2))
+        else:
+            from record import write_results
+
+            write_results(
+                "table3", "the paper's Table III on CIFAR-10: input, backbone, MirrorNet, Δp per model, recipe, C", t
+            )
         return t
 
     if not args.print_only:
