@@ -379,10 +379,11 @@ def format_measured(measured: dict) -> str:
     parts = []
     for r in measured["rows"]:
         hs = r.get("head_start", {}).get("600", "-")
+        side = "below" if r["cost"] >= 0 else "above"
         parts.append(
             f"{setup.get('model', '?')} / {r['dataset']}, C = {r['C']}, "
-            f"{setup.get('compile_epochs', '?')} epochs: MirrorNet {r['cost']:.2f} points below the "
-            f"unprotected model, head start @600 labels {hs} points"
+            f"{setup.get('compile_epochs', '?')} epochs: MirrorNet {abs(r['cost']):.2f} points {side} the "
+            f"unprotected model, backbone alone {r.get('backbone', '-')}%, head start @600 labels {hs} points"
         )
     line = "; ".join(parts) + f" (`{measured['command']}`, {measured['file']}"
     line += ", transcribed, not re-measured)" if measured.get("transcribed") else ")"
