@@ -220,6 +220,9 @@ def register(main: click.Group) -> None:
             echo_json(summary)
             return
         click.echo(f"wrote {summary['build']}/: {', '.join(summary['files'])}")
+        if summary["val_mirrornet_acc"] is None:  # no epoch ran, or no validation split
+            click.echo("validation: none (no epoch trained or no validation split)")
+            return
         line = f"validation: MirrorNet {summary['val_mirrornet_acc']}%, backbone alone {summary['val_backbone_acc']}%"
         if summary["val_original_acc"] is not None:
             line += f", unprotected {summary['val_original_acc']}%"
