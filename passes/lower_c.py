@@ -400,9 +400,13 @@ def lower(
     *,
     fast_conv: bool = True,
     plan: SecurePlan | None = None,
+    profile: bool = False,
 ) -> Lowered:
     """Generate the C model of the secure graph; `name` is the model's name in comments; `plan`, the
-    graph's `plan_secure` if already made (the memplan pass). When the model does not fit
+    graph's `plan_secure` if already made (the memplan pass). With `profile` (the calibration build
+    of `mirrorc.plan.profile`, never a release TA), every scheduled node `i` of `plan.body` is
+    bracketed by `mirrorc_profile_begin()` / `mirrorc_profile_end(i)`, which the timing harness
+    defines; without it the C is exactly the release C. When the model does not fit
     `tee_memory` bytes (weights + arena + state + stack), the stride-1 conv scratch is given up
     first; if it still does not fit, MirrorcError."""
     sp = plan if plan is not None and plan.fast_conv == fast_conv else plan_secure(secure, fast_conv)
@@ -426,7 +430,7 @@ def lower(
             per_cmd[k].append(f"mc_copy(tap, {buf(t)}, {tap_floats[k]}); /* keep {t} */")
     if contract.BACKBONE_LOGITS in mplan.buffers:  # cannot happen: nothing follows the final command
         raise _err(None, "backbone_logits carried")
-    for cmd, nd in body:
+    for step, (cmd, nd) in enumerate(body):
         f = sp.fused.get(nd.output[0])
         ops = "+".join(
             [nd.op_type]
@@ -437,7 +441,11 @@ def lower(
             f"/* {_name(nd)}{''.join(', ' + a for a in f.absorbed) if f else ''}: {ops} -> "
             f"{list(shapes[nd.output[0]])} */"
         )
-        per_cmd[cmd].extend(emitter.emit(nd))
+        per_cmd[cmd].extend(
+            ["mirrorc_profile_begin();", *emitter.emit(nd), f"mirrorc_profile_end({step});"]
+            if profile
+            else emitter.emit(nd)
+        )
         cmd_nodes[cmd] += [_name(nd), *(f.absorbed if f else ())]
     cmd_nodes[n_taps].append(argmax.name or contract.LABEL)
 
@@ -452,7 +460,7 @@ def lower(
         and fast_conv
         and any(scratch_floats(nd, shapes, True, sp.fused) for _, nd in body)
     ):
-        return lower(secure, name, tee_memory, fast_conv=False)
+        return lower(secure, name, tee_memory, fast_conv=False, profile=profile)
     if tee_memory is not None and total > tee_memory:
         raise _err(
             None,
@@ -462,6 +470,9 @@ def lower(
 
     header = _model_header(name, n_taps, num_classes, tap_floats, sizes, mplan)
     source = _model_source(name, emitter, per_cmd, n_taps, buf(logits), num_classes, mplan)
+    if profile:  # the harness's timer hooks, declared before their first use
+        hooks = f"#define MIRRORC_PROFILE_STEPS {len(body)}\n{PROFILE_HOOKS}"
+        source = source.replace('#include "mirrorc_weights.h"\n', f'#include "mirrorc_weights.h"\n{hooks}', 1)
     weights = _weights_source(
         emitter,
         "MIRRORC_WEIGHTS_H",
@@ -545,6 +556,10 @@ class LowerCPass(Pass):
         lowered = ctx.info["lowered"]
         conv = "" if lowered.memory.get("fast_conv", True) else ", compact conv scratch"
         return f"{len(lowered.files)} C files, {sum(lowered.sizes.values())} B in the TA{conv}"
+
+
+# What a profiling build of the model calls around every scheduled node (lower(profile=True)).
+PROFILE_HOOKS = "void mirrorc_profile_begin(void);\nvoid mirrorc_profile_end(unsigned step);\n"
 
 
 def _model_header(name, n_taps, k, tap_floats, sizes, mplan) -> str:

@@ -18,7 +18,7 @@ def main() -> None:
 
 
 # One module per subcommand; each owns its options and registers itself on the group.
-from mirrorc.cli import attack, check, compile, evaluate, inspect, partition, run  # noqa: E402
+from mirrorc.cli import attack, check, compile, evaluate, inspect, partition, profile, run  # noqa: E402
 
-for _command in (inspect, check, partition, compile, evaluate, run, attack):
+for _command in (inspect, check, partition, compile, evaluate, run, attack, profile):
     _command.register(main)

@@ -1,0 +1,264 @@
+"""`mirrorc profile`: calibrate a Performance Emulator device profile on the target.
+
+Two measurements, each fitted by least squares into the paper's linear models (Eq. 2, 4, 5):
+- compute: the CPMs of the example models (LeNet-5, VGG-7) at several widths C, lowered with a timer
+  around every scheduled node (`lower(profile=True)`) and built at the TA's flags. A node that is
+  neither conv nor dense (ReLU, pooling, Add, ...) is charged to the compute layer before it (the first
+  one when none precedes), so the conv/dense lines cover the whole secure graph, as the paper's scale
+  factor meant to;
+- transfer: a simulator TA invoked with a command it refuses, carrying buffers of several sizes
+  (per-invoke and per-KB cost).
+On this host the target is the host CPU (`--tee sim`). On a board (`--tee optee`) the timers would
+have to run inside the TA (TEE_GetSystemTime); that build is not written yet, and the command says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from mirrorc.backend import cbuild, ta
+from mirrorc.errors import MirrorcError
+from mirrorc.plan import emulator
+from mirrorc.plan.layers import Layer, layers
+from passes.lower_c import Lowered, lower, plan_secure
+
+# The TA's flags as they mean something on this host: the dev kit's language mode and -Os, then the
+# generated sub.mk's own flags (which override -Os).
+TA_HOST_CFLAGS = ("-std=gnu11", "-Os", *ta.TA_CODE_CFLAGS)
+TEES = ("sim", "optee")
+# A command no mirrorc TA knows: it is refused after the world switch, so its time is the transfer's.
+REFUSED_COMMAND = 0x7FFF
+
+_HARNESS_C = r"""
+#define _POSIX_C_SOURCE 199309L
+#include <time.h>
+#include <stdint.h>
+#include "mirrorc_model.h"
+#define STEPS @STEPS@
+static double step_ns[STEPS > 0 ? STEPS : 1];
+static double t_begin;
+static double now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return 1e9 * (double)t.tv_sec + (double)t.tv_nsec;
+}
+void mirrorc_profile_begin(void) { t_begin = now_ns(); }
+void mirrorc_profile_end(unsigned step) { step_ns[step] = now_ns() - t_begin; }
+/* The fastest time of every scheduled node over `iters` inferences: the minimum drops the
+   preemptions of a shared machine. */
+void mirrorc_profile_steps(const float *const *taps, const float *logits, int iters, double *best_ns)
+{
+    static mirrorc_state_t state;
+    int i;
+    unsigned k;
+    for (k = 0; k < STEPS; k++) best_ns[k] = 1e300;
+    for (i = 0; i < iters; i++) {
+        mirrorc_reset(&state);
+        for (k = 0; k < MIRRORC_NUM_TAPS; k++) mirrorc_run_tap(&state, k, taps[k]);
+        (void)mirrorc_run_final(&state, logits);
+        for (k = 0; k < STEPS; k++)
+            if (step_ns[k] < best_ns[k]) best_ns[k] = step_ns[k];
+    }
+}
+"""
+
+
+def step_layers(secure: onnx.ModelProto) -> list[Layer]:
+    """The Layer (mirrorc.plan.layers) of every scheduled node of the secure graph, in the order of
+    `lower(profile=True)`'s step numbers."""
+    by_name = {x.name: x for x in layers(secure)}
+    return [by_name[nd.name] for _, nd in plan_secure(secure).body]
+
+
+def charge_to_compute(kinds: Sequence[str], times_us: Sequence[float]) -> list[tuple[int, float]]:
+    """(index of a compute step, its time plus the non-compute steps after it); non-compute steps before
+    the first compute step go to that first one. Empty when no step is conv or dense."""
+    compute = [i for i, k in enumerate(kinds) if k != "other"]
+    if not compute:
+        return []
+    charged = dict.fromkeys(compute, 0.0)
+    owner = compute[0]
+    for i, t in enumerate(times_us):
+        if kinds[i] != "other":
+            owner = i
+        charged[owner] += t
+    return sorted(charged.items())
+
+
+def fit_line(x: Sequence[float], y: Sequence[float]) -> emulator.Linear:
+    """y = slope * x + base by least squares on the relative error (every sample weighs alike, small
+    layers as much as large ones); both coefficients kept non-negative, as the profile format needs."""
+    xs, ys = np.asarray(x, float), np.asarray(y, float)
+    if len(xs) == 0:
+        raise MirrorcError("profile: no samples to fit")
+    w = 1.0 / np.maximum(ys, 1e-12)
+    if len(set(xs.tolist())) >= 2:
+        (slope, base), *_ = np.linalg.lstsq(np.stack([xs * w, w], 1), ys * w, rcond=None)
+        if slope >= 0 and base >= 0:
+            return emulator.Linear(float(slope), float(base))
+    if np.any(xs > 0):  # through the origin
+        slope = float(np.sum(xs * w * ys * w) / np.sum((xs * w) ** 2))
+        return emulator.Linear(max(slope, 0.0), 0.0)
+    return emulator.Linear(0.0, float(np.mean(ys)))
+
+
+def _timer_library(lowered: Lowered, steps: int) -> ctypes.CDLL:
+    harness = _HARNESS_C.replace("@STEPS@", str(steps))
+    files = dict(lowered.files, **{"model/mirrorc_profile_timer.c": harness})
+    return cbuild.load(cbuild.build_lowered(files, name="mirrorc_profiled", debug=False, cflags=TA_HOST_CFLAGS))
+
+
+def _random_inputs(lowered: Lowered, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    taps = [rng.standard_normal(n).astype(np.float32) for n in lowered.tap_floats]
+    return taps, rng.standard_normal(lowered.num_classes).astype(np.float32)
+
+
+def measure_steps(secure: onnx.ModelProto, name: str, iters: int = 50) -> list[dict[str, Any]]:
+    """Every scheduled node of `secure`'s C at the TA's flags: its Layer fields and its fastest time (us)."""
+    lowered = lower(secure, name, profile=True)
+    steps = step_layers(secure)
+    lib = _timer_library(lowered, len(steps))
+    taps, logits = _random_inputs(lowered)
+    ptrs = (ctypes.c_void_p * max(1, len(taps)))(*[t.ctypes.data for t in taps])
+    best = np.zeros(max(1, len(steps)), np.float64)
+    lib.mirrorc_profile_steps(ptrs, ctypes.c_void_p(logits.ctypes.data), iters, ctypes.c_void_p(best.ctypes.data))
+    return [
+        {"name": x.name, "kind": x.kind, "notation": x.notation, "workload": x.workload, "us": 1e-3 * float(t)}
+        for x, t in zip(steps, best)
+    ]
+
+
+def measure_total_us(secure: onnx.ModelProto, name: str, iters: int = 50) -> float:
+    """CPU us per batch-1 inference of the release C (no timers) at the TA's flags, fastest of 5."""
+    lowered = lower(secure, name)
+    taps, logits = _random_inputs(lowered)
+    seconds, _ = cbuild.time_lowered(lowered, taps, logits, iters=iters, repeats=5, cflags=TA_HOST_CFLAGS)
+    return 1e6 * seconds
+
+
+def compute_samples(steps: Iterable[dict[str, Any]]) -> list[tuple[str, int, float]]:
+    """(kind "conv"/"dense", workload, charged us) per compute layer of one measured secure graph."""
+    steps = list(steps)
+    kinds = ["dense" if s["kind"] == "matmul" else s["kind"] for s in steps]
+    charged = charge_to_compute(kinds, [s["us"] for s in steps])
+    return [(kinds[i], int(steps[i]["workload"]), us) for i, us in charged]
+
+
+def fit_compute(samples: Sequence[tuple[str, int, float]]) -> dict[str, emulator.Linear]:
+    """The conv and dense lines from (kind, workload, us) samples; a kind with no sample gets the other's."""
+    fits = {}
+    for kind in ("conv", "dense"):
+        pts = [(w, us) for k, w, us in samples if k == kind]
+        if pts:
+            fits[kind] = fit_line([w for w, _ in pts], [us for _, us in pts])
+    if not fits:
+        raise MirrorcError("profile: no conv or dense layer was measured")
+    for kind in ("conv", "dense"):
+        fits.setdefault(kind, next(iter(fits.values())))
+    return fits
+
+
+def measure_transfer(build_dir: Path, uuid: str, sizes: Sequence[int], invokes: int = 200) -> list[tuple[int, float]]:
+    """(bytes, fastest us per invoke) of a refused command carrying a temp input buffer of each size,
+    through the simulator TA `uuid` of the secure build in `build_dir`."""
+    from mirrorc.tee import teec
+
+    out = []
+    with teec.Context.simulator(build_dir) as ctx, ctx.open_session(uuid) as session:
+        for size in sizes:
+            buf = np.zeros(max(1, size // 4), np.float32)
+            op = teec.Operation(teec.TEEC_MEMREF_TEMP_INPUT).temp(0, buf)
+            best = float("inf")
+            for _ in range(invokes):
+                t0 = time.perf_counter()
+                session.try_invoke(REFUSED_COMMAND, op)
+                best = min(best, time.perf_counter() - t0)
+            out.append((int(buf.nbytes), 1e6 * best))
+    return out
+
+
+def example_models(out_dir: Path) -> dict[str, Path]:
+    """LeNet-5 and VGG-7 as ONNX (examples/make_models.py) in `out_dir`."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "make_models.py"
+    subprocess.run([sys.executable, str(script), str(out_dir)], check=True, capture_output=True)
+    return {name: out_dir / f"{name}.onnx" for name in ("lenet5", "vgg7")}
+
+
+def calibrate(
+    tee: str = "sim",
+    *,
+    models: Sequence[str] = ("lenet5", "vgg7"),
+    channels: Sequence[int] = (1, 2, 4),
+    transfer_sizes: Sequence[int] = (4, 4096, 65536, 262144),
+    iters: int = 30,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Measure and fit a device profile (the JSON of mirrorc/plan/devices/*.json, as a dict)."""
+    from mirrorc.backend.secure_build import build_secure
+    from mirrorc.pipeline import build_mirrornet
+    from passes.split import split
+
+    if tee not in TEES:
+        raise MirrorcError(f"tee must be one of {', '.join(TEES)}, not '{tee}'")
+    if tee == "optee":
+        raise MirrorcError(
+            "profile --tee optee: the in-TA timer build (TEE_GetSystemTime) is not written yet; "
+            "profile with --tee sim on the host"
+        )
+    samples: list[tuple[str, int, float]] = []
+    with tempfile.TemporaryDirectory(prefix="mirrorc-profile-") as tmp:
+        paths = example_models(Path(tmp))
+        transfer: list[tuple[int, float]] = []
+        for model in models:
+            if model not in paths:
+                raise MirrorcError(f"profile: model '{model}' is not one of {', '.join(paths)}")
+            for c in channels:
+                mirrornet, _ = build_mirrornet(paths[model], channels=c)
+                _, secure = split(mirrornet)
+                samples += compute_samples(measure_steps(secure, f"{model}_c{c}", iters))
+                if not transfer and transfer_sizes:
+                    build_dir = Path(tmp) / "ta_build"
+                    plan = build_secure(mirrornet, build_dir)
+                    transfer = measure_transfer(build_dir, plan["uuid"], transfer_sizes)
+    fits = fit_compute(samples)
+    switch = (
+        fit_line([b / 1024 for b, _ in transfer], [us for _, us in transfer]) if transfer else emulator.Linear(0, 0)
+    )
+    base = json.loads((emulator.DEVICES_DIR / f"{emulator.DEFAULT_DEVICE}.json").read_text())
+    how = f"mirrorc profile --tee {tee}: {len(samples)} layers of {', '.join(models)} at C={list(channels)}"
+    return {
+        "name": name or f"{tee}-host",
+        "description": f"fitted by mirrorc profile --tee {tee} on this machine",
+        "context_switch_us": {
+            "per_kb": switch.slope,
+            "base": switch.base,
+            "kb_bytes": 1024,
+            "source": f"refused command through the {tee} TA, buffers of {list(transfer_sizes)} bytes",
+            "samples": [[b, us] for b, us in transfer],
+        },
+        "conv2d_us": {"per_workload": fits["conv"].slope, "base": fits["conv"].base, "source": how},
+        "dense_us": {"per_workload": fits["dense"].slope, "base": fits["dense"].base, "source": how},
+        "compute_scale": {
+            "factor": 1.0,
+            "applies_to": ["conv"],
+            "source": "none needed: the fitted lines include the nodes charged to each layer",
+        },
+        "tee_memory_bytes": base["tee_memory_bytes"],
+        "tee_memory_source": f"not measured: {emulator.DEFAULT_DEVICE}'s",
+        "ta_overhead_bytes": base["ta_overhead_bytes"],
+        "ta_overhead_source": f"not measured: {emulator.DEFAULT_DEVICE}'s",
+        "samples": [[k, w, us] for k, w, us in samples],
+    }
