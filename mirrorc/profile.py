@@ -2,10 +2,9 @@
 
 Two measurements, each fitted by least squares into the paper's linear models (Eq. 2, 4, 5):
 - compute: the CPMs of the example models (LeNet-5, VGG-7) at several widths C, lowered with a timer
-  around every scheduled node (`lower(profile=True)`) and built at the TA's flags. A node that is
-  neither conv nor dense (ReLU, pooling, Add, ...) is charged to the compute layer before it (the first
-  one when none precedes), so the conv/dense lines cover the whole secure graph, as the paper's scale
-  factor meant to;
+  around every scheduled node (`lower(profile=True)`) and built at the TA's flags: conv and dense
+  lines in the workload (Eq. 4, 5), and for the nodes the paper leaves out (ReLU, pooling, Add, ...)
+  a line in their output floats per op type (`other_us`, "*" for op types measured too rarely);
 - transfer: a simulator TA invoked with a command it refuses, carrying buffers of several sizes
   (per-invoke and per-KB cost).
 On this host the target is the host CPU (`--tee sim`). On a board (`--tee optee`) the timers would
@@ -20,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +81,6 @@ def step_layers(secure: onnx.ModelProto) -> list[Layer]:
     return [by_name[nd.name] for _, nd in plan_secure(secure).body]
 
 
-def charge_to_compute(kinds: Sequence[str], times_us: Sequence[float]) -> list[tuple[int, float]]:
-    """(index of a compute step, its time plus the non-compute steps after it); non-compute steps before
-    the first compute step go to that first one. Empty when no step is conv or dense."""
-    compute = [i for i, k in enumerate(kinds) if k != "other"]
-    if not compute:
-        return []
-    charged = dict.fromkeys(compute, 0.0)
-    owner = compute[0]
-    for i, t in enumerate(times_us):
-        if kinds[i] != "other":
-            owner = i
-        charged[owner] += t
-    return sorted(charged.items())
-
-
 def fit_line(x: Sequence[float], y: Sequence[float]) -> emulator.Linear:
     """y = slope * x + base by least squares on the relative error (every sample weighs alike, small
     layers as much as large ones); both coefficients kept non-negative, as the profile format needs."""
@@ -136,7 +120,15 @@ def measure_steps(secure: onnx.ModelProto, name: str, iters: int = 50) -> list[d
     best = np.zeros(max(1, len(steps)), np.float64)
     lib.mirrorc_profile_steps(ptrs, ctypes.c_void_p(logits.ctypes.data), iters, ctypes.c_void_p(best.ctypes.data))
     return [
-        {"name": x.name, "kind": x.kind, "notation": x.notation, "workload": x.workload, "us": 1e-3 * float(t)}
+        {
+            "name": x.name,
+            "op_type": x.op_type,
+            "kind": "dense" if x.kind == "matmul" else x.kind,
+            "notation": x.notation,
+            "workload": x.workload,
+            "out_floats": x.out_floats,
+            "us": 1e-3 * float(t),
+        }
         for x, t in zip(steps, best)
     ]
 
@@ -149,26 +141,56 @@ def measure_total_us(secure: onnx.ModelProto, name: str, iters: int = 50) -> flo
     return 1e6 * seconds
 
 
-def compute_samples(steps: Iterable[dict[str, Any]]) -> list[tuple[str, int, float]]:
-    """(kind "conv"/"dense", workload, charged us) per compute layer of one measured secure graph."""
-    steps = list(steps)
-    kinds = ["dense" if s["kind"] == "matmul" else s["kind"] for s in steps]
-    charged = charge_to_compute(kinds, [s["us"] for s in steps])
-    return [(kinds[i], int(steps[i]["workload"]), us) for i, us in charged]
-
-
-def fit_compute(samples: Sequence[tuple[str, int, float]]) -> dict[str, emulator.Linear]:
-    """The conv and dense lines from (kind, workload, us) samples; a kind with no sample gets the other's."""
-    fits = {}
+def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str, Any]:
+    """The conv and dense lines (us vs workload) and, per op type with at least `min_per_op` samples
+    and for all other nodes together ("*"), a line in output floats, from `measure_steps` rows. A
+    compute kind with no sample gets the other's line."""
+    fits: dict[str, Any] = {}
     for kind in ("conv", "dense"):
-        pts = [(w, us) for k, w, us in samples if k == kind]
-        if pts:
-            fits[kind] = fit_line([w for w, _ in pts], [us for _, us in pts])
+        rows = [s for s in steps if s["kind"] == kind]
+        if rows:
+            fits[kind] = fit_line([s["workload"] for s in rows], [s["us"] for s in rows])
     if not fits:
         raise MirrorcError("profile: no conv or dense layer was measured")
     for kind in ("conv", "dense"):
         fits.setdefault(kind, next(iter(fits.values())))
+    others = [s for s in steps if s["kind"] == "other"]
+    other: dict[str, emulator.Linear] = {}
+    if others:
+        other["*"] = fit_line([s["out_floats"] for s in others], [s["us"] for s in others])
+    for op in sorted({s["op_type"] for s in others}):
+        rows = [s for s in others if s["op_type"] == op]
+        if len(rows) >= min_per_op:
+            other[op] = fit_line([s["out_floats"] for s in rows], [s["us"] for s in rows])
+    fits["other"] = other
     return fits
+
+
+def profile_json(
+    terms: dict[str, Any], switch: emulator.Linear, *, name: str, source: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A device profile (the format of mirrorc/plan/devices/*.json) from fitted terms; the memory
+    figures, which nothing here measures, are the bundled default's."""
+    base = json.loads((emulator.DEVICES_DIR / f"{emulator.DEFAULT_DEVICE}.json").read_text())
+    out = {
+        "name": name,
+        "description": f"fitted by {source}",
+        "context_switch_us": {"per_kb": switch.slope, "base": switch.base, "kb_bytes": 1024},
+        "conv2d_us": {"per_workload": terms["conv"].slope, "base": terms["conv"].base, "source": source},
+        "dense_us": {"per_workload": terms["dense"].slope, "base": terms["dense"].base, "source": source},
+        "other_us": {op: {"per_float": f.slope, "base": f.base} for op, f in terms["other"].items()},
+        "compute_scale": {
+            "factor": 1.0,
+            "applies_to": ["conv"],
+            "source": "none: every node is measured and fitted",
+        },
+        "tee_memory_bytes": base["tee_memory_bytes"],
+        "tee_memory_source": f"not measured: {emulator.DEFAULT_DEVICE}'s",
+        "ta_overhead_bytes": base["ta_overhead_bytes"],
+        "ta_overhead_source": f"not measured: {emulator.DEFAULT_DEVICE}'s",
+    }
+    out.update(extra or {})
+    return out
 
 
 def measure_transfer(build_dir: Path, uuid: str, sizes: Sequence[int], invokes: int = 200) -> list[tuple[int, float]]:
@@ -218,47 +240,29 @@ def calibrate(
             "profile --tee optee: the in-TA timer build (TEE_GetSystemTime) is not written yet; "
             "profile with --tee sim on the host"
         )
-    samples: list[tuple[str, int, float]] = []
+    steps: list[dict[str, Any]] = []
+    transfer: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory(prefix="mirrorc-profile-") as tmp:
         paths = example_models(Path(tmp))
-        transfer: list[tuple[int, float]] = []
         for model in models:
             if model not in paths:
                 raise MirrorcError(f"profile: model '{model}' is not one of {', '.join(paths)}")
             for c in channels:
                 mirrornet, _ = build_mirrornet(paths[model], channels=c)
                 _, secure = split(mirrornet)
-                samples += compute_samples(measure_steps(secure, f"{model}_c{c}", iters))
+                steps += measure_steps(secure, f"{model}_c{c}", iters)
                 if not transfer and transfer_sizes:
                     build_dir = Path(tmp) / "ta_build"
                     plan = build_secure(mirrornet, build_dir)
                     transfer = measure_transfer(build_dir, plan["uuid"], transfer_sizes)
-    fits = fit_compute(samples)
     switch = (
         fit_line([b / 1024 for b, _ in transfer], [us for _, us in transfer]) if transfer else emulator.Linear(0, 0)
     )
-    base = json.loads((emulator.DEVICES_DIR / f"{emulator.DEFAULT_DEVICE}.json").read_text())
-    how = f"mirrorc profile --tee {tee}: {len(samples)} layers of {', '.join(models)} at C={list(channels)}"
-    return {
-        "name": name or f"{tee}-host",
-        "description": f"fitted by mirrorc profile --tee {tee} on this machine",
-        "context_switch_us": {
-            "per_kb": switch.slope,
-            "base": switch.base,
-            "kb_bytes": 1024,
-            "source": f"refused command through the {tee} TA, buffers of {list(transfer_sizes)} bytes",
-            "samples": [[b, us] for b, us in transfer],
-        },
-        "conv2d_us": {"per_workload": fits["conv"].slope, "base": fits["conv"].base, "source": how},
-        "dense_us": {"per_workload": fits["dense"].slope, "base": fits["dense"].base, "source": how},
-        "compute_scale": {
-            "factor": 1.0,
-            "applies_to": ["conv"],
-            "source": "none needed: the fitted lines include the nodes charged to each layer",
-        },
-        "tee_memory_bytes": base["tee_memory_bytes"],
-        "tee_memory_source": f"not measured: {emulator.DEFAULT_DEVICE}'s",
-        "ta_overhead_bytes": base["ta_overhead_bytes"],
-        "ta_overhead_source": f"not measured: {emulator.DEFAULT_DEVICE}'s",
-        "samples": [[k, w, us] for k, w, us in samples],
-    }
+    source = f"mirrorc profile --tee {tee}: {len(steps)} nodes of {', '.join(models)} at C={list(channels)}"
+    return profile_json(
+        fit_terms(steps),
+        switch,
+        name=name or f"{tee}-host",
+        source=source,
+        extra={"samples": {"transfer_bytes_us": transfer, "nodes": steps}},
+    )

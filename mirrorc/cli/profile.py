@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mirrorc.cli.common import echo_json, user_errors
+from mirrorc.errors import MirrorcError
 
 
 def register(main: click.Group) -> None:
@@ -16,15 +17,25 @@ def register(main: click.Group) -> None:
     @click.option(
         "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the profile JSON to this file."
     )
+    @click.option("--models", default="lenet5,vgg7", show_default=True, help="Example models timed, comma-separated.")
+    @click.option(
+        "-C", "--channels", default="1,2,4", show_default=True, help="CPM widths C swept per model, comma-separated."
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
     @user_errors
-    def profile_cmd(tee: str, output: Path | None, as_json: bool) -> None:
+    def profile_cmd(tee: str, output: Path | None, models: str, channels: str, as_json: bool) -> None:
         """Measure the secure world's layer and transfer costs and fit a device profile
         (usable as `mirrorc partition --device FILE`)."""
         from mirrorc.outdir import atomic_file
         from mirrorc.profile import calibrate
 
-        profile = calibrate(tee)
+        try:
+            widths = [int(c) for c in channels.split(",")]
+        except ValueError:
+            raise MirrorcError(f"--channels: '{channels}' is not a comma-separated list of integers") from None
+        if any(c < 1 for c in widths):
+            raise MirrorcError(f"--channels: every C must be at least 1, got {channels}")
+        profile = calibrate(tee, models=models.split(","), channels=widths)
         if output is not None:
             with atomic_file(output) as tmp:
                 Path(tmp).write_text(json.dumps(profile, indent=2) + "\n")

@@ -5,8 +5,9 @@ Latency is a sum of linear models fitted on the target board, all in microsecond
   Conv2D         = per_workload * workload + base (Eq. 4, workload = K^2*IC*OC*FO^2)
   Dense          = per_workload * workload + base (Eq. 5, workload = IC*OC)
 times the empirical scale factor of Sec. V-D on the terms the profile names. Other layers (ReLU,
-pooling, Add) are left out, as in the paper. The coefficients are data: a device profile JSON in
-mirrorc/devices/ (or any path), never code.
+pooling, Add) are left out, as in the paper, unless the profile has `other_us` (a measured profile,
+`mirrorc profile`): then per op type (or "*" for the rest) per_float * output floats + base.
+The coefficients are data: a device profile JSON in mirrorc/plan/devices/ (or any path), never code.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Device:
     tee_memory_bytes: int
     ta_overhead_bytes: int
     path: str
+    other: tuple[tuple[str, Linear], ...] = ()  # op type ("*": any other) -> us per output float + base
+
+    def other_fit(self, op_type: str) -> Linear | None:
+        fits = dict(self.other)
+        return fits.get(op_type, fits.get("*"))
 
     def switch_us(self, nbytes: int) -> float:
         """One world switch carrying `nbytes` to the secure world (Eq. 2)."""
@@ -55,7 +61,8 @@ class Device:
         elif layer.kind in ("dense", "matmul"):
             fit = self.dense
         else:
-            return 0.0
+            other = self.other_fit(layer.op_type)
+            return other.slope * layer.out_floats + other.base if other else 0.0
         us = fit.slope * layer.workload + fit.base
         kind = "dense" if layer.kind == "matmul" else layer.kind
         return us * self.scale if kind in self.scale_applies_to else us
@@ -77,6 +84,13 @@ def load_device(name_or_path: str | os.PathLike | None = None) -> Device:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise MirrorcError(f"{path}: cannot read device profile: {e}") from None
+    return device_from_json(raw, path)
+
+
+def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
+    """The Device of a parsed profile JSON; `path` names it in errors."""
+    if not isinstance(raw, dict):
+        raise MirrorcError(f"{path}: a device profile is a JSON object")
 
     def num(*keys: str) -> int | float:  # the checked JSON number; callers convert it
         obj = raw
@@ -88,11 +102,18 @@ def load_device(name_or_path: str | os.PathLike | None = None) -> Device:
             raise MirrorcError(f"{path}: field '{'.'.join(keys)}' must be a non-negative number, got {obj!r}")
         return obj
 
+    other_raw = raw.get("other_us", {})
+    if not isinstance(other_raw, dict):
+        raise MirrorcError(f"{path}: field 'other_us' must be an object of op type -> per_float, base")
+    other = tuple(
+        (op, Linear(float(num("other_us", op, "per_float")), float(num("other_us", op, "base"))))
+        for op in sorted(other_raw)
+    )
     applies = raw.get("compute_scale", {}).get("applies_to", ["conv", "dense"])
     if not isinstance(applies, list) or not set(applies) <= {"conv", "dense"}:
         raise MirrorcError(f'{path}: field \'compute_scale.applies_to\' must be a list of "conv"/"dense"')
     return Device(
-        name=str(raw.get("name", path.stem)),
+        name=str(raw.get("name", Path(path).stem)),
         switch=Linear(float(num("context_switch_us", "per_kb")), float(num("context_switch_us", "base"))),
         kb_bytes=int(num("context_switch_us", "kb_bytes")) if "kb_bytes" in raw.get("context_switch_us", {}) else 1024,
         conv=Linear(float(num("conv2d_us", "per_workload")), float(num("conv2d_us", "base"))),
@@ -102,6 +123,7 @@ def load_device(name_or_path: str | os.PathLike | None = None) -> Device:
         tee_memory_bytes=int(num("tee_memory_bytes")),
         ta_overhead_bytes=int(num("ta_overhead_bytes")),
         path=str(path),
+        other=other,
     )
 
 
@@ -114,7 +136,7 @@ def predict(device: Device, cpm_layers: Iterable[Layer], buffers: Sequence[int])
     per_layer: list[dict[str, Any]] = [
         {"name": x.name, "notation": x.notation, "workload": x.workload, "us": device.layer_us(x)}
         for x in cpm_layers
-        if x.kind != "other"
+        if x.kind != "other" or device.other
     ]
     compute = sum(x["us"] for x in per_layer)
     streaming_switch = sum(device.switch_us(b) for b in buffers)

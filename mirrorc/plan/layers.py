@@ -47,6 +47,7 @@ class Layer:
     fi: tuple[int, int] | None = None  # (FI_h, FI_w)
     fo: tuple[int, int] | None = None  # (FO_h, FO_w)
     groups: int = 1
+    out_floats: int = 0  # numbers in the first output per sample; 0 when its shape is unknown
 
     @property
     def notation(self) -> str:
@@ -228,11 +229,15 @@ def layers(model: ModelLike, shapes: Shapes | None = None) -> list[Layer]:
         # Weights are counted at the node that uses them, not at the nodes that build them.
         params = 0 if i in shapes.const_node else sum(shapes.weight_size(x) for x in node.input if x)
         if node.op_type == "Conv":
-            out.append(_conv(node, shapes, params))
+            layer = _conv(node, shapes, params)
         elif node.op_type in _DENSE_OPS:
-            out.append(_dense(node, shapes, params))
+            layer = _dense(node, shapes, params)
         else:
-            out.append(Layer(node.name, node.op_type, "other", params, 0))
+            layer = Layer(node.name, node.op_type, "other", params, 0)
+        out_shape = shapes.shape.get(node.output[0]) if node.output else None
+        if out_shape and None not in out_shape[1:]:  # the emulator's per-float cost of "other" layers
+            layer = dataclasses.replace(layer, out_floats=int(np.prod(out_shape[1:], dtype=np.int64)))
+        out.append(layer)
     return out
 
 

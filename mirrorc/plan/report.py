@@ -136,7 +136,7 @@ def build_report(
                 raise MirrorcError(f"{where}: node '{node.name}': 'mirrorc.stage' is not an integer") from None
     backbone = [i for i in world if world[i] == "normal" and not nodes[i].name.startswith("mirrorc/")]
     secure = [(i, nodes[i]) for i in world if world[i] == "secure"]
-    cpm_compute = [all_layers[i] for i, _ in secure if all_layers[i].kind != "other"]
+    cpm_layers = [all_layers[i] for i, _ in secure]  # predict() skips "other" unless the profile times them
 
     # Per stage: CPM stage s reads M_{s-1}, so the tap that crosses for it is tap s-1.
     tap_by_index = {int(t["index"]): t for t in taps}
@@ -166,7 +166,7 @@ def build_report(
         "secure_us": dev.switch_us(logits_bytes) + sum(dev.layer_us(x) for x in final_cpm),
     }
 
-    prediction = emulator.predict(dev, cpm_compute, [t["bytes"] for t in taps] + [logits_bytes])
+    prediction = emulator.predict(dev, cpm_layers, [t["bytes"] for t in taps] + [logits_bytes])
     mem = _secure_memory(model, secure, shapes, taps, num_classes, all_layers)
     mem["ta_overhead"] = dev.ta_overhead_bytes
     mem["total"] = mem["weights"] + mem["arena"] + mem["carry"] + mem["input_buffer"] + mem["ta_overhead"]
