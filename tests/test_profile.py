@@ -1,0 +1,133 @@
+"""`mirrorc profile` and the calibrated Performance Emulator: the fits recover known coefficients, a
+fitted profile round-trips through the loader, the profiling lowering is the release C plus timers,
+and the command runs end to end on the simulator."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from helpers import EXAMPLE_MODELS
+from mirrorc import profile
+from mirrorc.cli import main
+from mirrorc.pipeline import build_mirrornet
+from mirrorc.plan import emulator
+from mirrorc.plan.layers import Layer
+from passes.lower_c import PROFILE_HOOKS, lower, plan_secure
+from passes.split import split
+
+
+def test_fit_line_recovers_known_coefficients() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(100, 200_000, 40).astype(float)
+    y = (3e-4 * x + 0.5) * (1 + 1e-4 * rng.standard_normal(40))  # 0.01% noise
+    fit = profile.fit_line(x, y)
+    print(f"slope {fit.slope:.6g} (3e-4), base {fit.base:.6g} (0.5)")
+    assert abs(fit.slope - 3e-4) / 3e-4 < 1e-3
+    assert abs(fit.base - 0.5) < 5e-3
+
+
+def test_fit_line_keeps_coefficients_non_negative() -> None:
+    """A line that would cross below zero is refitted through the origin (the loader rejects negatives)."""
+    fit = profile.fit_line([1.0, 2.0, 3.0], [1.0, 3.0, 5.0])  # y = 2x - 1
+    assert fit.base == 0.0 and fit.slope > 0
+
+
+def _row(kind: str, op: str, workload: int, out_floats: int, us: float) -> dict:
+    return {"kind": kind, "op_type": op, "workload": workload, "out_floats": out_floats, "us": us}
+
+
+def test_fit_terms_recovers_per_op_lines() -> None:
+    rows = [_row("conv", "Conv", w, 0, 1e-4 * w + 0.2) for w in (1000, 5000, 20000, 80000)]
+    rows += [_row("dense", "Gemm", w, 0, 2e-4 * w + 0.1) for w in (100, 500, 2500)]
+    rows += [_row("other", "Relu", 0, n, 1e-3 * n + 0.05) for n in (100, 1000, 6000)]
+    rows += [_row("other", "MaxPool", 0, n, 4e-3 * n) for n in (200, 800)]  # too few for its own line
+    terms = profile.fit_terms(rows)
+    worst = max(
+        abs(terms["conv"].slope - 1e-4) / 1e-4,
+        abs(terms["dense"].slope - 2e-4) / 2e-4,
+        abs(terms["other"]["Relu"].slope - 1e-3) / 1e-3,
+    )
+    print(f"largest relative slope error {worst:.2g}")
+    assert worst < 1e-6
+    assert abs(terms["conv"].base - 0.2) < 1e-6 and abs(terms["other"]["Relu"].base - 0.05) < 1e-6
+    assert "MaxPool" not in terms["other"] and "*" in terms["other"]
+
+
+def test_profile_round_trips_through_load_device(tmp_path: Path) -> None:
+    terms = {
+        "conv": emulator.Linear(1e-4, 0.2),
+        "dense": emulator.Linear(2e-4, 0.1),
+        "other": {"Relu": emulator.Linear(1e-3, 0.05), "*": emulator.Linear(2e-3, 0.0)},
+    }
+    raw = profile.profile_json(terms, emulator.Linear(0.02, 45.0), name="test-host", source="test")
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps(raw))
+    dev = emulator.load_device(path)
+    assert (dev.name, dev.conv, dev.dense, dev.switch) == ("test-host", terms["conv"], terms["dense"], raw_switch(raw))
+    relu = Layer("r", "Relu", "other", 0, 0, out_floats=1000)
+    pool = Layer("p", "MaxPool", "other", 0, 0, out_floats=1000)
+    assert np.isclose(dev.layer_us(relu), 1.05) and np.isclose(dev.layer_us(pool), 2.0)
+    # the paper's board has no other_us: other layers stay out, as in the paper
+    assert emulator.load_device("rpi3b-optee").layer_us(relu) == 0.0
+    # predict() counts the timed other layers too
+    assert np.isclose(emulator.predict(dev, [relu, pool], [])["compute_us"], 3.05)
+
+
+def raw_switch(raw: dict) -> emulator.Linear:
+    return emulator.Linear(raw["context_switch_us"]["per_kb"], raw["context_switch_us"]["base"])
+
+
+def test_profile_rejects_malformed_other_us(tmp_path: Path) -> None:
+    raw = json.loads((emulator.DEVICES_DIR / "rpi3b-optee.json").read_text())
+    raw["other_us"] = {"Relu": {"per_float": -1, "base": 0}}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    try:
+        emulator.load_device(path)
+    except emulator.MirrorcError as e:
+        assert "other_us.Relu.per_float" in str(e)
+    else:
+        raise AssertionError("a negative per_float was accepted")
+
+
+def test_profiling_lowering_is_the_release_c_plus_timers() -> None:
+    mirrornet, _ = build_mirrornet(EXAMPLE_MODELS / "vgg7.onnx", channels=2)
+    _, secure = split(mirrornet)
+    release, profiled = lower(secure, "vgg7"), lower(secure, "vgg7", profile=True)
+    steps = len(plan_secure(secure).body)
+    src = profiled.files["model/mirrorc_model.c"]
+    assert re.findall(r"mirrorc_profile_end\((\d+)\);", src) == [str(i) for i in range(steps)]
+    assert src.count("mirrorc_profile_begin();") == steps
+    hooks = f"#define MIRRORC_PROFILE_STEPS {steps}\n{PROFILE_HOOKS}"
+    stripped = "\n".join(line for line in src.replace(hooks, "").splitlines() if "mirrorc_profile_" not in line)
+    assert stripped == release.files["model/mirrorc_model.c"].rstrip("\n")
+    assert {k: v for k, v in profiled.files.items() if k != "model/mirrorc_model.c"} == {
+        k: v for k, v in release.files.items() if k != "model/mirrorc_model.c"
+    }
+    assert "mirrorc_profile" not in "".join(release.files.values())
+    assert len(profile.step_layers(secure)) == steps
+
+
+def test_profile_command_on_the_simulator(tmp_path: Path) -> None:
+    """A tiny sweep end to end: timed nodes, simulator transfers, a profile the report can use."""
+    out = tmp_path / "host.json"
+    runner = CliRunner()
+    res = runner.invoke(main, ["profile", "--tee", "sim", "--models", "lenet5", "-C", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    raw = json.loads(out.read_text())
+    dev = emulator.load_device(out)
+    print(res.output)
+    assert dev.conv.slope > 0 and dev.switch.base > 0
+    assert len(raw["samples"]["transfer_bytes_us"]) == 4 and raw["samples"]["nodes"]
+    assert all(row["us"] > 0 for row in raw["samples"]["nodes"] if row["kind"] != "other")
+    rep = runner.invoke(main, ["partition", str(EXAMPLE_MODELS / "lenet5.onnx"), "--device", str(out), "--json"])
+    assert rep.exit_code == 0, rep.output
+    report = json.loads(rep.output)
+    assert report["device"]["name"] == raw["name"] and report["latency_us"]["compute"] > 0
+    bad = runner.invoke(main, ["profile", "--tee", "optee"])
+    assert bad.exit_code == 2 and "not written yet" in bad.output
