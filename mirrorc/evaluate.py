@@ -13,22 +13,15 @@ import numpy as np
 import onnx
 
 from mirrorc.errors import MirrorcError
+from mirrorc.tee.runtime import ProtectedModel, error_reason, onnx_session
 from passes import contract
 
 BATCH = 1000
 
 
-def _session(path: Path):
-    from mirrorc.tee.runtime import onnx_session
-
-    return onnx_session(path)
-
-
 def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
     """Run an ONNX file on x in batches and return the requested outputs, concatenated."""
-    from mirrorc.tee.runtime import error_reason
-
-    sess = _session(path)
+    sess = onnx_session(path)
     names = {o.name for o in sess.get_outputs()}
     for name in outputs:
         if name not in names:
@@ -79,7 +72,7 @@ def original_accuracy(build: Path, x_test: np.ndarray, y_test: np.ndarray) -> fl
     original = Path(build) / "original.onnx"
     if not original.exists():
         return None
-    sess_out = _session(original).get_outputs()[0].name
+    sess_out = onnx_session(original).get_outputs()[0].name
     pred = predictions(run_outputs(original, x_test, [sess_out])[sess_out])
     return round(100.0 * float((pred == y_test).mean()), 2)
 
@@ -122,8 +115,6 @@ def evaluate(
 def split_agreement(build: Path, x: np.ndarray, reference_labels: np.ndarray) -> dict | None:
     """THE call site for split execution: normal.onnx in onnxruntime + the TA (simulated or on a board)
     must give the label mirrornet.onnx gives. None when the build has no secure part."""
-    from mirrorc.tee.runtime import ProtectedModel
-
     if not (build / "normal.onnx").exists() or not (build / "plan.json").exists():
         return None
     with ProtectedModel(build) as protected:
