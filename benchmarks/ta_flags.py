@@ -35,7 +35,7 @@ from passes.lower_c import lower  # noqa: E402
 from passes.split import split  # noqa: E402
 
 # The dev kit's flags that also mean something on x86 (the language mode and -Os).
-DEV_KIT = ("-std=gnu11", "-Os")
+DEV_KIT = ta.DEV_KIT_HOST_CFLAGS
 # name -> flags, in the order the table prints them; "ta" is what the generated sub.mk adds.
 VARIANTS: dict[str, tuple[str, ...]] = {
     "devkit -Os": DEV_KIT,

@@ -34,7 +34,7 @@ from passes.lower_c import Lowered, lower, plan_secure
 
 # The TA's flags as they mean something on this host: the dev kit's language mode and -Os, then the
 # generated sub.mk's own flags (which override -Os).
-TA_HOST_CFLAGS = ("-std=gnu11", "-Os", *ta.TA_CODE_CFLAGS)
+TA_HOST_CFLAGS = (*ta.DEV_KIT_HOST_CFLAGS, *ta.TA_CODE_CFLAGS)
 TEES = ("sim", "optee")
 # A command no mirrorc TA knows: it is refused after the world switch, so its time is the transfer's.
 REFUSED_COMMAND = 0x7FFF

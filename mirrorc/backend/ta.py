@@ -53,7 +53,10 @@ DEBUG_DEFINES = {"MIRRORC_DEBUG": None, "MIRRORC_TA_DEBUG_LOGITS": None}
 # What OP-TEE's TA dev kit (optee_os 4.x, arm64) puts on every TA source's command line before the
 # TA's own sub.mk flags: mk/compile.mk's -std=gnu11 and the exported conf.mk's
 # ta_arm64-platform-cflags (less -g). For cross-compiling tests and benchmarks; the TA never sets them.
-DEV_KIT_CFLAGS = ("-std=gnu11", "-Os", "-fpic", "-mstrict-align", "-mno-outline-atomics")
+# The language mode and optimisation level are the part that means the same on the host (benchmarks
+# and the profile time the TA's code there with them); the rest is arm64's.
+DEV_KIT_HOST_CFLAGS = ("-std=gnu11", "-Os")
+DEV_KIT_CFLAGS = (*DEV_KIT_HOST_CFLAGS, "-fpic", "-mstrict-align", "-mno-outline-atomics")
 # What the generated sub.mk adds for the model and kernels (cflags-y of model/ and kernels/; mk/compile.mk
 # puts it after the dev kit's flags, so -O3 overrides -Os; the entry points keep -Os). At -Os GCC
 # vectorises none of the conv/gemm loops: 3.3-3.6x slower on this host (benchmarks/ta_flags.py), and
