@@ -57,6 +57,14 @@ def _finished(path: Path, budgets: list[int], seeds: int, schedule, attacks: tup
     return report if same else None
 
 
+def _strategy(spec: str) -> tuple:
+    """'NAME' or 'NAME:C' -> (the strategy, [C] or None)."""
+    from mirrorc.train import protect as protection
+
+    name, _, c = spec.partition(":")
+    return protection.get(name), ([int(c)] if c else None)
+
+
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
@@ -67,7 +75,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(ROOT / "examples" / "models" / "lenet5.onnx"))
     ap.add_argument("--data-dir", default=os.environ.get("MIRRORC_DATA", str(ROOT.parent / "shared" / "datasets")))
     ap.add_argument("--datasets", default="mnist,fashion-mnist")
-    ap.add_argument("--protects", default="joint", help="protection strategies (mirrorc.train.protect)")
+    ap.add_argument(
+        "--protects",
+        default="joint",
+        help="protection strategies (mirrorc.train.protect); NAME:C fixes C for that strategy alone "
+        "(e.g. joint,random-backbone:16,random-backbone:32)",
+    )
     ap.add_argument("--channels", default="1,2,4", help="C values, or 'default' for each strategy's own")
     ap.add_argument(
         "--baseline",
@@ -100,7 +113,6 @@ def main(argv=None) -> int:
     from mirrorc.attack import thief as atk
     from mirrorc.compile import compile_model
     from mirrorc.evaluate import original_accuracy
-    from mirrorc.train import protect as protection
     from mirrorc.train.data import load_dataset
     from mirrorc.train.loop import TrainConfig
 
@@ -119,10 +131,10 @@ def main(argv=None) -> int:
         scratch_cache: dict = {}
         grid = [
             (strategy, penalty, select, c)
-            for strategy in map(protection.get, args.protects.split(","))
+            for strategy, fixed_c in map(_strategy, args.protects.split(","))
             for penalty in ([strategy.backbone_penalty] if args.penalties == "default" else _floats(args.penalties))
             for select in args.selects.split(",")
-            for c in (["default"] if args.channels == "default" else _ints(args.channels))
+            for c in (fixed_c or (["default"] if args.channels == "default" else _ints(args.channels)))
         ]
         for strategy, penalty, select, c in grid:
             if strategy.freeze_backbone and penalty:
