@@ -53,7 +53,7 @@ def compile_model(
     protect: str = "joint",
     select: str | None = None,
     seed: int = 0,
-    init: str = "random",
+    init: str | None = None,
     config: TrainConfig | None = None,
     limit_train: int | None = None,
     baseline: bool = True,
@@ -65,7 +65,8 @@ def compile_model(
     """Compile `model_path` into `out_dir` with the protection strategy `protect` (mirrorc.train.protect;
     `channels` defaults to the strategy's C); returns a summary (what `--json` prints). `init`: "random"
     trains the backbone from scratch (the paper), "keep" starts it, and original.onnx, from the
-    model's own weights (fine-tuning a trained model). The TA's defences (mirrorc.backend.guard): the
+    model's own weights (fine-tuning a trained model); None = the strategy's own (random but for
+    public-backbone). The TA's defences (mirrorc.backend.guard): the
     backbone-logit range check always, a lifetime budget of `query_budget` labels when > 0."""
     from mirrorc.backend.guard import logit_range
     from mirrorc.pipeline import build_mirrornet
@@ -78,6 +79,7 @@ def compile_model(
     from mirrorc.train.distributed import join_from_env, resolve_device, world
 
     strategy = strategies.get(protect)
+    init = strategy.starting_weights(init)
     config = replace(
         config or TrainConfig(seed=seed, backbone_penalty=strategy.backbone_penalty),
         freeze_backbone=strategy.freeze_backbone,

@@ -1,5 +1,5 @@
 """Protection strategies (mirrorc.train.protect): `random-backbone` trains the CPM alone and leaves every
-backbone weight at its seeded random value, through the trainer, `mirrorc compile` and the
+backbone weight at its seeded random value (`public-backbone` at the given model's own), through the trainer, `mirrorc compile` and the
 partition report (which reads the measured figures from results/); bad combinations are one-line errors."""
 
 from __future__ import annotations
@@ -136,6 +136,40 @@ def test_compile_random_backbone_ships_the_random_backbone(tmp_path, tiny_npz):
     from mirrorc.attack.thief import build_protection
 
     assert build_protection(out) == "random-backbone" and build_protection(tmp_path) is None
+
+
+def test_compile_public_backbone_ships_the_given_weights_untouched(tmp_path, tiny_npz):
+    """public-backbone: the model's own weights (standing for a public pretrained model) are the
+    backbone, frozen; normal.onnx is that model bit for bit, only the CPM learned."""
+    from mirrorc.compile import compile_model
+
+    out = tmp_path / "build"
+    summary = compile_model(
+        LENET, out, data=str(tiny_npz), protect="public-backbone", seed=5, config=TrainConfig(epochs=1, batch_size=32)
+    )
+    assert summary["protect"] == "public-backbone" and summary["init"] == "keep"
+    assert summary["channels"] == 2  # an eighth of conv2's 16
+    given = initializers(onnx.load(LENET), float_only=True)
+    normal = initializers(onnx.load(str(out / "normal.onnx")), float_only=True)
+    shipped = [k for k in normal if k in given]
+    assert len(shipped) == len(given) == 10
+    assert all(np.array_equal(normal[k], given[k]) for k in shipped)
+    _, cpm = changed_weights(
+        build_mirrornet(LENET, channels=2, seed=5, init="keep")[0], onnx.load(str(out / "mirrornet.onnx"))
+    )
+    assert cpm
+    # the unprotected baseline is the given model fine-tuned whole on the private data
+    original = initializers(onnx.load(str(out / "original.onnx")), float_only=True)
+    assert any(not np.array_equal(original[k], given[k]) for k in given)
+    assert json.loads((out / "training.json").read_text())["init"] == "keep"
+
+
+def test_frozen_strategies_refuse_the_other_init(tmp_path, tiny_npz):
+    for strategy, init in (("public-backbone", "random"), ("random-backbone", "keep")):
+        run = cli("compile", LENET, "--data", tiny_npz, "--protect", strategy, "--init", init, "-o", tmp_path / "b")
+        assert run.exit_code == 2, run.output
+        assert f"--init {init}: --protect {strategy} starts the backbone from" in run.output
+        assert len(run.output.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
 
 
 def test_compile_penalty_with_random_backbone_is_one_line_exit_2(tmp_path, tiny_npz):

@@ -41,7 +41,8 @@ def register(main: click.Group) -> None:
         "so that alone it is useless; paper = the paper's plain recipe (the backbone alone stays good); "
         "random-backbone = the backbone keeps its random weights, only a wider CPM learns (a stolen "
         "backbone is worth no more than a fresh init; costs TEE memory and time: see `mirrorc partition "
-        "--report --protect`)",
+        "--report --protect`); public-backbone = MODEL is a public pretrained network, kept frozen as "
+        "the backbone, only the CPM learns the private task (a stolen backbone is the public model)",
     )
     @click.option(
         "-C",
@@ -94,11 +95,11 @@ def register(main: click.Group) -> None:
     @click.option("--seed", default=0, show_default=True, type=int, help="seeds CPM init, data order and training")
     @click.option(
         "--init",
-        default="random",
-        show_default=True,
+        default=None,
         type=click.Choice(["random", "keep"]),  # passes.mirror.INIT_MODES (not imported: the CLI starts light)
         help="backbone's starting weights: random = trained from scratch (the paper); keep = the model's "
-        "own trained weights, fine-tuned with the CPM added (original.onnx starts from them too)",
+        "own trained weights, fine-tuned with the CPM added (original.onnx starts from them too)  "
+        "[default: random; keep under --protect public-backbone]",
     )
     @click.option(
         "--val-fraction",
@@ -155,7 +156,7 @@ def register(main: click.Group) -> None:
         penalty_kind: str,
         select: str | None,
         seed: int,
-        init: str,
+        init: str | None,
         val_fraction: float,
         limit_train: int | None,
         tee_memory: str | None,

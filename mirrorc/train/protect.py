@@ -13,6 +13,12 @@ random-backbone  the backbone keeps its seeded random initial weights and only t
                  wider C: every trained weight is in the TEE, so what a thief copies is a random
                  initialisation, no better than the one he would draw himself. The price is TEE
                  memory and secure-world time (about a third of LeNet-5's MACs at C = 8).
+public-backbone  the model given is a *public* pretrained network (one anybody can download); its weights
+                 are kept, frozen, as the backbone, and only the CPM learns the owner's private task.
+                 normal.onnx is then bit for bit the public model: a thief copies nothing he did not
+                 have, and all the owner's training is in the TEE. What it costs is how much a narrow CPM
+                 reading C channels of public features loses against fine-tuning the whole public
+                 model on the private data (the unprotected baseline under this strategy).
 
 What each strategy measured (cost, a thief's head start) is not here: benchmarks/attacks.py writes it
 to results/protection.json and the partition report reads it from there (mirrorc.plan.report)."""
@@ -35,6 +41,18 @@ class Strategy:
     channels_fraction: float | None = None
     # weight of the backbone penalty (mirrorc.train.loop) when --backbone-penalty is not given
     backbone_penalty: float = 0.0
+    # the backbone's starting weights (passes.mirror.INIT_MODES) when the strategy decides them, else None
+    init: str | None = None
+
+    def starting_weights(self, requested: str | None) -> str:
+        """The backbone's starting weights: the strategy's own, else `requested` (--init), else random."""
+        if self.init is not None and requested not in (None, self.init):
+            other = "public-backbone" if self.init == "random" else "random-backbone"
+            raise MirrorcError(
+                f"--init {requested}: --protect {self.name} starts the backbone from --init {self.init} "
+                f"(--protect {other} is the frozen backbone with --init {requested})"
+            )
+        return self.init or requested or "random"
 
     def default_channels(self, model_path: str | Path) -> int:
         """C for this strategy when -C is not given (the fraction is of the widest tapped feature map)."""
@@ -71,6 +89,15 @@ STRATEGIES = {
         "backbone left at its seeded random weights, only the CPM trained (all learning in the TEE)",
         freeze_backbone=True,
         channels_fraction=0.5,
+        init="random",
+    ),
+    "public-backbone": Strategy(
+        "public-backbone",
+        "the model's own (public, pretrained) weights kept frozen as the backbone, only the CPM trained "
+        "on the private data",
+        freeze_backbone=True,
+        channels_fraction=0.125,
+        init="keep",
     ),
 }
 DEFAULT = "joint"
@@ -84,6 +111,7 @@ def describe(strategy: Strategy) -> dict:
         "summary": strategy.summary,
         "freeze_backbone": strategy.freeze_backbone,
         "backbone_penalty": strategy.backbone_penalty,
+        "init": strategy.init or "random",
     }
 
 
