@@ -1,6 +1,6 @@
 """Protection strategies (mirrorc.train.protect): `random-backbone` trains the CPM alone and leaves every
-backbone weight at its seeded random value (`public-backbone` at the given model's own), through the trainer, `mirrorc compile` and the
-partition report (which reads the measured figures from results/); bad combinations are one-line errors."""
+backbone weight at its seeded random value (`public-backbone` at the given model's own), through the
+trainer, `mirrorc compile` and the partition report (which reads the measured figures from results/); bad combinations are one-line errors."""
 
 from __future__ import annotations
 

@@ -102,7 +102,9 @@ class TrainConfig:
         if self.penalty_kind not in PENALTY_KINDS:
             raise MirrorcError(f"--penalty-kind: one of {', '.join(PENALTY_KINDS)}, not '{self.penalty_kind}'")
         if self.freeze_backbone and self.backbone_penalty > 0:
-            raise MirrorcError("--backbone-penalty: the backbone is frozen (random- or public-backbone), nothing to penalise")
+            raise MirrorcError(
+                "--backbone-penalty: the backbone is frozen (random- or public-backbone), nothing to penalise"
+            )
         if not 0 <= self.val_fraction < 1:
             raise MirrorcError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
 
