@@ -203,7 +203,7 @@ def test_partition_report_without_results_says_so(tmp_path):
     env = {"MIRRORC_RESULTS": str(tmp_path / "nothing-here")}
     run = cli("partition", LENET, "--report", "--protect", "random-backbone", env=env)
     assert run.exit_code == 0, run.output
-    assert f"no measured figures (no protection.json in {tmp_path / 'nothing-here'})" in run.output
+    assert f"no measured figures (no results of benchmarks/attacks.py in {tmp_path / 'nothing-here'})" in run.output
     rep = json.loads(cli("partition", LENET, "--json", env=env).output)
     assert rep["protection"]["measured"]["rows"] == []
 
@@ -257,8 +257,8 @@ def test_partition_protect_misuse_is_one_line_exit_2(tmp_path):
     onnx.save(model, str(path))
     for args, says in (
         ((path, "--protect", "random-backbone"), "only apply to an original model"),
-        ((LENET, "--strategies", "--protect", "joint"), "--protect: give it with --report"),
-        ((LENET, "--protect", "nope"), "Invalid value for '--protect'"),
+        ((LENET, "--protect", "nope"), "--protect: unknown strategy 'nope'"),
+        ((LENET, "--report", "--protect", "joint,paper"), "--protect: unknown strategy 'joint,paper'"),
     ):
         run = cli("partition", *args)
         assert run.exit_code == 2, run.output
