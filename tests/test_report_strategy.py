@@ -16,7 +16,7 @@ from mirrorc.cli import main
 from mirrorc.errors import MirrorcError
 from mirrorc.pipeline import build_mirrornet
 from mirrorc.plan import strategy
-from mirrorc.plan.report import build_report
+from mirrorc.plan.report import build_report, measured_protection
 from mirrorc.train import protect
 from passes.mirror import SELECT_MODES
 
@@ -143,6 +143,15 @@ def test_measured_figures_come_from_the_nearest_model_and_say_so(results, tmp_pa
     bare = strategy.candidates(LENET, (2,), selects=["first"])
     assert all(x["measured"] is None and x["pareto"] is None for x in bare)
     assert "none measured" in strategy.format_candidates(bare)
+
+
+def test_of_two_files_on_one_model_the_one_with_more_configurations(results):
+    frontier = [attack_row("joint", 1, "+7.00"), attack_row("joint", 4, "+2.00")]
+    path = write_results(results, "frontier_lenet5", {"model": "lenet5", "backbone_macs": LENET_MACS}, frontier)
+    measured = measured_protection("joint", "lenet5", LENET_MACS)
+    assert (measured["file"], measured["rows"], measured["match"]) == (str(path), frontier, "same model")
+    assert measured_protection("joint")["file"] == str(results / "protection.json")  # no model: the reference
+    assert measured_protection("random-backbone", "lenet5", LENET_MACS)["file"] == str(results / "protection.json")
 
 
 def test_cli_strategies_json_and_one_line_errors(results, tmp_path):

@@ -374,7 +374,8 @@ def measured_protection(strategy: str, model: str | None = None, backbone_macs: 
     """What was measured for a protection strategy: the MirrorNet's cost and the thief's head start, from
     the results file of benchmarks/attacks.py that best matches `model` (a model name, the file stem
     attacks.py records as `setup.model`): measured on that model, else on the model nearest in size
-    (`setup.backbone_macs` against `backbone_macs`, by ratio), else the reference protection.json.
+    (`setup.backbone_macs` against `backbone_macs`, by ratio), else the reference protection.json;
+    between files of the same model, the one with more rows for the strategy.
     `model`, `dataset`, `match` (one of MATCHES, None when no model was asked about) say where the
     figures come from: a figure measured on another model is labelled so, never passed off as this
     model's. `{"results": <dir>, "searched": [files], "rows": []}` when nothing was measured for it."""
@@ -391,16 +392,16 @@ def measured_protection(strategy: str, model: str | None = None, backbone_macs: 
         ]
         if not rows:
             continue
-        measured_on = str(source["setup"].get("model", "?"))
         macs = source["setup"].get("backbone_macs")
         distance = math.inf
-        if model is not None and measured_on == model:
+        if model is not None and str(source["setup"].get("model")) == model:
             match: str | None = "same model"
         elif model is not None and backbone_macs and isinstance(macs, int) and macs > 0:
             match, distance = "nearest size", abs(math.log(macs / backbone_macs))
         else:
             match = "other model" if model is not None else None
-        key = (MATCHES.index(match) if match else 0, distance, order)
+        # between files of one model, the one measured at more configurations of this strategy
+        key = (MATCHES.index(match) if match else 0, distance, -len(rows) if model is not None else 0, order)
         if best is None or key < best[0]:
             best = (key, source, rows, match)
     if best is None:
