@@ -113,8 +113,13 @@ def main(argv=None) -> int:
     from mirrorc.attack import thief as atk
     from mirrorc.compile import compile_model
     from mirrorc.evaluate import original_accuracy
+    from mirrorc.plan.inspect import inspect_model
     from mirrorc.train.data import load_dataset
     from mirrorc.train.loop import TrainConfig
+
+    # the size class mirrorc.plan.report.measured_protection matches other models against (read first:
+    # a model it cannot read fails here, not after the grid)
+    backbone_macs = inspect_model(args.model)["totals"]["macs"]
 
     if args.threads:
         import torch
@@ -228,6 +233,7 @@ def main(argv=None) -> int:
         print(line)
     setup = {
         "model": Path(args.model).stem,
+        "backbone_macs": backbone_macs,
         "compile_epochs": args.compile_epochs,
         "limit_train": args.limit_train,
         "attack_seeds": args.seeds,

@@ -1,7 +1,7 @@
 """The generated CPM C at the TA dev kit's flags and at candidate sub.mk additions, against -O3 for
 this CPU and onnxruntime on the same secure graph, single-threaded, in one run.
 
-    python benchmarks/ta_flags.py [--models lenet5,vgg7,resnet50,squeezenet] [--rounds 5] [--channels 2]
+    python benchmarks/ta_flags.py [--models lenet5,vgg7,resnet50,...] [--rounds 5] [--channels 2]
 
 OP-TEE's TA dev kit compiles every TA source with `-std=gnu11 -Os` (mirrorc.backend.ta.DEV_KIT_CFLAGS
 holds the arm64 set); the TA's sub.mk flags come after them on the command line, so an `-O` there
@@ -10,7 +10,8 @@ compiled without -march: x86-64's baseline SSE2 has 128-bit vectors like the boa
 FMA, so they proxy the board's code shape, not its speed. Each row: CPU us per batch-1 inference
 (loop inside C, fastest of --rounds interleaved rounds) and its ratio to onnxruntime running the
 secure graph single-threaded (>1: faster than onnxruntime) and to the dev kit's plain -Os.
-Models as in benchmarks/c_lowering.py (random CPM weights)."""
+Models as in benchmarks/c_lowering.py (random CPM weights); by default LeNet-5, VGG-7 and every
+model-zoo file shipped with onnx (all nine go through `mirrorc check`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,20 @@ from passes import contract  # noqa: E402
 from passes.lower_c import lower  # noqa: E402
 from passes.split import split  # noqa: E402
 
+# LeNet-5 and VGG-7 (examples/make_models.py), then onnx's light model zoo (c_lowering.ZOO)
+MODELS = (
+    "lenet5",
+    "vgg7",
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+)
 # The dev kit's flags that also mean something on x86 (the language mode and -Os).
 DEV_KIT = ta.DEV_KIT_HOST_CFLAGS
 # name -> flags, in the order the table prints them; "ta" is what the generated sub.mk adds.
@@ -84,7 +99,7 @@ def measure(name: str, channels: int, rounds: int, tmp: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--models", default="lenet5,vgg7,resnet50,squeezenet")
+    ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--channels", type=int, default=2)
     args = ap.parse_args()

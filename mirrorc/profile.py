@@ -7,8 +7,13 @@ Two measurements, each fitted by least squares into the paper's linear models (E
   a line in their output floats per op type (`other_us`, "*" for op types measured too rarely);
 - transfer: a simulator TA invoked with a command it refuses, carrying buffers of several sizes
   (per-invoke and per-KB cost).
-On this host the target is the host CPU (`--tee sim`). On a board (`--tee optee`) the timers would
-have to run inside the TA (TEE_GetSystemTime); that build is not written yet, and the command says so.
+With `--tee sim` the compute nodes are timed by a host harness around the model C (clock_gettime, ns).
+With `--tee optee` they are timed inside the TA: a calibration build of it (`build_secure(profile=True)`:
+mirrorc_profile_ta.c, compiled only under MIRRORC_TA_PROFILE) counts, per node, the millisecond ticks
+of TEE_GetSystemTime that fall inside it over many back-to-back inferences (ticks * 1000 / runs
+estimates a node's us without bias, however much shorter than a millisecond it is). Here that TA runs
+in the simulator; on a board it would run through libteec once built with the dev kit and installed
+under its own UUID, which mirrorc does not automate yet.
 """
 
 from __future__ import annotations
@@ -133,6 +138,68 @@ def measure_steps(secure: onnx.ModelProto, name: str, iters: int = 50) -> list[d
     ]
 
 
+# Fewer ticks than this over a calibration run and a node is below what the run resolves: it is
+# reported (ticks, us) but left out of the fits, whose relative-error weights a zero would swamp.
+MIN_TICKS = 5
+
+
+def ta_profile_run(session: Any, lowered_floats: int, steps: int, runs: int) -> tuple[np.ndarray, int]:
+    """One CMD_PROFILE call: (ticks per node, ms over all `runs`) on random inputs."""
+    from mirrorc.tee import teec
+    from passes import contract
+
+    inputs = np.random.default_rng(0).standard_normal(lowered_floats).astype(np.float32)
+    ticks = np.zeros(max(1, steps), np.uint32)
+    op = teec.Operation(
+        teec.TEEC_VALUE_INPUT, teec.TEEC_MEMREF_TEMP_INPUT, teec.TEEC_MEMREF_TEMP_OUTPUT, teec.TEEC_VALUE_OUTPUT
+    )
+    op.value(0, runs).temp(1, inputs).temp(2, ticks)
+    session.invoke(contract.CMD_PROFILE, op)
+    return ticks[:steps].copy(), op.value_out(3)[0]
+
+
+def measure_steps_in_ta(
+    mirrornet: onnx.ModelProto, build_dir: Path, budget_ms: int = 2000
+) -> tuple[list[dict[str, Any]], Path, str]:
+    """Every scheduled node of `mirrornet`'s CPM timed inside a calibration TA (`build_secure(profile=True)`
+    into `build_dir`) through the simulator: runs grow tenfold from 100 until a call lasts 50 ms, then
+    one call of about `budget_ms`. Rows as `measure_steps`, plus `ticks` and `runs`; returns the rows,
+    the build directory and the TA's UUID."""
+    from mirrorc.backend.secure_build import build_secure
+    from mirrorc.tee import teec
+    from passes.split import split
+
+    plan = build_secure(mirrornet, build_dir, profile=True)
+    _, secure = split(mirrornet)
+    steps = step_layers(secure)
+    floats = plan["single"]["bytes"] // 4
+    with teec.Context.simulator(build_dir) as ctx, ctx.open_session(plan["uuid"]) as session:
+        runs = 100
+        _, ms = ta_profile_run(session, floats, len(steps), runs)
+        while ms < 50 and runs < 10**8:
+            runs *= 10
+            _, ms = ta_profile_run(session, floats, len(steps), runs)
+        runs = max(1, int(runs * budget_ms / max(ms, 1)))
+        ticks, ms = ta_profile_run(session, floats, len(steps), runs)
+    if int(ticks.sum()) > ms:  # disjoint nodes inside the timed loop cannot hold more ticks than it
+        raise MirrorcError(f"profile: the TA reported {int(ticks.sum())} node ticks in a {ms} ms run")
+    rows = [
+        {
+            "name": x.name,
+            "op_type": x.op_type,
+            "kind": "dense" if x.kind == "matmul" else x.kind,
+            "notation": x.notation,
+            "workload": x.workload,
+            "out_floats": x.out_floats,
+            "us": 1000.0 * int(t) / runs,
+            "ticks": int(t),
+            "runs": runs,
+        }
+        for x, t in zip(steps, ticks)
+    ]
+    return rows, build_dir, plan["uuid"]
+
+
 def measure_total_us(secure: onnx.ModelProto, name: str, iters: int = 50) -> float:
     """CPU us per batch-1 inference of the release C (no timers) at the TA's flags, fastest of 5."""
     lowered = lower(secure, name)
@@ -227,19 +294,17 @@ def calibrate(
     transfer_sizes: Sequence[int] = (4, 4096, 65536, 262144),
     iters: int = 30,
     name: str | None = None,
+    ta_budget_ms: int = 2000,
 ) -> dict[str, Any]:
-    """Measure and fit a device profile (the JSON of mirrorc/plan/devices/*.json, as a dict)."""
+    """Measure and fit a device profile (the JSON of mirrorc/plan/devices/*.json, as a dict). `tee`:
+    "sim" times the model C in a host harness, "optee" inside a calibration TA, about `ta_budget_ms`
+    of inferences per model and C (see the module doc)."""
     from mirrorc.backend.secure_build import build_secure
     from mirrorc.pipeline import build_mirrornet
     from passes.split import split
 
     if tee not in TEES:
         raise MirrorcError(f"tee must be one of {', '.join(TEES)}, not '{tee}'")
-    if tee == "optee":
-        raise MirrorcError(
-            "profile --tee optee: the in-TA timer build (TEE_GetSystemTime) is not written yet; "
-            "profile with --tee sim on the host"
-        )
     steps: list[dict[str, Any]] = []
     transfer: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory(prefix="mirrorc-profile-") as tmp:
@@ -249,6 +314,12 @@ def calibrate(
                 raise MirrorcError(f"profile: model '{model}' is not one of {', '.join(paths)}")
             for c in channels:
                 mirrornet, _ = build_mirrornet(paths[model], channels=c)
+                if tee == "optee":  # timed inside the calibration TA, whose transfers are timed too
+                    rows, build_dir, uuid = measure_steps_in_ta(mirrornet, Path(tmp) / f"{model}_c{c}", ta_budget_ms)
+                    steps += rows
+                    if not transfer and transfer_sizes:
+                        transfer = measure_transfer(build_dir, uuid, transfer_sizes)
+                    continue
                 _, secure = split(mirrornet)
                 steps += measure_steps(secure, f"{model}_c{c}", iters)
                 if not transfer and transfer_sizes:
@@ -258,9 +329,12 @@ def calibrate(
     switch = (
         fit_line([b / 1024 for b, _ in transfer], [us for _, us in transfer]) if transfer else emulator.Linear(0, 0)
     )
+    resolved = [s for s in steps if s.get("ticks", MIN_TICKS) >= MIN_TICKS]
     source = f"mirrorc profile --tee {tee}: {len(steps)} nodes of {', '.join(models)} at C={list(channels)}"
+    if len(resolved) < len(steps):
+        source += f" ({len(steps) - len(resolved)} under {MIN_TICKS} TEE_GetSystemTime ticks left out of the fits)"
     return profile_json(
-        fit_terms(steps),
+        fit_terms(resolved),
         switch,
         name=name or f"{tee}-host",
         source=source,

@@ -47,6 +47,7 @@ CMD_TAP_BASE = 0x100  # TAP(k) = CMD_TAP_BASE + k, k = 0..n-1
 CMD_FINAL = 0x200
 CMD_SINGLE = 0x201
 CMD_DEBUG_FINAL = 0x2FF  # test-only simulator builds (-DMIRRORC_TA_DEBUG_LOGITS)
+CMD_PROFILE = 0x2FE  # calibration builds only (-DMIRRORC_TA_PROFILE): the per-node timers of `mirrorc profile`
 
 
 # TA-defined TEE_Result codes of the defences (GP leaves 0x80000000.. to TAs): a refused call says why
@@ -68,6 +69,7 @@ def ta_command_macros() -> dict[str, str]:
     return {
         name: f"0x{value:x}u"
         for name, value in (
+            ("CMD_PROFILE", CMD_PROFILE),
             ("CMD_TAP_BASE", CMD_TAP_BASE),
             ("CMD_FINAL", CMD_FINAL),
             ("CMD_SINGLE", CMD_SINGLE),

@@ -24,6 +24,7 @@ def test_wire_format_is_pinned():
         0x2FF,
     )
     assert [contract.tap_command(k) for k in range(3)] == [256, 257, 258]
+    assert contract.CMD_PROFILE == 0x2FE  # calibration builds only
     assert (
         contract.META_TAPS,
         contract.META_WORLD,
@@ -61,6 +62,7 @@ def test_ta_header_takes_the_command_ids_from_the_contract(tmp_path, monkeypatch
     assert "#define MIRRORC_CMD_TAP(k)  (0x100u + (unsigned)(k))" in header
     assert "#define MIRRORC_CMD_FINAL   0x200u" in header and "#define MIRRORC_CMD_SINGLE  0x201u" in header
     assert "#define MIRRORC_CMD_DEBUG_FINAL 0x2ffu" in source
+    assert "#define MIRRORC_CMD_PROFILE 0x2feu" in source
     # the templates hold no number of their own: other values give another header
     for name, value in (
         ("CMD_TAP_BASE", 0x1100),

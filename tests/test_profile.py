@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from helpers import EXAMPLE_MODELS
 from mirrorc import profile
+from mirrorc.backend import ta
+from mirrorc.backend.secure_build import build_secure
 from mirrorc.cli import main
 from mirrorc.pipeline import build_mirrornet
 from mirrorc.plan import emulator
 from mirrorc.plan.layers import Layer
+from mirrorc.tee import teec
 from passes.lower_c import PROFILE_HOOKS, lower, plan_secure
 from passes.split import split
 
@@ -129,5 +134,57 @@ def test_profile_command_on_the_simulator(tmp_path: Path) -> None:
     assert rep.exit_code == 0, rep.output
     report = json.loads(rep.output)
     assert report["device"]["name"] == raw["name"] and report["latency_us"]["compute"] > 0
-    bad = runner.invoke(main, ["profile", "--tee", "optee"])
-    assert bad.exit_code == 2 and "not written yet" in bad.output
+    bad = runner.invoke(main, ["profile", "--tee", "board"])
+    assert bad.exit_code == 2 and "Invalid value for '--tee'" in bad.output
+
+
+def _symbols(executable: Path) -> set[str]:
+    out = subprocess.run(["nm", "--defined-only", str(executable)], capture_output=True, text=True, check=True)
+    return {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
+
+
+def test_the_calibration_ta_times_every_node_and_a_release_ta_has_no_timer(tmp_path: Path) -> None:
+    """`profile --tee optee`'s build: the TA's own timers (TEE_GetSystemTime in mirrorc_profile_ta.c)
+    report every scheduled node through the simulator; a release build of the same mirrornet has no
+    timer in its C or its binary and refuses the profile command."""
+    mirrornet, _ = build_mirrornet(EXAMPLE_MODELS / "lenet5.onnx", channels=1)
+    rows, build_dir, uuid = profile.measure_steps_in_ta(mirrornet, tmp_path / "profiling", budget_ms=300)
+    _, secure = split(mirrornet)
+    assert [r["name"] for r in rows] == [x.name for x in profile.step_layers(secure)]
+    runs = rows[0]["runs"]
+    print(f"\n{runs} runs:", [(r["op_type"], r["ticks"], round(r["us"], 3)) for r in rows])
+    assert all(r["runs"] == runs and r["us"] == 1000 * r["ticks"] / runs for r in rows)
+    assert sum(r["ticks"] for r in rows) > 0  # the run is >= 50 ms of nodes back to back
+    sub_mk = (build_dir / "ta" / "sub.mk").read_text()
+    assert "cflags-y += -DMIRRORC_TA_PROFILE" in sub_mk and "srcs-y += mirrorc_profile_ta.c" in sub_mk
+
+    release = tmp_path / "release"
+    plan = build_secure(mirrornet, release)
+    assert plan["uuid"] != uuid  # the calibration TA never answers for the release one
+    sources = {p.relative_to(release / "ta").as_posix(): p.read_text() for p in (release / "ta").rglob("*.[ch]")}
+    assert not (release / "ta" / "mirrorc_profile_ta.c").exists() and "MIRRORC_TA_PROFILE" not in "".join(
+        (release / "ta" / d / "sub.mk").read_text() for d in (".", "model", "kernels")
+    )
+    assert not any("mirrorc_profile" in text for rel, text in sources.items() if rel.startswith(("model/", "kernels/")))
+    timers = {"mirrorc_ta_profile", "mirrorc_profile_begin", "mirrorc_profile_end", "TEE_GetSystemTime"}
+    assert timers - {"TEE_GetSystemTime"} <= _symbols(ta.simulator(build_dir))
+    assert not (timers - {"TEE_GetSystemTime"}) & _symbols(ta.simulator(release))
+    with teec.Context.simulator(release) as ctx, ctx.open_session(plan["uuid"]) as session:
+        with pytest.raises(teec.TeecError, match="NOT_SUPPORTED"):
+            profile.ta_profile_run(session, plan["single"]["bytes"] // 4, len(rows), 10)
+    with teec.Context.simulator(build_dir) as ctx, ctx.open_session(uuid) as session:
+        floats = plan["single"]["bytes"] // 4
+        for bad in ((floats, len(rows), 0), (floats + 1, len(rows), 10), (floats, len(rows) + 1, 10)):
+            with pytest.raises(teec.TeecError, match="BAD_PARAMETERS"):
+                profile.ta_profile_run(session, *bad)
+
+
+def test_profile_optee_fits_the_ta_timers(tmp_path: Path) -> None:
+    fitted = profile.calibrate("optee", models=["lenet5"], channels=[1, 2], ta_budget_ms=300)
+    out = tmp_path / "ta.json"
+    out.write_text(json.dumps(fitted))
+    dev = emulator.load_device(out)
+    nodes = fitted["samples"]["nodes"]
+    print(fitted["conv2d_us"]["source"], dev.conv, dev.dense, dev.switch)
+    assert fitted["name"] == "optee-host" and all("ticks" in n for n in nodes)
+    assert dev.conv.slope > 0 and dev.switch.base > 0

@@ -1,6 +1,7 @@
 """Protection strategies (mirrorc.train.protect): `random-backbone` trains the CPM alone and leaves every
 backbone weight at its seeded random value (`public-backbone` at the given model's own), through the
-trainer, `mirrorc compile` and the partition report (which reads the measured figures from results/); bad combinations are one-line errors."""
+trainer, `mirrorc compile` and the partition report (which reads the measured figures from results/); bad
+combinations are one-line errors."""
 
 from __future__ import annotations
 
@@ -237,7 +238,7 @@ def test_partition_report_without_results_says_so(tmp_path):
     env = {"MIRRORC_RESULTS": str(tmp_path / "nothing-here")}
     run = cli("partition", LENET, "--report", "--protect", "random-backbone", env=env)
     assert run.exit_code == 0, run.output
-    assert f"no measured figures (no protection.json in {tmp_path / 'nothing-here'})" in run.output
+    assert f"no measured figures (no results of benchmarks/attacks.py in {tmp_path / 'nothing-here'})" in run.output
     rep = json.loads(cli("partition", LENET, "--json", env=env).output)
     assert rep["protection"]["measured"]["rows"] == []
 
@@ -291,8 +292,8 @@ def test_partition_protect_misuse_is_one_line_exit_2(tmp_path):
     onnx.save(model, str(path))
     for args, says in (
         ((path, "--protect", "random-backbone"), "only apply to an original model"),
-        ((LENET, "--strategies", "--protect", "joint"), "--protect: give it with --report"),
-        ((LENET, "--protect", "nope"), "Invalid value for '--protect'"),
+        ((LENET, "--protect", "nope"), "--protect: unknown strategy 'nope'"),
+        ((LENET, "--report", "--protect", "joint,paper"), "--protect: unknown strategy 'joint,paper'"),
     ):
         run = cli("partition", *args)
         assert run.exit_code == 2, run.output

@@ -21,6 +21,7 @@ from mirrorc.errors import MirrorcError
 from mirrorc.outdir import atomic_dir, atomic_file
 from mirrorc.pipeline import secure_pipeline
 from passes import contract
+from passes.lower_c import lower
 
 
 def _metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -47,7 +48,11 @@ def build_secure(
     *,
     tee_memory: int | None = None,
     defences: dict | None = None,
+    profile: bool = False,
 ) -> dict:
+    """Split `mirrornet_model`, lower its CPM to C and write normal.onnx, ta/ and host/ into `out_dir`;
+    returns plan.json's fields. `profile`: the calibration TA of `mirrorc profile --tee optee` (per-node
+    timers, backend.ta.write_ta's `profile_steps`), never a release build."""
     out_dir = Path(out_dir)
     meta = _metadata(mirrornet_model)
     if contract.META_TAPS not in meta:
@@ -61,8 +66,11 @@ def build_secure(
     built = secure_pipeline(mirrornet_model, name, tee_memory=tee_memory)
     normal, lowered = built.normal, built.lowered
     assert lowered is not None  # a ta_name was given
+    if profile:  # the same C with a timer around every scheduled node
+        lowered = lower(built.secure, name, tee_memory, plan=built.plan, profile=True)
     mirrornet_bytes = mirrornet_model.SerializeToString()
-    uuid = ta.ta_uuid(_sha256(mirrornet_bytes))
+    # a calibration TA gets a UUID of its own: installed on a board, it never stands in for the release TA
+    uuid = ta.ta_uuid(_sha256(mirrornet_bytes + (b"\0mirrorc profile" if profile else b"")))
 
     if [t["bytes"] for t in taps] != [4 * f for f in lowered.tap_floats]:
         raise MirrorcError(
@@ -75,7 +83,15 @@ def build_secure(
     with atomic_file(out_dir / "normal.onnx") as tmp:
         tmp.write_bytes(normal_bytes)
     with atomic_dir(out_dir / "ta") as ta_tmp, atomic_dir(out_dir / "host") as host_tmp:
-        memory = ta.write_ta(ta_tmp, host_tmp, name=name, uuid=uuid, lowered=lowered, defences=defences)
+        memory = ta.write_ta(
+            ta_tmp,
+            host_tmp,
+            name=name,
+            uuid=uuid,
+            lowered=lowered,
+            defences=defences,
+            profile_steps=len(built.plan.body) if profile else None,
+        )
 
     hashes = {"mirrornet.onnx": _sha256(mirrornet_bytes), "normal.onnx": _sha256(normal_bytes)}
     for sub in ("ta", "host"):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -39,25 +40,30 @@ def register(main: click.Group) -> None:
         help="print the partition report (the default when --strategies is not given)",
     )
     @click.option(
-        "--strategies", is_flag=True, help="rank candidate channel counts by predicted latency and memory fit"
+        "--strategies",
+        is_flag=True,
+        help="rank protection strategy x C x tap selection by TEE memory fit and predicted latency, "
+        "beside each strategy's measured protection",
     )
     @click.option(
         "-C",
         "--channels",
         default=None,
-        help="CPM channels C (report; default: the pipeline's) or candidates, comma-separated "
-        "(--strategies; default 1,2,3,4)",
+        help="CPM channels C (report; default: the strategy's) or candidates, comma-separated "
+        "(--strategies; default 1,2,3,4, plus each strategy's default C)",
     )
     @click.option(
         "--protect",
         default=None,
-        type=click.Choice(list(STRATEGIES)),
-        help="report the plan of this protection strategy (its default C, and what it measured)  [default: joint]",
+        metavar="|".join(STRATEGIES),
+        help="report the plan of this protection strategy (its default C, and what it measured)  [default: "
+        "joint]; with --strategies, the strategies to rank, comma-separated  [default: all]",
     )
     @click.option(
         "--select",
         default=None,
-        help="which backbone channels each tap sends: first, spread or random (the mirror pass's modes)",
+        help="which backbone channels each tap sends: first, spread or random (the mirror pass's modes); "
+        "with --strategies, comma-separated  [default: all]",
     )
     @click.option("--seed", default=0, show_default=True, type=int, help="seed of the mirror pass")
     @click.option(
@@ -77,7 +83,7 @@ def register(main: click.Group) -> None:
         type=click.Choice(["single", "streaming"]),
         default="single",
         show_default=True,
-        help="which invocation mode's latency ranks the strategies",
+        help="which invocation mode's latency ranks the strategies (both are shown)",
     )
     @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
     @user_errors
@@ -108,14 +114,19 @@ def register(main: click.Group) -> None:
         wanted = _channel_list(channels)
         if strategies and want_report:
             raise MirrorcError("--report and --strategies: choose one")
-        if strategies and protect:
-            raise MirrorcError("--protect: give it with --report (the strategies table ranks channel counts)")
         if strategies:
             ranked = strategy.candidates(
-                model_path, wanted or (1, 2, 3, 4), dev, tee_memory=limit, select=select, seed=seed, mode=mode
+                model_path,
+                wanted or strategy.DEFAULT_CHANNELS,
+                dev,
+                strategies=strategy.names_of(protect, STRATEGIES, "--protect", "strategy"),
+                selects=None if select is None else select.split(","),
+                tee_memory=limit,
+                seed=seed,
+                mode=mode,
             )
             if as_json:
-                echo_json({"device": dev.name, "mode": mode, "candidates": ranked})
+                echo_json({"device": dev.name, "device_path": dev.path, "mode": mode, "candidates": ranked})
             else:
                 click.echo(strategy.format_candidates(ranked, mode), nl=False)
             return
@@ -143,7 +154,10 @@ def register(main: click.Group) -> None:
             model = built[0] if isinstance(built, tuple) else built
         rep = report.build_report(model, dev, tee_memory=limit)
         if not given_mirrornet:
-            rep["protection"] = {**protection.describe(chosen), "measured": report.measured_protection(chosen.name)}
+            measured = report.measured_protection(
+                chosen.name, Path(model_path).stem, backbone_macs=rep["totals"]["backbone_macs"]
+            )
+            rep["protection"] = {**protection.describe(chosen), "measured": measured}
         if as_json:
             echo_json(rep)
             for w in rep["warnings"]:  # the text report carries its warnings itself

@@ -13,7 +13,13 @@ from mirrorc.errors import MirrorcError
 
 def register(main: click.Group) -> None:
     @main.command("profile")
-    @click.option("--tee", type=click.Choice(["sim", "optee"]), default="sim", help="Where the secure world runs.")
+    @click.option(
+        "--tee",
+        type=click.Choice(["sim", "optee"]),
+        default="sim",
+        help="Where the nodes are timed: sim = a host harness around the model C; optee = inside a calibration "
+        "TA on TEE_GetSystemTime (run by the simulator on this host).",
+    )
     @click.option(
         "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the profile JSON to this file."
     )

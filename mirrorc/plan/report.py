@@ -8,6 +8,7 @@ dict (the `--json` form); `format_report(report)` renders it as aligned text."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -330,36 +331,121 @@ def load_results(name: str) -> dict | None:
     return results
 
 
-def measured_protection(strategy: str) -> dict:
-    """What was measured for a protection strategy, from results/protection.json (and the learning-rate
-    schedule table beside it): the MirrorNet's cost and the thief's head start, with the command and
-    the file. `{"results": <dir>, "rows": []}` when nothing was measured for it."""
-    found: dict = {"results": str(results_dir()), "rows": []}
-    measured = load_results(PROTECTION_RESULTS)
-    if measured is None:
-        return found
-    where = results_dir() / f"{PROTECTION_RESULTS}.json"
-    rows = _rows(measured, where)
-    # the reference build: each strategy at its default C, plain loss, scored against an unprotected baseline
+# The row format of benchmarks/attacks.py (`_result_row`): any results file whose rows have these keys
+# holds measured protection figures (protection.json for LeNet-5 / MNIST, frontiers on other models).
+ATTACK_ROW_KEYS = ("dataset", "protect", "C", "cost", "head_start")
+# How a results file's model relates to the one asked about, best first.
+MATCHES = ("same model", "nearest size", "other model")
+
+
+def protection_sources() -> list[dict]:
+    """Every results/*.json holding benchmarks/attacks.py rows, protection.json (the reference table)
+    first, then by name: `{"file", "results", "rows", "setup"}`. protection.json must be well formed;
+    another file that is not a results file or has rows of another format is some other table."""
+    folder = results_dir()
+    names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+    names.sort(key=lambda name: name != PROTECTION_RESULTS)
+    sources = []
+    for name in names:
+        where = folder / f"{name}.json"
+        if name == PROTECTION_RESULTS:  # the reference table: a broken one is an error
+            results = load_results(name)
+            rows = _rows(results, where) if results is not None else []
+        else:
+            try:
+                results = load_results(name)
+            except MirrorcError:
+                continue
+            figures = results["figures"] if results is not None else None
+            found = figures.get("rows") if isinstance(figures, dict) else None
+            rows = found if isinstance(found, list) and all(_is_attack_row(r) for r in found) else []
+        if results is None or not rows:
+            continue
+        setup = results["figures"].get("setup", {}) if isinstance(results["figures"], dict) else {}
+        sources.append({"file": str(where), "results": results, "rows": rows, "setup": setup})
+    return sources
+
+
+def _is_attack_row(row: object) -> bool:
+    return isinstance(row, dict) and all(key in row for key in ATTACK_ROW_KEYS)
+
+
+def measured_protection(strategy: str, model: str | None = None, backbone_macs: int | None = None) -> dict:
+    """What was measured for a protection strategy: the MirrorNet's cost and the thief's head start, from
+    the results file of benchmarks/attacks.py that best matches `model` (a model name, the file stem
+    attacks.py records as `setup.model`): measured on that model, else on the model nearest in size
+    (`setup.backbone_macs` against `backbone_macs`, by ratio), else the reference protection.json;
+    between files of the same model, the one with more rows for the strategy.
+    `model`, `dataset`, `match` (one of MATCHES, None when no model was asked about) say where the
+    figures come from: a figure measured on another model is labelled so, never passed off as this
+    model's. `{"results": <dir>, "searched": [files], "rows": []}` when nothing was measured for it."""
     penalty = get_strategy(strategy).backbone_penalty
-    found["rows"] = [
-        r
-        for r in rows
-        if r.get("protect") == strategy and r.get("cost") is not None and float(r.get("penalty", 0.0)) == penalty
-    ]
+    sources = protection_sources()
+    found: dict = {"results": str(results_dir()), "searched": [s["file"] for s in sources], "rows": []}
+    best: tuple | None = None
+    for order, source in enumerate(sources):
+        # the reference build: the strategy's own penalty, scored against an unprotected baseline
+        rows = [
+            r
+            for r in source["rows"]
+            if r.get("protect") == strategy and r.get("cost") is not None and float(r.get("penalty", 0.0)) == penalty
+        ]
+        if not rows:
+            continue
+        macs = source["setup"].get("backbone_macs")
+        distance = math.inf
+        if model is not None and str(source["setup"].get("model")) == model:
+            match: str | None = "same model"
+        elif model is not None and backbone_macs and isinstance(macs, int) and macs > 0:
+            match, distance = "nearest size", abs(math.log(macs / backbone_macs))
+        else:
+            match = "other model" if model is not None else None
+        # between files of one model, the one measured at more configurations of this strategy
+        key = (MATCHES.index(match) if match else 0, distance, -len(rows) if model is not None else 0, order)
+        if best is None or key < best[0]:
+            best = (key, source, rows, match)
+    if best is None:
+        return found
+    _, source, rows, match = best
+    results = source["results"]
     found.update(
-        file=str(where),
-        command=measured["command"],
-        date=measured.get("date"),
-        transcribed=measured.get("transcribed"),
-        setup=measured["figures"].get("setup", {}),
+        rows=rows,
+        model=str(source["setup"].get("model", "?")),
+        dataset=", ".join(dict.fromkeys(str(r["dataset"]) for r in rows)),
+        match=match,
+        backbone_macs=source["setup"].get("backbone_macs"),
+        file=source["file"],
+        command=results["command"],
+        date=results.get("date"),
+        transcribed=results.get("transcribed"),
+        setup=source["setup"],
     )
     schedule = load_results(SCHEDULE_RESULTS)
-    if schedule is not None:
+    if schedule is not None and schedule["figures"].get("setup", {}).get("model") == found["model"]:
         found["lr_schedule"] = [
             r for r in _rows(schedule, results_dir() / f"{SCHEDULE_RESULTS}.json") if r.get("protect") == strategy
         ]
     return found
+
+
+def smallest_budget_head_start(row: dict) -> tuple[int, str] | None:
+    """(budget, head start text) at the smallest label budget a measured row has, or None."""
+    head_start = row.get("head_start")
+    if not isinstance(head_start, dict):
+        return None
+    budgets = [int(b) for b in head_start if str(b).isdigit()]
+    return (min(budgets), str(head_start[str(min(budgets))])) if budgets else None
+
+
+def measured_on(measured: dict) -> str:
+    """Where a strategy's figures were measured, as the tables print it: `measured on lenet5/mnist`,
+    plus how that model relates to the one asked about when it is another."""
+    text = f"measured on {measured['model']}/{measured['dataset']}"
+    if measured.get("match") == "nearest size":
+        return text + " (nearest in backbone MACs)"
+    if measured.get("match") == "other model":
+        return text + " (another model)"
+    return text
 
 
 def _rows(results: dict, where: Path) -> list[dict]:
@@ -372,20 +458,23 @@ def _rows(results: dict, where: Path) -> list[dict]:
 def format_measured(measured: dict) -> str:
     """One line of what was measured for a strategy, or why there is nothing to show."""
     if not measured["rows"]:
-        if "file" not in measured:
-            return f"no measured figures (no {PROTECTION_RESULTS}.json in {measured['results']})"
-        return f"no measured figures for this strategy in {measured['file']}"
+        if not measured.get("searched"):
+            return f"no measured figures (no results of benchmarks/attacks.py in {measured['results']})"
+        return f"no measured figures for this strategy in {', '.join(measured['searched'])}"
     setup = measured["setup"]
     parts = []
     for r in measured["rows"]:
-        hs = r.get("head_start", {}).get("600", "-")
+        budget, hs = smallest_budget_head_start(r) or ("?", "-")
         side = "below" if r["cost"] >= 0 else "above"
         parts.append(
             f"{setup.get('model', '?')} / {r['dataset']}, C = {r['C']}, "
             f"{setup.get('compile_epochs', '?')} epochs: MirrorNet {abs(r['cost']):.2f} points {side} the "
-            f"unprotected model, backbone alone {r.get('backbone', '-')}%, head start @600 labels {hs} points"
+            f"unprotected model, backbone alone {r.get('backbone', '-')}%, head start @{budget} labels {hs} points"
         )
-    line = "; ".join(parts) + f" (`{measured['command']}`, {measured['file']}"
+    line = "; ".join(parts)
+    if measured.get("match") in ("nearest size", "other model"):
+        line = f"{measured_on(measured)}, not this model: " + line
+    line += f" (`{measured['command']}`, {measured['file']}"
     line += ", transcribed, not re-measured)" if measured.get("transcribed") else ")"
     schedule = [r for r in measured.get("lr_schedule", []) if r.get("cost") is not None]
     if schedule:
