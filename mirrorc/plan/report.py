@@ -465,11 +465,12 @@ def format_measured(measured: dict) -> str:
     parts = []
     for r in measured["rows"]:
         budget, hs = smallest_budget_head_start(r) or ("?", "-")
+        alone = f"{r['backbone']:.2f}" if isinstance(r.get("backbone"), (int, float)) else "-"
         side = "below" if r["cost"] >= 0 else "above"
         parts.append(
             f"{setup.get('model', '?')} / {r['dataset']}, C = {r['C']}, "
             f"{setup.get('compile_epochs', '?')} epochs: MirrorNet {abs(r['cost']):.2f} points {side} the "
-            f"unprotected model, backbone alone {r.get('backbone', '-')}%, head start @{budget} labels {hs} points"
+            f"unprotected model, backbone alone {alone}%, head start @{budget} labels {hs} points"
         )
     line = "; ".join(parts)
     if measured.get("match") in ("nearest size", "other model"):
