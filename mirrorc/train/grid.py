@@ -5,7 +5,8 @@ order of `jobs`: one after another in this process by default, or as Ray tasks w
 address (`ray://HOST:10001`, `HOST:6379`). Ray is the optional extra `pip install 'mirrorc[ray]'`.
 
 Each Ray task asks for one CPU (`num_cpus=1`) and trains with one torch thread, so a 2-core machine
-runs two cells at once; with a CUDA device each task asks for one GPU instead. A job must compute its
+runs two cells at once; with a CUDA device (or `auto` on a cluster with GPUs) each task asks for one
+GPU instead, which Ray numbers 0 inside the task (so `cuda:N` is refused with Ray). A job must compute its
 result from its own arguments alone (its seeds come from its cell), so the results are the same in
 either mode and in any order; tasks run in other processes, so `fn` and the arguments must pickle
 (Ray's cloudpickle: lambdas do), and files a job reads (a build directory) must be reachable from the
@@ -187,22 +188,21 @@ def _on_ray(
     slots = max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
     results: list[Any] = [None] * len(jobs)
     pending: dict[Any, tuple[int, float]] = {}
-    queue = iter(range(len(jobs)))
+    started = 0
     try:
         while True:
-            while len(pending) < slots:
-                i = next(queue, None)
-                if i is None:
-                    break
-                args = [shared[id(a)] if id(a) in shared else a for a in jobs[i]]
-                pending[task.remote(fn_ref, *args)] = (i, time.perf_counter())
+            while len(pending) < slots and started < len(jobs):
+                args = [shared[id(a)] if id(a) in shared else a for a in jobs[started]]
+                pending[task.remote(fn_ref, *args)] = (started, time.perf_counter())
+                started += 1
             bar.running(len(pending))
             if not pending:
                 return results
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             i, began = pending.pop(ready)
             results[i] = _get(ray, ready)
-            bar.finished(names[i], time.perf_counter() - began, len(pending))
+            # running: what runs once the freed slot is refilled, at the top of the loop
+            bar.finished(names[i], time.perf_counter() - began, min(slots, len(pending) + len(jobs) - started))
             if on_result is not None:
                 on_result(i, results[i])
     finally:
