@@ -44,8 +44,9 @@ def require_ray() -> ModuleType:
 
 
 def connect(address: str) -> ModuleType:
-    """Ray, joined to the cluster `address` names ("auto": the one this process is already in, or the
-    one RAY_ADDRESS names, else a new local one). Workers get MIRRORC_THREADS=1 and, so that a
+    """Ray, joined to the cluster `address` names ("auto": the one this process is already in, the one
+    RAY_ADDRESS names, the last one `ray start` began on this machine, else a new local one: what
+    ray.init() does without an address). Workers get MIRRORC_THREADS=1 and, so that a
     checkout runs without being installed, this checkout's folder on their PYTHONPATH."""
     ray = require_ray()
     if ray.is_initialized():
@@ -128,6 +129,8 @@ def run_tasks(
     """`[fn(*job) for job in jobs]`, here one after another (`ray=None`) or as Ray tasks (`ray`: "auto"
     or an address). `names` label the jobs in the progress lines; `on_result(i, result)` runs in this
     process as job i finishes (in the order they finish: a benchmark writes its table there)."""
+    if not jobs:
+        return []  # nothing to run: no bar, and no Ray cluster to start
     names = list(names) if names is not None else [f"job {i + 1}" for i in range(len(jobs))]
     bar = _Progress(len(jobs), desc, log)
     try:
