@@ -639,7 +639,8 @@ def plan(
     as_is_pred = as_is_logits.argmax(axis=1)
     rows: list[Result | Cell] = []
     oracle_source = None
-    trained = [a.name for a in attacks_for(view, 0) if a.name in attacks]
+    # which attacks train and on which labels (a cell draws its own starts from its seed: score_cell)
+    trained = {a.name: a.labels == "oracle" for a in attacks_for(view, 0) if a.name in attacks}
     for budget in budgets:
         for seed in range(seeds):
             split = draw_budget(n_train, budget, seed)
@@ -648,13 +649,12 @@ def plan(
             if "as_is" in attacks:
                 rows.append(Result("as_is", budget, seed, float((as_is_pred == y_test).mean() * 100)))
             y_oracle, agreement = None, {}
-            if any(a in ("distill", "scratch_oracle") for a in trained):
+            if any(trained.values()):
                 y_oracle, oracle_source = oracle_labels(view, x_pool)
                 agreement = {
                     "oracle_agreement_with_truth": float((y_oracle == dataset.y_train[split.pool]).mean() * 100)
                 }
-            for name in trained:
-                oracle = name in ("distill", "scratch_oracle")
+            for name, oracle in trained.items():
                 x, y = (x_pool, y_oracle) if oracle else (x_lab, y_lab)
                 key = ("scratch", arch, dataset_key, repr(schedule)) if name == "scratch" else (where, name)
                 job = (view, name, x, y, x_test, y_test, schedule, seed, budget)

@@ -74,18 +74,14 @@ def check_device(ray: str | None, device: str) -> None:
 
 def _in_task(fn: Callable[..., R], *args: Any) -> R:
     """What a Ray task runs: `fn(*args)` with one torch thread (the task holds one CPU)."""
-    os.environ["MIRRORC_THREADS"] = "1"
-    if "torch" in sys.modules or _torch_installed():
+    os.environ["MIRRORC_THREADS"] = "1"  # what mirrorc.train.loop.require_torch reads
+    try:
         import torch
-
+    except ModuleNotFoundError:  # a job that trains nothing (a subprocess compile) may run without torch
+        pass
+    else:
         torch.set_num_threads(1)
     return fn(*args)
-
-
-def _torch_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
 
 
 class _Progress:
@@ -94,7 +90,7 @@ class _Progress:
     def __init__(self, total: int, desc: str, log: Callable[[str], None] | None) -> None:
         from mirrorc.cli.common import progress
 
-        self.total, self.desc, self.done, self.began = total, desc, 0, time.perf_counter()
+        self.total, self.desc, self.done = total, desc, 0
         self.bar = progress(total=total, desc=desc, unit="job", leave=False)
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
 
