@@ -19,6 +19,11 @@ Builds are kept in OUT/builds/<name>/ and reused when present (delete them to re
 attack report is written to OUT/<name>.attack.json and the summary to OUT/summary.json. The
 labelled from-scratch baseline depends only on architecture, data, budget and seed, so it is
 trained once per dataset and shared by all builds.
+
+Per dataset, the missing builds are compiled first, then the attack cells of every build run as one
+grid (mirrorc.train.grid): one after another here, or as Ray tasks with `--ray auto|ADDRESS` (the
+same figures; the builds and OUT must be on a file system the Ray workers see). `--device` is where
+the compiles and the attacks train.
 """
 
 from __future__ import annotations
@@ -45,9 +50,9 @@ def _finished(path: Path, budgets: list[int], seeds: int, schedule, attacks: tup
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    wanted = json.loads(json.dumps(vars(schedule)))
-    made = dict(report.get("schedule", {}))
-    made.setdefault("device", "cpu")  # reports from before the schedule named its device ran on the CPU
+    # where the attacks trained does not change what they measure; the report does not record it
+    wanted = {k: v for k, v in json.loads(json.dumps(vars(schedule))).items() if k != "device"}
+    made = {k: v for k, v in report.get("schedule", {}).items() if k != "device"}
     same = (
         report.get("budgets") == budgets
         and report.get("seeds") == seeds
@@ -63,6 +68,34 @@ def _strategy(spec: str) -> tuple:
 
     name, _, c = spec.partition(":")
     return protection.get(name), ([int(c)] if c else None)
+
+
+def compile_build(
+    args: argparse.Namespace, data: str, build: Path, strategy: str, select: str, c: int, penalty: float, name: str
+) -> float:
+    """Compile one build of the grid (a job of mirrorc.train.grid); returns its seconds."""
+    from mirrorc.compile import compile_model
+    from mirrorc.train.loop import TrainConfig
+
+    began = time.perf_counter()
+    config = TrainConfig(
+        epochs=args.compile_epochs, backbone_penalty=penalty, seed=0, fast=args.fast, device=args.device
+    )
+    compile_model(
+        args.model,
+        build,
+        data=data,
+        data_dir=args.data_dir,
+        channels=c,
+        protect=strategy,
+        select=select,
+        seed=0,
+        config=config,
+        baseline=args.baseline,
+        limit_train=args.limit_train,
+        log=lambda m: print(f"  [{name}] {m}", file=sys.stderr),
+    )
+    return time.perf_counter() - began
 
 
 def _floats(text: str) -> list[float]:
@@ -104,6 +137,13 @@ def main(argv=None) -> int:
     ap.add_argument("--attacks", default=None, help="subset of attacks (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="compile and attack as Ray tasks (one CPU, one torch thread each); pip install 'mirrorc[ray]'",
+    )
+    ap.add_argument("--device", default="auto", help="where compiles and attacks train: auto, cpu, cuda, cuda:N")
+    ap.add_argument(
         "--results",
         default="attacks",
         help="write the summary to results/NAME.json ('protection' is what the partition report reads)",
@@ -111,78 +151,83 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from mirrorc.attack import thief as atk
-    from mirrorc.compile import compile_model
     from mirrorc.evaluate import original_accuracy
     from mirrorc.plan.inspect import inspect_model
     from mirrorc.train.data import load_dataset
-    from mirrorc.train.loop import TrainConfig
+    from mirrorc.train.distributed import resolve_device
+    from mirrorc.train.grid import check_device, require_ray, run_tasks
 
     # the size class mirrorc.plan.report.measured_protection matches other models against (read first:
     # a model it cannot read fails here, not after the grid)
     backbone_macs = inspect_model(args.model)["totals"]["macs"]
 
+    resolve_device(args.device)  # a bad --device or a missing Ray fails before any work
+    if args.ray:
+        require_ray()
+        check_device(args.ray, args.device)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     (out / "builds").mkdir(parents=True, exist_ok=True)
-    schedule = atk.Schedule(epochs=args.epochs, min_steps=args.min_steps, lr_grid=tuple(_floats(args.lr_grid)))
+    schedule = atk.Schedule(
+        epochs=args.epochs, min_steps=args.min_steps, lr_grid=tuple(_floats(args.lr_grid)), device=args.device
+    )
     attacks = tuple(args.attacks.split(",")) if args.attacks else atk.ALL_ATTACKS
     budgets = _ints(args.budgets)
     rows = []
     for data in args.datasets.split(","):
-        dataset = None
         scratch_cache: dict = {}
-        grid = [
-            (strategy, penalty, select, c)
-            for strategy, fixed_c in map(_strategy, args.protects.split(","))
-            for penalty in ([strategy.backbone_penalty] if args.penalties == "default" else _floats(args.penalties))
-            for select in args.selects.split(",")
-            for c in (fixed_c or (["default"] if args.channels == "default" else _ints(args.channels)))
+        grid = []
+        for strategy, fixed_c in map(_strategy, args.protects.split(",")):
+            for penalty in [strategy.backbone_penalty] if args.penalties == "default" else _floats(args.penalties):
+                for select in args.selects.split(","):
+                    for c in fixed_c or (["default"] if args.channels == "default" else _ints(args.channels)):
+                        if strategy.freeze_backbone and penalty:
+                            continue
+                        c = strategy.default_channels(args.model) if c == "default" else c
+                        name = f"{data}-{strategy.name}-C{c}-{select}-p{penalty:g}"
+                        grid.append((strategy, penalty, select, c, name, out / "builds" / name))
+
+        missing = [g for g in grid if not (g[5] / "mirrornet.onnx").is_file()]
+        compiled = run_tasks(
+            compile_build,
+            [
+                (args, data, build, strategy.name, select, c, penalty, name)
+                for strategy, penalty, select, c, name, build in missing
+            ],
+            ray=args.ray,
+            device=args.device,
+            desc=f"{data}: compiles",
+            names=[g[4] for g in missing],
+        )
+        compile_seconds = {g[4]: seconds for g, seconds in zip(missing, compiled)}
+        if not grid:
+            continue
+        view = atk.load_view(grid[0][5])
+        dataset = load_dataset(data, data_dir=args.data_dir, input_shape=view.input_shape)
+        reports = {g[4]: _finished(out / f"{g[4]}.attack.json", budgets, args.seeds, schedule, attacks) for g in grid}
+        todo = [g for g in grid if reports[g[4]] is None]
+        began = time.perf_counter()
+        plans = [
+            atk.plan(g[5], dataset, budgets=budgets, seeds=args.seeds, schedule=schedule, attacks=attacks) for g in todo
         ]
-        for strategy, penalty, select, c in grid:
-            if strategy.freeze_backbone and penalty:
-                continue
-            if c == "default":
-                c = strategy.default_channels(args.model)
-            name = f"{data}-{strategy.name}-C{c}-{select}-p{penalty:g}"
-            build = out / "builds" / name
-            began = time.perf_counter()
-            if not (build / "mirrornet.onnx").is_file():
-                config = TrainConfig(epochs=args.compile_epochs, backbone_penalty=penalty, seed=0, fast=args.fast)
-                compile_model(
-                    args.model,
-                    build,
-                    data=data,
-                    data_dir=args.data_dir,
-                    channels=c,
-                    protect=strategy.name,
-                    select=select,
-                    seed=0,
-                    config=config,
-                    baseline=args.baseline,
-                    limit_train=args.limit_train,
-                    log=lambda m, name=name: print(f"  [{name}] {m}", file=sys.stderr),
-                )
-            built = time.perf_counter()
-            if dataset is None:
-                view = atk.load_view(build)
-                dataset = load_dataset(data, data_dir=args.data_dir, input_shape=view.input_shape)
-            report = _finished(out / f"{name}.attack.json", budgets, args.seeds, schedule, attacks)
-            if report is None:
-                report = atk.run(
-                    build,
-                    dataset,
-                    budgets=budgets,
-                    seeds=args.seeds,
-                    schedule=schedule,
-                    attacks=attacks,
-                    scratch_cache=scratch_cache,
-                )
-                (out / f"{name}.attack.json").write_text(json.dumps(report, indent=1))
+        # under Ray all builds' cells run as one pool; in this process build by build, so that each report
+        # is saved as soon as it is done (an interrupted grid resumes from there)
+        batches = [list(range(len(todo)))] if args.ray else [[i] for i in range(len(todo))]
+        for batch in batches:
+            done = atk.run_plans([plans[i] for i in batch], ray=args.ray, scratch_cache=scratch_cache)
+            for i, report in zip(batch, done):
+                (out / f"{todo[i][4]}.attack.json").write_text(json.dumps(report, indent=1))
+                reports[todo[i][4]] = report
+        if todo:
+            print(f"== {data}: attacks on {len(todo)} build(s) {time.perf_counter() - began:.0f}s", flush=True)
+        for strategy, penalty, select, c, name, build in grid:
+            report = reports[name]
             table, head = atk.format_report(report)
-            print(f"== {name} (compile {built - began:.0f}s, attacks {time.perf_counter() - built:.0f}s)")
+            took = f" (compile {compile_seconds[name]:.0f}s)" if name in compile_seconds else ""
+            print(f"== {name}{took}")
             print(table)
             print(head, flush=True)
             unprotected = original_accuracy(build, dataset.x_test, dataset.y_test)  # None without --baseline

@@ -3,14 +3,18 @@ CIFAR-10; test accuracy of the unprotected network, the BackboneNet alone and th
 Our row is printed beside the paper's.
 
     MIRRORC_DATA=/work/shared/datasets python benchmarks/table2.py [--epochs 5] [--limit-train N] \
-        [--channels 1,2,3,4] [--datasets mnist,fashion-mnist,cifar10] [--penalty 1.0] [--out results.json]
+        [--channels 1,2,3,4] [--datasets mnist,fashion-mnist,cifar10] [--penalty 1.0] [--out results.json] \
+        [--device auto] [--ray auto|ADDRESS]
 
 Every cell goes through the same code as `mirrorc compile` + `mirrorc evaluate` (compile_model, then
 evaluate() by onnxruntime on the written ONNX files). The unprotected network ("input network") is
 trained once per dataset, from the C = 1 MirrorNet's initial backbone weights, with the same loss,
 epochs and data. `--penalty W` adds, per dataset, rows with `--backbone-penalty W` at the channel
 counts of `--penalty-channels` (default 2). Results are appended to `--out` as they come, and cells
-already there are not recomputed, so an interrupted run can be continued.
+already there are not recomputed, so an interrupted run can be continued. The cells are independent
+compiles (mirrorc.train.grid): one after another by default, as Ray tasks on this machine with
+`--ray auto` (one CPU and one torch thread each; the cells' models and builds are in a local temporary
+folder, so a Ray cluster of several machines does not fit here). `--device` is where they train.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ def run_cell(model: Path, dataset: str, channels: int, penalty: float, args, wor
         backbone_penalty=penalty,
         penalty_kind=args.penalty_kind,
         fast=False,
+        device=args.device,
     )
     began = time.perf_counter()
     compile_model(
@@ -122,6 +127,13 @@ def main():
     ap.add_argument("--data-dir", default=None, help="default: $MIRRORC_DATA")
     ap.add_argument("--out", default="table2-results.json")
     ap.add_argument("--print-only", action="store_true", help="print the table from --out, run nothing")
+    ap.add_argument("--device", default="auto", help="where the cells train: auto, cpu, cuda, cuda:N")
+    ap.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="run the cells as Ray tasks on this machine (one CPU, one torch thread each); pip install 'mirrorc[ray]'",
+    )
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -136,23 +148,47 @@ def main():
         return find(results, d, c, w, args)
 
     if not args.print_only:
+        from mirrorc.errors import MirrorcError
+        from mirrorc.train.grid import check_device, require_ray, run_tasks
+
+        if args.ray:
+            try:
+                require_ray()
+                check_device(args.ray, args.device)
+            except MirrorcError as e:
+                raise SystemExit(f"table2: {e}") from None
         with tempfile.TemporaryDirectory(prefix="mirrorc-table2-") as tmp:
             work = Path(tmp)
-            for d, c, w in cells:
-                if done(d, c, w):
-                    continue
-                # the unprotected network once per dataset, with its first MirrorNet
-                need_baseline = not any(
+            todo = [cell for cell in cells if not done(*cell)]
+            # the unprotected network once per dataset, with its first MirrorNet to run: decided here,
+            # so a cell depends on nothing but its arguments and the cells may run in any order
+            with_baseline = set()
+            for d, c, w in todo:
+                has = any(
                     r["dataset"] == d
                     and r.get("original_acc") is not None
                     and r["epochs"] == args.epochs
                     and r["limit_train"] == args.limit_train
                     for r in results
                 )
-                print(f"== {d} C={c} penalty={w:g}", file=sys.stderr, flush=True)
-                results.append(run_cell(lenet5_for(d, work), d, c, w, args, work, need_baseline))
+                if not has and not any(b[0] == d for b in with_baseline):
+                    with_baseline.add((d, c, w))
+            models = {d: lenet5_for(d, work) for d in {d for d, _, _ in todo}}
+
+            def finished(i: int, result: dict) -> None:
+                results.append(result)
                 out.write_text(json.dumps(results, indent=2))
                 print_table(results, cells, args, file=sys.stderr)  # progress
+
+            run_tasks(
+                run_cell,
+                [(models[d], d, c, w, args, work, (d, c, w) in with_baseline) for d, c, w in todo],
+                ray=args.ray,
+                device=args.device,
+                desc="table2",
+                names=[f"{d} C={c} penalty={w:g}" for d, c, w in todo],
+                on_result=finished,
+            )
     print_table(results, cells, args)
     if not args.print_only:  # --print-only measures nothing, so it records nothing
         write_results(

@@ -4,7 +4,8 @@ BackboneNet alone and the MirrorNet, and Δp, beside the paper's figures, for ea
 
     MIRRORC_DATA=../shared/datasets python benchmarks/table3.py [--models vgg6,vgg7_paper,vgg11,vgg16] \
         [--channels 1,2,3,4] [--recipe 'NAME=COMPILE FLAGS' ...] [--epochs 4] [--limit-train 10000] \
-        [--seeds 1] [--fast] [--out build/table3] [--json-out FILE] [--print-only]
+        [--seeds 1] [--fast] [--device auto] [--ray auto|ADDRESS] [--out build/table3] [--json-out FILE] \
+        [--print-only]
 
 A recipe is a name and the `mirrorc compile` flags it adds, e.g. `paper=--protect paper` (the default
 recipes: the paper's, and `joint=--protect joint`, mirrorc's default strategy); any --protect
@@ -19,6 +20,9 @@ each in a subprocess, into its own build directory
   --print-only, so a long grid can run in the background (nohup ... &) and be read at any time.
 The unprotected network ("input" column) is trained once per (model, seed, schedule): by the first
 run of that model and seed that has no finished baseline; the other runs pass --no-baseline.
+The runs are independent (mirrorc.train.grid): one after another by default, as Ray tasks with
+`--ray auto|ADDRESS` (one CPU and one torch thread each; --out must be on a file system the Ray
+workers see). `--device` goes to every `mirrorc compile`.
 """
 
 from __future__ import annotations
@@ -121,6 +125,7 @@ def run_one(model_path: Path, build: Path, channels: int, seed: int, flags: list
         ]
         argv += ["--limit-train", str(args.limit_train)] if args.limit_train else []
         argv += ["--fast"] if args.fast else []
+        argv += ["--device", args.device]
         argv += [] if baseline else ["--no-baseline"]
         if args.data_dir:
             argv += ["--data-dir", args.data_dir]
@@ -295,6 +300,13 @@ def main() -> None:
         "--json-out", default=None, help="write the table's JSON here  [default: results/table3.json via record.py]"
     )
     ap.add_argument("--print-only", action="store_true", help="print the table from finished runs, run nothing")
+    ap.add_argument("--device", default="auto", help="mirrorc compile --device: auto, cpu, cuda, cuda:N")
+    ap.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="run the compiles as Ray tasks (one CPU, one torch thread each); pip install 'mirrorc[ray]'",
+    )
     args = ap.parse_args()
     args.limit_train = args.limit_train or None
 
@@ -322,7 +334,17 @@ def main() -> None:
         return t
 
     if not args.print_only:
+        from mirrorc.errors import MirrorcError
+        from mirrorc.train.grid import check_device, require_ray, run_tasks
+
+        if args.ray:
+            try:
+                require_ray()
+                check_device(args.ray, args.device)
+            except MirrorcError as e:
+                raise SystemExit(f"table3: {e}") from None
         base = Path(args.out) / schedule_key(args)
+        jobs, names = [], []
         for m in models:
             model_path = base / "models" / f"{m}.onnx"
             if not model_path.exists():
@@ -331,18 +353,29 @@ def main() -> None:
                 model_path.parent.mkdir(parents=True, exist_ok=True)
                 onnx.save(MODELS[m](), model_path)
             for s in seeds:
+                # the baseline goes with the first unfinished run of (model, seed): decided here, so the
+                # runs depend on nothing but their arguments and may run in any order
+                needs_baseline = not any(
+                    r["seed"] == s and r["original_acc"] is not None
+                    for r in collect(args, recipes, [m], channels, seeds)
+                )
                 for name, flags in recipes:
                     for c in channels:
                         build = base / m / name / f"C{c}-s{s}"
                         if (build / RESULT).exists():
                             continue
-                        has_baseline = any(
-                            r["seed"] == s and r["original_acc"] is not None
-                            for r in collect(args, recipes, [m], channels, seeds)
-                        )
-                        print(f"== {m} {name} C={c} seed {s} -> {build}", file=sys.stderr, flush=True)
-                        run_one(model_path, build, c, s, flags, args, baseline=not has_baseline)
-                        print_table(write(), file=sys.stderr)  # progress
+                        jobs.append((model_path, build, c, s, flags, args, needs_baseline))
+                        names.append(f"{m} {name} C={c} seed {s}")
+                        needs_baseline = False
+        run_tasks(
+            run_one,
+            jobs,
+            ray=args.ray,
+            device=args.device,
+            desc="table3",
+            names=names,
+            on_result=lambda i, result: print_table(write(), file=sys.stderr),  # progress
+        )
     print_table(write())
 
 

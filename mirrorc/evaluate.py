@@ -17,10 +17,13 @@ from mirrorc.tee.runtime import ProtectedModel, error_reason, onnx_session
 from passes import contract
 
 BATCH = 1000
+SPLIT_BATCH = 500  # images per progress step of split execution
 
 
 def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
     """Run an ONNX file on x in batches and return the requested outputs, concatenated."""
+    from mirrorc.cli.common import progress
+
     sess = onnx_session(path)
     names = {o.name for o in sess.get_outputs()}
     for name in outputs:
@@ -30,6 +33,7 @@ def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.n
     # a model whose batch canonicalize could not relax (or any file with a fixed batch) runs in its own
     batch = feed.shape[0] if feed.shape and isinstance(feed.shape[0], int) and feed.shape[0] > 0 else BATCH
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    bar = progress(total=len(x), desc=f"evaluate {path.name}", unit="img", unit_scale=True, leave=False)
     for s in range(0, len(x), batch):
         part = x[s : s + batch]
         pad = batch - len(part) if batch != BATCH else 0  # the last chunk of a fixed batch: pad it
@@ -43,6 +47,8 @@ def run_outputs(path: Path, x: np.ndarray, outputs: list[str]) -> dict[str, np.n
             values = [v[: len(part) - pad] for v in values]
         for name, value in zip(outputs, values):
             chunks[name].append(value)
+        bar.update(len(part) - pad)
+    bar.close()
     return {name: np.concatenate(v) for name, v in chunks.items()}
 
 
@@ -115,10 +121,18 @@ def evaluate(
 def split_agreement(build: Path, x: np.ndarray, reference_labels: np.ndarray) -> dict | None:
     """THE call site for split execution: normal.onnx in onnxruntime + the TA (simulated or on a board)
     must give the label mirrornet.onnx gives. None when the build has no secure part."""
+    from mirrorc.cli.common import progress
+
     if not (build / "normal.onnx").exists() or not (build / "plan.json").exists():
         return None
+    bar = progress(total=len(x), desc="split execution", unit="img", unit_scale=True, leave=False)
+    parts = []
     with ProtectedModel(build) as protected:
-        labels = np.asarray(protected.predict(x)).reshape(-1)
+        for s in range(0, len(x), SPLIT_BATCH):
+            parts.append(np.asarray(protected.predict(x[s : s + SPLIT_BATCH])).reshape(-1))
+            bar.update(len(parts[-1]))
+    bar.close()
+    labels = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     agree = int((labels == reference_labels).sum())
     return {"images": int(len(x)), "agree": agree, "agreement": round(100.0 * agree / max(len(x), 1), 2)}
 

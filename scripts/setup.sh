@@ -11,7 +11,8 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
-pip install -q -e '.[train,test,models]'  # models: torchvision, timm, onnxscript for the real-model corpus
+# models: torchvision, timm, onnxscript for the real-model corpus; test brings ray (the local-Ray grid test)
+pip install -q -e '.[train,test,models,ray]'
 if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu) >/dev/null 2>&1 \

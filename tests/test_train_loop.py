@@ -220,3 +220,21 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
             fingerprint="m",
         )
     assert "\n" not in str(e.value)
+
+
+def test_gathered_batches_through_loader_workers_are_the_indexed_batches():
+    """The CUDA path's DataLoader (worker processes, here without pinning: no GPU) yields exactly
+    x[idx], y[idx] for each index batch, in the batches' order."""
+    import torch
+
+    from mirrorc.train.loop import gathered
+
+    x, y = tiny_data(50)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(3))
+    batches = [order[s : s + 16] for s in range(0, 50, 16)]
+    got = list(gathered(xt, yt, iter(batches), workers=2, pin=False))
+    assert len(got) == len(batches) == 4 and len(got[-1][1]) == 2
+    largest = max(float((xb - xt[idx]).abs().max()) for (xb, _), idx in zip(got, batches))
+    print(f"largest difference, loader batch vs indexed batch: {largest}")
+    assert largest == 0.0 and all(torch.equal(yb, yt[idx]) for (_, yb), idx in zip(got, batches))

@@ -341,6 +341,8 @@ def train(
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     batches = progress(cycling_batches(len(x), batch, steps, seed), total=steps, desc=desc, leave=False)
+    # a Ray task's arrays are read-only views of its object store; torch wants writable memory
+    x, y = (a if a.flags.writeable else a.copy() for a in (x, y))
     fit(
         module,
         torch.from_numpy(x),
@@ -548,7 +550,62 @@ def architecture_key(model: onnx.ModelProto, output: str) -> str:
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
-def run(
+@dataclass
+class Cell:
+    """One training of an attack grid: an attack at a budget and seed. `job` is `score_cell`'s
+    arguments; cells with equal `key` are one training (the labelled from-scratch baseline, which
+    builds of one architecture on the same data share); `extra` is added to its Result."""
+
+    attack: str
+    budget: int
+    seed: int
+    key: tuple
+    job: tuple
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """One build's attack grid before any training: its rows in report order (the as-is results,
+    known already, and the cells to train) and what the report says beside them."""
+
+    view: AttackerView
+    budgets: list[int]
+    seeds: int
+    schedule: Schedule
+    rows: list[Result | Cell]
+    oracle: str | None
+    mirrornet_acc: float
+    as_is_pred: np.ndarray
+    y_test: np.ndarray
+
+    def cells(self) -> list[Cell]:
+        return [row for row in self.rows if isinstance(row, Cell)]
+
+
+def score_cell(
+    view: AttackerView,
+    attack: str,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    schedule: Schedule,
+    seed: int,
+    budget: int,
+) -> Result:
+    """Train and score one cell; everything random in it is seeded from `seed`, so it gives the same
+    Result wherever and whenever it runs (mirrorc.train.grid may run it as a Ray task)."""
+    if attack == "extract":
+        from mirrorc.attack.extract import run_extract
+
+        return run_extract(view, x, x_test, y_test, seed=seed, schedule=schedule)
+    assert y is not None  # every trained attack has labels: the budget's own or the oracle's
+    chosen = next(a for a in attacks_for(view, seed) if a.name == attack)
+    return fit_and_score(chosen, x, y, x_test, y_test, schedule, seed, budget)
+
+
+def plan(
     build_dir: str | Path,
     dataset: Dataset,
     *,
@@ -556,12 +613,9 @@ def run(
     seeds: int,
     schedule: Schedule | None = None,
     attacks: tuple[str, ...] = ALL_ATTACKS,
-    scratch_cache: dict | None = None,
-) -> dict:
-    """Every attack at every budget and seed. `dataset` is a mirrorc.train.data Dataset; returns a JSON-able dict.
-
-    `scratch_cache` (a dict the caller keeps) lets several builds of the same architecture on the same
-    data share the labelled from-scratch baseline, which does not depend on the build's weights."""
+) -> Plan:
+    """Check the grid and lay out its cells; the oracle's labels are queried here (label-only queries
+    to the deployed model, in this process), the trainings are left to `run_plans`."""
     schedule = schedule or Schedule()
     view = load_view(build_dir)
     if tuple(dataset.x_test.shape[1:]) != view.input_shape:
@@ -578,61 +632,120 @@ def run(
         draw_budget(n_train, b, 0)  # fail on a bad budget before any training
     x_test, y_test = dataset.x_test, dataset.y_test
     dataset_key = (len(dataset.x_train), float(dataset.x_train[:256].sum()), float(x_test[:256].sum()))
+    arch = architecture_key(view.normal, contract.BACKBONE_LOGITS)
+    where = str(view.build_dir.resolve())
 
     as_is_logits = run_onnx(view.normal, contract.BACKBONE_LOGITS, x_test)
     as_is_pred = as_is_logits.argmax(axis=1)
-    mirrornet_acc = accuracy(view.mirrornet, contract.LABEL, x_test, y_test)
-    results: list[Result] = []
+    rows: list[Result | Cell] = []
     oracle_source = None
+    # which attacks train and on which labels (a cell draws its own starts from its seed: score_cell)
+    trained = {a.name: a.labels == "oracle" for a in attacks_for(view, 0) if a.name in attacks}
     for budget in budgets:
         for seed in range(seeds):
             split = draw_budget(n_train, budget, seed)
             x_lab, y_lab = dataset.x_train[split.labelled], dataset.y_train[split.labelled]
-            y_oracle = None
+            x_pool = dataset.x_train[split.pool]
             if "as_is" in attacks:
-                results.append(Result("as_is", budget, seed, float((as_is_pred == y_test).mean() * 100)))
-            for attack in attacks_for(view, seed):
-                if attack.name not in attacks:
-                    continue
-                if attack.labels == "oracle":
-                    if y_oracle is None:
-                        x_pool = dataset.x_train[split.pool]
-                        y_oracle, oracle_source = oracle_labels(view, x_pool)
-                    res = fit_and_score(attack, x_pool, y_oracle, x_test, y_test, schedule, seed, budget)
-                    res.extra["oracle_agreement_with_truth"] = float(
-                        (y_oracle == dataset.y_train[split.pool]).mean() * 100
-                    )
-                elif attack.name == "scratch" and scratch_cache is not None:
-                    key = (
-                        architecture_key(view.normal, contract.BACKBONE_LOGITS),
-                        dataset_key,
-                        budget,
-                        seed,
-                        repr(schedule),
-                    )
-                    if key not in scratch_cache:
-                        scratch_cache[key] = fit_and_score(attack, x_lab, y_lab, x_test, y_test, schedule, seed, budget)
-                    res = scratch_cache[key]
-                else:
-                    res = fit_and_score(attack, x_lab, y_lab, x_test, y_test, schedule, seed, budget)
-                results.append(res)
+                rows.append(Result("as_is", budget, seed, float((as_is_pred == y_test).mean() * 100)))
+            y_oracle, agreement = None, {}
+            if any(trained.values()):
+                y_oracle, oracle_source = oracle_labels(view, x_pool)
+                agreement = {
+                    "oracle_agreement_with_truth": float((y_oracle == dataset.y_train[split.pool]).mean() * 100)
+                }
+            for name, oracle in trained.items():
+                x, y = (x_pool, y_oracle) if oracle else (x_lab, y_lab)
+                key = ("scratch", arch, dataset_key, repr(schedule)) if name == "scratch" else (where, name)
+                job = (view, name, x, y, x_test, y_test, schedule, seed, budget)
+                rows.append(Cell(name, budget, seed, (*key, budget, seed), job, agreement if oracle else {}))
             if "extract" in attacks:
-                from mirrorc.attack.extract import run_extract
+                job = (view, "extract", x_pool, None, x_test, y_test, schedule, seed, budget)
+                rows.append(Cell("extract", budget, seed, (where, "extract", budget, seed), job))
+    return Plan(
+        view=view,
+        budgets=budgets,
+        seeds=seeds,
+        schedule=schedule,
+        rows=rows,
+        oracle=oracle_source,
+        mirrornet_acc=accuracy(view.mirrornet, contract.LABEL, x_test, y_test),
+        as_is_pred=as_is_pred,
+        y_test=y_test,
+    )
 
-                results.append(
-                    run_extract(view, dataset.x_train[split.pool], x_test, y_test, seed=seed, schedule=schedule)
-                )
+
+def run_plans(
+    plans: list[Plan],
+    *,
+    ray: str | None = None,
+    scratch_cache: dict | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Train every cell of `plans` (mirrorc.train.grid: here, or as Ray tasks with `ray`), each shared
+    from-scratch baseline once, and return one report per plan. `scratch_cache` (a dict the caller
+    keeps) carries those baselines from one call to the next."""
+    from mirrorc.train.grid import run_tasks
+
+    cache = scratch_cache if scratch_cache is not None else {}
+    index: dict[tuple, int] = {}
+    jobs: list[tuple] = []
+    names: list[str] = []
+    for p in plans:
+        for cell in p.cells():
+            if cell.key not in index and cell.key not in cache:
+                index[cell.key] = len(jobs)
+                jobs.append(cell.job)
+                names.append(f"{p.view.build_dir.name}: {cell.attack} b={cell.budget} s={cell.seed}")
+    device = plans[0].schedule.device if plans else "cpu"
+    results = run_tasks(score_cell, jobs, ray=ray, device=device, desc="attacks", names=names, log=log)
+    done = {**cache, **{key: results[i] for key, i in index.items()}}
+    cache.update({key: result for key, result in done.items() if key[0] == "scratch"})
+    return [report(p, done) for p in plans]
+
+
+def run(
+    build_dir: str | Path,
+    dataset: Dataset,
+    *,
+    budgets: list[int],
+    seeds: int,
+    schedule: Schedule | None = None,
+    attacks: tuple[str, ...] = ALL_ATTACKS,
+    scratch_cache: dict | None = None,
+    ray: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Every attack at every budget and seed. `dataset` is a mirrorc.train.data Dataset; returns a JSON-able dict.
+
+    `scratch_cache` (a dict the caller keeps) lets several builds of the same architecture on the same
+    data share the labelled from-scratch baseline, which does not depend on the build's weights.
+    `ray` ("auto" or an address) runs the cells as Ray tasks (mirrorc.train.grid): the same results."""
+    grid = plan(build_dir, dataset, budgets=budgets, seeds=seeds, schedule=schedule, attacks=attacks)
+    return run_plans([grid], ray=ray, scratch_cache=scratch_cache, log=log)[0]
+
+
+def report(p: Plan, done: dict[tuple, Result]) -> dict:
+    """The JSON-able report of a plan whose cells are trained (`done`: cell key -> Result)."""
+    from dataclasses import replace
+
+    results = [
+        row if isinstance(row, Result) else replace(done[row.key], extra={**done[row.key].extra, **row.extra})
+        for row in p.rows
+    ]
+    schedule, view = p.schedule, p.view
+    backbone_acc = float((p.as_is_pred == p.y_test).mean() * 100)
     return {
         "build": str(view.build_dir),
         "protect": build_protection(view.build_dir),
         "backbone_source": view.normal_source,
-        "oracle": oracle_source,
+        "oracle": p.oracle,
         "num_classes": view.num_classes,
         "taps": [{"index": t["index"], "tensor": t["tensor"], "channels": t["channels"]} for t in view.taps],
-        "mirrornet_accuracy": mirrornet_acc,
-        "backbone_accuracy": float((as_is_pred == y_test).mean() * 100),
-        "delta_p": mirrornet_acc - float((as_is_pred == y_test).mean() * 100),
-        "as_is_histogram": histogram(as_is_pred, view.num_classes),
+        "mirrornet_accuracy": p.mirrornet_acc,
+        "backbone_accuracy": backbone_acc,
+        "delta_p": p.mirrornet_acc - backbone_acc,
+        "as_is_histogram": histogram(p.as_is_pred, view.num_classes),
         "schedule": {
             "epochs": schedule.epochs,
             "min_steps": schedule.min_steps,
@@ -641,8 +754,8 @@ def run(
             "val_fraction": schedule.val_fraction,
             "trial_fraction": schedule.trial_fraction,
         },
-        "budgets": budgets,
-        "seeds": seeds,
+        "budgets": p.budgets,
+        "seeds": p.seeds,
         "results": [r.__dict__ for r in results],
         "head_start": {str(b): v for b, v in head_starts(results).items()},
     }

@@ -75,6 +75,14 @@ def register(main: click.Group) -> None:
         help="where the attacks train: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N",
     )
     @click.option(
+        "--ray",
+        "ray_address",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="run the grid's trainings as Ray tasks (one CPU and one torch thread each): auto joins this "
+        "machine's Ray cluster or starts a local one; needs pip install 'mirrorc[ray]'. Same results as without",
+    )
+    @click.option(
         "--save",
         "save_path",
         default=None,
@@ -95,6 +103,7 @@ def register(main: click.Group) -> None:
         attacks: str,
         threads: int,
         device: str,
+        ray_address: str | None,
         save_path: str | None,
         as_json: bool,
     ) -> None:
@@ -118,7 +127,12 @@ def register(main: click.Group) -> None:
             torch.set_num_threads(threads)
         from mirrorc.train.distributed import resolve_device
 
-        resolve_device(device)  # fail on a bad --device before any work
+        resolve_device(device)  # fail on a bad --device or --ray before any work
+        if ray_address:
+            from mirrorc.train.grid import check_device, require_ray
+
+            require_ray()
+            check_device(ray_address, device)
         view = atk.load_view(build_dir)  # fail on a bad build before reading the dataset
         from mirrorc.train.data import load_dataset
 
@@ -131,6 +145,7 @@ def register(main: click.Group) -> None:
             seeds=seeds,
             schedule=schedule,
             attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()),
+            ray=ray_address,
         )
         if save_path:
             import json

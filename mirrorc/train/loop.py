@@ -187,16 +187,20 @@ def fit(
     `loss_of(outputs, y[idx])`, one optimiser step, then one scheduler step. `after_step(outputs, y[idx])`
     runs after the update (the probe trainer's adversary learns there); `scored` names the output whose
     arg-max is counted as correct; `on_batch(images, loss)` follows each step (the progress bar).
-    Batches go to `device` (a CUDA one: through pinned memory); `scaler` is fp16's loss scaling.
+    Batches go to `device` (a CUDA one: gathered by DataLoader workers into pinned memory, `gathered`);
+    `scaler` is fp16's loss scaling.
     The module is in train() mode; BatchNorm nodes whose scale and bias are frozen stay in inference
     mode (mirrorc.train.interpreter)."""
     forward = forward or module
     totals = FitTotals()
     module.train()
-    for idx in batches:
-        xb, yb = x[idx], y[idx]
-        if device is not None and device.type == "cuda":
-            xb, yb = xb.pin_memory().to(device, non_blocking=True), yb.pin_memory().to(device, non_blocking=True)
+    on_gpu = device is not None and device.type == "cuda"
+    # on CUDA, worker processes gather the next batches into pinned memory while the GPU trains;
+    # on the CPU the batch is indexed here, as it always was
+    pairs = gathered(x, y, batches, workers=LOADER_WORKERS, pin=True) if on_gpu else ((x[i], y[i]) for i in batches)
+    for xb, yb in pairs:
+        if on_gpu:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         out = forward(xb)
         loss = loss_of(out, yb)
         optimizer.zero_grad(set_to_none=True)
@@ -211,13 +215,34 @@ def fit(
             scheduler.step()
         if after_step is not None:
             after_step(out, yb)
-        totals.loss += float(loss.detach()) * len(idx)
+        totals.loss += float(loss.detach()) * len(yb)
         if scored is not None:
             totals.correct += int((out[scored].detach().argmax(1) == yb).sum())
-        totals.seen += len(idx)
+        totals.seen += len(yb)
         if on_batch is not None:
-            on_batch(len(idx), float(loss.detach()))
+            on_batch(len(yb), float(loss.detach()))
     return totals
+
+
+LOADER_WORKERS = 2  # processes gathering batches for a GPU (the data are in memory: gathering is cheap)
+
+
+def gathered(
+    x: torch.Tensor, y: torch.Tensor, batches: Iterable[torch.Tensor], *, workers: int, pin: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x[idx], y[idx]) for each index batch, through a torch DataLoader: `workers` processes index the
+    batches ahead of the training, and with `pin` a thread copies them into pinned memory, so the copy
+    to the GPU can overlap the step (`non_blocking`)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    class Rows(Dataset):
+        """Whole batches by their index tensor (batch_size=None: the sampler yields the batches)."""
+
+        def __getitem__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x[idx], y[idx]
+
+    loader = DataLoader(Rows(), sampler=batches, batch_size=None, num_workers=workers, pin_memory=pin)
+    yield from loader
 
 
 def train(
