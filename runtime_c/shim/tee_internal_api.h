@@ -68,6 +68,9 @@ typedef uint32_t TEE_Result;
 #define TEE_LOGIN_USER        0x00000001
 #define TEE_LOGIN_GROUP       0x00000002
 #define TEE_LOGIN_APPLICATION 0x00000004
+#define TEE_LOGIN_APPLICATION_USER  0x00000005
+#define TEE_LOGIN_APPLICATION_GROUP 0x00000006
+#define TEE_LOGIN_TRUSTED_APP 0xF0000000
 
 /* Origin codes */
 #define TEE_ORIGIN_API         0x00000001
@@ -86,6 +89,18 @@ typedef struct {
 	uint16_t timeHiAndVersion;
 	uint8_t clockSeqAndNode[8];
 } TEE_UUID;
+
+/* Who opened the session: the login type and the client UUID the REE kernel derived from it. */
+typedef struct {
+	uint32_t login;
+	TEE_UUID uuid;
+} TEE_Identity;
+
+/* Time since an arbitrary origin, monotonic while the TA instance lives */
+typedef struct {
+	uint32_t seconds;
+	uint32_t millis;
+} TEE_Time;
 
 typedef union {
 	struct {
@@ -111,6 +126,17 @@ void TEE_Free(void *buffer);
 void TEE_MemMove(void *dest, const void *src, size_t size);
 int32_t TEE_MemCompare(const void *buffer1, const void *buffer2, size_t size);
 void TEE_MemFill(void *buff, uint32_t x, size_t size);
+
+/* Property Access API: the pseudo-handles of the three property sets, and the identity getter */
+typedef struct __TEE_PropSetHandle *TEE_PropSetHandle;
+#define TEE_PROPSET_TEE_IMPLEMENTATION ((TEE_PropSetHandle)0xFFFFFFFD)
+#define TEE_PROPSET_CURRENT_CLIENT     ((TEE_PropSetHandle)0xFFFFFFFE)
+#define TEE_PROPSET_CURRENT_TA         ((TEE_PropSetHandle)0xFFFFFFFF)
+TEE_Result TEE_GetPropertyAsIdentity(TEE_PropSetHandle propsetOrEnumerator, const char *name,
+				     TEE_Identity *value);
+
+/* Time API */
+void TEE_GetSystemTime(TEE_Time *time);
 
 /* Trusted Storage API for data and keys: the persistent-object subset (data stream only) */
 typedef struct __TEE_ObjectHandle *TEE_ObjectHandle;

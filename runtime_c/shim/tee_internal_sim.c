@@ -10,6 +10,10 @@
  * storage commits each write. An open for writing without TEE_DATA_FLAG_SHARE_WRITE holds an
  * exclusive lock: a second simulator of the same TA waits where OP-TEE (one TA instance) would
  * have serialised the sessions.
+ *
+ * The current client's identity ("gpd.client.identity" of TEE_PROPSET_CURRENT_CLIENT) is what the
+ * simulator's main set in msim_client_identity before entering the TA, as OP-TEE's core hands the TA
+ * the identity the REE kernel derived at session open; TEE_GetSystemTime is CLOCK_MONOTONIC.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +23,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tee_internal_api.h"
@@ -27,6 +32,9 @@
 size_t msim_heap_limit;
 size_t msim_heap_used;
 size_t msim_heap_peak;
+
+/* The client of the session the TA is serving (set by ta_sim_main.c or a fuzzing harness). */
+TEE_Identity msim_client_identity = {TEE_LOGIN_PUBLIC, {0, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}}};
 
 /* Each block carries its size in front so TEE_Free can return it to the budget. */
 typedef union {
@@ -101,6 +109,30 @@ int32_t TEE_MemCompare(const void *buffer1, const void *buffer2, size_t size)
 void TEE_MemFill(void *buff, uint32_t x, size_t size)
 {
 	memset(buff, (int)(x & 0xFF), size);
+}
+
+/* ---- properties and time --------------------------------------------------------------------- */
+
+TEE_Result TEE_GetPropertyAsIdentity(TEE_PropSetHandle propsetOrEnumerator, const char *name,
+				     TEE_Identity *value)
+{
+	if (!name || !value)
+		TEE_Panic(TEE_ERROR_BAD_PARAMETERS);
+	/* the only identity-valued property a mirrorc TA reads; others are absent here */
+	if (propsetOrEnumerator != TEE_PROPSET_CURRENT_CLIENT || strcmp(name, "gpd.client.identity") != 0)
+		return TEE_ERROR_ITEM_NOT_FOUND;
+	*value = msim_client_identity;
+	return TEE_SUCCESS;
+}
+
+void TEE_GetSystemTime(TEE_Time *time)
+{
+	struct timespec ts;
+
+	if (!time || clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		TEE_Panic(TEE_ERROR_GENERIC);
+	time->seconds = (uint32_t)ts.tv_sec;
+	time->millis = (uint32_t)(ts.tv_nsec / 1000000);
 }
 
 /* ---- persistent objects ---------------------------------------------------------------------- */
