@@ -43,8 +43,9 @@ def defences(build: str) -> str:
 
 
 def make_builds(out: Path, data: str, data_dir: str) -> list[str]:
-    """LeNet-5 MirrorNet builds in OUT, one per defence: open, range check, session cap, client
-    identity check (this user), rate limit (above the honest rate measured here, so never met), all."""
+    """LeNet-5 MirrorNet builds in OUT, one per defence: open, range check, query budget (never spent),
+    session cap, client identity check (this user), rate limit (above the honest rate measured here, so
+    never met), all but the budget."""
     import onnx
 
     from examples.make_models import write_all
@@ -64,6 +65,7 @@ def make_builds(out: Path, data: str, data_dir: str) -> list[str]:
     variants = {
         "open": {**guard.no_guard(k), **guard.no_access()},
         "range": {**ranged, **guard.no_access()},
+        "budget": {**guard.no_guard(k), **guard.no_access(), "query_budget": 10**12},
         "cap": {**guard.no_guard(k), **guard.access(session_cap=guard.SESSION_CAP)},
         "client": {**guard.no_guard(k), **guard.access(session_cap=0, allow_client=me)},
         "rate": {**guard.no_guard(k), **guard.access(session_cap=0, rate_limit=100000)},
