@@ -203,6 +203,8 @@ def test_bad_access_settings_are_one_line_errors(tmp_path):
         main, ["compile", "m.onnx", "--data", "mnist", "-o", str(tmp_path / "o"), "--rate-limit", "9/x"]
     )
     assert res.exit_code == 2 and "--rate-limit '9/x'" in res.output, res.output
+    defaults = {p.name: p.default for p in main.commands["compile"].params}
+    assert (defaults["session_cap"], defaults["allow_client"], defaults["rate_limit"]) == (guard.SESSION_CAP, "", "0")
 
 
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None, reason="aarch64-linux-gnu-gcc not installed")

@@ -129,7 +129,7 @@ def register(main: click.Group) -> None:
     )
     @click.option(
         "--session-cap",
-        default=2,
+        default=2,  # guard.SESSION_CAP (not imported here: it pulls in onnx; tests/test_ta_access.py checks)
         show_default=True,
         type=click.IntRange(0),
         help="sessions one client identity (login type + client UUID) may hold in the TA at once; 0 = no cap",
