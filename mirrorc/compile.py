@@ -59,6 +59,7 @@ def compile_model(
     baseline: bool = True,
     tee_memory: str | int | None = None,
     query_budget: int = 0,
+    access: dict | None = None,
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -66,9 +67,10 @@ def compile_model(
     `channels` defaults to the strategy's C); returns a summary (what `--json` prints). `init`: "random"
     trains the backbone from scratch (the paper), "keep" starts it, and original.onnx, from the
     model's own weights (fine-tuning a trained model); None = the strategy's own (random but for
-    public-backbone). The TA's defences (mirrorc.backend.guard): the
-    backbone-logit range check always, a lifetime budget of `query_budget` labels when > 0."""
-    from mirrorc.backend.guard import logit_range
+    public-backbone). The TA's defences (mirrorc.backend.guard): the backbone-logit range check always,
+    a lifetime budget of `query_budget` labels when > 0, and the session-open and rate defences `access`
+    (guard.access(); None: its defaults, a per-client session cap)."""
+    from mirrorc.backend import guard
     from mirrorc.pipeline import build_mirrornet
     from mirrorc.train import protect as strategies
     from mirrorc.train.data import load_dataset
@@ -176,7 +178,8 @@ def compile_model(
             }
             (tmp / "training.json").write_text(json.dumps(training, indent=2))
             report = _write_report(trained.model, tmp, tee_bytes, training, info.get("batch_relaxed"))
-            defences = logit_range(trained.model, dataset.x_train, query_budget=query_budget)
+            defences = guard.logit_range(trained.model, dataset.x_train, query_budget=query_budget)
+            defences.update(access if access is not None else guard.access())
             _write_secure_part(trained.model, tmp, tee_bytes, report, model_path, dataset.preprocessing, defences)
     shutil.rmtree(ckpts, ignore_errors=True)
 

@@ -53,10 +53,34 @@ CMD_PROFILE = 0x2FE  # calibration builds only (-DMIRRORC_TA_PROFILE): the per-n
 # TA-defined TEE_Result codes of the defences (GP leaves 0x80000000.. to TAs): a refused call says why
 TA_ERROR_LOGIT_RANGE = 0x80000101  # backbone logits outside the range seen in training (plan "guard")
 TA_ERROR_QUERY_BUDGET = 0x80000102  # the TA's lifetime query budget is spent (plan "guard")
+TA_ERROR_SESSION_CAP = 0x80000103  # TEE_OpenSession: this client identity holds its cap of sessions
+TA_ERROR_CLIENT = 0x80000104  # TEE_OpenSession: not the client identity the TA was compiled for
+TA_ERROR_RATE_LIMIT = 0x80000105  # FINAL/SINGLE: more labels per second than the TA answers
 TA_ERROR_NAMES = {
     TA_ERROR_LOGIT_RANGE: "backbone logits outside the range seen in training (TA range check)",
     TA_ERROR_QUERY_BUDGET: "the TA's query budget is spent (kept in persistent storage)",
+    TA_ERROR_SESSION_CAP: "session cap reached (sessions per client)",
+    TA_ERROR_CLIENT: "client identity not allowed (login type or client UUID)",
+    TA_ERROR_RATE_LIMIT: "rate limit (labels per second)",
 }
+
+
+def ta_refusal(result: int, guard: dict | None) -> str | None:
+    """One line saying which defence refused a TA call with `result`, with the settings of the plan's
+    "guard" when known ("session cap reached (2 per client)"); None for a code that is no defence's."""
+    name = TA_ERROR_NAMES.get(result)
+    if name is None:
+        return None
+    g = guard or {}
+    if result == TA_ERROR_SESSION_CAP and g.get("session_cap"):
+        return f"session cap reached ({g['session_cap']} per client)"
+    if result == TA_ERROR_CLIENT and g.get("allow_client"):
+        return f"client identity not allowed (the TA admits {g['allow_client']} only)"
+    if result == TA_ERROR_RATE_LIMIT and g.get("rate_limit"):
+        return f"rate limit ({g['rate_limit']} labels/s, bursts of {g['rate_burst']})"
+    if result == TA_ERROR_QUERY_BUDGET and g.get("query_budget"):
+        return f"the TA's query budget is spent ({g['query_budget']} labels, kept in persistent storage)"
+    return name
 
 
 def tap_command(k: int) -> int:
@@ -76,6 +100,9 @@ def ta_command_macros() -> dict[str, str]:
             ("CMD_DEBUG_FINAL", CMD_DEBUG_FINAL),
             ("ERROR_LOGIT_RANGE", TA_ERROR_LOGIT_RANGE),
             ("ERROR_QUERY_BUDGET", TA_ERROR_QUERY_BUDGET),
+            ("ERROR_SESSION_CAP", TA_ERROR_SESSION_CAP),
+            ("ERROR_CLIENT", TA_ERROR_CLIENT),
+            ("ERROR_RATE_LIMIT", TA_ERROR_RATE_LIMIT),
         )
     }
 
@@ -108,6 +135,16 @@ PLAN_SCHEMA: dict = {
 PLAN_OPTIONAL: dict = {"emulator": dict, "preprocessing": dict, "guard": dict}  # written by `mirrorc compile` only
 # plan "guard": the TA's defences as compiled (mirrorc.backend.guard)
 GUARD_SCHEMA: dict = {"range_check": bool, "logit_min": list, "logit_max": list, "margin": float, "query_budget": int}
+# the session-open and rate defences (issue 13); plans written before them have none: all or nothing.
+# allow_client: "" (anyone) or "<login>" or "<login>:<client UUID>", login public|user|group|application
+GUARD_ACCESS_SCHEMA: dict = {
+    "session_cap": int,
+    "allow_client": str,
+    "allow_gid": int,
+    "rate_limit": int,
+    "rate_burst": int,
+}
+CLIENT_LOGINS = {"public": 0x0, "user": 0x1, "group": 0x2, "application": 0x4}  # TEE_LOGIN_*
 
 _TYPE_NAMES = {
     int: "an integer",
@@ -152,6 +189,9 @@ def validate_plan(plan: dict, path: str | Path) -> None:
             _check(plan[key], sub, key, path)
     if "guard" in plan:
         _check(plan["guard"], GUARD_SCHEMA, "guard", path)
+        if any(key in plan["guard"] for key in GUARD_ACCESS_SCHEMA):
+            _check(plan["guard"], GUARD_ACCESS_SCHEMA, "guard", path)
+            _check_access(plan["guard"], path)
         k = plan["logits"]["bytes"] // 4
         for key in ("logit_min", "logit_max"):
             values = plan["guard"][key]
@@ -169,3 +209,29 @@ def validate_plan(plan: dict, path: str | Path) -> None:
     for key, command in (("logits", CMD_FINAL), ("single", CMD_SINGLE)):
         if plan[key]["command"] != command:
             raise MirrorcError(f"{path}: field '{key}.command' is {plan[key]['command']}, expected {command}")
+
+
+def parse_client(spec: str) -> tuple[int, uuidlib.UUID | None]:
+    """A plan's "allow_client" ("" excluded): (TEE login type, client UUID or None for any). Raises
+    ValueError saying what is wrong."""
+    login, _, rest = spec.partition(":")
+    if login not in CLIENT_LOGINS:
+        raise ValueError(f"login type {login!r} is not one of {', '.join(CLIENT_LOGINS)}")
+    if not rest:
+        return CLIENT_LOGINS[login], None
+    if login == "public":
+        raise ValueError("a public login has no client UUID (it is always the nil UUID)")
+    return CLIENT_LOGINS[login], uuidlib.UUID(rest)
+
+
+def _check_access(g: dict, path: str | Path) -> None:
+    for key in ("session_cap", "rate_limit", "rate_burst"):
+        if g[key] < 0:
+            raise MirrorcError(f"{path}: field 'guard.{key}' is {g[key]}, must be >= 0")
+    if g["rate_limit"] and not g["rate_burst"]:
+        raise MirrorcError(f"{path}: field 'guard.rate_burst' must be >= 1 with a rate limit")
+    if g["allow_client"]:
+        try:
+            parse_client(g["allow_client"])
+        except ValueError as e:
+            raise MirrorcError(f"{path}: field 'guard.allow_client' {g['allow_client']!r:.60}: {e}") from None

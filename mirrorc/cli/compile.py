@@ -22,6 +22,16 @@ def _resume_command() -> str:
     return shlex.join(["mirrorc", *args, *([] if "--resume" in args else ["--resume"])])
 
 
+def _rate(spec: str) -> tuple[int, int]:
+    """--rate-limit RATE or RATE/BURST as (rate, burst); burst 0 = one second's worth."""
+    from mirrorc.errors import MirrorcError
+
+    rate, _, burst = spec.partition("/")
+    if not rate.isdigit() or not (burst.isdigit() or burst == ""):
+        raise MirrorcError(f"--rate-limit {spec!r}: expected RATE or RATE/BURST (whole labels per second)")
+    return int(rate), int(burst or 0)
+
+
 def register(main: click.Group) -> None:
     @main.command("compile")
     @click.argument("model", type=click.Path(path_type=str))
@@ -118,6 +128,25 @@ def register(main: click.Group) -> None:
         help="labels the TA answers over its lifetime, counted in GP persistent storage across sessions and "
         "reboots (caps model extraction through the label oracle); 0 = no budget",
     )
+    @click.option(
+        "--session-cap",
+        default=2,  # guard.SESSION_CAP (not imported here: it pulls in onnx; tests/test_ta_access.py checks)
+        show_default=True,
+        type=click.IntRange(0),
+        help="sessions one client identity (login type + client UUID) may hold in the TA at once; 0 = no cap",
+    )
+    @click.option(
+        "--allow-client",
+        default="",
+        help="only this client may open a TA session: public|user|group|application, alone or with :UUID "
+        "(user/group also :UID/:GID); default anyone",
+    )
+    @click.option(
+        "--rate-limit",
+        default="0",
+        show_default=True,
+        help="labels per second the TA answers over every session, RATE or RATE/BURST; 0 = no limit",
+    )
     @click.option("--no-baseline", is_flag=True, help="do not train original.onnx (the unprotected comparison)")
     @click.option(
         "--fast",
@@ -161,6 +190,9 @@ def register(main: click.Group) -> None:
         limit_train: int | None,
         tee_memory: str | None,
         query_budget: int,
+        session_cap: int,
+        allow_client: str,
+        rate_limit: str,
         no_baseline: bool,
         fast: bool,
         resume: bool,
@@ -173,6 +205,7 @@ def register(main: click.Group) -> None:
         mirrornet.onnx, original.onnx, normal.onnx, ta/, host/, plan.json and the report."""
         import functools
 
+        from mirrorc.backend.guard import access
         from mirrorc.compile import compile_model
         from mirrorc.train.distributed import run_local
         from mirrorc.train.loop import TrainConfig
@@ -207,6 +240,7 @@ def register(main: click.Group) -> None:
             baseline=not no_baseline,
             tee_memory=tee_memory,
             query_budget=query_budget,
+            access=access(session_cap, allow_client, *_rate(rate_limit)),
             resume=resume,
             log=None if as_json else _log,
         )

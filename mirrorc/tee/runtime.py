@@ -13,6 +13,7 @@ simulator's own process."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from mirrorc.errors import MirrorcError
 from mirrorc.tee import teec
+from passes import contract
 from passes.contract import validate_plan
 
 TEES = ("sim", "optee")
@@ -63,6 +65,19 @@ def onnx_session(path: Path, opts: Any = None) -> Any:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
         raise MirrorcError(f"{path}: onnxruntime cannot load it ({error_reason(e)})") from None
+
+
+def session_login(guard: dict | None) -> tuple[int, int | None]:
+    """The login this client opens its session with under these defences: (TEEC login type,
+    the gid a group login names, else None). Without an identity check: public."""
+    spec = (guard or {}).get("allow_client") or ""
+    if not spec:
+        return contract.CLIENT_LOGINS["public"], None
+    login, _ = contract.parse_client(spec)
+    if login != contract.CLIENT_LOGINS["group"]:
+        return login, None
+    gid = int((guard or {}).get("allow_gid", -1))
+    return login, gid if gid >= 0 else os.getegid()
 
 
 class ProtectedModel(teec.ClosedOnCollect):
@@ -124,8 +139,10 @@ class ProtectedModel(teec.ClosedOnCollect):
         self.context: teec.Context | None = (
             teec.Context.simulator(self.build_dir) if tee == "sim" else teec.Context.optee()
         )
+        guard = plan.get("guard")
+        login, gid = session_login(guard)  # the identity the TA admits, if it checks one
         try:
-            self.session = self.context.open_session(plan["uuid"])
+            self.session = self.context.open_session(plan["uuid"], login, gid, guard)
         except BaseException:
             self.context.close()
             raise

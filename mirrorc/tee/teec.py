@@ -48,7 +48,7 @@ TEEC_MEMREF_TEMP_INPUT, TEEC_MEMREF_TEMP_OUTPUT, TEEC_MEMREF_TEMP_INOUT = 0x5, 0
 TEEC_MEMREF_WHOLE = 0xC
 TEEC_MEMREF_PARTIAL_INPUT, TEEC_MEMREF_PARTIAL_OUTPUT, TEEC_MEMREF_PARTIAL_INOUT = 0xD, 0xE, 0xF
 TEEC_MEM_INPUT, TEEC_MEM_OUTPUT = 0x1, 0x2
-TEEC_LOGIN_PUBLIC = 0
+TEEC_LOGIN_PUBLIC, TEEC_LOGIN_USER, TEEC_LOGIN_GROUP, TEEC_LOGIN_APPLICATION = 0x0, 0x1, 0x2, 0x4
 
 
 def param_types(p0: int = TEEC_NONE, p1: int = TEEC_NONE, p2: int = TEEC_NONE, p3: int = TEEC_NONE) -> int:
@@ -137,10 +137,17 @@ _PaddedContext, _PaddedSession, _PaddedOperation = map(_padded, (TEEC_Context, T
 class TeecError(MirrorcError):
     """A TEE Client API call that did not return TEEC_SUCCESS."""
 
-    def __init__(self, what: str, result: int, origin: int):
+    def __init__(self, what: str, result: int, origin: int, guard: dict | None = None):
         self.result, self.origin = result, origin
-        name = ERROR_NAMES.get(result) or contract.TA_ERROR_NAMES.get(result, f"0x{result:08x}")
-        super().__init__(f"{what}: {name} (0x{result:08x}, origin {ORIGIN_NAMES.get(origin, origin)})")
+        refusal = contract.ta_refusal(result, guard) if origin == TEEC_ORIGIN_TRUSTED_APP else None
+        #: the TA defence that refused the call (one line, with the plan's settings), else None
+        self.refusal = refusal
+        name = ERROR_NAMES.get(result) or f"0x{result:08x}"
+        code = f"0x{result:08x}, origin {ORIGIN_NAMES.get(origin, origin)}"
+        if refusal:
+            super().__init__(f"the TA refused: {refusal} ({what}: {code})")
+        else:
+            super().__init__(f"{what}: {name} ({code})")
 
 
 def _load(library: str | os.PathLike) -> ctypes.CDLL:
@@ -231,8 +238,16 @@ class Context(ClosedOnCollect):
 
         return cls(ta.client_library(), str(ta.simulator(build_dir)))
 
-    def open_session(self, uuid: str | uuidlib.UUID) -> Session:
-        return Session(self, uuidlib.UUID(str(uuid)))
+    def open_session(
+        self,
+        uuid: str | uuidlib.UUID,
+        login: int = TEEC_LOGIN_PUBLIC,
+        gid: int | None = None,
+        guard: dict | None = None,
+    ) -> Session:
+        """A session with `login` (a group login names its group `gid`); `guard`, the plan's defences,
+        only words a refusal."""
+        return Session(self, uuidlib.UUID(str(uuid)), login, gid, guard)
 
     def allocate_shared_memory(self, size: int, flags: int = TEEC_MEM_INPUT | TEEC_MEM_OUTPUT) -> SharedMemory:
         return SharedMemory(self, size, flags)
@@ -334,24 +349,33 @@ class Operation:
 class Session(Closing):
     """A TEEC_Session with one TA."""
 
-    def __init__(self, context: Context, uuid: uuidlib.UUID):
+    def __init__(
+        self,
+        context: Context,
+        uuid: uuidlib.UUID,
+        login: int = TEEC_LOGIN_PUBLIC,
+        gid: int | None = None,
+        guard: dict | None = None,
+    ):
         self.context = context
         self._box = _PaddedSession()
         self.session = self._box.s
         self.uuid = uuid
+        self.guard = guard
         origin = ctypes.c_uint32(0)
         dest = TEEC_UUID.from_uuid(uuid)
+        connection = None if gid is None else ctypes.byref(ctypes.c_uint32(gid))  # a gid_t, as libteec reads it
         res = context.lib.TEEC_OpenSession(
             ctypes.byref(context.ctx),
             ctypes.byref(self.session),
             ctypes.byref(dest),
-            TEEC_LOGIN_PUBLIC,
-            None,
+            login,
+            connection,
             None,
             ctypes.byref(origin),
         )
         if res != TEEC_SUCCESS:
-            raise TeecError(f"TEEC_OpenSession({uuid})", res, origin.value)
+            raise TeecError(f"TEEC_OpenSession({uuid})", res, origin.value, guard)
         self._invoke = context.lib.TEEC_InvokeCommand
         self._origin = ctypes.c_uint32(0)
         self._origin_ref = ctypes.byref(self._origin)
@@ -367,7 +391,7 @@ class Session(Closing):
     def invoke(self, command: int, op: Operation | None = None) -> Operation | None:
         res = self._invoke(self._session_ref, command, op.ref if op else None, self._origin_ref)
         if res != TEEC_SUCCESS:
-            raise TeecError(f"TEEC_InvokeCommand(0x{command:x})", res, self._origin.value)
+            raise TeecError(f"TEEC_InvokeCommand(0x{command:x})", res, self._origin.value, self.guard)
         return op
 
     def close(self) -> None:

@@ -51,7 +51,7 @@ struct msim_request {
 	uint16_t uuid_time_hi_and_version;
 	uint8_t uuid_clock_seq_and_node[8];
 	uint32_t shm_id;
-	uint32_t reserved;
+	uint32_t login_gid; /* TEEC_LOGIN_GROUP: the group named in the connection data */
 	uint64_t shm_size;
 	struct msim_param params[4];
 };

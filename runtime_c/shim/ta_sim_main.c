@@ -9,7 +9,8 @@
  *   ta_sim --info    print the TA's properties as JSON
  *
  * Like OP-TEE it creates the TA instance before the first session, checks the UUID at open,
- * keeps memrefs inside the shared memory they name, runs the TA on a stack of TA_STACK_SIZE
+ * keeps memrefs inside the shared memory they name, gives the TA the client identity the REE
+ * kernel would (sim_client_identity.h: login type and UUID from the caller's credentials), runs the TA on a stack of TA_STACK_SIZE
  * (plus a margin for this loop) and limits TEE_Malloc to TA_DATA_SIZE. A TA that crashes or
  * panics ends the process, which the client sees as TEEC_ERROR_TARGET_DEAD.
  */
@@ -28,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sim_client_identity.h"
 #include "sim_doorbell.h"
 #include "sim_protocol.h"
 #include "tee_internal_api.h"
@@ -36,6 +38,7 @@
 
 extern size_t msim_heap_limit;
 extern size_t msim_heap_peak;
+extern TEE_Identity msim_client_identity; /* what TEE_PROPSET_CURRENT_CLIENT answers */
 
 /* Stack for this loop and libc around the TA's own TA_STACK_SIZE. */
 #define MSIM_LOOP_STACK (16 * 1024)
@@ -51,6 +54,7 @@ static struct shm_map shms[MSIM_MAX_SHM];
 struct session {
 	int open;
 	void *ctx;
+	TEE_Identity client; /* derived at open, the TA's current client in every later call */
 };
 static struct session sessions[MSIM_MAX_SESSIONS];
 
@@ -150,8 +154,17 @@ static void open_session(const struct msim_request *req, struct msim_response *r
 			 TEE_Result created)
 {
 	TEE_Param params[4];
-	int id, open_count = 0;
+	TEE_Identity client;
+	int id, open_count = 0, err;
 
+	/* the REE kernel derives the identity before anything reaches the TEE; libteec maps its
+	 * errno (EINVAL: an unsupported login, EPERM: not in the group) to these codes */
+	err = msim_client_identity_of(sock, req->login, req->login_gid, &client);
+	if (err) {
+		rsp->origin = TEE_ORIGIN_COMMS;
+		rsp->result = err == EINVAL ? TEE_ERROR_BAD_PARAMETERS : TEE_ERROR_GENERIC;
+		return;
+	}
 	rsp->origin = TEE_ORIGIN_TEE;
 	if (created != TEE_SUCCESS) {
 		rsp->result = created;
@@ -178,6 +191,8 @@ static void open_session(const struct msim_request *req, struct msim_response *r
 		return;
 	rsp->origin = TEE_ORIGIN_TRUSTED_APP;
 	sessions[id].ctx = NULL;
+	sessions[id].client = client;
+	msim_client_identity = client;
 	rsp->result = TA_OpenSessionEntryPoint(req->param_types, params, &sessions[id].ctx);
 	if (rsp->result == TEE_SUCCESS) {
 		sessions[id].open = 1;
@@ -207,6 +222,7 @@ static void invoke(const struct msim_request *req, struct msim_response *rsp)
 	if (rsp->result != TEE_SUCCESS)
 		return;
 	rsp->origin = TEE_ORIGIN_TRUSTED_APP;
+	msim_client_identity = s->client;
 	rsp->result = TA_InvokeCommandEntryPoint(s->ctx, req->command, req->param_types, params);
 	unmap_params(req->param_types, params, rsp);
 }
@@ -293,6 +309,7 @@ static void *serve(void *unused)
 			case MSIM_CLOSE_SESSION: {
 				struct session *s = find_session(req.session);
 				if (s) {
+					msim_client_identity = s->client;
 					TA_CloseSessionEntryPoint(s->ctx);
 					s->open = 0;
 				}
@@ -315,8 +332,10 @@ static void *serve(void *unused)
 		msim_post(&mb->rsp_seq, seq, &mb->client_sleeping);
 	}
 	for (int id = 1; id < MSIM_MAX_SESSIONS; id++)
-		if (sessions[id].open)
+		if (sessions[id].open) {
+			msim_client_identity = sessions[id].client;
 			TA_CloseSessionEntryPoint(sessions[id].ctx);
+		}
 	if (created == TEE_SUCCESS)
 		TA_DestroyEntryPoint();
 	return NULL;

@@ -531,13 +531,29 @@ TEEC_Result TEEC_OpenSession(TEEC_Context *context, TEEC_Session *session,
 	struct msim_request req;
 	struct context_rec *c = context ? find_context(context->imp.fd) : NULL;
 	uint32_t id = 0;
-	(void)connectionData;
 
 	if (returnOrigin)
 		*returnOrigin = TEEC_ORIGIN_API;
 	if (!c || !session || !destination)
 		return TEEC_ERROR_BAD_PARAMETERS;
 	memset(&req, 0, sizeof(req));
+	/* as libteec's setup_client_data: a group login names its group (a gid_t); the simulator, as
+	 * the kernel would, derives the identity from the caller's credentials and checks membership */
+	switch (connectionMethod) {
+	case TEEC_LOGIN_GROUP:
+	case TEEC_LOGIN_GROUP_APPLICATION:
+		if (!connectionData)
+			return TEEC_ERROR_BAD_PARAMETERS;
+		memcpy(&req.login_gid, connectionData, sizeof(req.login_gid));
+		break;
+	case TEEC_LOGIN_PUBLIC:
+	case TEEC_LOGIN_USER:
+	case TEEC_LOGIN_APPLICATION:
+	case TEEC_LOGIN_USER_APPLICATION:
+		break;
+	default:
+		return TEEC_ERROR_BAD_PARAMETERS;
+	}
 	req.op = MSIM_OPEN_SESSION;
 	req.login = connectionMethod;
 	req.uuid_time_low = destination->timeLow;
