@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         logits=logits_tensor(model),
         log=print,
     )
-    name = logits_tensor(out.model)
+    name = out.model.graph.output[0].name  # logits or probabilities: the same argmax
     seen = np.isin(data.y_test, public)
     print(
-        f"public model, test: {100 * accuracy(out.model, name, data.x_test[seen], data.y_test[seen]):.2f}% on "
-        f"its classes, {100 * accuracy(out.model, name, data.x_test, data.y_test):.2f}% on all {data.num_classes}"
+        f"public model, test: {accuracy(out.model, name, data.x_test[seen], data.y_test[seen]):.2f}% on "
+        f"its classes, {accuracy(out.model, name, data.x_test, data.y_test):.2f}% on all {data.num_classes}"
     )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(args.output) as tmp:
