@@ -127,7 +127,9 @@ def test_profile_command_on_the_simulator(tmp_path: Path) -> None:
     raw = json.loads(out.read_text())
     dev = emulator.load_device(out)
     print(res.output)
-    assert dev.conv.slope > 0 and dev.switch.base > 0
+    # a world switch costs something; whether the fit puts it in the base or the per-KB slope depends on
+    # this machine's noise (a loaded host once gave base 0), so only the sum is asserted
+    assert dev.conv.slope > 0 and min(dev.switch.slope, dev.switch.base) >= 0 < dev.switch.slope + dev.switch.base
     assert len(raw["samples"]["transfer_bytes_us"]) == 4 and raw["samples"]["nodes"]
     assert all(row["us"] > 0 for row in raw["samples"]["nodes"] if row["kind"] != "other")
     rep = runner.invoke(main, ["partition", str(EXAMPLE_MODELS / "lenet5.onnx"), "--device", str(out), "--json"])
@@ -187,4 +189,6 @@ def test_profile_optee_fits_the_ta_timers(tmp_path: Path) -> None:
     nodes = fitted["samples"]["nodes"]
     print(fitted["conv2d_us"]["source"], dev.conv, dev.dense, dev.switch)
     assert fitted["name"] == "optee-host" and all("ticks" in n for n in nodes)
-    assert dev.conv.slope > 0 and dev.switch.base > 0
+    # a world switch costs something; whether the fit puts it in the base or the per-KB slope depends on
+    # this machine's noise (a loaded host once gave base 0), so only the sum is asserted
+    assert dev.conv.slope > 0 and min(dev.switch.slope, dev.switch.base) >= 0 < dev.switch.slope + dev.switch.base
