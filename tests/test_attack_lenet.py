@@ -193,6 +193,23 @@ def test_head_start_is_best_attack_minus_matching_scratch():
     assert hs["mean"] == pytest.approx(4.75) and hs["std"] == pytest.approx(np.std([6.0, 3.5], ddof=1))
 
 
+def test_head_start_over_a_public_copy_counts_the_public_model_as_a_start():
+    """public-backbone: normal.onnx is a public model, so fine-tuning or distilling into it needs no theft;
+    the head start is what the copy adds beyond that (here replace_cpm's use of the tapped channels)."""
+    from mirrorc.attack.thief import Result, head_starts
+
+    results = [Result("finetune_all", 600, 0, 97.0), Result("replace_cpm", 600, 0, 97.5)]
+    results += [
+        Result("scratch", 600, 0, 92.0),
+        Result("distill", 600, 0, 96.0),
+        Result("scratch_oracle", 600, 0, 91.0),
+    ]
+    hs = head_starts(results, public_copy=True)[600]
+    assert hs["per_seed"] == [0.5] and hs["best_attack"] == ["replace_cpm"]
+    # against scratch alone the same results read +5.5 (finetune would be 5, distill 5)
+    assert head_starts(results)[600]["per_seed"] == [5.5]
+
+
 def test_budget_draw_is_seeded_and_bounded():
     from mirrorc.attack.thief import draw_budget
     from mirrorc.errors import MirrorcError

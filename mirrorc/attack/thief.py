@@ -502,17 +502,27 @@ def attacks_for(view: AttackerView, seed: int) -> list[Attack]:
     ]
 
 
-def head_starts(results: list[Result]) -> dict[int, dict]:
-    """Per budget: head start per seed (best attack - matching scratch), and which attack was best."""
+# strategies whose normal.onnx is a public model the thief has without stealing (mirrorc.train.protect)
+PUBLIC_COPY = ("public-backbone",)
+
+
+def head_starts(results: list[Result], public_copy: bool = False) -> dict[int, dict]:
+    """Per budget: head start per seed (best attack - the thief's best start without the copy), and which
+    attack was best. That start is training from scratch (scratch_oracle for the oracle-label attacks);
+    with `public_copy` (normal.onnx is a public model, PUBLIC_COPY) fine-tuning or distilling into the
+    public model needs no theft either, so finetune_all and distill are starts he has anyway."""
     out: dict[int, dict] = {}
     for budget in sorted({r.budget for r in results}):
         per_seed, best_names = [], []
         for seed in sorted({r.seed for r in results if r.budget == budget}):
             acc = {r.attack: r.accuracy for r in results if r.budget == budget and r.seed == seed}
-            gains = {a: acc[a] - acc["scratch"] for a in LABELLED_ATTACKS if a in acc and "scratch" in acc}
-            for by_oracle in ("distill", "extract"):
-                if by_oracle in acc and "scratch_oracle" in acc:
-                    gains[by_oracle] = acc[by_oracle] - acc["scratch_oracle"]
+            gains: dict[str, float] = {}
+            if "scratch" in acc:
+                start = max(acc["scratch"], acc.get("finetune_all", 0.0) if public_copy else 0.0)
+                gains = {a: acc[a] - start for a in LABELLED_ATTACKS if a in acc}
+            if "scratch_oracle" in acc:
+                start = max(acc["scratch_oracle"], acc.get("distill", 0.0) if public_copy else 0.0)
+                gains.update({a: acc[a] - start for a in ("distill", "extract") if a in acc})
             if not gains:
                 continue
             best = max(gains, key=gains.__getitem__)
@@ -757,7 +767,9 @@ def report(p: Plan, done: dict[tuple, Result]) -> dict:
         "budgets": p.budgets,
         "seeds": p.seeds,
         "results": [r.__dict__ for r in results],
-        "head_start": {str(b): v for b, v in head_starts(results).items()},
+        "head_start": {
+            str(b): v for b, v in head_starts(results, build_protection(view.build_dir) in PUBLIC_COPY).items()
+        },
     }
 
 
@@ -838,8 +850,9 @@ def format_report(report: dict) -> tuple[str, str]:
             best = max(set(h["best_attack"]), key=h["best_attack"].count)
             spread = f" ± {h['std']:.2f} (min {h['min']:.2f}, max {h['max']:.2f})" if len(h["per_seed"]) > 1 else ""
             parts.append(f"{b} images: {h['mean']:+.2f}{spread} [{best}]")
+    start = "the better of scratch and the public model" if report.get("protect") in PUBLIC_COPY else "from scratch"
     head = (
-        ("head start (best attack - from scratch, points): " + "; ".join(parts))
+        (f"head start (best attack - {start}, points): " + "; ".join(parts))
         if parts
         else "head start: not measured (needs scratch and at least one attack)"
     )
