@@ -261,8 +261,8 @@ def main(argv=None) -> int:
             (out / "summary.json").write_text(json.dumps(rows, indent=1))
 
     print(
-        "\nsummary (test accuracy %; cost = unprotected - MirrorNet; head start = best attack - best start without the copy,"
-        " points, mean ± sd over seeds)"
+        "\nsummary (test accuracy %; cost = unprotected - MirrorNet;"
+        " head start = best attack - best start without the copy, points, mean ± sd over seeds)"
     )
     head = (
         f"{'dataset':<14}{'protect':<16}{'C':>3} {'select':<7}{'penalty':>8}{'unprot':>7}{'MirrorNet':>10}"
