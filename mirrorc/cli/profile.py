@@ -23,7 +23,12 @@ def register(main: click.Group) -> None:
     @click.option(
         "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the profile JSON to this file."
     )
-    @click.option("--models", default="lenet5,vgg7", show_default=True, help="Example models timed, comma-separated.")
+    @click.option(
+        "--models",
+        default="lenet5,vgg7,sweep32,sweep64,sweep112",
+        show_default=True,
+        help="Models timed, comma-separated: the examples and the layer-shape sweep (mirrorc.profile_sweep).",
+    )
     @click.option(
         "-C", "--channels", default="1,2,4", show_default=True, help="CPM widths C swept per model, comma-separated."
     )
