@@ -209,7 +209,9 @@ def measure_total_us(secure: onnx.ModelProto, name: str, iters: int = 50) -> flo
     return 1e6 * seconds
 
 
-def fit_nonneg(features: np.ndarray, y: Sequence[float], weights: Sequence[float] | None = None) -> np.ndarray:
+def fit_nonneg(
+    features: np.ndarray, y: Sequence[float] | np.ndarray, weights: Sequence[float] | np.ndarray | None = None
+) -> np.ndarray:
     """Non-negative least squares (Lawson-Hanson) of y on the columns of `features`, each row weighted
     by `weights`, by default 1 / y: the relative error, so every sample weighs alike, small layers as
     much as large ones. No term of a layer's cost can be negative."""
@@ -404,7 +406,7 @@ def example_models(out_dir: Path) -> dict[str, Path]:
 
 
 # What `mirrorc profile` times by default: the paper's examples and the sweep of every kind the zoo's CPMs hold.
-DEFAULT_MODELS = ("lenet5", "vgg7", "sweep32", "sweep64", "sweep112")
+DEFAULT_MODELS = ("lenet5", "vgg7", "sweep32", "sweep64", "sweep112", "sweep56")
 
 
 def device_of(terms: dict[str, Any]) -> emulator.Device:

@@ -4,25 +4,33 @@ the zoo's CPMs hold, so that a fitted profile never predicts a kind it has not t
 LeNet-5 and VGG-7 (the default sweep before) have stride-1 3x3/5x5 convs, 2x2 max pools and dense
 layers only. A sweep model adds, after a first conv that stays in the backbone: 1x1 and 5x5
 stride-1 convs, LRN, strided convs (3x3 and 5x5, stride 2), a grouped conv, a channel shuffle
-(Reshape-Transpose-Reshape), 3x3 max and average pools with stride 2, a two-branch Concat followed
-by an unfused BatchNormalization (DenseNet's pattern), a global average pool and three dense layers
-(the CPM's hidden dense layers are as wide as the class count, so a 1000-class sweep times a
-1000x1000 one, whose 4 MB of weights do not stay in a core's cache). Input sizes and class counts
+(Reshape-Transpose-Reshape), 3x3 max pools with stride 2 and 1 (Inception's), a two-branch Concat
+followed by an unfused BatchNormalization (DenseNet's pattern), a 3x3 average pool, a global average
+pool and a head: three dense layers (the CPM's hidden dense layers are as wide as the class count,
+so a 1000-class sweep times a 1000x1000 one, whose 4 MB of weights do not stay in a core's cache) or
+a 1x1 conv to the classes before the global pool (SqueezeNet's). Input sizes, class counts and heads
 vary per model, so every kind is seen at several output sizes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-# name -> (input height = width, classes); the sizes the zoo's CPMs run at (224 down to 7) scaled down
-# so a sweep times in seconds, and a 1000-class head as the zoo's classifiers have.
-SWEEP_MODELS: dict[str, tuple[int, int]] = {"sweep32": (32, 10), "sweep64": (64, 100), "sweep112": (112, 1000)}
+# name -> (input height = width, classes, head); the sizes the zoo's CPMs run at (224 down to 7) scaled
+# down so a sweep times in seconds, 1000-class heads as the zoo's classifiers have, and both heads:
+# "dense" layers (AlexNet, VGG) or a 1x1 conv to the classes and a global average pool (SqueezeNet).
+SWEEP_MODELS: dict[str, tuple[int, int, str]] = {
+    "sweep32": (32, 10, "dense"),
+    "sweep64": (64, 100, "conv"),
+    "sweep112": (112, 1000, "dense"),
+    "sweep56": (56, 1000, "conv"),
+}
 WIDTH = 16  # backbone channels; the CPM narrows them to C
 
 
@@ -38,7 +46,7 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(arr, name))
         return name
 
-    def node(self, op: str, inputs: list[str], **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
         name = f"{op.lower()}{len(self.nodes)}"
         self.nodes.append(helper.make_node(op, inputs, [f"{name}_out"], name=name, **attrs))
         return f"{name}_out"
@@ -70,8 +78,8 @@ class _Graph:
         return self.node("BatchNormalization", ins, epsilon=1e-5)
 
 
-def sweep_model(size: int, classes: int, seed: int = 0) -> onnx.ModelProto:
-    """One sweep classifier on a [3, size, size] input (size a multiple of 16)."""
+def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> onnx.ModelProto:
+    """One sweep classifier on a [3, size, size] input (size a multiple of 8), its head "dense" or "conv"."""
     g, c = _Graph(seed), WIDTH
     x = g.conv("input", 3, c, 3)  # the backbone's first layer: never mirrored
     x = g.conv(x, c, c, 1)
@@ -82,10 +90,14 @@ def sweep_model(size: int, classes: int, seed: int = 0) -> onnx.ModelProto:
     x = g.conv(x, c, c, 5, stride=2)
     x = g.node("Concat", [g.conv(x, c, c // 2, 1), g.conv(x, c, c // 2, 3)], axis=1)
     x = g.node("Relu", [g.batchnorm(x, c)])
+    x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4)  # Inception's
     x = g.node("AveragePool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
-    x = g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
-    x = g.node("Relu", [g.dense(g.node("Relu", [g.dense(x, c, 4 * c)]), 4 * c, 4 * c)])
-    x = g.dense(x, 4 * c, classes)
+    if head == "conv":
+        x = g.node("Flatten", [g.node("GlobalAveragePool", [g.conv(x, c, classes, 1)])], axis=1)
+    else:
+        x = g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
+        x = g.node("Relu", [g.dense(g.node("Relu", [g.dense(x, c, 4 * c)]), 4 * c, 4 * c)])
+        x = g.dense(x, 4 * c, classes)
     graph = helper.make_graph(
         g.nodes,
         f"sweep{size}",
@@ -102,7 +114,7 @@ def sweep_model(size: int, classes: int, seed: int = 0) -> onnx.ModelProto:
 def write_sweep_models(out_dir: Path) -> dict[str, Path]:
     """Every SWEEP_MODELS entry as an ONNX file in `out_dir`: name -> path."""
     paths = {}
-    for name, (size, classes) in SWEEP_MODELS.items():
+    for name, (size, classes, head) in SWEEP_MODELS.items():
         paths[name] = out_dir / f"{name}.onnx"
-        onnx.save(sweep_model(size, classes), paths[name])
+        onnx.save(sweep_model(size, classes, head), paths[name])
     return paths
