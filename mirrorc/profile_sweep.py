@@ -5,11 +5,11 @@ LeNet-5 and VGG-7 (the default sweep before) have stride-1 3x3/5x5 convs, 2x2 ma
 layers only. A sweep model adds, after a first conv that stays in the backbone: 1x1 and 5x5
 stride-1 convs, LRN, strided convs (3x3 and 5x5, stride 2), a grouped conv, a channel shuffle
 (Reshape-Transpose-Reshape), 3x3 max pools with stride 2 and 1 (Inception's), a two-branch Concat
-followed by an unfused BatchNormalization (DenseNet's pattern), a 3x3 average pool, a global average
-pool and a head: three dense layers (the CPM's hidden dense layers are as wide as the class count,
-so a 1000-class sweep times a 1000x1000 one, whose 4 MB of weights do not stay in a core's cache) or
-a 1x1 conv to the classes before the global pool (SqueezeNet's). Input sizes, class counts and heads
-vary per model, so every kind is seen at several output sizes.
+followed by an unfused BatchNormalization (DenseNet's pattern), a 3x3 average pool and a head: a
+global average pool and three dense layers (the CPM's hidden dense layers are as wide as the class
+count, so a 1000-class sweep times a 1000x1000 one, whose 4 MB of weights do not stay in a core's
+cache), or a 1x1 conv to the classes and an average pool over the whole map (SqueezeNet's). Input
+sizes, class counts and heads vary per model, so every kind is seen at several output sizes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 # name -> (input height = width, classes, head); the sizes the zoo's CPMs run at (224 down to 7) scaled
 # down so a sweep times in seconds, 1000-class heads as the zoo's classifiers have, and both heads:
-# "dense" layers (AlexNet, VGG) or a 1x1 conv to the classes and a global average pool (SqueezeNet).
+# "dense" layers (AlexNet, VGG) or a 1x1 conv to the classes and a whole-map average pool (SqueezeNet).
 SWEEP_MODELS: dict[str, tuple[int, int, str]] = {
     "sweep32": (32, 10, "dense"),
     "sweep64": (64, 100, "conv"),
@@ -93,7 +93,13 @@ def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> 
     x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4)  # Inception's
     x = g.node("AveragePool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
     if head == "conv":
-        x = g.node("Flatten", [g.node("GlobalAveragePool", [g.conv(x, c, classes, 1)])], axis=1)
+        side = size
+        for _ in range(4):  # the four stride-2 layers above, each ceil(side / 2)
+            side = (side + 1) // 2
+        # an AveragePool over the whole map, as SqueezeNet's: a GlobalAveragePool would be fused into
+        # the conv, a kernel path no zoo CPM takes
+        pooled = g.node("AveragePool", [g.conv(x, c, classes, 1)], kernel_shape=[side, side])
+        x = g.node("Flatten", [pooled], axis=1)
     else:
         x = g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
         x = g.node("Relu", [g.dense(g.node("Relu", [g.dense(x, c, 4 * c)]), 4 * c, 4 * c)])

@@ -60,5 +60,16 @@ def register(main: click.Group) -> None:
         ):
             fit = profile[key]
             click.echo(f"{key:<18} {fit[slope]:.4g} us/{unit} + {fit['base']:.4g} us")
+        for kernel, t in profile["kernels_us"].items():  # what the emulator uses in place of the lines above
+            loops = (
+                f"{t['per_out_channel']:.4g} us/out channel"
+                if kernel != "dense"
+                else f"{t['per_in_float']:.4g} us/input"
+            )
+            click.echo(
+                f"{kernel:<18} {t['per_mac']:.4g} us/MAC + {t['per_out_float']:.4g} us/out float + {loops} "
+                f"+ {t['base']:.4g} us"
+            )
+        click.echo(f"{'call_us':<18} {profile['call_us']['base']:.4g} us per inference")
         if output is not None:
             click.echo(f"profile written to {output}")
