@@ -159,6 +159,8 @@ def test_fit_call_us_recovers_a_fixed_cost_and_the_timers() -> None:
     conv = Layer("c", "Conv", "conv", 0, 50_000, ic=2, oc=2, k=(3, 3), fi=(8, 8), fo=(8, 8), out_floats=128)
     relu = Layer("r", "Relu", "other", 0, 0, out_floats=128)
     assert np.isclose(dev.layer_us(conv), 8e-5 * 50_000 + 5e-4 * 128 + 0.01 * 2 + 0.1)  # the kernel's terms
+    dense = Layer("d", "Gemm", "dense", 0, 500, ic=50, oc=10)
+    assert (emulator.out_channels(conv), emulator.out_channels(dense), emulator.in_features(dense)) == (2, 0, 50)
     cpms = []
     for n, m in ((1, 2), (3, 1), (10, 30), (2, 9)):
         total = n * dev.layer_us(conv) + m * dev.layer_us(relu) - 0.02 * (n + m) + 1.5

@@ -68,7 +68,7 @@ class Terms:
 
 def out_channels(layer: Layer) -> int:
     """A conv's output channels (planes its loops compute); 0 for other layers."""
-    return layer.oc or 0 if layer.kind == "conv" else 0
+    return (layer.oc or 0) if layer.kind == "conv" else 0
 
 
 def in_features(layer: Layer) -> int:
@@ -119,7 +119,8 @@ class Device:
         return self.switch.slope * (nbytes / self.kb_bytes) + self.switch.base
 
     def layer_us(self, layer: Layer) -> float:
-        """Secure-world latency of one layer (Eq. 4 / Eq. 5, scaled); 0 for layers the paper ignores."""
+        """Secure-world latency of one layer: the profile's terms for its kernel or op type, else Eq. 4 /
+        Eq. 5 (scaled); 0 for layers the paper ignores when the profile does not time them."""
         kernel = dict(self.kernels).get(kernel_of(layer) or "")
         if kernel is not None:
             us = kernel.us(layer)
