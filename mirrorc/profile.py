@@ -1,10 +1,16 @@
 """`mirrorc profile`: calibrate a Performance Emulator device profile on the target.
 
-Two measurements, each fitted by least squares into the paper's linear models (Eq. 2, 4, 5):
-- compute: the CPMs of the example models (LeNet-5, VGG-7) at several widths C, lowered with a timer
-  around every scheduled node (`lower(profile=True)`) and built at the TA's flags: conv and dense
-  lines in the workload (Eq. 4, 5), and for the nodes the paper leaves out (ReLU, pooling, Add, ...)
-  a line in their output floats per op type (`other_us`, "*" for op types measured too rarely);
+Two measurements, each fitted by least squares into the paper's linear models (Eq. 2, 4, 5) and the
+terms the data needs besides (mirrorc.plan.emulator's module doc):
+- compute: the CPMs of the example models (LeNet-5, VGG-7) and of the layer-shape sweep
+  (mirrorc.profile_sweep: strided, grouped and 1x1 convs, LRN, poolings, ...) at several widths C,
+  lowered with a timer around every scheduled node (`lower(profile=True)`) and built at the TA's
+  flags: conv and dense lines in the workload (Eq. 4, 5); per kernel of the C (the conv loops, dense)
+  MAC, output-float, output-channel or input-feature, and base terms (`kernels_us`); for the nodes
+  the paper leaves out (ReLU, pooling, Add, ...) output-float, window and base terms per op type
+  (`other_us`, "*" for op types measured too rarely), all non-negative; and from the release C's
+  measured totals a fixed cost per inference (`call_us`) and the profiling timers' cost per node,
+  taken out of every base;
 - transfer: a simulator TA invoked with a command it refuses, carrying buffers of several sizes
   (per-invoke and per-KB cost).
 With `--tee sim` the compute nodes are timed by a host harness around the model C (clock_gettime, ns).
@@ -19,6 +25,7 @@ under its own UUID, which mirrorc does not automate yet.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import subprocess
 import sys
@@ -124,18 +131,25 @@ def measure_steps(secure: onnx.ModelProto, name: str, iters: int = 50) -> list[d
     ptrs = (ctypes.c_void_p * max(1, len(taps)))(*[t.ctypes.data for t in taps])
     best = np.zeros(max(1, len(steps)), np.float64)
     lib.mirrorc_profile_steps(ptrs, ctypes.c_void_p(logits.ctypes.data), iters, ctypes.c_void_p(best.ctypes.data))
-    return [
-        {
-            "name": x.name,
-            "op_type": x.op_type,
-            "kind": "dense" if x.kind == "matmul" else x.kind,
-            "notation": x.notation,
-            "workload": x.workload,
-            "out_floats": x.out_floats,
-            "us": 1e-3 * float(t),
-        }
-        for x, t in zip(steps, best)
-    ]
+    return [step_row(x, 1e-3 * float(t)) for x, t in zip(steps, best)]
+
+
+def step_row(layer: Layer, us: float) -> dict[str, Any]:
+    """A timed node as the fits read it: its Layer's fields (kind, conv kernel, MACs, output floats,
+    window) and its time in us."""
+    return {
+        "name": layer.name,
+        "op_type": layer.op_type,
+        "kind": "dense" if layer.kind == "matmul" else layer.kind,
+        "kernel": emulator.kernel_of(layer),
+        "out_channels": emulator.out_channels(layer),
+        "in_features": emulator.in_features(layer),
+        "notation": layer.notation,
+        "workload": layer.workload,
+        "out_floats": layer.out_floats,
+        "window": layer.window,
+        "us": us,
+    }
 
 
 # Fewer ticks than this over a calibration run and a node is below what the run resolves: it is
@@ -183,20 +197,7 @@ def measure_steps_in_ta(
         ticks, ms = ta_profile_run(session, floats, len(steps), runs)
     if int(ticks.sum()) > ms:  # disjoint nodes inside the timed loop cannot hold more ticks than it
         raise MirrorcError(f"profile: the TA reported {int(ticks.sum())} node ticks in a {ms} ms run")
-    rows = [
-        {
-            "name": x.name,
-            "op_type": x.op_type,
-            "kind": "dense" if x.kind == "matmul" else x.kind,
-            "notation": x.notation,
-            "workload": x.workload,
-            "out_floats": x.out_floats,
-            "us": 1000.0 * int(t) / runs,
-            "ticks": int(t),
-            "runs": runs,
-        }
-        for x, t in zip(steps, ticks)
-    ]
+    rows = [dict(step_row(x, 1000.0 * int(t) / runs), ticks=int(t), runs=runs) for x, t in zip(steps, ticks)]
     return rows, build_dir, plan["uuid"]
 
 
@@ -208,10 +209,58 @@ def measure_total_us(secure: onnx.ModelProto, name: str, iters: int = 50) -> flo
     return 1e6 * seconds
 
 
+def fit_nonneg(
+    features: np.ndarray, y: Sequence[float] | np.ndarray, weights: Sequence[float] | np.ndarray | None = None
+) -> np.ndarray:
+    """Non-negative least squares (Lawson-Hanson) of y on the columns of `features`, each row weighted
+    by `weights`, by default 1 / y: the relative error, so every sample weighs alike, small layers as
+    much as large ones. No term of a layer's cost can be negative."""
+    a = np.asarray(features, float)
+    ys = np.asarray(y, float)
+    w = 1.0 / np.maximum(ys, 1e-12) if weights is None else np.asarray(weights, float)
+    a, b = a * w[:, None], ys * w
+    n = a.shape[1]
+    x = np.zeros(n)
+    active: list[int] = []
+    for _ in range(3 * n + 10):  # Lawson-Hanson ends in at most a few passes per column
+        grad = a.T @ (b - a @ x)
+        free = [j for j in range(n) if j not in active and grad[j] > 1e-12 * max(1.0, float(np.abs(grad).max()))]
+        if not free:
+            break
+        active.append(max(free, key=lambda j: grad[j]))
+        while True:
+            z = np.zeros(n)
+            z[active] = np.linalg.lstsq(a[:, active], b, rcond=None)[0]
+            if all(z[j] > 0 for j in active):
+                x = z
+                break
+            step = min(x[j] / (x[j] - z[j]) for j in active if z[j] <= 0)
+            x = x + step * (z - x)
+            active = [j for j in active if x[j] > 0]
+    return x
+
+
+def _fit_terms(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> emulator.Terms:
+    """Terms with the named fields (emulator.Terms's; base always) fitted on `rows`."""
+    value = {
+        "per_mac": lambda r: r["workload"],
+        "per_float": lambda r: r["out_floats"],
+        "per_window": lambda r: r["window"] * r["out_floats"],
+        "per_out_channel": lambda r: r["out_channels"],
+        "per_in_float": lambda r: r["in_features"],
+    }
+    cols = [c for c in columns if any(value[c](r) for r in rows)]  # a column of zeros has no coefficient
+    a = np.array([[value[c](r) for c in cols] + [1.0] for r in rows], float)
+    coef = fit_nonneg(a, [r["us"] for r in rows])
+    return emulator.Terms(**dict(zip(cols, map(float, coef))), base=float(coef[-1]))
+
+
 def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str, Any]:
-    """The conv and dense lines (us vs workload) and, per op type with at least `min_per_op` samples
-    and for all other nodes together ("*"), a line in output floats, from `measure_steps` rows. A
-    compute kind with no sample gets the other's line."""
+    """From `measure_steps` rows: the conv and dense lines (us vs workload, Eq. 4, 5; a kind with no
+    sample gets the other's line); per kernel (`emulator.kernel_of`) with more samples than terms,
+    MAC, output-float, base and output-channel (conv) or input-feature (dense) terms; per op type of
+    the rest with at least `min_per_op` samples, and for all of them together ("*"), output-float,
+    window and base terms (the window term only where windows differ from 1)."""
     fits: dict[str, Any] = {}
     for kind in ("conv", "dense"):
         rows = [s for s in steps if s["kind"] == kind]
@@ -221,16 +270,65 @@ def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str,
         raise MirrorcError("profile: no conv or dense layer was measured")
     for kind in ("conv", "dense"):
         fits.setdefault(kind, next(iter(fits.values())))
+    kernels: dict[str, emulator.Terms] = {}
+    for kernel in emulator.KERNELS:
+        rows = [s for s in steps if s.get("kernel") == kernel]
+        if len(rows) >= 5:  # more samples than its four terms
+            loops = "per_in_float" if kernel == "dense" else "per_out_channel"
+            kernels[kernel] = _fit_terms(rows, ("per_mac", "per_float", loops))
+    fits["kernels"] = kernels
     others = [s for s in steps if s["kind"] == "other"]
-    other: dict[str, emulator.Linear] = {}
+    other: dict[str, emulator.Terms] = {}
     if others:
-        other["*"] = fit_line([s["out_floats"] for s in others], [s["us"] for s in others])
+        other["*"] = _fit_terms(others, ("per_float",))
     for op in sorted({s["op_type"] for s in others}):
         rows = [s for s in others if s["op_type"] == op]
         if len(rows) >= min_per_op:
-            other[op] = fit_line([s["out_floats"] for s in rows], [s["us"] for s in rows])
+            windowed = any(r.get("window", 1) != 1 for r in rows)
+            other[op] = _fit_terms(rows, ("per_float", "per_window") if windowed else ("per_float",))
     fits["other"] = other
     return fits
+
+
+def fit_call_us(device: emulator.Device, cpms: Sequence[tuple[Sequence[Layer], float]]) -> tuple[float, float]:
+    """(fixed cost per inference, timer cost per node) from each CPM's release C time against the sum
+    of `device`'s layer predictions over its layers ((layers, measured us) per CPM): measured -
+    predicted = call - timer * nodes, both non-negative, on the relative error. The node terms are
+    fitted on times that each hold one timer pair, which the release C does not run; `without_timer`
+    takes that cost out of them."""
+    if not cpms:
+        return 0.0, 0.0
+    totals = np.array([total for _, total in cpms], float)
+    residual = totals - np.array([sum(device.layer_us(x) for x in cpm) for cpm, _ in cpms])
+    nodes = np.array([len(cpm) for cpm, _ in cpms], float)
+    call, timer = fit_nonneg(np.stack([np.ones_like(nodes), -nodes], 1), residual, weights=1.0 / totals)
+    return float(call), float(timer)
+
+
+def without_timer(terms: dict[str, Any], timer_us: float) -> dict[str, Any]:
+    """`terms` with the timer's cost per node taken out of every base (never below zero)."""
+
+    def line(f: emulator.Linear) -> emulator.Linear:
+        return emulator.Linear(f.slope, max(0.0, f.base - timer_us))
+
+    def cut(t: emulator.Terms) -> emulator.Terms:
+        return dataclasses.replace(t, base=max(0.0, t.base - timer_us))
+
+    return dict(
+        terms,
+        conv=line(terms["conv"]),
+        dense=line(terms["dense"]),
+        kernels={k: cut(t) for k, t in terms.get("kernels", {}).items()},
+        other={op: cut(t) for op, t in terms["other"].items()},
+    )
+
+
+def fit_device_terms(steps: Sequence[dict[str, Any]], cpms: Sequence[tuple[Sequence[Layer], float]]) -> dict[str, Any]:
+    """The whole compute fit: `fit_terms` on the timed nodes, then the fixed cost per inference and
+    the timer's cost per node from the release totals of `cpms` (`fit_call_us`)."""
+    terms = fit_terms(steps)
+    call, timer = fit_call_us(device_of(terms), cpms)
+    return dict(without_timer(terms, timer), call_us=call, timer_us=timer)
 
 
 def profile_json(
@@ -245,7 +343,25 @@ def profile_json(
         "context_switch_us": {"per_kb": switch.slope, "base": switch.base, "kb_bytes": 1024},
         "conv2d_us": {"per_workload": terms["conv"].slope, "base": terms["conv"].base, "source": source},
         "dense_us": {"per_workload": terms["dense"].slope, "base": terms["dense"].base, "source": source},
-        "other_us": {op: {"per_float": f.slope, "base": f.base} for op, f in terms["other"].items()},
+        "kernels_us": {
+            k: {
+                "per_mac": t.per_mac,
+                "per_out_float": t.per_float,
+                "per_out_channel": t.per_out_channel,
+                "per_in_float": t.per_in_float,
+                "base": t.base,
+            }
+            for k, t in terms.get("kernels", {}).items()
+        },
+        "other_us": {
+            op: {"per_float": t.per_float, "per_window_float": t.per_window, "base": t.base}
+            for op, t in terms["other"].items()
+        },
+        "call_us": {
+            "base": terms.get("call_us", 0.0),
+            "source": "fitted on the release C's totals against the sum of its layers, with "
+            f"{terms.get('timer_us', 0.0):.4g} us per node of the profiling timers taken out of every base",
+        },
         "compute_scale": {
             "factor": 1.0,
             "applies_to": ["conv"],
@@ -280,16 +396,29 @@ def measure_transfer(build_dir: Path, uuid: str, sizes: Sequence[int], invokes: 
 
 
 def example_models(out_dir: Path) -> dict[str, Path]:
-    """LeNet-5 and VGG-7 as ONNX (examples/make_models.py) in `out_dir`."""
+    """LeNet-5 and VGG-7 (examples/make_models.py) and the layer-shape sweep (mirrorc.profile_sweep)
+    as ONNX files in `out_dir`."""
+    from mirrorc.profile_sweep import write_sweep_models
+
     script = Path(__file__).resolve().parents[1] / "examples" / "make_models.py"
     subprocess.run([sys.executable, str(script), str(out_dir)], check=True, capture_output=True)
-    return {name: out_dir / f"{name}.onnx" for name in ("lenet5", "vgg7")}
+    return {**{name: out_dir / f"{name}.onnx" for name in ("lenet5", "vgg7")}, **write_sweep_models(out_dir)}
+
+
+# What `mirrorc profile` times by default: the paper's examples and the sweep of every kind the zoo's CPMs hold.
+DEFAULT_MODELS = ("lenet5", "vgg7", "sweep32", "sweep64", "sweep112", "sweep56")
+
+
+def device_of(terms: dict[str, Any]) -> emulator.Device:
+    """The emulator's Device of fitted terms (no transfer term)."""
+    raw = profile_json(terms, emulator.Linear(0.0, 0.0), name="fitted", source="fit_terms")
+    return emulator.device_from_json(raw, "fitted terms")
 
 
 def calibrate(
     tee: str = "sim",
     *,
-    models: Sequence[str] = ("lenet5", "vgg7"),
+    models: Sequence[str] = DEFAULT_MODELS,
     channels: Sequence[int] = (1, 2, 4),
     transfer_sizes: Sequence[int] = (4, 4096, 65536, 262144),
     iters: int = 30,
@@ -306,6 +435,7 @@ def calibrate(
     if tee not in TEES:
         raise MirrorcError(f"tee must be one of {', '.join(TEES)}, not '{tee}'")
     steps: list[dict[str, Any]] = []
+    totals: list[tuple[list[Layer], float]] = []  # per CPM timed in the harness: layers, release C's us
     transfer: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory(prefix="mirrorc-profile-") as tmp:
         paths = example_models(Path(tmp))
@@ -322,6 +452,7 @@ def calibrate(
                     continue
                 _, secure = split(mirrornet)
                 steps += measure_steps(secure, f"{model}_c{c}", iters)
+                totals.append((step_layers(secure), measure_total_us(secure, f"{model}_c{c}", iters)))
                 if not transfer and transfer_sizes:
                     build_dir = Path(tmp) / "ta_build"
                     plan = build_secure(mirrornet, build_dir)
@@ -333,8 +464,9 @@ def calibrate(
     source = f"mirrorc profile --tee {tee}: {len(steps)} nodes of {', '.join(models)} at C={list(channels)}"
     if len(resolved) < len(steps):
         source += f" ({len(steps) - len(resolved)} under {MIN_TICKS} TEE_GetSystemTime ticks left out of the fits)"
+    terms = fit_device_terms(resolved, totals)
     return profile_json(
-        fit_terms(resolved),
+        terms,
         switch,
         name=name or f"{tee}-host",
         source=source,

@@ -42,8 +42,28 @@ def test_fit_line_keeps_coefficients_non_negative() -> None:
     assert fit.base == 0.0 and fit.slope > 0
 
 
-def _row(kind: str, op: str, workload: int, out_floats: int, us: float) -> dict:
-    return {"kind": kind, "op_type": op, "workload": workload, "out_floats": out_floats, "us": us}
+def _row(
+    kind: str,
+    op: str,
+    workload: int,
+    out_floats: int,
+    us: float,
+    kernel: str | None = None,
+    window: int = 1,
+    out_channels: int = 0,
+    in_features: int = 0,
+) -> dict:
+    return {
+        "kind": kind,
+        "op_type": op,
+        "workload": workload,
+        "out_floats": out_floats,
+        "us": us,
+        "kernel": kernel,
+        "window": window,
+        "out_channels": out_channels,
+        "in_features": in_features,
+    }
 
 
 def test_fit_terms_recovers_per_op_lines() -> None:
@@ -55,19 +75,116 @@ def test_fit_terms_recovers_per_op_lines() -> None:
     worst = max(
         abs(terms["conv"].slope - 1e-4) / 1e-4,
         abs(terms["dense"].slope - 2e-4) / 2e-4,
-        abs(terms["other"]["Relu"].slope - 1e-3) / 1e-3,
+        abs(terms["other"]["Relu"].per_float - 1e-3) / 1e-3,
     )
     print(f"largest relative slope error {worst:.2g}")
     assert worst < 1e-6
     assert abs(terms["conv"].base - 0.2) < 1e-6 and abs(terms["other"]["Relu"].base - 0.05) < 1e-6
     assert "MaxPool" not in terms["other"] and "*" in terms["other"]
+    assert terms["kernels"] == {}  # rows without a kernel: the Eq. 4 line alone
+
+
+# Known per-kernel and per-op coefficients the synthetic timings below are made of
+KNOWN_KERNELS = {
+    "conv_pointwise": emulator.Terms(per_mac=6e-5, per_float=2e-4, per_out_channel=0.05, base=0.03),
+    "conv_spatial": emulator.Terms(per_mac=8e-5, per_float=5e-4, per_out_channel=0.01, base=0.1),
+    "conv_strided": emulator.Terms(per_mac=4e-4, per_float=1e-3, per_out_channel=0.02, base=0.2),
+    "conv_grouped": emulator.Terms(per_mac=1e-4, per_float=0.0, per_out_channel=0.0, base=0.05),  # zeros stay zero
+    "dense": emulator.Terms(per_mac=9e-5, per_float=3e-4, per_in_float=2e-3, base=0.04),
+}
+KNOWN_OTHER = {
+    "AveragePool": emulator.Terms(per_float=1e-4, per_window=6.8e-4, base=0.02),
+    "LRN": emulator.Terms(per_float=2e-3, per_window=1.2e-3, base=0.1),
+    "Add": emulator.Terms(per_float=1.4e-4, base=0.02),
+}
+
+
+def _synthetic_rows(rng: np.random.Generator) -> list[dict]:
+    rows = []
+    for kernel, t in KNOWN_KERNELS.items():
+        for _ in range(10):
+            macs, floats, chans = (
+                int(rng.integers(100, 2_000_000)),
+                int(rng.integers(50, 100_000)),
+                int(rng.integers(1, 1000)),
+            )
+            oc, ic = (0, chans) if kernel == "dense" else (chans, 0)
+            us = t.per_mac * macs + t.per_float * floats + t.per_out_channel * oc + t.per_in_float * ic + t.base
+            rows.append(_row(kernel.split("_")[0], "Conv", macs, floats, us, kernel, out_channels=oc, in_features=ic))
+    for op, t in KNOWN_OTHER.items():
+        for _ in range(6):
+            floats, window = int(rng.integers(8, 100_000)), int(rng.choice([1, 4, 5, 9, 49]))
+            us = t.per_float * floats + t.per_window * window * floats + t.base
+            rows.append(_row("other", op, 0, floats, us, window=window if op != "Add" else 1))
+    return rows
+
+
+def test_fit_terms_recovers_known_kernel_and_window_terms() -> None:
+    """Exact synthetic timings: every kernel's and op's terms come back to 1e-6 (relative, or absolute
+    for a zero term), non-negative; with 1% noise within 10% on the terms that carry the time."""
+    rng = np.random.default_rng(1)
+    terms = profile.fit_terms(_synthetic_rows(rng))
+    assert set(terms["kernels"]) == set(KNOWN_KERNELS)
+    worst = 0.0
+    for fitted, known in [(terms["kernels"][k], t) for k, t in KNOWN_KERNELS.items()] + [
+        (terms["other"][op], t) for op, t in KNOWN_OTHER.items()
+    ]:
+        for field in ("per_mac", "per_float", "per_window", "per_out_channel", "per_in_float", "base"):
+            got, want = getattr(fitted, field), getattr(known, field)
+            assert got >= 0
+            worst = max(worst, abs(got - want) / want if want else abs(got))
+    print(f"largest term error, exact timings: {worst:.2g}")
+    assert worst < 1e-6
+
+    noisy = [dict(r, us=r["us"] * (1 + 0.01 * rng.standard_normal())) for r in _synthetic_rows(rng)]
+    terms = profile.fit_terms(noisy)
+    slopes = [(terms["kernels"][k].per_mac, t.per_mac) for k, t in KNOWN_KERNELS.items()]
+    slopes += [(terms["other"][op].per_window, t.per_window) for op, t in KNOWN_OTHER.items() if t.per_window]
+    worst = max(abs(got - want) / want for got, want in slopes)
+    print(f"largest MAC / window slope error, 1% noise: {worst:.2g}")
+    assert worst < 0.1
+
+
+def test_fit_call_us_recovers_a_fixed_cost_and_the_timers() -> None:
+    """Release totals made of the layer predictions, minus 0.02 us of timers per node, plus 1.5 us per
+    inference: both come back, and `fit_device_terms` takes the timers out of every base."""
+    dev = profile.device_of(
+        {
+            "conv": emulator.Linear(1e-4, 0.2),
+            "dense": emulator.Linear(2e-4, 0.1),
+            "kernels": {"conv_spatial": KNOWN_KERNELS["conv_spatial"]},
+            "other": {"*": emulator.Terms(per_float=1e-3, base=0.03)},
+        }
+    )
+    conv = Layer("c", "Conv", "conv", 0, 50_000, ic=2, oc=2, k=(3, 3), fi=(8, 8), fo=(8, 8), out_floats=128)
+    relu = Layer("r", "Relu", "other", 0, 0, out_floats=128)
+    assert np.isclose(dev.layer_us(conv), 8e-5 * 50_000 + 5e-4 * 128 + 0.01 * 2 + 0.1)  # the kernel's terms
+    dense = Layer("d", "Gemm", "dense", 0, 500, ic=50, oc=10)
+    assert (emulator.out_channels(conv), emulator.out_channels(dense), emulator.in_features(dense)) == (2, 0, 50)
+    cpms = []
+    for n, m in ((1, 2), (3, 1), (10, 30), (2, 9)):
+        total = n * dev.layer_us(conv) + m * dev.layer_us(relu) - 0.02 * (n + m) + 1.5
+        cpms.append(([conv] * n + [relu] * m, total))
+    call, timer = profile.fit_call_us(dev, cpms)
+    print(f"call {call:.6g} us (1.5), timer {timer:.6g} us/node (0.02)")
+    assert np.isclose(call, 1.5, rtol=1e-6) and np.isclose(timer, 0.02, rtol=1e-6)
+    assert profile.fit_call_us(dev, [([conv], 0.5 * dev.layer_us(conv))])[0] == 0.0  # never negative
+
+    rows = _synthetic_rows(np.random.default_rng(2))
+    fitted = profile.fit_device_terms(rows, [])
+    assert fitted["call_us"] == 0.0 and fitted["timer_us"] == 0.0
+    cut = profile.without_timer(fitted, 0.03)
+    assert np.isclose(cut["kernels"]["conv_spatial"].base, fitted["kernels"]["conv_spatial"].base - 0.03)
+    assert cut["other"]["Add"].base == 0.0  # 0.02 - 0.03: never below zero
 
 
 def test_profile_round_trips_through_load_device(tmp_path: Path) -> None:
     terms = {
         "conv": emulator.Linear(1e-4, 0.2),
         "dense": emulator.Linear(2e-4, 0.1),
-        "other": {"Relu": emulator.Linear(1e-3, 0.05), "*": emulator.Linear(2e-3, 0.0)},
+        "other": {"Relu": emulator.Terms(per_float=1e-3, base=0.05), "*": emulator.Terms(per_float=2e-3)},
+        "kernels": {"conv_strided": KNOWN_KERNELS["conv_strided"]},
+        "call_us": 0.7,
     }
     raw = profile.profile_json(terms, emulator.Linear(0.02, 45.0), name="test-host", source="test")
     path = tmp_path / "host.json"
@@ -79,12 +196,59 @@ def test_profile_round_trips_through_load_device(tmp_path: Path) -> None:
     assert np.isclose(dev.layer_us(relu), 1.05) and np.isclose(dev.layer_us(pool), 2.0)
     # the paper's board has no other_us: other layers stay out, as in the paper
     assert emulator.load_device("rpi3b-optee").layer_us(relu) == 0.0
-    # predict() counts the timed other layers too
-    assert np.isclose(emulator.predict(dev, [relu, pool], [])["compute_us"], 3.05)
+    # predict() counts the timed other layers too, and the fixed cost per inference once
+    assert np.isclose(emulator.predict(dev, [relu, pool], [])["compute_us"], 3.05 + 0.7)
+    assert dict(dev.kernels) == terms["kernels"] and dev.call_us == 0.7
 
 
 def raw_switch(raw: dict) -> emulator.Linear:
     return emulator.Linear(raw["context_switch_us"]["per_kb"], raw["context_switch_us"]["base"])
+
+
+def test_the_paper_profile_predicts_as_before() -> None:
+    """The bundled rpi3b-optee profile has none of the measured terms: a strided, a grouped and a 1x1
+    conv are Eq. 4 x 1.6, a dense Eq. 5, LRN and pooling 0, and no fixed cost per inference."""
+    dev = emulator.load_device("rpi3b-optee")
+    assert dev.kernels == () and dev.other == () and dev.call_us == 0.0
+    convs = [
+        Layer("s", "Conv", "conv", 0, 28_224, ic=2, oc=2, k=(3, 3), fi=(56, 56), fo=(28, 28), strides=(2, 2)),
+        Layer("g", "Conv", "conv", 0, 4_608, ic=2, oc=2, k=(3, 3), fi=(16, 16), fo=(16, 16), groups=2),
+        Layer("p", "Conv", "conv", 0, 1_024, ic=2, oc=2, k=(1, 1), fi=(16, 16), fo=(16, 16)),
+    ]
+    for x in convs:
+        assert dev.layer_us(x) == (0.03938 * x.workload + 504.3) * 1.6
+    dense = Layer("d", "Gemm", "dense", 0, 500, ic=50, oc=10)
+    lrn = Layer("l", "LRN", "other", 0, 0, out_floats=1352, window=5)
+    assert dev.layer_us(dense) == 0.02666 * 500 + 465.6 and dev.layer_us(lrn) == 0.0
+    pred = emulator.predict(dev, [*convs, dense, lrn], [4096])
+    assert pred["compute_us"] == sum(dev.layer_us(x) for x in (*convs, dense))
+    assert [x["name"] for x in pred["layers"]] == ["s", "g", "p", "d"]
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("kernels_us", {"winograd": {"per_mac": 1, "per_out_float": 0, "base": 0}}, "kernels_us.winograd"),
+        ("kernels_us", {"dense": {"per_mac": -1, "per_out_float": 0, "base": 0}}, "kernels_us.dense.per_mac"),
+        ("kernels_us", {"conv_strided": {"per_mac": 1e-4, "base": 0}}, "kernels_us.conv_strided.per_out_float"),
+        ("kernels_us", {"dense": {"per_mac": 1, "per_out_float": 0, "base": 0, "per_row": 1}}, "per_row"),
+        ("kernels_us", [1, 2], "kernels_us"),
+        ("kernels_us", {"dense": {"per_mac": 1, "per_out_float": 0, "base": 0, "per_in_float": None}}, "per_in_float"),
+        ("other_us", {"LRN": {"per_float": 1, "base": 0, "per_window_float": "x"}}, "other_us.LRN.per_window_float"),
+        ("call_us", {"base": -2}, "call_us.base"),
+        ("call_us", 3, "call_us"),
+    ],
+)
+def test_malformed_profile_is_a_one_line_error(tmp_path: Path, field: str, value: object, expected: str) -> None:
+    raw = json.loads((emulator.DEVICES_DIR / "rpi3b-optee.json").read_text())
+    raw[field] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    res = CliRunner().invoke(main, ["partition", str(EXAMPLE_MODELS / "lenet5.onnx"), "--device", str(path)])
+    print(res.output)
+    assert res.exit_code == 2
+    line = res.output.strip()
+    assert "\n" not in line and str(path) in line and expected in line
 
 
 def test_profile_rejects_malformed_other_us(tmp_path: Path) -> None:

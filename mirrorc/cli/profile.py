@@ -23,7 +23,12 @@ def register(main: click.Group) -> None:
     @click.option(
         "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the profile JSON to this file."
     )
-    @click.option("--models", default="lenet5,vgg7", show_default=True, help="Example models timed, comma-separated.")
+    @click.option(
+        "--models",
+        default="lenet5,vgg7,sweep32,sweep64,sweep112,sweep56",
+        show_default=True,
+        help="Models timed, comma-separated: the examples and the layer-shape sweep (mirrorc.profile_sweep).",
+    )
     @click.option(
         "-C", "--channels", default="1,2,4", show_default=True, help="CPM widths C swept per model, comma-separated."
     )
@@ -55,5 +60,16 @@ def register(main: click.Group) -> None:
         ):
             fit = profile[key]
             click.echo(f"{key:<18} {fit[slope]:.4g} us/{unit} + {fit['base']:.4g} us")
+        for kernel, t in profile["kernels_us"].items():  # what the emulator uses in place of the lines above
+            loops = (
+                f"{t['per_out_channel']:.4g} us/out channel"
+                if kernel != "dense"
+                else f"{t['per_in_float']:.4g} us/input"
+            )
+            click.echo(
+                f"{kernel:<18} {t['per_mac']:.4g} us/MAC + {t['per_out_float']:.4g} us/out float + {loops} "
+                f"+ {t['base']:.4g} us"
+            )
+        click.echo(f"{'call_us':<18} {profile['call_us']['base']:.4g} us per inference")
         if output is not None:
             click.echo(f"profile written to {output}")

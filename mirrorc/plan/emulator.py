@@ -5,8 +5,17 @@ Latency is a sum of linear models fitted on the target board, all in microsecond
   Conv2D         = per_workload * workload + base (Eq. 4, workload = K^2*IC*OC*FO^2)
   Dense          = per_workload * workload + base (Eq. 5, workload = IC*OC)
 times the empirical scale factor of Sec. V-D on the terms the profile names. Other layers (ReLU,
-pooling, Add) are left out, as in the paper, unless the profile has `other_us` (a measured profile,
-`mirrorc profile`): then per op type (or "*" for the rest) per_float * output floats + base.
+pooling, Add) are left out, as in the paper. That is the whole model of a profile with only those
+fields (the bundled rpi3b-optee). A measured profile (`mirrorc profile`) adds, each optional:
+  kernels_us       per kernel of the C (`kernel_of`: conv_pointwise, conv_spatial, conv_grouped,
+                   conv_strided, dense) per_mac * MACs + per_out_float * output floats
+                   + per_out_channel * output channels (a conv's loop over output planes)
+                   + per_in_float * input features (a dense layer's) + base, in place of Eq. 4 / 5:
+                   each kernel runs its own loops, and a narrow CPM's cost is not one line per MAC;
+  other_us         per op type (or "*" for the rest) per_float * output floats
+                   + per_window_float * window * output floats (`Layer.window`: a pooling's kernel
+                   area, an LRN's size) + base;
+  call_us.base     a fixed cost per inference (reset, the calls into the model).
 The coefficients are data: a device profile JSON in mirrorc/plan/devices/ (or any path), never code.
 """
 
@@ -33,6 +42,59 @@ class Linear:
 
 
 @dataclasses.dataclass(frozen=True)
+class Terms:
+    """A measured layer cost in us: per_mac * MACs + per_float * output floats
+    + per_window * window * output floats + per_out_channel * output channels
+    + per_in_float * input features (dense layers) + base."""
+
+    per_mac: float = 0.0
+    per_float: float = 0.0
+    per_window: float = 0.0
+    per_out_channel: float = 0.0
+    per_in_float: float = 0.0
+    base: float = 0.0
+
+    def us(self, layer: Layer) -> float:
+        floats = layer.out_floats
+        return (
+            self.per_mac * layer.macs
+            + self.per_float * floats
+            + self.per_window * layer.window * floats
+            + self.per_out_channel * out_channels(layer)
+            + self.per_in_float * in_features(layer)
+            + self.base
+        )
+
+
+def out_channels(layer: Layer) -> int:
+    """A conv's output channels (planes its loops compute); 0 for other layers."""
+    return (layer.oc or 0) if layer.kind == "conv" else 0
+
+
+def in_features(layer: Layer) -> int:
+    """A dense layer's input numbers per sample (MACs / OC); 0 for other layers."""
+    return layer.macs // layer.oc if layer.kind in ("dense", "matmul") and layer.oc else 0
+
+
+KERNELS = ("conv_pointwise", "conv_spatial", "conv_grouped", "conv_strided", "dense")
+
+
+def kernel_of(layer: Layer) -> str | None:
+    """Which of the C's compute loops a layer runs: "conv_strided" (mc_conv2d's strided path),
+    "conv_grouped" (groups > 1), "conv_pointwise" (1x1), "conv_spatial" (mc_conv2d_s1), "dense"
+    (mc_gemm and MatMul); None for the other layers."""
+    if layer.kind in ("dense", "matmul"):
+        return "dense"
+    if layer.kind != "conv":
+        return None
+    if layer.strides != (1, 1):
+        return "conv_strided"
+    if layer.groups > 1:
+        return "conv_grouped"
+    return "conv_pointwise" if layer.k == (1, 1) else "conv_spatial"
+
+
+@dataclasses.dataclass(frozen=True)
 class Device:
     name: str
     switch: Linear
@@ -44,9 +106,11 @@ class Device:
     tee_memory_bytes: int
     ta_overhead_bytes: int
     path: str
-    other: tuple[tuple[str, Linear], ...] = ()  # op type ("*": any other) -> us per output float + base
+    other: tuple[tuple[str, Terms], ...] = ()  # op type ("*": any other) -> its terms
+    kernels: tuple[tuple[str, Terms], ...] = ()  # kernel_of() -> its terms, in place of Eq. 4 / 5
+    call_us: float = 0.0  # fixed cost per inference
 
-    def other_fit(self, op_type: str) -> Linear | None:
+    def other_fit(self, op_type: str) -> Terms | None:
         fits = dict(self.other)
         return fits.get(op_type, fits.get("*"))
 
@@ -55,15 +119,17 @@ class Device:
         return self.switch.slope * (nbytes / self.kb_bytes) + self.switch.base
 
     def layer_us(self, layer: Layer) -> float:
-        """Secure-world latency of one layer (Eq. 4 / Eq. 5, scaled); 0 for layers the paper ignores."""
-        if layer.kind == "conv":
-            fit = self.conv
-        elif layer.kind in ("dense", "matmul"):
-            fit = self.dense
+        """Secure-world latency of one layer: the profile's terms for its kernel or op type, else Eq. 4 /
+        Eq. 5 (scaled); 0 for layers the paper ignores when the profile does not time them."""
+        kernel = dict(self.kernels).get(kernel_of(layer) or "")
+        if kernel is not None:
+            us = kernel.us(layer)
+        elif layer.kind in ("conv", "dense", "matmul"):
+            fit = self.conv if layer.kind == "conv" else self.dense
+            us = fit.slope * layer.workload + fit.base
         else:
             other = self.other_fit(layer.op_type)
-            return other.slope * layer.out_floats + other.base if other else 0.0
-        us = fit.slope * layer.workload + fit.base
+            return other.us(layer) if other else 0.0
         kind = "dense" if layer.kind == "matmul" else layer.kind
         return us * self.scale if kind in self.scale_applies_to else us
 
@@ -102,13 +168,53 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
             raise MirrorcError(f"{path}: field '{'.'.join(keys)}' must be a non-negative number, got {obj!r}")
         return obj
 
-    other_raw = raw.get("other_us", {})
-    if not isinstance(other_raw, dict):
-        raise MirrorcError(f"{path}: field 'other_us' must be an object of op type -> per_float, base")
-    other = tuple(
-        (op, Linear(float(num("other_us", op, "per_float")), float(num("other_us", op, "base"))))
-        for op in sorted(other_raw)
+    def optional(*keys: str) -> float:  # an optional term: 0 when absent
+        obj = raw
+        for k in keys[:-1]:
+            obj = obj[k]
+        return float(num(*keys)) if keys[-1] in obj else 0.0
+
+    def table(field: str, required: tuple[str, ...], terms: dict[str, str]) -> tuple[tuple[str, Terms], ...]:
+        """An optional object of name -> {term: number}; `terms` maps its JSON keys to Terms fields."""
+        entries = raw.get(field, {})
+        if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+            raise MirrorcError(f"{path}: field '{field}' must be an object of name -> {{{', '.join(terms)}}}")
+        for name, entry in entries.items():
+            unknown = sorted(set(entry) - set(terms) - {"source"})
+            if unknown:
+                raise MirrorcError(f"{path}: field '{field}.{name}' has unknown term '{unknown[0]}'")
+        return tuple(
+            (
+                name,
+                Terms(
+                    **{
+                        attr: float(num(field, name, key)) if key in required else optional(field, name, key)
+                        for key, attr in terms.items()
+                    }
+                ),
+            )
+            for name in sorted(entries)
+        )
+
+    other = table(
+        "other_us", ("per_float", "base"), {"per_float": "per_float", "per_window_float": "per_window", "base": "base"}
     )
+    kernels = table(
+        "kernels_us",
+        ("per_mac", "per_out_float", "base"),
+        {
+            "per_mac": "per_mac",
+            "per_out_float": "per_float",
+            "per_out_channel": "per_out_channel",
+            "per_in_float": "per_in_float",
+            "base": "base",
+        },
+    )
+    if set(dict(kernels)) - set(KERNELS):
+        bad = sorted(set(dict(kernels)) - set(KERNELS))[0]
+        raise MirrorcError(f"{path}: field 'kernels_us.{bad}': not a kernel ({', '.join(KERNELS)})")
+    if "call_us" in raw and not isinstance(raw["call_us"], dict):
+        raise MirrorcError(f"{path}: field 'call_us' must be an object with 'base'")
     applies = raw.get("compute_scale", {}).get("applies_to", ["conv", "dense"])
     if not isinstance(applies, list) or not set(applies) <= {"conv", "dense"}:
         raise MirrorcError(f'{path}: field \'compute_scale.applies_to\' must be a list of "conv"/"dense"')
@@ -124,6 +230,8 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
         ta_overhead_bytes=int(num("ta_overhead_bytes")),
         path=str(path),
         other=other,
+        kernels=kernels,
+        call_us=float(num("call_us", "base")) if "call_us" in raw else 0.0,
     )
 
 
@@ -138,7 +246,7 @@ def predict(device: Device, cpm_layers: Iterable[Layer], buffers: Sequence[int])
         for x in cpm_layers
         if x.kind != "other" or device.other
     ]
-    compute = sum(x["us"] for x in per_layer)
+    compute = sum(x["us"] for x in per_layer) + (device.call_us if per_layer else 0.0)
     streaming_switch = sum(device.switch_us(b) for b in buffers)
     single_switch = device.switch_us(sum(buffers)) if buffers else 0.0
     return {

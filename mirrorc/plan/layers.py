@@ -48,6 +48,8 @@ class Layer:
     fo: tuple[int, int] | None = None  # (FO_h, FO_w)
     groups: int = 1
     out_floats: int = 0  # numbers in the first output per sample; 0 when its shape is unknown
+    strides: tuple[int, int] = (1, 1)  # a conv's; the emulator picks the kernel's line by them
+    window: int = 1  # inputs read per output number: a pooling's kernel area, an LRN's size
 
     @property
     def notation(self) -> str:
@@ -199,7 +201,25 @@ def _conv(node: onnx.NodeProto, shapes: Shapes, params: int) -> Layer:
         fi=(x[2], x[3]),
         fo=(y[2], y[3]),
         groups=groups,
+        strides=_pair_attr(node, "strides"),
     )
+
+
+def _pair_attr(node: onnx.NodeProto, name: str) -> tuple[int, int]:
+    v = [int(x) for x in _attr(node, name, [1, 1])]
+    return (v[0], v[-1]) if v else (1, 1)
+
+
+def _window(node: onnx.NodeProto, shapes: Shapes) -> int:
+    """Inputs each output number of a pooling or LRN reads (1 for other ops)."""
+    if node.op_type in ("MaxPool", "AveragePool", "LpPool"):
+        return int(np.prod(_attr(node, "kernel_shape", [1]), dtype=np.int64))
+    if node.op_type == "LRN":
+        return int(_attr(node, "size", 1))
+    if node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
+        s = shapes.shape.get(node.input[0])
+        return int(np.prod(s[2:], dtype=np.int64)) if s and None not in s[2:] else 1
+    return 1
 
 
 def _dense(node: onnx.NodeProto, shapes: Shapes, params: int) -> Layer:
@@ -233,7 +253,7 @@ def layers(model: ModelLike, shapes: Shapes | None = None) -> list[Layer]:
         elif node.op_type in _DENSE_OPS:
             layer = _dense(node, shapes, params)
         else:
-            layer = Layer(node.name, node.op_type, "other", params, 0)
+            layer = Layer(node.name, node.op_type, "other", params, 0, window=_window(node, shapes))
         out_shape = shapes.shape.get(node.output[0]) if node.output else None
         if out_shape and None not in out_shape[1:]:  # the emulator's per-float cost of "other" layers
             layer = dataclasses.replace(layer, out_floats=int(np.prod(out_shape[1:], dtype=np.int64)))

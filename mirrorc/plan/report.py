@@ -164,7 +164,8 @@ def build_report(
     final = {
         "bytes": logits_bytes,
         "nodes": [x.name for x in final_cpm],
-        "secure_us": dev.switch_us(logits_bytes) + sum(dev.layer_us(x) for x in final_cpm),
+        # the profile's fixed cost per inference is charged once, here
+        "secure_us": dev.switch_us(logits_bytes) + sum(dev.layer_us(x) for x in final_cpm) + dev.call_us,
     }
 
     prediction = emulator.predict(dev, cpm_layers, [t["bytes"] for t in taps] + [logits_bytes])
