@@ -408,9 +408,9 @@ static void fuzz_invoke(void *s, struct cursor *c, const float *single, int forc
 	int reached_defences = answers && res != TEE_ERROR_BAD_PARAMETERS && res != TEE_ERROR_BAD_STATE;
 	if (reached_defences) {
 		/* the parameters were valid (else BAD_PARAMETERS): the logits end the memref */
-		const float *logits = (const float *)buffers[0] + (size_t)(before[0].memref.size / 4) - NUM_CLASSES;
 		if (!buffers[0] || types != label_types)
 			fail("an answer or a defence's refusal to invalid parameters", res, cmd);
+		const float *logits = (const float *)buffers[0] + (size_t)(before[0].memref.size / 4) - NUM_CLASSES;
 		TEE_Result want = model_answer(logits);
 		if (res != want)
 			fail("the defences answered otherwise than the model (got, want)", res, want);
