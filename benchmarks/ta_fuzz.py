@@ -1,7 +1,10 @@
-"""libFuzzer on generated TAs: the entry points, generated model and kernels and the GP Internal
-API shim under ASan and UBSan, with the protocol oracle of runtime_c/fuzz/ta_fuzz.c (refusal codes,
-stream reset after every refusal, label range, the same label as a fresh session after any garbage,
-heap freed). The longer run of what tests/test_ta_fuzz.py runs for 45 s; needs clang.
+"""libFuzzer on generated TAs with every defence on (mirrorc.backend.ta.fuzz_defences: range check,
+query budget, session cap, an allow-client rule, rate limit): the entry points, generated model and
+kernels and the GP Internal API shim under ASan and UBSan, with the protocol oracle of
+runtime_c/fuzz/ta_fuzz.c (refusal codes, each defence's answer against a model of it, the session cap
+never exceeded, nothing but the label leaving, stream reset after every refusal, the query counter
+equal to the answers, the same label as a fresh session after any garbage, heap freed). The longer run
+of what tests/test_ta_fuzz.py runs for 45 s; needs clang.
 
     python benchmarks/ta_fuzz.py [--models lenet5,vgg7] [--seconds 600] [-C 2]
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -37,13 +41,16 @@ def fuzz(name: str, seconds: int, channels: int, work: Path) -> dict:
     build = work / name
     build.mkdir()
     mirrornet, _ = build_mirrornet(models / f"{name}.onnx", channels=channels)
-    fields = build_secure(mirrornet, build)
+    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
+    fields = build_secure(mirrornet, build, defences=ta.fuzz_defences(k))
     (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": name, **fields}))
     exe = ta.build_fuzzer(build)
     corpus = work / f"corpus-{name}"
     corpus.mkdir()
     args = [f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-timeout=10", "-print_final_stats=1"]
-    proc = subprocess.run([str(exe), *args, str(corpus)], capture_output=True, text=True, cwd=work)
+    with ta.fuzz_storage() as storage:
+        env = {**os.environ, "MIRRORC_TA_STORAGE": storage}
+        proc = subprocess.run([str(exe), *args, str(corpus)], capture_output=True, text=True, cwd=work, env=env)
     stats = {m[0]: int(m[1]) for m in re.findall(r"^stat::(\w+):\s+(\d+)", proc.stderr, re.M)}
     cov = re.findall(r"\bcov: (\d+) ft: (\d+)", proc.stderr)
     findings = [line for line in proc.stderr.splitlines() if "ERROR:" in line or "protocol oracle" in line]
@@ -85,7 +92,15 @@ def main() -> None:
         "ta_fuzz",
         "libFuzzer + ASan/UBSan on generated TAs (entry points, model, kernels, Internal API shim) with "
         "the protocol oracle: inputs run, inputs/s, coverage, findings",
-        {"setup": {"channels": args.channels, "harness": "runtime_c/fuzz/ta_fuzz.c", "clang": _clang()}, "rows": rows},
+        {
+            "setup": {
+                "channels": args.channels,
+                "harness": "runtime_c/fuzz/ta_fuzz.c",
+                "defences": {k: v for k, v in ta.fuzz_defences(1).items() if k not in ("logit_min", "logit_max")},
+                "clang": _clang(),
+            },
+            "rows": rows,
+        },
     )
     sys.exit(0 if all(r["exit"] == 0 and not r["findings"] for r in rows) else 1)
 

@@ -1,10 +1,12 @@
-"""libFuzzer on a generated TA (LeNet-5's CPM): entry points, model, kernels and the Internal API
-shim under ASan and UBSan, with the protocol oracle of runtime_c/fuzz/ta_fuzz.c. A bounded run
-must find nothing; the same harness on a TA with a planted bug must find it. Needs clang with
+"""libFuzzer on a generated TA (LeNet-5's CPM) with every defence on (ta.fuzz_defences): entry points,
+model, kernels and the Internal API shim under ASan and UBSan, with the protocol oracle of
+runtime_c/fuzz/ta_fuzz.c. A bounded run must find nothing; the same harness on a TA with a planted
+bug (a memory error, a protocol slip, each defence broken) must find it. Needs clang with
 libFuzzer (scripts/setup.sh installs Debian's clang); skipped otherwise."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -27,7 +29,7 @@ FUZZ_SECONDS = 45
 @pytest.fixture(scope="module")
 def lenet_build(tmp_path_factory) -> Path:
     build = tmp_path_factory.mktemp("fuzz_lenet5")
-    make_build("lenet5", build)
+    make_build("lenet5", build, defences=ta.fuzz_defences(10))
     return build
 
 
@@ -44,9 +46,15 @@ def _fuzz(exe: Path, corpus: Path, seconds: int) -> tuple[int, str, dict[str, in
     """Run the fuzzer for `seconds`; (exit code, its output, its final stats)."""
     corpus.mkdir(exist_ok=True)
     args = [f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-timeout=10", "-print_final_stats=1"]
-    proc = subprocess.run(
-        [str(exe), *args, str(corpus)], capture_output=True, text=True, timeout=seconds + 120, cwd=corpus.parent
-    )
+    with ta.fuzz_storage() as storage:
+        proc = subprocess.run(
+            [str(exe), *args, str(corpus)],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+            cwd=corpus.parent,
+            env={**os.environ, "MIRRORC_TA_STORAGE": storage},
+        )
     stats = {m[0]: int(m[1]) for m in re.findall(r"^stat::(\w+):\s+(\d+)", proc.stderr, re.M)}
     return proc.returncode, proc.stderr, stats
 
@@ -65,13 +73,15 @@ def test_fuzzing_the_ta_finds_nothing(lenet_build, tmp_path):
         # ~400 MB): a finding only if the input it saved exhausts memory again when run alone
         saved = sorted((tmp_path).glob("oom-*"))
         assert saved, out[-3000:]
-        again = subprocess.run(
-            [str(_fuzzer(lenet_build)), "-rss_limit_mb=2048", str(saved[0])],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,
-        )
+        with ta.fuzz_storage() as storage:
+            again = subprocess.run(
+                [str(_fuzzer(lenet_build)), "-rss_limit_mb=2048", str(saved[0])],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=tmp_path,
+                env={**os.environ, "MIRRORC_TA_STORAGE": storage},
+            )
         print(f"out-of-memory during the run; its input alone: exit {again.returncode}")
         assert again.returncode == 0, again.stderr[-3000:]
         return
@@ -79,8 +89,9 @@ def test_fuzzing_the_ta_finds_nothing(lenet_build, tmp_path):
     assert runs > 1000  # it did run (on a loaded 2-core host: thousands; unloaded: tens of thousands)
 
 
+ORACLE = "ta_fuzz: protocol oracle:"
 # Bugs planted in the TA's entry points, and what the fuzzer must then report: a memory error
-# (ASan) and a protocol violation (the oracle).
+# (ASan), a protocol violation and each defence broken (the oracle).
 PLANTED = {
     "input copy ignores the declared size": (
         "if (!p->memref.buffer || p->memref.size != bytes)",
@@ -90,8 +101,29 @@ PLANTED = {
     "a refusal does not end the stream": (
         "s->next_tap = 0; /* any refusal ends the stream */",
         "(void)0;",
-        "ta_fuzz: protocol oracle:",  # a valid tap refused after a refusal, or the FINAL check
+        ORACLE,  # a valid tap refused after a refusal, or the FINAL check
     ),
+    "the session cap is off by one": (
+        "if (held >= MIRRORC_TA_SESSION_CAP)",
+        "if (held > MIRRORC_TA_SESSION_CAP)",
+        ORACLE,
+    ),
+    "no client-identity check": ("return MIRRORC_TA_ERROR_CLIENT;", "(void)0;", ORACLE),
+    "answers do not spend the rate limit": ("rate_tokens -= 1000;", "(void)0;", ORACLE),
+    "the budget answers one more": ("used >= MIRRORC_TA_QUERY_BUDGET", "used > MIRRORC_TA_QUERY_BUDGET", ORACLE),
+    "a NaN logit passes the range check": (
+        "if (!(logits[k] >= logit_min[k] && logits[k] <= logit_max[k]))",
+        "if (logits[k] < logit_min[k] || logits[k] > logit_max[k])",
+        ORACLE,
+    ),
+    "a refused FINAL writes the label": (
+        "res = may_answer(s->input);\n\tif (res != TEE_SUCCESS)\n\t\treturn res;\n"
+        "\tparams[1].value.a = (uint32_t)mirrorc_run_final(&s->state, s->input);",
+        "params[1].value.a = (uint32_t)mirrorc_run_final(&s->state, s->input);\n"
+        "\tres = may_answer(s->input);\n\tif (res != TEE_SUCCESS)\n\t\treturn res;",
+        ORACLE,
+    ),
+    "an answer carries more than the label": ("params[1].value.b = 0;", "params[1].value.b = s->next_tap + 1;", ORACLE),
 }
 
 

@@ -115,6 +115,47 @@ def test_extract_stays_inside_the_range(guarded_build):
     assert err[clean].max() <= rec.eps + 1e-5
 
 
+def test_extract_stops_where_the_query_budget_is_spent(tmp_path, monkeypatch):
+    """The attack ends at the budget: exactly `budget` answers, one refusal, and what it recovered
+    before (the inputs it completed) is exact."""
+    eps = 1e-2
+    per_input = (FIXTURE_CLASSES - 1) * math.ceil(math.log2(extract.SPAN / eps))
+    budget = 2 * per_input + 5  # two inputs and part of a third
+    build = tmp_path / "budgeted"
+    build.mkdir()
+    write_fixture_deployment(build, defences=dict(guard.no_guard(FIXTURE_CLASSES), query_budget=budget))
+    monkeypatch.setenv("MIRRORC_TA_STORAGE", str(tmp_path / "storage"))
+    x = np.random.default_rng(6).normal(size=(6, 5)).astype(np.float32)
+    with ProtectedModel(build, tee="sim", mode="single") as model:
+        rec = extract.recover(model, x, eps=eps)
+    err = np.abs(rec.differences - fixture_cpm_differences(x[:2]))
+    print(
+        f"budget {budget}: {rec.answered} answered, {rec.refused} refused, {len(rec.differences)} inputs "
+        f"completed, max error {err.max():.2e}"
+    )
+    assert rec.budget_spent and (rec.answered, rec.refused, rec.queries) == (budget, 1, budget + 1)
+    assert len(rec.differences) == 2 and rec.censored.shape == rec.confused.shape == (2, FIXTURE_CLASSES)
+    assert err.max() <= rec.eps + 1e-5
+
+
+def test_extract_waits_out_the_rate_limit(tmp_path):
+    """Rate-limit refusals are waited out and the query asked again: the same differences, every
+    search complete."""
+    eps = 1e-1
+    build = tmp_path / "limited"
+    build.mkdir()
+    defences = {**guard.no_guard(FIXTURE_CLASSES), **guard.access(session_cap=0, rate_limit=100, rate_burst=5)}
+    write_fixture_deployment(build, defences=defences)
+    x = np.random.default_rng(7).normal(size=(1, 5)).astype(np.float32)
+    with ProtectedModel(build, tee="sim", mode="single") as model:
+        rec = extract.recover(model, x, eps=eps)
+    err = np.abs(rec.differences - fixture_cpm_differences(x))
+    print(f"{rec.answered} answered, {rec.rate_limited} rate-limit refusals waited out, max error {err.max():.2e}")
+    assert rec.rate_limited > 0 and rec.refused == rec.rate_limited and not rec.budget_spent
+    assert rec.answered == (FIXTURE_CLASSES - 1) * math.ceil(math.log2(extract.SPAN / eps))
+    assert err.max() <= rec.eps + 1e-5
+
+
 def test_query_budget_persists_across_sessions_and_simulator_restarts(tmp_path, monkeypatch):
     build = tmp_path / "budgeted"
     build.mkdir()

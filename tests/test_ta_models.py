@@ -24,10 +24,10 @@ from passes import contract
 MODELS = {"lenet5": ((1, 28, 28), 200), "vgg7": ((3, 32, 32), 60)}
 
 
-def make_build(model: str, build: Path, channels: int = 2) -> onnx.ModelProto:
+def make_build(model: str, build: Path, channels: int = 2, defences: dict | None = None) -> onnx.ModelProto:
     mirrornet, _ = build_mirrornet(EXAMPLE_MODELS / f"{model}.onnx", channels=channels)
     onnx.save(mirrornet, build / "mirrornet.onnx")
-    fields = build_secure(mirrornet, build)
+    fields = build_secure(mirrornet, build, defences=defences)
     plan = {"format": contract.PLAN_FORMAT, "model": f"{model}.onnx", **fields}
     (build / "plan.json").write_text(json.dumps(plan, indent=1))
     return mirrornet

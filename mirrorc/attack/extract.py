@@ -11,6 +11,10 @@ search stays inside it: s spans [lo_j - hi_0, hi_j - lo_0], a difference outside
 bounded ("censored"), and "low" is each class's lowest allowed logit, which may no longer keep a
 third class from winning ("confused" searches).
 
+Against the TA's other defences the search behaves as an attacker would: a rate-limit refusal is waited
+out (backoff from RATE_WAIT_S, doubling to RATE_WAIT_MAX_S, then the same query again); a spent query
+budget ends the recovery, which keeps the inputs completed before it.
+
 The clone is a fresh CPM of the secure graph's shape (mirrornet.onnx with every cpm/* initializer
 re-drawn, thief.reinitialize) behind the stolen backbone, trained by L2 on the recovered differences
 (its own cpm_logits minus their class-0 entry); scored by onnxruntime on the test split.
@@ -19,6 +23,7 @@ re-drawn, thief.reinitialize) behind the stolen backbone, trained by L2 on the r
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,18 +40,28 @@ SPAN = 128.0
 SUPPRESS = 1e4
 DEFAULT_EPS = 1e-3
 CLONE_LR = 1e-3  # Adam on an L2 regression of logits: no grid needed to converge
+# The wait after a rate-limit refusal, doubled while refused: the attacker does not know the rate.
+RATE_WAIT_S = 0.005
+RATE_WAIT_MAX_S = 0.5
 
 
 @dataclass
 class Recovered:
     """Per input, cpm_j - cpm_0 for every class j (column 0 is 0), and how it was obtained."""
 
-    differences: np.ndarray  # float32 [N, K]
+    differences: np.ndarray  # float32 [N, K]; N = the inputs completed (fewer once a budget is spent)
     queries: int  # TA calls spent
     refused: int  # calls the TA refused
     censored: np.ndarray  # bool [N, K]: the difference lies outside what the search could reach
     confused: np.ndarray  # bool [N, K]: a third class won some query of the search
     eps: float  # the precision each search reached (half its final interval)
+    rate_limited: int = 0  # of `refused`: rate-limit refusals, waited out and asked again
+    budget_spent: bool = False  # the TA's query budget ended the recovery
+
+    @property
+    def answered(self) -> int:
+        """TA calls that returned a label."""
+        return self.queries - self.refused
 
 
 def logit_bounds(plan: dict, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +89,31 @@ def recover(deployed: object, x: np.ndarray, eps: float = DEFAULT_EPS) -> Recove
     diffs = np.zeros((n, k), np.float32)
     censored = np.zeros((n, k), bool)
     confused = np.zeros((n, k), bool)
-    queries = refused = 0
+    queries = refused = rate_limited = 0
     worst_eps = 0.0
+    wait = RATE_WAIT_S
+    budget_spent = False
+
+    def ask(taps: list[np.ndarray], logits: np.ndarray) -> int | None:
+        """The TA's label; -1 if it refused these logits; None once the query budget is spent."""
+        nonlocal queries, refused, rate_limited, wait
+        while True:
+            queries += 1
+            try:
+                label = deployed.query(taps, logits)
+                wait = RATE_WAIT_S
+                return label
+            except teec.TeecError as e:
+                refused += 1
+                if e.result == contract.TA_ERROR_QUERY_BUDGET:
+                    return None
+                if e.result != contract.TA_ERROR_RATE_LIMIT:
+                    return -1
+            rate_limited += 1
+            time.sleep(wait)
+            wait = min(2 * wait, RATE_WAIT_MAX_S)
+
+    done = 0
     for i in range(n):
         taps = [o[i] for o in outputs[:-1]]
         for j in range(1, k):
@@ -92,21 +130,33 @@ def recover(deployed: object, x: np.ndarray, eps: float = DEFAULT_EPS) -> Recove
                     logits[j], logits[0] = v, min(max(v - s, lo[0]), hi[0])
                 else:  # near 0, where float32 keeps eps
                     logits[j], logits[0] = s, 0.0
-                try:
-                    label = deployed.query(taps, logits.astype(np.float32))
-                except teec.TeecError:
-                    refused += 1
-                    label = -1
-                queries += 1
+                label = ask(taps, logits.astype(np.float32))
+                if label is None:
+                    budget_spent = True
+                    break
                 if label == j:
                     b, flipped_high = s, True
                 else:
                     a, flipped_low = s, True
                     confused[i, j] |= label not in (0, j)
+            if budget_spent:
+                break
             censored[i, j] = not (flipped_low and flipped_high)
             worst_eps = max(worst_eps, (b - a) / 2)
             diffs[i, j] = -(a + b) / 2  # threshold = cpm_0 - cpm_j
-    return Recovered(diffs, queries, refused, censored, confused, worst_eps)
+        if budget_spent:
+            break
+        done = i + 1
+    return Recovered(
+        diffs[:done],
+        queries,
+        refused,
+        censored[:done],
+        confused[:done],
+        worst_eps,
+        rate_limited=rate_limited,
+        budget_spent=budget_spent,
+    )
 
 
 def train_clone(
@@ -172,16 +222,19 @@ def run_extract(
     if not (view.build_dir / "plan.json").is_file():
         raise MirrorcError(f"{view.build_dir}: extract needs the deployed TA (plan.json, normal.onnx, ta/)")
     with ProtectedModel(view.build_dir, tee="sim", mode="single") as deployed:
+        started = time.perf_counter()
         rec = recover(deployed, x_pool, eps)
+        recovery_seconds = time.perf_counter() - started
     # a censored or confused search says nothing exact: the clone learns from the clean ones only
     known = ~(rec.censored | rec.confused)
     known[:, 0] = True  # cpm_0 - cpm_0 = 0 by definition
     usable = known[:, 1:].any(axis=1)
     if not usable.any():
-        raise MirrorcError("extract: no CPM logit difference could be recovered inside the TA's logit range")
+        spent = " before the query budget was spent" if rec.budget_spent else " inside the TA's logit range"
+        raise MirrorcError(f"extract: no CPM logit difference could be recovered{spent}")
     clone = train_clone(
         view,
-        x_pool[usable],
+        x_pool[: len(usable)][usable],
         rec.differences[usable],
         known[usable],
         seed=seed,
@@ -190,7 +243,12 @@ def run_extract(
     result = thief.Result("extract", len(x_pool), seed, thief.accuracy(clone, contract.LABEL, x_test, y_test), CLONE_LR)
     result.extra.update(
         queries=rec.queries,
+        answered=rec.answered,
         refused=rec.refused,
+        rate_limited=rec.rate_limited,
+        budget_spent=rec.budget_spent,
+        inputs_completed=len(rec.differences),
+        recovery_seconds=recovery_seconds,
         eps=rec.eps,
         inputs_recovered=int(known.all(axis=1).sum()),
         differences_recovered=int(known[:, 1:].sum()),

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import uuid as uuidlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -301,6 +302,32 @@ FUZZ_CFLAGS = (
 )
 
 
+# The fuzzed TA's defences (every one on, small enough that inputs reach them): the allowed client is
+# user uid 1000; the range is arbitrary, as the fuzzer's logits are.
+FUZZ_QUERY_BUDGET = 1000
+FUZZ_RATE = (5, 1)  # labels/s, burst: a second answer within 200 ms is refused
+
+
+def fuzz_defences(num_classes: int) -> dict:
+    """The plan "guard" of the TA the libFuzzer harness fuzzes (benchmarks/ta_fuzz.py, tests): range
+    check, query budget, session cap, an allow-client rule and a rate limit."""
+    return {
+        "range_check": True,
+        "logit_min": [-4.0 - 0.5 * k for k in range(num_classes)],
+        "logit_max": [4.0 + 0.25 * k for k in range(num_classes)],
+        "margin": guard.RANGE_MARGIN,
+        "query_budget": FUZZ_QUERY_BUDGET,
+        **guard.access(allow_client="user:1000", rate_limit=FUZZ_RATE[0], rate_burst=FUZZ_RATE[1]),
+    }
+
+
+def fuzz_storage() -> tempfile.TemporaryDirectory:
+    """A directory for the fuzzed TA's query counter ($MIRRORC_TA_STORAGE of the harness): in memory
+    (/dev/shm) where there is one, as every answer commits it (an fdatasync: 5 ms on this disk)."""
+    shm = Path("/dev/shm")
+    return tempfile.TemporaryDirectory(prefix="mirrorc-fuzz-", dir=shm if shm.is_dir() else None)
+
+
 def build_fuzzer(build_dir: str | os.PathLike, compiler: str = "clang") -> Path:
     """The libFuzzer harness runtime_c/fuzz/ta_fuzz.c linked with the build's TA (entry points,
     generated model, kernels) and the Internal API shim, under ASan and UBSan (tests and
@@ -315,7 +342,7 @@ def build_fuzzer(build_dir: str | os.PathLike, compiler: str = "clang") -> Path:
         name="ta_fuzz",
         include_dirs=[SHIM, *ta_include_dirs(ta_dir)],
         cflags=FUZZ_CFLAGS,
-        defines={"MIRRORC_FUZZ_TA_HEADER": f'"{headers[0].name}"'},
+        defines={"MIRRORC_FUZZ_TA_HEADER": f'"{headers[0].name}"', "MIRRORC_FUZZ_MAX_SESSIONS": MAX_SESSIONS},
         ldflags=["-fsanitize=fuzzer,address,undefined"],
         compiler=compiler,
         out_dir=ta_dir / "sim",  # beside the simulator: host builds of the TA, holding its weights

@@ -13,7 +13,8 @@
  *
  * The current client's identity ("gpd.client.identity" of TEE_PROPSET_CURRENT_CLIENT) is what the
  * simulator's main set in msim_client_identity before entering the TA, as OP-TEE's core hands the TA
- * the identity the REE kernel derived at session open; TEE_GetSystemTime is CLOCK_MONOTONIC.
+ * the identity the REE kernel derived at session open; TEE_GetSystemTime is CLOCK_MONOTONIC, or
+ * msim_fixed_time_ms when msim_clock_fixed is set (a fuzzing harness drives the clock).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -125,11 +126,22 @@ TEE_Result TEE_GetPropertyAsIdentity(TEE_PropSetHandle propsetOrEnumerator, cons
 	return TEE_SUCCESS;
 }
 
+/* A clock the harness sets (runtime_c/fuzz/ta_fuzz.c), so that the rate limit is reproducible. */
+int msim_clock_fixed;
+uint64_t msim_fixed_time_ms;
+
 void TEE_GetSystemTime(TEE_Time *time)
 {
 	struct timespec ts;
 
-	if (!time || clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+	if (!time)
+		TEE_Panic(TEE_ERROR_BAD_PARAMETERS);
+	if (msim_clock_fixed) {
+		time->seconds = (uint32_t)(msim_fixed_time_ms / 1000);
+		time->millis = (uint32_t)(msim_fixed_time_ms % 1000);
+		return;
+	}
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 		TEE_Panic(TEE_ERROR_GENERIC);
 	time->seconds = (uint32_t)ts.tv_sec;
 	time->millis = (uint32_t)(ts.tv_nsec / 1000000);
