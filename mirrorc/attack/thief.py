@@ -574,6 +574,13 @@ class Cell:
     extra: dict = field(default_factory=dict)
 
 
+def scratch_key(normal: onnx.ModelProto, dataset: Dataset, schedule: Schedule) -> tuple:
+    """What the labelled from-scratch baseline depends on (architecture, data, schedule): builds with the
+    same key share it (a Cell's key is this plus budget and seed; `run_plans`' scratch_cache holds them)."""
+    data = (len(dataset.x_train), float(dataset.x_train[:256].sum()), float(dataset.x_test[:256].sum()))
+    return ("scratch", architecture_key(normal, contract.BACKBONE_LOGITS), data, repr(schedule))
+
+
 @dataclass
 class Plan:
     """One build's attack grid before any training: its rows in report order (the as-is results,
@@ -641,8 +648,7 @@ def plan(
     for b in budgets:
         draw_budget(n_train, b, 0)  # fail on a bad budget before any training
     x_test, y_test = dataset.x_test, dataset.y_test
-    dataset_key = (len(dataset.x_train), float(dataset.x_train[:256].sum()), float(x_test[:256].sum()))
-    arch = architecture_key(view.normal, contract.BACKBONE_LOGITS)
+    scratch = scratch_key(view.normal, dataset, schedule)
     where = str(view.build_dir.resolve())
 
     as_is_logits = run_onnx(view.normal, contract.BACKBONE_LOGITS, x_test)
@@ -666,7 +672,7 @@ def plan(
                 }
             for name, oracle in trained.items():
                 x, y = (x_pool, y_oracle) if oracle else (x_lab, y_lab)
-                key = ("scratch", arch, dataset_key, repr(schedule)) if name == "scratch" else (where, name)
+                key = scratch if name == "scratch" else (where, name)
                 job = (view, name, x, y, x_test, y_test, schedule, seed, budget)
                 rows.append(Cell(name, budget, seed, (*key, budget, seed), job, agreement if oracle else {}))
             if "extract" in attacks:
