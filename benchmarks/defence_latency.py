@@ -58,7 +58,7 @@ def make_builds(out: Path, data: str, data_dir: str) -> list[str]:
     if not (models / "lenet5.onnx").exists():
         write_all(models)
     mirrornet, _ = build_mirrornet(models / "lenet5.onnx", channels=2)
-    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
+    k = contract.num_classes(mirrornet)
     x_train = load_dataset(data, data_dir=data_dir, input_shape=(1, 28, 28), limit_train=10000).x_train
     ranged = guard.logit_range(mirrornet, x_train)
     me = f"user:{os.geteuid()}"

@@ -41,7 +41,7 @@ def make_build(name: str, channels: int, work: Path) -> Path:
     build.mkdir()
     mirrornet, _ = build_mirrornet(models / f"{name}.onnx", channels=channels)
     onnx.save(mirrornet, build / "mirrornet.onnx")
-    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
+    k = contract.num_classes(mirrornet)
     fields = build_secure(mirrornet, build, defences={**guard.no_guard(k), **guard.access()})
     (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": name, **fields}))
     return build

@@ -41,7 +41,7 @@ def fuzz(name: str, seconds: int, channels: int, work: Path) -> dict:
     build = work / name
     build.mkdir()
     mirrornet, _ = build_mirrornet(models / f"{name}.onnx", channels=channels)
-    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
+    k = contract.num_classes(mirrornet)
     fields = build_secure(mirrornet, build, defences=ta.fuzz_defences(k))
     (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": name, **fields}))
     exe = ta.build_fuzzer(build)

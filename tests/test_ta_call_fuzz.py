@@ -26,7 +26,7 @@ def lenet_build(tmp_path_factory) -> Path:
     build = tmp_path_factory.mktemp("call_fuzz_lenet5")
     mirrornet, _ = build_mirrornet(EXAMPLE_MODELS / "lenet5.onnx", channels=2)
     onnx.save(mirrornet, build / "mirrornet.onnx")
-    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
+    k = contract.num_classes(mirrornet)
     fields = build_secure(mirrornet, build, defences={**guard.no_guard(k), **guard.access()})
     (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": "lenet5.onnx", **fields}))
     return build

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from mirrorc.attack.names import ALL_ATTACKS
 from mirrorc.cli.common import echo_json, user_errors
 from mirrorc.errors import MirrorcError
 
@@ -54,9 +55,7 @@ def register(main: click.Group) -> None:
     )
     @click.option(
         "--attacks",
-        default=",".join(
-            ("as_is", "finetune_all", "retrain_head", "replace_cpm", "distill", "scratch", "scratch_oracle")
-        ),
+        default=",".join(ALL_ATTACKS),
         show_default=True,
         help="which attacks to run, comma-separated; 'extract' (not by default: it spends (K-1)*~17 TA "
         "queries per image) recovers the CPM's logits by binary search on the backbone logits and clones the CPM",
