@@ -28,7 +28,7 @@ from record import write_results  # noqa: E402
 from examples.make_models import write_all  # noqa: E402
 from mirrorc.attack.call_fuzz import fuzz_calls  # noqa: E402
 from mirrorc.backend import guard  # noqa: E402
-from mirrorc.backend.secure_build import build_secure  # noqa: E402
+from mirrorc.backend.secure_build import write_build  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes import contract  # noqa: E402
 
@@ -40,10 +40,8 @@ def make_build(name: str, channels: int, work: Path) -> Path:
     build = work / name
     build.mkdir()
     mirrornet, _ = build_mirrornet(models / f"{name}.onnx", channels=channels)
-    onnx.save(mirrornet, build / "mirrornet.onnx")
     k = contract.num_classes(mirrornet)
-    fields = build_secure(mirrornet, build, defences={**guard.no_guard(k), **guard.access()})
-    (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": name, **fields}))
+    write_build(mirrornet, build, name, defences={**guard.no_guard(k), **guard.access()})
     return build
 
 

@@ -14,7 +14,6 @@ which do not depend on training."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -29,7 +28,7 @@ from record import write_results  # noqa: E402
 
 from examples.make_models import write_all  # noqa: E402
 from mirrorc.backend import ta  # noqa: E402
-from mirrorc.backend.secure_build import build_secure  # noqa: E402
+from mirrorc.backend.secure_build import write_build  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes import contract  # noqa: E402
 
@@ -41,9 +40,7 @@ def fuzz(name: str, seconds: int, channels: int, work: Path) -> dict:
     build = work / name
     build.mkdir()
     mirrornet, _ = build_mirrornet(models / f"{name}.onnx", channels=channels)
-    k = contract.num_classes(mirrornet)
-    fields = build_secure(mirrornet, build, defences=ta.fuzz_defences(k))
-    (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": name, **fields}))
+    fields = write_build(mirrornet, build, name, defences=ta.fuzz_defences(contract.num_classes(mirrornet)))
     exe = ta.build_fuzzer(build)
     corpus = work / f"corpus-{name}"
     corpus.mkdir()
