@@ -128,10 +128,9 @@ def register(main: click.Group) -> None:
 
         resolve_device(device)  # fail on a bad --device or --ray before any work
         if ray_address:
-            from mirrorc.train.grid import check_device, require_ray
+            from mirrorc.train.grid import check_ray
 
-            require_ray()
-            check_device(ray_address, device)
+            check_ray(ray_address, device)
         view = atk.load_view(build_dir)  # fail on a bad build before reading the dataset
         from mirrorc.train.data import load_dataset
 
