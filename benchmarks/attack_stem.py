@@ -290,7 +290,7 @@ def main(argv=None) -> int:
         data_dir=args.data_dir,
         input_shape=input_shape,
         limit_train=args.limit_train,
-        num_classes=int({p.key: p.value for p in base.metadata_props}[contract.META_NUM_CLASSES]),
+        num_classes=contract.num_classes(base),
     )
 
     # the unprotected model, trained the same way from the same initial backbone weights

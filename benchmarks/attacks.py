@@ -164,16 +164,14 @@ def main(argv=None) -> int:
     from mirrorc.plan.inspect import inspect_model
     from mirrorc.train.data import load_dataset
     from mirrorc.train.distributed import resolve_device
-    from mirrorc.train.grid import check_device, require_ray, run_tasks
+    from mirrorc.train.grid import check_ray, run_tasks
 
     # the size class mirrorc.plan.report.measured_protection matches other models against (read first:
     # a model it cannot read fails here, not after the grid)
     backbone_macs = inspect_model(args.model)["totals"]["macs"]
 
     resolve_device(args.device)  # a bad --device or a missing Ray fails before any work
-    if args.ray:
-        require_ray()
-        check_device(args.ray, args.device)
+    check_ray(args.ray, args.device)
     if args.threads:
         import torch
 

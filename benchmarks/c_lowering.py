@@ -31,11 +31,10 @@ from record import write_results  # noqa: E402
 
 from mirrorc.backend import cbuild  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
+from mirrorc.zoo import zoo_model_path  # noqa: E402
 from passes import contract  # noqa: E402
 from passes.lower_c import lower  # noqa: E402
 from passes.split import split  # noqa: E402
-
-ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 
 def model_path(name: str, tmp: Path) -> Path:
@@ -45,7 +44,7 @@ def model_path(name: str, tmp: Path) -> Path:
                 [sys.executable, str(ROOT / "examples" / "make_models.py"), str(tmp)], check=True, capture_output=True
             )
         return tmp / f"{name}.onnx"
-    return ZOO / f"light_{name}.onnx"
+    return zoo_model_path(name)
 
 
 def session(model, threads=1):

@@ -46,11 +46,10 @@ def make_builds(out: Path, data: str, data_dir: str) -> list[str]:
     """LeNet-5 MirrorNet builds in OUT, one per defence: open, range check, query budget (never spent),
     session cap, client identity check (this user), rate limit (above the honest rate measured here, so
     never met), all but the budget."""
-    import onnx
 
     from examples.make_models import write_all
     from mirrorc.backend import guard
-    from mirrorc.backend.secure_build import build_secure
+    from mirrorc.backend.secure_build import write_build
     from mirrorc.pipeline import build_mirrornet
     from passes import contract
 
@@ -58,7 +57,7 @@ def make_builds(out: Path, data: str, data_dir: str) -> list[str]:
     if not (models / "lenet5.onnx").exists():
         write_all(models)
     mirrornet, _ = build_mirrornet(models / "lenet5.onnx", channels=2)
-    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
+    k = contract.num_classes(mirrornet)
     x_train = load_dataset(data, data_dir=data_dir, input_shape=(1, 28, 28), limit_train=10000).x_train
     ranged = guard.logit_range(mirrornet, x_train)
     me = f"user:{os.geteuid()}"
@@ -75,9 +74,7 @@ def make_builds(out: Path, data: str, data_dir: str) -> list[str]:
     for name, defences in variants.items():
         build = out / name
         build.mkdir(parents=True, exist_ok=True)
-        onnx.save(mirrornet, build / "mirrornet.onnx")
-        fields = build_secure(mirrornet, build, defences=defences)
-        (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": "lenet5", **fields}))
+        write_build(mirrornet, build, "lenet5", defences=defences)
         builds.append(str(build))
     return builds
 

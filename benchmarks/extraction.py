@@ -160,6 +160,19 @@ def identity_attack(build: str) -> dict:
     }
 
 
+def scores(res: thief.Result, scratch: float, distill_accuracy: float, distill_head_start: float, t0: float) -> dict:
+    """A row's accuracies and head starts (the clone, the distiller, from scratch) and its times."""
+    return {
+        "clone_accuracy": res.accuracy,
+        "distill_accuracy": distill_accuracy,
+        "scratch_accuracy": scratch,
+        "clone_head_start": res.accuracy - scratch,
+        "distill_head_start": distill_head_start,
+        "recovery_seconds": res.extra["recovery_seconds"],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 def defence_table(
     args: argparse.Namespace, rows: list[dict], scratch_at: dict, ds: object, tmp: Path, schedule: thief.Schedule
 ) -> tuple[list[dict], int | None]:
@@ -197,13 +210,8 @@ def defence_table(
                 "budget_spent": res.extra["budget_spent"],
                 "inputs_completed": res.extra["inputs_completed"],
                 "differences_recovered": res.extra["differences_recovered"],
-                "clone_accuracy": res.accuracy,
-                "distill_accuracy": at_budget["distill_accuracy"],  # the distiller also gets `budget` labels
-                "scratch_accuracy": scratch,
-                "clone_head_start": res.accuracy - scratch,
-                "distill_head_start": at_budget["distill_head_start"],
-                "recovery_seconds": res.extra["recovery_seconds"],
-                "seconds": time.perf_counter() - t0,
+                # the distiller also gets `budget` labels
+                **scores(res, scratch, at_budget["distill_accuracy"], at_budget["distill_head_start"], t0),
             }
         )
 
@@ -330,13 +338,7 @@ def main() -> None:
                 "differences_recovered": res.extra["differences_recovered"],
                 "censored": res.extra["censored"],
                 "confused": res.extra["confused"],
-                "clone_accuracy": res.accuracy,
-                "distill_accuracy": distill.accuracy,
-                "scratch_accuracy": scratch,
-                "clone_head_start": res.accuracy - scratch,
-                "distill_head_start": distill.accuracy - scratch,
-                "recovery_seconds": res.extra["recovery_seconds"],
-                "seconds": time.perf_counter() - t0,
+                **scores(res, scratch, distill.accuracy, distill.accuracy - scratch, t0),
             }
             rows.append(row)
             print(

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import shutil
 import subprocess
@@ -34,7 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from record import write_results  # noqa: E402
 
 from mirrorc.backend import cbuild, ta  # noqa: E402
-from mirrorc.backend.secure_build import build_secure  # noqa: E402
+from mirrorc.backend.secure_build import write_build  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.tee import teec  # noqa: E402
 from mirrorc.tee.runtime import MODES, ProtectedModel  # noqa: E402
@@ -119,9 +117,7 @@ def bench_model(name: str, images: int, rounds: int, per_round: int, calls: int,
     build = work / name
     build.mkdir()
     mirrornet, _ = build_mirrornet(ROOT / "examples" / "models" / f"{name}.onnx", channels=channels)
-    onnx.save(mirrornet, build / "mirrornet.onnx")
-    fields = build_secure(mirrornet, build)
-    (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": f"{name}.onnx", **fields}))
+    fields = write_build(mirrornet, build, f"{name}.onnx")
     x = np.random.default_rng(0).normal(size=(images, *INPUT_SHAPES[name])).astype(np.float32)
 
     # agreement with the golden reference, every image, both modes

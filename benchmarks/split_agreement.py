@@ -36,13 +36,14 @@ from mirrorc.attack.thief import reinitialize  # noqa: E402
 from mirrorc.backend.secure_build import build_secure  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.tee.runtime import ProtectedModel  # noqa: E402
+from mirrorc.zoo import zoo_model_path  # noqa: E402
 from passes import contract  # noqa: E402
 
 
 def model_path(name: str, work: Path) -> Path:
     if name in ("lenet5", "vgg7"):
         return write_all(work / "models")[name]
-    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
+    path = zoo_model_path(name)
     if not path.exists():
         raise SystemExit(f"split_agreement: no model '{name}' (examples: lenet5, vgg7; zoo: {path.parent})")
     return path

@@ -24,27 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from record import write_results  # noqa: E402
+from ta_fuzz import example_build  # noqa: E402
 
-from examples.make_models import write_all  # noqa: E402
 from mirrorc.attack.call_fuzz import fuzz_calls  # noqa: E402
 from mirrorc.backend import guard  # noqa: E402
-from mirrorc.backend.secure_build import build_secure  # noqa: E402
-from mirrorc.pipeline import build_mirrornet  # noqa: E402
-from passes import contract  # noqa: E402
 
 
-def make_build(name: str, channels: int, work: Path) -> Path:
-    models = work / "models"
-    if not (models / f"{name}.onnx").exists():
-        write_all(models)
-    build = work / name
-    build.mkdir()
-    mirrornet, _ = build_mirrornet(models / f"{name}.onnx", channels=channels)
-    onnx.save(mirrornet, build / "mirrornet.onnx")
-    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
-    fields = build_secure(mirrornet, build, defences={**guard.no_guard(k), **guard.access()})
-    (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": name, **fields}))
-    return build
+def access_defences(num_classes: int) -> dict:
+    """The compile's default access defences (session cap), no range check or budget."""
+    return {**guard.no_guard(num_classes), **guard.access()}
 
 
 def main() -> None:
@@ -58,7 +46,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mirrorc-call-fuzz-") as tmp:
         for name in args.models.split(","):
-            build = make_build(name, args.channels, Path(tmp))
+            build, _ = example_build(name, args.channels, Path(tmp), access_defences)
             shape = [
                 d.dim_value or 1 for d in onnx.load(build / "normal.onnx").graph.input[0].type.tensor_type.shape.dim
             ]

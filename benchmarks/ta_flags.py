@@ -31,24 +31,13 @@ from record import write_results  # noqa: E402
 
 from mirrorc.backend import cbuild, ta  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
+from mirrorc.zoo import ZOO_MODELS  # noqa: E402
 from passes import contract  # noqa: E402
 from passes.lower_c import lower  # noqa: E402
 from passes.split import split  # noqa: E402
 
-# LeNet-5 and VGG-7 (examples/make_models.py), then onnx's light model zoo (c_lowering.ZOO)
-MODELS = (
-    "lenet5",
-    "vgg7",
-    "bvlc_alexnet",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "resnet50",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "zfnet512",
-)
+# LeNet-5 and VGG-7 (examples/make_models.py), then onnx's light model zoo
+MODELS = ("lenet5", "vgg7", *ZOO_MODELS)
 # The dev kit's flags that also mean something on x86 (the language mode and -Os).
 DEV_KIT = ta.DEV_KIT_HOST_CFLAGS
 # name -> flags, in the order the table prints them; "ta" is what the generated sub.mk adds.

@@ -14,12 +14,12 @@ which do not depend on training."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,21 +29,25 @@ from record import write_results  # noqa: E402
 
 from examples.make_models import write_all  # noqa: E402
 from mirrorc.backend import ta  # noqa: E402
-from mirrorc.backend.secure_build import build_secure  # noqa: E402
+from mirrorc.backend.secure_build import write_build  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from passes import contract  # noqa: E402
 
 
-def fuzz(name: str, seconds: int, channels: int, work: Path) -> dict:
+def example_build(name: str, channels: int, work: Path, defences_of: Callable[[int], dict]) -> tuple[Path, dict]:
+    """work/<name>: the example model `name` (written once into work/models) mirrored at `channels`,
+    random CPM weights, the TA built with the defences `defences_of(class count)`; returns it and its plan."""
     models = work / "models"
     if not (models / f"{name}.onnx").exists():
         write_all(models)
     build = work / name
     build.mkdir()
     mirrornet, _ = build_mirrornet(models / f"{name}.onnx", channels=channels)
-    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
-    fields = build_secure(mirrornet, build, defences=ta.fuzz_defences(k))
-    (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": name, **fields}))
+    return build, write_build(mirrornet, build, name, defences=defences_of(contract.num_classes(mirrornet)))
+
+
+def fuzz(name: str, seconds: int, channels: int, work: Path) -> dict:
+    build, fields = example_build(name, channels, work, ta.fuzz_defences)
     exe = ta.build_fuzzer(build)
     corpus = work / f"corpus-{name}"
     corpus.mkdir()

@@ -149,14 +149,12 @@ def main():
 
     if not args.print_only:
         from mirrorc.errors import MirrorcError
-        from mirrorc.train.grid import check_device, require_ray, run_tasks
+        from mirrorc.train.grid import check_ray, run_tasks
 
-        if args.ray:
-            try:
-                require_ray()
-                check_device(args.ray, args.device)
-            except MirrorcError as e:
-                raise SystemExit(f"table2: {e}") from None
+        try:
+            check_ray(args.ray, args.device)
+        except MirrorcError as e:
+            raise SystemExit(f"table2: {e}") from None
         with tempfile.TemporaryDirectory(prefix="mirrorc-table2-") as tmp:
             work = Path(tmp)
             todo = [cell for cell in cells if not done(*cell)]

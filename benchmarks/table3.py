@@ -335,14 +335,12 @@ def main() -> None:
 
     if not args.print_only:
         from mirrorc.errors import MirrorcError
-        from mirrorc.train.grid import check_device, require_ray, run_tasks
+        from mirrorc.train.grid import check_ray, run_tasks
 
-        if args.ray:
-            try:
-                require_ray()
-                check_device(args.ray, args.device)
-            except MirrorcError as e:
-                raise SystemExit(f"table3: {e}") from None
+        try:
+            check_ray(args.ray, args.device)
+        except MirrorcError as e:
+            raise SystemExit(f"table3: {e}") from None
         base = Path(args.out) / schedule_key(args)
         jobs, names = [], []
         for m in models:

@@ -105,8 +105,7 @@ def compile_model(
     if select is not None:
         options["select"] = select
     initial, info = build_mirrornet(model_path, **options)
-    meta = {p.key: p.value for p in initial.metadata_props}
-    num_classes = int(meta[contract.META_NUM_CLASSES])
+    num_classes = contract.num_classes(initial, str(model_path))
     input_shape = tuple(d.dim_value or 1 for d in initial.graph.input[0].type.tensor_type.shape.dim)
     dataset = load_dataset(
         data, data_dir=data_dir, input_shape=input_shape, limit_train=limit_train, num_classes=num_classes

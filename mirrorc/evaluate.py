@@ -68,11 +68,6 @@ def model_input_shape(path: Path) -> tuple[int, ...]:
     return tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
 
 
-def model_num_classes(model: onnx.ModelProto) -> int | None:
-    meta = {p.key: p.value for p in model.metadata_props}
-    return int(meta[contract.META_NUM_CLASSES]) if contract.META_NUM_CLASSES in meta else None
-
-
 def original_accuracy(build: Path, x_test: np.ndarray, y_test: np.ndarray) -> float | None:
     """Test accuracy (%) of the build's unprotected model, original.onnx; None when it has none."""
     original = Path(build) / "original.onnx"

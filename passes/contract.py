@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from passes.errors import MirrorcError
+
+if TYPE_CHECKING:
+    import onnx
 
 FORMAT_VERSION = "1"  # value of META_VERSION
 
@@ -35,6 +39,27 @@ BACKBONE_LOGITS = "backbone_logits"
 MIRRORNET_LOGITS = "mirrornet_logits"
 CPM_LOGITS = "cpm_logits"
 OUTPUTS = (LABEL, BACKBONE_LOGITS, MIRRORNET_LOGITS)  # mirrornet.onnx's outputs, in this order
+
+
+def declared_num_classes(model: onnx.ModelProto, where: str = "model") -> int | None:
+    """The class count in `model`'s metadata (META_NUM_CLASSES), None when it has none; a value that
+    is not an integer is a MirrorcError naming `where`."""
+    value = next((p.value for p in model.metadata_props if p.key == META_NUM_CLASSES), None)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise MirrorcError(f"{where}: model metadata '{META_NUM_CLASSES}' is not an integer ({value!r})") from None
+
+
+def num_classes(model: onnx.ModelProto, where: str = "model") -> int:
+    """The class count a mirrornet's metadata must hold (META_NUM_CLASSES); MirrorcError naming
+    `where` when it is missing or not an integer."""
+    k = declared_num_classes(model, where)
+    if k is None:
+        raise MirrorcError(f"{where}: model metadata '{META_NUM_CLASSES}' is missing; not a mirrornet")
+    return k
 
 
 def tap_name(k: int) -> str:

@@ -109,10 +109,7 @@ def split_worlds(mirrornet: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.Mode
         if t not in normal_made:
             raise _err(f"tensor '{t}' is not produced by a normal-world node")
 
-    try:
-        k = int(dict((p.key, p.value) for p in mirrornet.metadata_props).get(contract.META_NUM_CLASSES, 0))
-    except ValueError:
-        raise _err("model metadata 'mirrorc.num_classes' is not an integer") from None
+    k = contract.declared_num_classes(mirrornet, SplitPass.name) or 0
     if not k:  # shape inference over the whole model only when the metadata is missing
         logits_vi = _value_info(mirrornet).get(contract.BACKBONE_LOGITS)
         k = logits_vi.type.tensor_type.shape.dim[-1].dim_value if logits_vi is not None else 0

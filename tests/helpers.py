@@ -14,9 +14,11 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+from mirrorc.zoo import ZOO_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODELS = ROOT / "examples" / "models"  # written by examples/make_models.py (conftest)
-ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"  # onnx's light model zoo
+ZOO = ZOO_DIR  # onnx's light model zoo
 DATA_DIR = Path(os.environ.get("MIRRORC_DATA", ROOT.parent / "shared" / "datasets"))
 
 needs_mnist = pytest.mark.skipif(not (DATA_DIR / "mnist").is_dir(), reason=f"MNIST not found in {DATA_DIR}")

@@ -75,7 +75,7 @@ def test_no_cpm_weight_in_normal_graph_by_value(mirrornet):
 def test_secure_graph_contract_bn_folded_and_labels(mirrornet):
     name, mn = mirrornet
     normal, secure = split(mn)
-    k = int({p.key: p.value for p in mn.metadata_props}[contract.META_NUM_CLASSES])
+    k = contract.num_classes(mn)
     ins = [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim]) for i in secure.graph.input]
     n_taps = len(normal.graph.output) - 1
     assert [n for n, _ in ins] == [contract.tap_name(j) for j in range(1, n_taps + 1)] + [contract.BACKBONE_LOGITS]

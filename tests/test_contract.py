@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 
+import onnx
 import pytest
 
 from mirrorc.backend import ta
@@ -48,6 +49,22 @@ def test_wire_format_is_pinned():
     assert contract.OUTPUTS == ("label", "backbone_logits", "mirrornet_logits")
     assert contract.CPM_LOGITS == "cpm_logits"
     assert (contract.PLAN_FORMAT, contract.FORMAT_VERSION) == (1, "1")
+
+
+def test_num_classes_is_read_from_the_model_metadata():
+    """One reader of META_NUM_CLASSES: absent -> None (or an error where a mirrornet must have it),
+    a non-integer -> one line naming the model and the key."""
+    model = onnx.ModelProto()
+    assert contract.declared_num_classes(model) is None
+    with pytest.raises(MirrorcError, match=r"^m.onnx: model metadata 'mirrorc.num_classes' is missing"):
+        contract.num_classes(model, "m.onnx")
+    onnx.helper.set_model_props(model, {contract.META_NUM_CLASSES: "10"})
+    assert contract.declared_num_classes(model) == contract.num_classes(model) == 10
+    onnx.helper.set_model_props(model, {contract.META_NUM_CLASSES: "ten"})
+    with pytest.raises(
+        MirrorcError, match=r"^m.onnx: model metadata 'mirrorc.num_classes' is not an integer \('ten'\)$"
+    ):
+        contract.declared_num_classes(model, "m.onnx")
 
 
 def _render(tmp_path):

@@ -8,22 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import ZOO, ort_session, source_logits, zero_cpm_head
+from helpers import ort_session, source_logits, zero_cpm_head
 from mirrorc.pipeline import build_mirrornet
 from mirrorc.plan import layers as L
 from mirrorc.plan.inspect import inspect_model
+from mirrorc.zoo import ZOO_MODELS, zoo_model_path
 
-ZOO_MODELS = [
-    "bvlc_alexnet",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "resnet50",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "zfnet512",
-]
 EXPECTED_TAPS = {
     "resnet50": 17,
     "inception_v1": 12,
@@ -41,10 +31,10 @@ QUICK = {"inception_v1", "shufflenet", "squeezenet", "lenet5", "vgg7"}  # under 
 
 
 @pytest.mark.parametrize(
-    "name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in ZOO_MODELS + ["lenet5", "vgg7"]]
+    "name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in [*ZOO_MODELS, "lenet5", "vgg7"]]
 )
 def test_zoo_model(name, example_models):
-    path = str(example_models[name]) if name in example_models else str(ZOO / f"light_{name}.onnx")
+    path = str(example_models[name]) if name in example_models else str(zoo_model_path(name))
     if name in ("resnet50", "lenet5"):  # the CLI's report on one big and one small model
         rep = inspect_model(path)
         assert len(rep["stages"]) == EXPECTED_TAPS[name] + 1

@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
 from helpers import EXAMPLE_MODELS
 from mirrorc.attack import call_fuzz
 from mirrorc.backend import guard
-from mirrorc.backend.secure_build import build_secure
+from mirrorc.backend.secure_build import write_build
 from mirrorc.pipeline import build_mirrornet
 from passes import contract
 
@@ -25,10 +24,8 @@ pytestmark = pytest.mark.slow
 def lenet_build(tmp_path_factory) -> Path:
     build = tmp_path_factory.mktemp("call_fuzz_lenet5")
     mirrornet, _ = build_mirrornet(EXAMPLE_MODELS / "lenet5.onnx", channels=2)
-    onnx.save(mirrornet, build / "mirrornet.onnx")
-    k = int({p.key: p.value for p in mirrornet.metadata_props}[contract.META_NUM_CLASSES])
-    fields = build_secure(mirrornet, build, defences={**guard.no_guard(k), **guard.access()})
-    (build / "plan.json").write_text(json.dumps({"format": contract.PLAN_FORMAT, "model": "lenet5.onnx", **fields}))
+    k = contract.num_classes(mirrornet)
+    write_build(mirrornet, build, "lenet5.onnx", defences={**guard.no_guard(k), **guard.access()})
     return build
 
 

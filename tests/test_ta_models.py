@@ -15,7 +15,7 @@ import pytest
 
 from helpers import EXAMPLE_MODELS
 from mirrorc.backend import ta
-from mirrorc.backend.secure_build import build_secure
+from mirrorc.backend.secure_build import build_secure, write_build
 from mirrorc.pipeline import build_mirrornet
 from mirrorc.tee import teec
 from mirrorc.tee.runtime import ProtectedModel
@@ -26,10 +26,7 @@ MODELS = {"lenet5": ((1, 28, 28), 200), "vgg7": ((3, 32, 32), 60)}
 
 def make_build(model: str, build: Path, channels: int = 2, defences: dict | None = None) -> onnx.ModelProto:
     mirrornet, _ = build_mirrornet(EXAMPLE_MODELS / f"{model}.onnx", channels=channels)
-    onnx.save(mirrornet, build / "mirrornet.onnx")
-    fields = build_secure(mirrornet, build, defences=defences)
-    plan = {"format": contract.PLAN_FORMAT, "model": f"{model}.onnx", **fields}
-    (build / "plan.json").write_text(json.dumps(plan, indent=1))
+    write_build(mirrornet, build, f"{model}.onnx", defences=defences)
     return mirrornet
 
 

@@ -64,14 +64,18 @@ def test_ray_option_without_ray_is_one_line_saying_how_to_install(tmp_path, monk
     )
 
 
-def test_gpu_index_with_ray_is_refused():
+def test_gpu_index_with_ray_is_refused(monkeypatch):
     from mirrorc.errors import MirrorcError
-    from mirrorc.train.grid import check_device
+    from mirrorc.train.grid import check_device, check_ray
 
     check_device("auto", "cuda")
     check_device(None, "cuda:1")
     with pytest.raises(MirrorcError, match="--device cuda:1: with --ray each task gets a GPU of its own"):
         check_device("auto", "cuda:1")
+    monkeypatch.setitem(sys.modules, "ray", None)  # without --ray, Ray is neither needed nor imported
+    check_ray(None, "cuda:1")
+    with pytest.raises(MirrorcError, match="Ray is not installed"):
+        check_ray("auto", "cpu")
 
 
 @pytest.fixture(scope="module")

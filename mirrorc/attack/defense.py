@@ -72,7 +72,7 @@ def train_against_probes(
     import json
 
     taps = [t["selected"] for t in json.loads(meta[contract.META_TAPS])]
-    num_classes = int(meta[contract.META_NUM_CLASSES])
+    num_classes = contract.num_classes(mirrornet)
     torch.manual_seed(config.seed)
     main = OnnxModule(mirrornet, outputs=[contract.MIRRORNET_LOGITS, contract.BACKBONE_LOGITS, *taps])
     secure = secure_part(mirrornet)

@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from mirrorc.attack.names import ALL_ATTACKS, LABELLED_ATTACKS, QUERY_ATTACKS
 from mirrorc.errors import MirrorcError
 from passes import contract
 from passes.mirror import is_cpm, torch_uniform
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
 
     from mirrorc.train.data import Dataset
 
-LABELLED_ATTACKS = ("finetune_all", "retrain_head", "replace_cpm")
-ALL_ATTACKS = ("as_is", *LABELLED_ATTACKS, "distill", "scratch", "scratch_oracle")
-QUERY_ATTACKS = ("extract",)  # spend many TA queries per image: run only when named
 DENSE_OPS = ("Gemm", "MatMul")
 
 
@@ -135,7 +133,7 @@ def load_view(build_dir: str | Path) -> AttackerView:
         normal_source=source,
         mirrornet=mirrornet,
         taps=json.loads(meta[contract.META_TAPS]),
-        num_classes=int(meta[contract.META_NUM_CLASSES]),
+        num_classes=contract.num_classes(mirrornet, str(mirrornet_path)),
         input_name=inp.name,
         input_shape=tuple(dims),
     )

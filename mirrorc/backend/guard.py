@@ -44,7 +44,7 @@ def logit_range(
     from mirrorc.attack.thief import run_onnx
 
     if len(x_train) < RANGE_MIN_IMAGES:
-        guard = no_guard(_num_classes(mirrornet))
+        guard = no_guard(contract.num_classes(mirrornet))
         guard["query_budget"] = int(query_budget)
         guard["range_check_off"] = f"{len(x_train)} training images, fewer than {RANGE_MIN_IMAGES}"
         return guard
@@ -59,11 +59,6 @@ def logit_range(
         "margin": float(margin),
         "query_budget": int(query_budget),
     }
-
-
-def _num_classes(mirrornet: onnx.ModelProto) -> int:
-    meta = {p.key: p.value for p in mirrornet.metadata_props}
-    return int(meta[contract.META_NUM_CLASSES])
 
 
 def no_guard(num_classes: int) -> dict:

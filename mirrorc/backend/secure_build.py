@@ -112,3 +112,17 @@ def build_secure(
         "hashes": hashes,
         "guard": defences or guard.no_guard(k),
     }
+
+
+def write_build(
+    mirrornet_model: onnx.ModelProto, out_dir: str | Path, model: str, *, defences: dict | None = None
+) -> dict:
+    """A build directory without training, for the benchmarks and tests that build random-weight
+    models: mirrornet.onnx, build_secure's outputs and a plan.json of its fields (`model` names the
+    source model; none of compile's emulator or preprocessing entries). Returns the plan."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(mirrornet_model, out_dir / "mirrornet.onnx")
+    plan = {"format": contract.PLAN_FORMAT, "model": model, **build_secure(mirrornet_model, out_dir, defences=defences)}
+    (out_dir / "plan.json").write_text(json.dumps(plan))
+    return plan

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from mirrorc.attack.names import ALL_ATTACKS
 from mirrorc.cli.common import echo_json, user_errors
 from mirrorc.errors import MirrorcError
 
@@ -54,9 +55,7 @@ def register(main: click.Group) -> None:
     )
     @click.option(
         "--attacks",
-        default=",".join(
-            ("as_is", "finetune_all", "retrain_head", "replace_cpm", "distill", "scratch", "scratch_oracle")
-        ),
+        default=",".join(ALL_ATTACKS),
         show_default=True,
         help="which attacks to run, comma-separated; 'extract' (not by default: it spends (K-1)*~17 TA "
         "queries per image) recovers the CPM's logits by binary search on the backbone logits and clones the CPM",
@@ -129,10 +128,9 @@ def register(main: click.Group) -> None:
 
         resolve_device(device)  # fail on a bad --device or --ray before any work
         if ray_address:
-            from mirrorc.train.grid import check_device, require_ray
+            from mirrorc.train.grid import check_ray
 
-            require_ray()
-            check_device(ray_address, device)
+            check_ray(ray_address, device)
         view = atk.load_view(build_dir)  # fail on a bad build before reading the dataset
         from mirrorc.train.data import load_dataset
 

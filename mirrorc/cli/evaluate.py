@@ -45,16 +45,18 @@ def register(main: click.Group) -> None:
         import onnx
 
         from mirrorc.errors import MirrorcError
-        from mirrorc.evaluate import evaluate, format_evaluation, model_input_shape, model_num_classes
+        from mirrorc.evaluate import evaluate, format_evaluation, model_input_shape
         from mirrorc.train.data import load_dataset
+        from passes import contract
 
         mirrornet = Path(build_dir) / "mirrornet.onnx"
         if not mirrornet.is_file():
             raise MirrorcError(f"{build_dir}: no mirrornet.onnx (is it a `mirrorc compile` output directory?)")
         try:
-            num_classes = model_num_classes(onnx.load(str(mirrornet), load_external_data=False))
+            model = onnx.load(str(mirrornet), load_external_data=False)
         except Exception as e:  # protobuf's DecodeError and friends
             raise MirrorcError(f"{mirrornet}: not a readable ONNX model ({e})") from None
+        num_classes = contract.declared_num_classes(model, str(mirrornet))
         dataset = load_dataset(
             data,
             data_dir=data_dir,

@@ -50,7 +50,7 @@ def _model_meta(model: onnx.ModelProto, where: str) -> tuple[int, int, list[dict
         taps = sorted(taps, key=lambda t: int(t["index"]))
         for t in taps:
             t["bytes"] = int(t["bytes"])
-        return int(meta[contract.META_CHANNELS]), int(meta[contract.META_NUM_CLASSES]), taps
+        return int(meta[contract.META_CHANNELS]), contract.num_classes(model, where), taps
     except (ValueError, KeyError, TypeError) as e:
         raise MirrorcError(f"{where}: model metadata 'mirrorc.taps'/'mirrorc.channels' is malformed: {e}") from None
 

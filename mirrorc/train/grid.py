@@ -72,6 +72,13 @@ def check_device(ray: str | None, device: str) -> None:
         raise MirrorcError(f"--device {device}: with --ray each task gets a GPU of its own; say --device cuda")
 
 
+def check_ray(ray: str | None, device: str) -> None:
+    """Before any work: a --ray run needs Ray installed and a --device it can hand out (check_device)."""
+    if ray:
+        require_ray()
+        check_device(ray, device)
+
+
 def _in_task(fn: Callable[..., R], *args: Any) -> R:
     """What a Ray task runs: `fn(*args)` with one torch thread (the task holds one CPU)."""
     os.environ["MIRRORC_THREADS"] = "1"  # what mirrorc.train.loop.require_torch reads
