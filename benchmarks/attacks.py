@@ -216,11 +216,14 @@ def main(argv=None) -> int:
         dataset = load_dataset(data, data_dir=args.data_dir, input_shape=view.input_shape)
         reports = {g[4]: _finished(out / f"{g[4]}.attack.json", budgets, args.seeds, schedule, attacks) for g in grid}
         todo = [g for g in grid if reports[g[4]] is None]
-        # a finished build's from-scratch baseline serves the builds still to attack (same architecture)
-        for g in grid:
-            if reports[g[4]] is not None:
-                key = atk.scratch_key(atk.load_view(g[5]).normal, dataset, schedule)
-                for r in reports[g[4]]["results"]:
+        # any finished build's from-scratch baseline in OUT (this grid's or an earlier one's) serves the
+        # builds still to attack: the cache keys it by architecture, data and schedule
+        for path in sorted(out.glob(f"{data}-*.attack.json")) if todo else []:
+            built = _finished(path, budgets, args.seeds, schedule, attacks)
+            build = out / "builds" / path.name.removesuffix(".attack.json")
+            if built is not None and (build / "normal.onnx").is_file():
+                key = atk.scratch_key(atk.load_view(build).normal, dataset, schedule)
+                for r in built["results"]:
                     if r["attack"] == "scratch":
                         scratch_cache[(*key, r["budget"], r["seed"])] = atk.Result(**r)
         began = time.perf_counter()
