@@ -44,9 +44,10 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def _finished(path: Path, budgets: list[int], seeds: int, schedule, attacks: tuple[str, ...]) -> dict | None:
+def _finished(path: Path, budgets: list[int], seeds: int, schedule, attacks: tuple[str, ...] | None) -> dict | None:
     """The attack report a previous run of the same grid left in OUT (so an interrupted grid resumes
-    where it stopped), or None when there is none or it was made with other settings."""
+    where it stopped), or None when there is none or it was made with other settings. `attacks` None:
+    any attacks (enough to reuse its from-scratch baseline)."""
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
@@ -57,7 +58,7 @@ def _finished(path: Path, budgets: list[int], seeds: int, schedule, attacks: tup
         report.get("budgets") == budgets
         and report.get("seeds") == seeds
         and made == wanted
-        and {r["attack"] for r in report.get("results", [])} <= set(attacks)
+        and (attacks is None or {r["attack"] for r in report.get("results", [])} <= set(attacks))
     )
     if not same:
         return None
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
         # any finished build's from-scratch baseline in OUT (this grid's or an earlier one's) serves the
         # builds still to attack: the cache keys it by architecture, data and schedule
         for path in sorted(out.glob(f"{data}-*.attack.json")) if todo else []:
-            built = _finished(path, budgets, args.seeds, schedule, attacks)
+            built = _finished(path, budgets, args.seeds, schedule, None)
             build = out / "builds" / path.name.removesuffix(".attack.json")
             if built is not None and (build / "normal.onnx").is_file():
                 key = atk.scratch_key(atk.load_view(build).normal, dataset, schedule)
