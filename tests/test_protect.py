@@ -101,6 +101,8 @@ def test_default_channels_per_strategy():
     assert protect.get("joint").default_channels(LENET) == 2
     assert protect.get("random-backbone").default_channels(LENET) == 8  # half of conv2's 16
     assert protect.get("random-backbone").default_channels("examples/models/vgg7.onnx") == 128
+    assert protect.get("public-backbone").default_channels(LENET) == 8  # the floor: an eighth of 16 is 2
+    assert protect.get("public-backbone").default_channels("examples/models/vgg7.onnx") == 32
     with pytest.raises(MirrorcError, match="unknown strategy 'nope'"):
         protect.get("nope")
 
@@ -149,14 +151,14 @@ def test_compile_public_backbone_ships_the_given_weights_untouched(tmp_path, tin
         LENET, out, data=str(tiny_npz), protect="public-backbone", seed=5, config=TrainConfig(epochs=1, batch_size=32)
     )
     assert summary["protect"] == "public-backbone" and summary["init"] == "keep"
-    assert summary["channels"] == 2  # an eighth of conv2's 16
+    assert summary["channels"] == 8  # an eighth of conv2's 16 is below the floor of 8
     given = initializers(onnx.load(LENET), float_only=True)
     normal = initializers(onnx.load(str(out / "normal.onnx")), float_only=True)
     shipped = [k for k in normal if k in given]
     assert len(shipped) == len(given) == 10
     assert all(np.array_equal(normal[k], given[k]) for k in shipped)
     _, cpm = changed_weights(
-        build_mirrornet(LENET, channels=2, seed=5, init="keep")[0], onnx.load(str(out / "mirrornet.onnx"))
+        build_mirrornet(LENET, channels=8, seed=5, init="keep")[0], onnx.load(str(out / "mirrornet.onnx"))
     )
     assert cpm
     # the unprotected baseline is the given model fine-tuned whole on the private data

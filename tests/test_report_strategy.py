@@ -102,7 +102,8 @@ def test_every_strategy_c_and_selection_ranked_by_fit_then_latency(results):
         lat = [x["latency_streaming_us"] for x in ranked if x["fits"] is part]
         assert lat == sorted(lat)
     assert all(x["latency_us"] == x["latency_streaming_us"] for x in ranked)
-    assert [x["pareto"] for x in ranked if not x["fits"]] == [None]  # a plan that does not fit is no option
+    # a plan that does not fit is no option (random- and public-backbone at their C = 8 here)
+    assert [x["pareto"] for x in ranked if not x["fits"]] == [None, None]
 
 
 def test_measured_figures_come_from_the_nearest_model_and_say_so(results, tmp_path):

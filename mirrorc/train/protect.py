@@ -39,6 +39,8 @@ class Strategy:
     # C when -C is not given: a fixed count, or a fraction of the widest tapped feature map
     channels: int | None = None
     channels_fraction: float | None = None
+    # ... but never fewer than this many (nor more than the widest map): a narrow network's eighth is too few
+    channels_floor: int = 1
     # weight of the backbone penalty (mirrorc.train.loop) when --backbone-penalty is not given
     backbone_penalty: float = 0.0
     # the backbone's starting weights (passes.mirror.INIT_MODES) when the strategy decides them, else None
@@ -67,7 +69,10 @@ class Strategy:
             for name in info["tap_tensors"]
             if len(tensors[name].shape or ()) == 4 and isinstance(tensors[name].shape[1], int)
         ]
-        return max(1, round(self.channels_fraction * max(widths))) if widths else 2
+        if not widths:
+            return 2
+        widest = max(widths)
+        return min(widest, max(self.channels_floor, round(self.channels_fraction * widest)))
 
 
 STRATEGIES = {
@@ -96,7 +101,10 @@ STRATEGIES = {
         "the model's own (public, pretrained) weights kept frozen as the backbone, only the CPM trained "
         "on the private data",
         freeze_backbone=True,
+        # measured (results/protection_public.json, frontier_cifar10_vgg7_public.json): LeNet-5 costs 2.34
+        # points at C = 2 and 0.57 at 8; VGG-7 (widest map 256) is given 32
         channels_fraction=0.125,
+        channels_floor=8,
         init="keep",
     ),
 }
