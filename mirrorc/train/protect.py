@@ -4,7 +4,7 @@ MirrorNet is trained so that a stolen backbone is worth little to a thief who re
 joint            (the default) backbone and CPM trained together, with a backbone penalty of 0.3: the
                  loss adds 0.3 * -log(1 - p_backbone(right class)), so the backbone alone answers
                  wrongly and a copy of normal.onnx is useless as it is (LeNet-5 at C = 2: backbone
-                 0.2% on MNIST, 0.7% on Fashion-MNIST, 3.1% on CIFAR-10, results/table2.json). Cheap
+                 0.2% on MNIST, 0.7% on Fashion-MNIST, 3.0% on CIFAR-10, results/table2.json). Cheap
                  in the TEE, but the stolen backbone is a trained network: fine-tuning it on a few
                  hundred labels beats training from scratch.
 paper            the paper's recipe: the same joint training with plain cross-entropy on the MirrorNet's
