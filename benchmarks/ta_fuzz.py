@@ -51,7 +51,7 @@ def fuzz(name: str, seconds: int, channels: int, work: Path) -> dict:
     exe = ta.build_fuzzer(build)
     corpus = work / f"corpus-{name}"
     corpus.mkdir()
-    args = [f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-timeout=10", "-print_final_stats=1"]
+    args = ta.fuzz_args(seconds)
     with ta.fuzz_storage() as storage:
         env = {**os.environ, "MIRRORC_TA_STORAGE": storage}
         proc = subprocess.run([str(exe), *args, str(corpus)], capture_output=True, text=True, cwd=work, env=env)

@@ -321,6 +321,23 @@ def fuzz_defences(num_classes: int) -> dict:
     }
 
 
+def fuzz_args(seconds: int, own_rss_mb: int = 2048) -> list[str]:
+    """libFuzzer's options for a bounded run. Its RSS limit reads getrusage's peak, which Linux carries
+    over fork and exec from the parent: a fuzzer started by a pytest that has grown to 3.4 GB would
+    report out-of-memory on its first input. So the limit is the fuzzer's own `own_rss_mb` above the
+    peak it inherits."""
+    import resource
+
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+    return [
+        f"-max_total_time={seconds}",
+        f"-rss_limit_mb={inherited_mb + own_rss_mb}",
+        f"-malloc_limit_mb={own_rss_mb}",
+        "-timeout=10",
+        "-print_final_stats=1",
+    ]
+
+
 def fuzz_storage() -> tempfile.TemporaryDirectory:
     """A directory for the fuzzed TA's query counter ($MIRRORC_TA_STORAGE of the harness): in memory
     (/dev/shm) where there is one, as every answer commits it (an fdatasync: 5 ms on this disk)."""
