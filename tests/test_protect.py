@@ -253,13 +253,16 @@ def test_a_broken_results_file_is_one_line_exit_2(tmp_path):
 
 
 def test_the_shipped_results_cover_every_strategy_at_its_default_channels(monkeypatch):
-    """results/protection.json (in the repo) holds a measured cost and head start for each strategy, at the C
-    the strategy uses by default, so `partition --report --protect S` quotes a figure for the build it plans."""
+    """results/ (in the repo) holds a measured cost and head start for each strategy on LeNet-5 (or a model of
+    its size), at the C the strategy uses by default, so `partition --report --protect S` quotes a figure
+    for the build it plans."""
+    from mirrorc.plan.inspect import inspect_model
     from mirrorc.plan.report import measured_protection
 
     monkeypatch.delenv("MIRRORC_RESULTS", raising=False)
+    macs = inspect_model(LENET)["totals"]["macs"]
     for name, strategy in protect.STRATEGIES.items():
-        measured = measured_protection(name)
+        measured = measured_protection(name, model="lenet5", backbone_macs=macs)
         assert measured["rows"], (name, measured)
         assert any(r["C"] == strategy.default_channels(LENET) for r in measured["rows"]), (name, measured["rows"])
         assert all("600" in r["head_start"] for r in measured["rows"])
