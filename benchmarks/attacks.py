@@ -66,9 +66,7 @@ def _finished(path: Path, budgets: list[int], seeds: int, schedule, attacks: tup
 
     # the head start is recomputed from the stored accuracies, so a report from an earlier version reads
     # under today's definition (e.g. a public copy's own fine-tuning counts as a start without theft)
-    results = [atk.Result(**r) for r in report["results"]]
-    public = report.get("protect") in atk.PUBLIC_COPY
-    report["head_start"] = {str(b): v for b, v in atk.head_starts(results, public).items()}
+    report["head_start"] = atk.report_head_starts([atk.Result(**r) for r in report["results"]], report.get("protect"))
     return report
 
 
@@ -113,6 +111,8 @@ def _floats(text: str) -> list[float]:
 
 
 def main(argv=None) -> int:
+    from mirrorc.train.grid import add_grid_arguments
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for builds and reports")
     ap.add_argument("--model", default=str(ROOT / "examples" / "models" / "lenet5.onnx"))
@@ -146,13 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-grid", default="3e-4,1e-3,3e-3")
     ap.add_argument("--attacks", default=None, help="subset of attacks (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument(
-        "--ray",
-        default=None,
-        metavar="auto|ADDRESS",
-        help="compile and attack as Ray tasks (one CPU, one torch thread each); pip install 'mirrorc[ray]'",
-    )
-    ap.add_argument("--device", default="auto", help="where compiles and attacks train: auto, cpu, cuda, cuda:N")
+    add_grid_arguments(ap, "the compiles and attacks")
     ap.add_argument(
         "--results",
         default="attacks",
@@ -223,10 +217,7 @@ def main(argv=None) -> int:
             built = _finished(path, budgets, args.seeds, schedule, None)
             build = out / "builds" / path.name.removesuffix(".attack.json")
             if built is not None and (build / "normal.onnx").is_file():
-                key = atk.scratch_key(atk.load_view(build).normal, dataset, schedule)
-                for r in built["results"]:
-                    if r["attack"] == "scratch":
-                        scratch_cache[(*key, r["budget"], r["seed"])] = atk.Result(**r)
+                scratch_cache.update(atk.scratch_results(built, atk.load_view(build).normal, dataset, schedule))
         began = time.perf_counter()
         plans = [
             atk.plan(g[5], dataset, budgets=budgets, seeds=args.seeds, schedule=schedule, attacks=attacks) for g in todo

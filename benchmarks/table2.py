@@ -113,6 +113,8 @@ def run_cell(model: Path, dataset: str, channels: int, penalty: float, args, wor
 
 
 def main():
+    from mirrorc.train.grid import add_grid_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="mnist,fashion-mnist,cifar10")
     ap.add_argument("--channels", default="1,2,3,4")
@@ -127,13 +129,7 @@ def main():
     ap.add_argument("--data-dir", default=None, help="default: $MIRRORC_DATA")
     ap.add_argument("--out", default="table2-results.json")
     ap.add_argument("--print-only", action="store_true", help="print the table from --out, run nothing")
-    ap.add_argument("--device", default="auto", help="where the cells train: auto, cpu, cuda, cuda:N")
-    ap.add_argument(
-        "--ray",
-        default=None,
-        metavar="auto|ADDRESS",
-        help="run the cells as Ray tasks on this machine (one CPU, one torch thread each); pip install 'mirrorc[ray]'",
-    )
+    add_grid_arguments(ap, "the cells", " on this machine")
     args = ap.parse_args()
 
     out = Path(args.out)

@@ -273,6 +273,8 @@ def print_table(t: dict, file=None) -> None:
 
 
 def main() -> None:
+    from mirrorc.train.grid import add_grid_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--models",
@@ -300,13 +302,7 @@ def main() -> None:
         "--json-out", default=None, help="write the table's JSON here  [default: results/table3.json via record.py]"
     )
     ap.add_argument("--print-only", action="store_true", help="print the table from finished runs, run nothing")
-    ap.add_argument("--device", default="auto", help="mirrorc compile --device: auto, cpu, cuda, cuda:N")
-    ap.add_argument(
-        "--ray",
-        default=None,
-        metavar="auto|ADDRESS",
-        help="run the compiles as Ray tasks (one CPU, one torch thread each); pip install 'mirrorc[ray]'",
-    )
+    add_grid_arguments(ap, "the compiles")
     args = ap.parse_args()
     args.limit_train = args.limit_train or None
 

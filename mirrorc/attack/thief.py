@@ -500,15 +500,19 @@ def attacks_for(view: AttackerView, seed: int) -> list[Attack]:
     ]
 
 
-# strategies whose normal.onnx is a public model the thief has without stealing (mirrorc.train.protect)
-PUBLIC_COPY = ("public-backbone",)
+def public_copy(protect: str | None) -> bool:
+    """Whether a build of strategy `protect` ships a public model as normal.onnx (a thief has it anyway)."""
+    from mirrorc.train.protect import STRATEGIES
+
+    strategy = STRATEGIES.get(protect or "")
+    return strategy is not None and strategy.ships_given_weights
 
 
 def head_starts(results: list[Result], public_copy: bool = False) -> dict[int, dict]:
     """Per budget: head start per seed (best attack - the thief's best start without the copy), and which
     attack was best. That start is training from scratch (scratch_oracle for the oracle-label attacks);
-    with `public_copy` (normal.onnx is a public model, PUBLIC_COPY) fine-tuning or distilling into the
-    public model needs no theft either, so finetune_all and distill are starts he has anyway."""
+    with `public_copy` (normal.onnx is a public model: `public_copy()`) fine-tuning or distilling into
+    the public model needs no theft either, so finetune_all and distill are starts he has anyway."""
     out: dict[int, dict] = {}
     for budget in sorted({r.budget for r in results}):
         per_seed, best_names = [], []
@@ -749,9 +753,10 @@ def report(p: Plan, done: dict[tuple, Result]) -> dict:
     ]
     schedule, view = p.schedule, p.view
     backbone_acc = float((p.as_is_pred == p.y_test).mean() * 100)
+    protect = build_protection(view.build_dir)
     return {
         "build": str(view.build_dir),
-        "protect": build_protection(view.build_dir),
+        "protect": protect,
         "backbone_source": view.normal_source,
         "oracle": p.oracle,
         "num_classes": view.num_classes,
@@ -771,10 +776,20 @@ def report(p: Plan, done: dict[tuple, Result]) -> dict:
         "budgets": p.budgets,
         "seeds": p.seeds,
         "results": [r.__dict__ for r in results],
-        "head_start": {
-            str(b): v for b, v in head_starts(results, build_protection(view.build_dir) in PUBLIC_COPY).items()
-        },
+        "head_start": report_head_starts(results, protect),
     }
+
+
+def report_head_starts(results: list[Result], protect: str | None) -> dict[str, dict]:
+    """A report's `head_start` field (budgets as strings, as JSON keeps them) for a build of `protect`."""
+    return {str(b): v for b, v in head_starts(results, public_copy(protect)).items()}
+
+
+def scratch_results(report: dict, normal: onnx.ModelProto, dataset: Dataset, schedule: Schedule) -> dict:
+    """A finished report's from-scratch baselines, keyed as `run_plans`' scratch_cache holds them (a
+    Cell's key: scratch_key plus budget and seed), so that builds still to attack can reuse them."""
+    key = scratch_key(normal, dataset, schedule)
+    return {(*key, r["budget"], r["seed"]): Result(**r) for r in report["results"] if r["attack"] == "scratch"}
 
 
 def build_protection(build_dir: Path) -> str | None:
@@ -854,7 +869,7 @@ def format_report(report: dict) -> tuple[str, str]:
             best = max(set(h["best_attack"]), key=h["best_attack"].count)
             spread = f" ± {h['std']:.2f} (min {h['min']:.2f}, max {h['max']:.2f})" if len(h["per_seed"]) > 1 else ""
             parts.append(f"{b} images: {h['mean']:+.2f}{spread} [{best}]")
-    start = "the better of scratch and the public model" if report.get("protect") in PUBLIC_COPY else "from scratch"
+    start = "the better of scratch and the public model" if public_copy(report.get("protect")) else "from scratch"
     head = (
         (f"head start (best attack - {start}, points): " + "; ".join(parts))
         if parts

@@ -19,6 +19,7 @@ job (`log`, stderr by default), as the epoch bar does for training.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -64,6 +65,18 @@ def connect(address: str) -> ModuleType:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise MirrorcError(f"--ray {address}: cannot join the Ray cluster ({first})") from None
     return ray
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser, jobs: str, ray_scope: str = "") -> None:
+    """A benchmark grid's `--device` and `--ray` options (what run_tasks and check_ray take); `jobs` names
+    what runs ("the cells"), `ray_scope` any limit on where Ray may run them."""
+    parser.add_argument("--device", default="auto", help=f"where {jobs} train: auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|ADDRESS",
+        help=f"run {jobs} as Ray tasks{ray_scope} (one CPU, one torch thread each); pip install 'mirrorc[ray]'",
+    )
 
 
 def check_device(ray: str | None, device: str) -> None:

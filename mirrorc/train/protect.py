@@ -46,6 +46,12 @@ class Strategy:
     # the backbone's starting weights (passes.mirror.INIT_MODES) when the strategy decides them, else None
     init: str | None = None
 
+    @property
+    def ships_given_weights(self) -> bool:
+        """normal.onnx is the given (public) model untouched: frozen and kept, so a thief copies nothing he
+        could not download (mirrorc.attack.thief counts the public model as a start without theft)."""
+        return self.freeze_backbone and self.init == "keep"
+
     def starting_weights(self, requested: str | None) -> str:
         """The backbone's starting weights: the strategy's own, else `requested` (--init), else random."""
         if self.init is not None and requested not in (None, self.init):
