@@ -45,6 +45,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "devkit -Os": DEV_KIT,
     "+ -O2 vect dynamic": (*DEV_KIT, "-O2", "-ftree-vectorize", "-fvect-cost-model=dynamic"),
     "+ -O2": (*DEV_KIT, "-O2"),
+    "+ -O3": (*DEV_KIT, "-O3"),
     "+ ta sub.mk": (*DEV_KIT, *ta.TA_CODE_CFLAGS),
     "-O3 native contract": ("-std=gnu11", "-O3", *cbuild.host_march()),
     "-O3 native c99": (*cbuild.DEFAULT_CFLAGS, *cbuild.host_march()),

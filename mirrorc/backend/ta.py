@@ -66,7 +66,10 @@ DEV_KIT_CFLAGS = (*DEV_KIT_HOST_CFLAGS, "-fpic", "-mstrict-align", "-mno-outline
 # picks the CPU (-mcpu), and -ffast-math would let results depend on the vector width. FMA
 # contraction stays on, as gnu11 has it: the kernels' loops become NEON fmla, at the price of
 # logits ~1e-7 off the x86 C99 build (with -ffp-contract=off the aarch64 C is bit-identical to it).
-TA_CODE_CFLAGS = ("-O3",)
+# -falign-loops=64 starts every loop on a cache line: without it a kernel's speed depends on where the
+# linker happens to put it (ZFNet's CPM, the same mc_gemm 32 bytes apart: 337 vs 223 us), so neither
+# the release C nor the Performance Emulator's per-layer costs would be stable (benchmarks/ta_flags.py).
+TA_CODE_CFLAGS = ("-O3", "-falign-loops=64")
 
 
 def sim_cflags() -> tuple[str, ...]:
