@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
 import statistics
 import sys
 import tempfile
@@ -85,8 +86,21 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument(
+        "--measurements",
+        type=Path,
+        help="a pickle of the measurements: read when it exists (refit without measuring again), else "
+        "written after measuring",
+    )
     args = ap.parse_args()
     names = args.models.split(",")
+    if args.measurements and args.measurements.exists():
+        with open(args.measurements, "rb") as f:
+            saved = pickle.load(f)
+        if saved["setup"] != setup_of(args) or not set(names) <= set(saved["measured"]):
+            raise SystemExit(f"emulator_loo: {args.measurements} holds other measurements: {saved['setup']}")
+        report(args, names, **{k: v for k, v in saved.items() if k != "setup"})
+        return
     secure: dict[str, Any] = {}
     nodes: dict[str, list[Layer]] = {}
     sweep_rows: list[dict[str, Any]] = []
@@ -114,7 +128,45 @@ def main() -> None:
         print(f"round {done + 1}/{args.rounds}", flush=True)
     samples = {name: median_rows(node_rounds[name]) for name in names}
     measured = {name: statistics.median(totals[name]) for name in names}
+    saved = dict(
+        sweep_rows=sweep_rows,
+        sweep_totals=sweep_totals,
+        nodes=nodes,
+        samples=samples,
+        measured=measured,
+        totals=totals,
+        empty_timers=empty_timers,
+    )
+    if args.measurements:
+        with open(args.measurements, "wb") as f:
+            pickle.dump(dict(saved, setup=setup_of(args)), f)
+    report(args, names, **saved)
 
+
+def setup_of(args: argparse.Namespace) -> dict[str, Any]:
+    """What the measurements depend on besides the models."""
+    return {
+        "channels": args.channels,
+        "rounds": args.rounds,
+        "iters": args.iters,
+        "sweep_channels": list(SWEEP_CHANNELS),
+        "cflags": list(profile.TA_HOST_CFLAGS),
+    }
+
+
+def report(
+    args: argparse.Namespace,
+    names: list[str],
+    *,
+    sweep_rows: list[dict[str, Any]],
+    sweep_totals: list[tuple[list[Layer], float]],
+    nodes: dict[str, list[Layer]],
+    samples: dict[str, list[dict[str, Any]]],
+    measured: dict[str, float],
+    totals: dict[str, list[float]],
+    empty_timers: dict[str, list[float]],
+) -> None:
+    """Fit leave-one-out, print the table and write the results."""
     rows = []
     for name in names:
         others = [o for o in names if o != name]
@@ -166,17 +218,7 @@ def main() -> None:
         "emulator_loo",
         "Performance Emulator leave-one-out: CPM compute at the TA's flags, predicted by a profile fitted "
         "on the layer-shape sweep and the other models' per-node times, against the measured release C",
-        {
-            "setup": {
-                "channels": args.channels,
-                "rounds": args.rounds,
-                "iters": args.iters,
-                "sweep_channels": list(SWEEP_CHANNELS),
-                "sweep_nodes": len(sweep_rows),
-                "cflags": list(profile.TA_HOST_CFLAGS),
-            },
-            "rows": rows,
-        },
+        {"setup": dict(setup_of(args), sweep_nodes=len(sweep_rows)), "rows": rows},
     )
 
 

@@ -144,6 +144,7 @@ def step_row(layer: Layer, us: float) -> dict[str, Any]:
         "kernel": emulator.kernel_of(layer),
         "out_channels": emulator.out_channels(layer),
         "in_features": emulator.in_features(layer),
+        "weights": emulator.weights(layer),
         "notation": layer.notation,
         "workload": layer.workload,
         "out_floats": layer.out_floats,
@@ -248,6 +249,7 @@ def _fit_terms(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> emulat
         "per_window": lambda r: r["window"] * r["out_floats"],
         "per_out_channel": lambda r: r["out_channels"],
         "per_in_float": lambda r: r["in_features"],
+        "per_weight": lambda r: r.get("weights", 0),
     }
     cols = [c for c in columns if any(value[c](r) for r in rows)]  # a column of zeros has no coefficient
     a = np.array([[value[c](r) for c in cols] + [1.0] for r in rows], float)
@@ -258,9 +260,10 @@ def _fit_terms(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> emulat
 def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str, Any]:
     """From `measure_steps` rows: the conv and dense lines (us vs workload, Eq. 4, 5; a kind with no
     sample gets the other's line); per kernel (`emulator.kernel_of`) with more samples than terms,
-    MAC, output-float, base and output-channel (conv) or input-feature (dense) terms; per op type of
-    the rest with at least `min_per_op` samples, and for all of them together ("*"), output-float,
-    window and base terms (the window term only where windows differ from 1)."""
+    MAC, output-float, base and output-channel + weight (conv) or input-feature (dense) terms; per op
+    type of the rest with at least `min_per_op` samples, and for all of them together ("*"),
+    output-float, input-float, output-plane, window and base terms (the window term only where
+    windows differ from 1)."""
     fits: dict[str, Any] = {}
     for kind in ("conv", "dense"):
         rows = [s for s in steps if s["kind"] == kind]
@@ -273,19 +276,20 @@ def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str,
     kernels: dict[str, emulator.Terms] = {}
     for kernel in emulator.KERNELS:
         rows = [s for s in steps if s.get("kernel") == kernel]
-        if len(rows) >= 5:  # more samples than its four terms
-            loops = "per_in_float" if kernel == "dense" else "per_out_channel"
-            kernels[kernel] = _fit_terms(rows, ("per_mac", "per_float", loops))
+        if len(rows) >= 6:  # more samples than its five terms
+            loops = ("per_in_float",) if kernel == "dense" else ("per_out_channel", "per_weight")
+            kernels[kernel] = _fit_terms(rows, ("per_mac", "per_float", *loops))
     fits["kernels"] = kernels
     others = [s for s in steps if s["kind"] == "other"]
     other: dict[str, emulator.Terms] = {}
+    sizes = ("per_float", "per_in_float", "per_out_channel")
     if others:
-        other["*"] = _fit_terms(others, ("per_float",))
+        other["*"] = _fit_terms(others, sizes)
     for op in sorted({s["op_type"] for s in others}):
         rows = [s for s in others if s["op_type"] == op]
         if len(rows) >= min_per_op:
             windowed = any(r.get("window", 1) != 1 for r in rows)
-            other[op] = _fit_terms(rows, ("per_float", "per_window") if windowed else ("per_float",))
+            other[op] = _fit_terms(rows, (*sizes, "per_window") if windowed else sizes)
     fits["other"] = other
     return fits
 
@@ -348,13 +352,20 @@ def profile_json(
                 "per_mac": t.per_mac,
                 "per_out_float": t.per_float,
                 "per_out_channel": t.per_out_channel,
+                "per_weight": t.per_weight,
                 "per_in_float": t.per_in_float,
                 "base": t.base,
             }
             for k, t in terms.get("kernels", {}).items()
         },
         "other_us": {
-            op: {"per_float": t.per_float, "per_window_float": t.per_window, "base": t.base}
+            op: {
+                "per_float": t.per_float,
+                "per_window_float": t.per_window,
+                "per_in_float": t.per_in_float,
+                "per_out_channel": t.per_out_channel,
+                "base": t.base,
+            }
             for op, t in terms["other"].items()
         },
         "call_us": {

@@ -30,6 +30,7 @@ SWEEP_MODELS: dict[str, tuple[int, int, str]] = {
     "sweep64": (64, 100, "conv"),
     "sweep112": (112, 1000, "dense"),
     "sweep56": (56, 1000, "conv"),
+    "sweep55": (55, 1000, "conv"),  # odd maps (55, 28, 14, 7), as AlexNet's, SqueezeNet's, Inception's
 }
 WIDTH = 16  # backbone channels; the CPM narrows them to C
 
@@ -79,13 +80,13 @@ class _Graph:
 
 
 def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> onnx.ModelProto:
-    """One sweep classifier on a [3, size, size] input (size a multiple of 8), its head "dense" or "conv"."""
+    """One sweep classifier on a [3, size, size] input, its head "dense" or "conv"."""
     g, c = _Graph(seed), WIDTH
     x = g.conv("input", 3, c, 3)  # the backbone's first layer: never mirrored
     x = g.conv(x, c, c, 1)
     x = g.node("LRN", [g.conv(x, c, c, 5)], size=5, alpha=1e-4, beta=0.75, bias=1.0)
     x = g.conv(x, c, c, 3, stride=2)
-    x = g.shuffle(g.conv(x, c, c, 3, group=4), 4, c, size // 2)
+    x = g.shuffle(g.conv(x, c, c, 3, group=4), 4, c, (size + 1) // 2)
     x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
     x = g.conv(x, c, c, 5, stride=2)
     x = g.node("Concat", [g.conv(x, c, c // 2, 1), g.conv(x, c, c // 2, 3)], axis=1)

@@ -52,6 +52,7 @@ def _row(
     window: int = 1,
     out_channels: int = 0,
     in_features: int = 0,
+    weights: int = 0,
 ) -> dict:
     return {
         "kind": kind,
@@ -63,6 +64,7 @@ def _row(
         "window": window,
         "out_channels": out_channels,
         "in_features": in_features,
+        "weights": weights,
     }
 
 
@@ -86,16 +88,17 @@ def test_fit_terms_recovers_per_op_lines() -> None:
 
 # Known per-kernel and per-op coefficients the synthetic timings below are made of
 KNOWN_KERNELS = {
-    "conv_pointwise": emulator.Terms(per_mac=6e-5, per_float=2e-4, per_out_channel=0.05, base=0.03),
-    "conv_spatial": emulator.Terms(per_mac=8e-5, per_float=5e-4, per_out_channel=0.01, base=0.1),
+    "conv_pointwise": emulator.Terms(per_mac=6e-5, per_float=2e-4, per_out_channel=0.05, per_weight=3e-3, base=0.03),
+    "conv_spatial": emulator.Terms(per_mac=8e-5, per_float=5e-4, per_out_channel=0.01, per_weight=1e-3, base=0.1),
     "conv_strided": emulator.Terms(per_mac=4e-4, per_float=1e-3, per_out_channel=0.02, base=0.2),
     "conv_grouped": emulator.Terms(per_mac=1e-4, per_float=0.0, per_out_channel=0.0, base=0.05),  # zeros stay zero
     "dense": emulator.Terms(per_mac=9e-5, per_float=3e-4, per_in_float=2e-3, base=0.04),
 }
 KNOWN_OTHER = {
-    "AveragePool": emulator.Terms(per_float=1e-4, per_window=6.8e-4, base=0.02),
+    "AveragePool": emulator.Terms(per_float=1e-4, per_window=6.8e-4, per_in_float=5e-5, base=0.02),
     "LRN": emulator.Terms(per_float=2e-3, per_window=1.2e-3, base=0.1),
     "Add": emulator.Terms(per_float=1.4e-4, base=0.02),
+    "BatchNormalization": emulator.Terms(per_float=3e-4, per_out_channel=0.02, base=0.03),
 }
 
 
@@ -103,19 +106,28 @@ def _synthetic_rows(rng: np.random.Generator) -> list[dict]:
     rows = []
     for kernel, t in KNOWN_KERNELS.items():
         for _ in range(10):
-            macs, floats, chans = (
+            macs, floats, chans, wts = (
                 int(rng.integers(100, 2_000_000)),
                 int(rng.integers(50, 100_000)),
                 int(rng.integers(1, 1000)),
+                int(rng.integers(4, 40_000)),
             )
-            oc, ic = (0, chans) if kernel == "dense" else (chans, 0)
-            us = t.per_mac * macs + t.per_float * floats + t.per_out_channel * oc + t.per_in_float * ic + t.base
-            rows.append(_row(kernel.split("_")[0], "Conv", macs, floats, us, kernel, out_channels=oc, in_features=ic))
+            oc, ic, wts = (0, chans, 0) if kernel == "dense" else (chans, 0, wts)
+            us = t.per_mac * macs + t.per_float * floats + t.per_out_channel * oc + t.per_in_float * ic
+            us += t.per_weight * wts + t.base
+            rows.append(
+                _row(
+                    kernel.split("_")[0], "Conv", macs, floats, us, kernel, out_channels=oc, in_features=ic, weights=wts
+                )
+            )
     for op, t in KNOWN_OTHER.items():
-        for _ in range(6):
+        for _ in range(8):
             floats, window = int(rng.integers(8, 100_000)), int(rng.choice([1, 4, 5, 9, 49]))
-            us = t.per_float * floats + t.per_window * window * floats + t.base
-            rows.append(_row("other", op, 0, floats, us, window=window if op != "Add" else 1))
+            window = window if op in ("AveragePool", "LRN") else 1
+            ins, planes = int(floats * rng.choice([1, 2, 4])), int(rng.integers(1, 64))
+            us = t.per_float * floats + t.per_window * window * floats + t.per_in_float * ins
+            us += t.per_out_channel * planes + t.base
+            rows.append(_row("other", op, 0, floats, us, window=window, out_channels=planes, in_features=ins))
     return rows
 
 
@@ -129,7 +141,7 @@ def test_fit_terms_recovers_known_kernel_and_window_terms() -> None:
     for fitted, known in [(terms["kernels"][k], t) for k, t in KNOWN_KERNELS.items()] + [
         (terms["other"][op], t) for op, t in KNOWN_OTHER.items()
     ]:
-        for field in ("per_mac", "per_float", "per_window", "per_out_channel", "per_in_float", "base"):
+        for field in ("per_mac", "per_float", "per_window", "per_out_channel", "per_in_float", "per_weight", "base"):
             got, want = getattr(fitted, field), getattr(known, field)
             assert got >= 0
             worst = max(worst, abs(got - want) / want if want else abs(got))
@@ -158,9 +170,12 @@ def test_fit_call_us_recovers_a_fixed_cost_and_the_timers() -> None:
     )
     conv = Layer("c", "Conv", "conv", 0, 50_000, ic=2, oc=2, k=(3, 3), fi=(8, 8), fo=(8, 8), out_floats=128)
     relu = Layer("r", "Relu", "other", 0, 0, out_floats=128)
-    assert np.isclose(dev.layer_us(conv), 8e-5 * 50_000 + 5e-4 * 128 + 0.01 * 2 + 0.1)  # the kernel's terms
+    # the kernel's terms; 50,000 MACs on an 8x8 map: 781 weights (the inner loops' starts)
+    assert np.isclose(dev.layer_us(conv), 8e-5 * 50_000 + 5e-4 * 128 + 0.01 * 2 + 1e-3 * 781 + 0.1)
     dense = Layer("d", "Gemm", "dense", 0, 500, ic=50, oc=10)
-    assert (emulator.out_channels(conv), emulator.out_channels(dense), emulator.in_features(dense)) == (2, 0, 50)
+    bn = Layer("b", "BatchNormalization", "other", 0, 0, out_floats=128, in_floats=128, out_planes=2, out_rows=16)
+    sizes = [(emulator.out_channels(x), emulator.in_features(x), emulator.weights(x)) for x in (conv, dense, bn)]
+    assert sizes == [(2, 0, 781), (0, 50, 0), (2, 128, 0)]
     cpms = []
     for n, m in ((1, 2), (3, 1), (10, 30), (2, 9)):
         total = n * dev.layer_us(conv) + m * dev.layer_us(relu) - 0.02 * (n + m) + 1.5

@@ -62,7 +62,7 @@ def register(main: click.Group) -> None:
             click.echo(f"{key:<18} {fit[slope]:.4g} us/{unit} + {fit['base']:.4g} us")
         for kernel, t in profile["kernels_us"].items():  # what the emulator uses in place of the lines above
             loops = (
-                f"{t['per_out_channel']:.4g} us/out channel"
+                f"{t['per_out_channel']:.4g} us/out channel + {t.get('per_weight', 0):.4g} us/weight"
                 if kernel != "dense"
                 else f"{t['per_in_float']:.4g} us/input"
             )

@@ -10,11 +10,15 @@ fields (the bundled rpi3b-optee). A measured profile (`mirrorc profile`) adds, e
   kernels_us       per kernel of the C (`kernel_of`: conv_pointwise, conv_spatial, conv_grouped,
                    conv_strided, dense) per_mac * MACs + per_out_float * output floats
                    + per_out_channel * output channels (a conv's loop over output planes)
+                   + per_weight * weights (a conv's inner loops start once per weight: a narrow
+                   conv on a small map, e.g. DenseNet's 1x1 head, is all loop starts)
                    + per_in_float * input features (a dense layer's) + base, in place of Eq. 4 / 5:
                    each kernel runs its own loops, and a narrow CPM's cost is not one line per MAC;
   other_us         per op type (or "*" for the rest) per_float * output floats
                    + per_window_float * window * output floats (`Layer.window`: a pooling's kernel
-                   area, an LRN's size) + base;
+                   area, an LRN's size) + per_in_float * input floats (a strided pooling reads more
+                   than it writes) + per_out_channel * output planes (per-channel loops: an unfolded
+                   BatchNormalization's) + base;
   call_us.base     a fixed cost per inference (reset, the calls into the model).
 The coefficients are data: a device profile JSON in mirrorc/plan/devices/ (or any path), never code.
 """
@@ -44,14 +48,15 @@ class Linear:
 @dataclasses.dataclass(frozen=True)
 class Terms:
     """A measured layer cost in us: per_mac * MACs + per_float * output floats
-    + per_window * window * output floats + per_out_channel * output channels
-    + per_in_float * input features (dense layers) + base."""
+    + per_window * window * output floats + per_out_channel * output channels (planes)
+    + per_in_float * input features + per_weight * a conv's weights + base."""
 
     per_mac: float = 0.0
     per_float: float = 0.0
     per_window: float = 0.0
     per_out_channel: float = 0.0
     per_in_float: float = 0.0
+    per_weight: float = 0.0
     base: float = 0.0
 
     def us(self, layer: Layer) -> float:
@@ -62,18 +67,31 @@ class Terms:
             + self.per_window * layer.window * floats
             + self.per_out_channel * out_channels(layer)
             + self.per_in_float * in_features(layer)
+            + self.per_weight * weights(layer)
             + self.base
         )
 
 
 def out_channels(layer: Layer) -> int:
-    """A conv's output channels (planes its loops compute); 0 for other layers."""
-    return (layer.oc or 0) if layer.kind == "conv" else 0
+    """A conv's output channels, or an "other" layer's output planes (the planes their loops compute);
+    0 for dense layers."""
+    if layer.kind == "conv":
+        return layer.oc or 0
+    return layer.out_planes if layer.kind == "other" else 0
 
 
 def in_features(layer: Layer) -> int:
-    """A dense layer's input numbers per sample (MACs / OC); 0 for other layers."""
-    return layer.macs // layer.oc if layer.kind in ("dense", "matmul") and layer.oc else 0
+    """A dense layer's input numbers per sample (MACs / OC), an "other" layer's input floats; 0 for convs."""
+    if layer.kind in ("dense", "matmul"):
+        return layer.macs // layer.oc if layer.oc else 0
+    return layer.in_floats if layer.kind == "other" else 0
+
+
+def weights(layer: Layer) -> int:
+    """A conv's weights (OC x IC / groups x K_h x K_w: its inner loops' starts); 0 for other layers."""
+    if layer.kind != "conv" or not layer.fo:
+        return 0
+    return layer.macs // max(1, layer.fo[0] * layer.fo[1])
 
 
 KERNELS = ("conv_pointwise", "conv_spatial", "conv_grouped", "conv_strided", "dense")
@@ -197,7 +215,15 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
         )
 
     other = table(
-        "other_us", ("per_float", "base"), {"per_float": "per_float", "per_window_float": "per_window", "base": "base"}
+        "other_us",
+        ("per_float", "base"),
+        {
+            "per_float": "per_float",
+            "per_window_float": "per_window",
+            "per_in_float": "per_in_float",
+            "per_out_channel": "per_out_channel",
+            "base": "base",
+        },
     )
     kernels = table(
         "kernels_us",
@@ -206,6 +232,7 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
             "per_mac": "per_mac",
             "per_out_float": "per_float",
             "per_out_channel": "per_out_channel",
+            "per_weight": "per_weight",
             "per_in_float": "per_in_float",
             "base": "base",
         },
