@@ -166,7 +166,12 @@ def report(
     totals: dict[str, list[float]],
     empty_timers: dict[str, list[float]],
 ) -> None:
-    """Fit leave-one-out, print the table and write the results."""
+    """Fit leave-one-out, print the table and write the results. The fits read each node's row as
+    `profile.step_row` makes it now from its Layer and time, so saved measurements refit under
+    changed terms."""
+    sweep_layers = [x for cpm, _ in sweep_totals for x in cpm]
+    sweep_rows = [profile.step_row(x, r["us"]) for x, r in zip(sweep_layers, sweep_rows, strict=True)]
+    samples = {n: [profile.step_row(x, r["us"]) for x, r in zip(nodes[n], samples[n], strict=True)] for n in samples}
     rows = []
     for name in names:
         others = [o for o in names if o != name]

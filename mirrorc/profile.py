@@ -42,7 +42,8 @@ from mirrorc.backend import cbuild, ta
 from mirrorc.errors import MirrorcError
 from mirrorc.plan import emulator
 from mirrorc.plan.layers import Layer, layers
-from passes.lower_c import Lowered, lower, plan_secure
+from mirrorc.profile_sweep import SWEEP_MODELS
+from passes.lower_c import EPI_GAP, Lowered, lower, plan_secure
 
 # The TA's flags as they mean something on this host: the dev kit's language mode and -Os, then the
 # generated sub.mk's own flags (which override -Os).
@@ -88,9 +89,16 @@ void mirrorc_profile_steps(const float *const *taps, const float *logits, int it
 
 def step_layers(secure: onnx.ModelProto) -> list[Layer]:
     """The Layer (mirrorc.plan.layers) of every scheduled node of the secure graph, in the order of
-    `lower(profile=True)`'s step numbers."""
+    `lower(profile=True)`'s step numbers; a conv that runs its ReLU and global average pool as kernel
+    epilogues is marked `fused_gap` (its own kernel, `conv_gap`)."""
     by_name = {x.name: x for x in layers(secure)}
-    return [by_name[nd.name] for _, nd in plan_secure(secure).body]
+    plan = plan_secure(secure)
+    out = []
+    for _, nd in plan.body:
+        fused = plan.fused.get(nd.output[0])
+        gap = bool(fused and fused.epi & EPI_GAP)
+        out.append(dataclasses.replace(by_name[nd.name], fused_gap=True) if gap else by_name[nd.name])
+    return out
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> emulator.Linear:
@@ -145,6 +153,7 @@ def step_row(layer: Layer, us: float) -> dict[str, Any]:
         "out_channels": emulator.out_channels(layer),
         "in_features": emulator.in_features(layer),
         "weights": emulator.weights(layer),
+        "unaligned_floats": emulator.unaligned_floats(layer),
         "notation": layer.notation,
         "workload": layer.workload,
         "out_floats": layer.out_floats,
@@ -250,6 +259,7 @@ def _fit_terms(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> emulat
         "per_out_channel": lambda r: r["out_channels"],
         "per_in_float": lambda r: r["in_features"],
         "per_weight": lambda r: r.get("weights", 0),
+        "per_unaligned": lambda r: r.get("unaligned_floats", 0),
     }
     cols = [c for c in columns if any(value[c](r) for r in rows)]  # a column of zeros has no coefficient
     a = np.array([[value[c](r) for c in cols] + [1.0] for r in rows], float)
@@ -260,10 +270,10 @@ def _fit_terms(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> emulat
 def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str, Any]:
     """From `measure_steps` rows: the conv and dense lines (us vs workload, Eq. 4, 5; a kind with no
     sample gets the other's line); per kernel (`emulator.kernel_of`) with more samples than terms,
-    MAC, output-float, base and output-channel + weight (conv) or input-feature (dense) terms; per op
-    type of the rest with at least `min_per_op` samples, and for all of them together ("*"),
-    output-float, input-float, output-plane, window and base terms (the window term only where
-    windows differ from 1)."""
+    MAC, output-float, unaligned-float, base and output-channel + weight (conv) or input-feature
+    (dense) terms; per op type of the rest with at least `min_per_op` samples, and for all of them
+    together ("*"), output-float, output-plane, unaligned-float, window and base terms (the window
+    term only where windows differ from 1)."""
     fits: dict[str, Any] = {}
     for kind in ("conv", "dense"):
         rows = [s for s in steps if s["kind"] == kind]
@@ -276,13 +286,13 @@ def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str,
     kernels: dict[str, emulator.Terms] = {}
     for kernel in emulator.KERNELS:
         rows = [s for s in steps if s.get("kernel") == kernel]
-        if len(rows) >= 6:  # more samples than its five terms
+        if len(rows) >= 6:  # more samples than terms (a column of zeros has none)
             loops = ("per_in_float",) if kernel == "dense" else ("per_out_channel", "per_weight")
-            kernels[kernel] = _fit_terms(rows, ("per_mac", "per_float", *loops))
+            kernels[kernel] = _fit_terms(rows, ("per_mac", "per_float", *loops, "per_unaligned"))
     fits["kernels"] = kernels
     others = [s for s in steps if s["kind"] == "other"]
     other: dict[str, emulator.Terms] = {}
-    sizes = ("per_float", "per_in_float", "per_out_channel")
+    sizes = ("per_float", "per_out_channel", "per_unaligned")
     if others:
         other["*"] = _fit_terms(others, sizes)
     for op in sorted({s["op_type"] for s in others}):
@@ -354,6 +364,7 @@ def profile_json(
                 "per_out_channel": t.per_out_channel,
                 "per_weight": t.per_weight,
                 "per_in_float": t.per_in_float,
+                "per_unaligned_float": t.per_unaligned,
                 "base": t.base,
             }
             for k, t in terms.get("kernels", {}).items()
@@ -362,8 +373,8 @@ def profile_json(
             op: {
                 "per_float": t.per_float,
                 "per_window_float": t.per_window,
-                "per_in_float": t.per_in_float,
                 "per_out_channel": t.per_out_channel,
+                "per_unaligned_float": t.per_unaligned,
                 "base": t.base,
             }
             for op, t in terms["other"].items()
@@ -417,7 +428,7 @@ def example_models(out_dir: Path) -> dict[str, Path]:
 
 
 # What `mirrorc profile` times by default: the paper's examples and the sweep of every kind the zoo's CPMs hold.
-DEFAULT_MODELS = ("lenet5", "vgg7", "sweep32", "sweep64", "sweep112", "sweep56")
+DEFAULT_MODELS = ("lenet5", "vgg7", *SWEEP_MODELS)
 
 
 def device_of(terms: dict[str, Any]) -> emulator.Device:

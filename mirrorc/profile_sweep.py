@@ -8,8 +8,9 @@ stride-1 convs, LRN, strided convs (3x3 and 5x5, stride 2), a grouped conv, a ch
 followed by an unfused BatchNormalization (DenseNet's pattern), a 3x3 average pool and a head: a
 global average pool and three dense layers (the CPM's hidden dense layers are as wide as the class
 count, so a 1000-class sweep times a 1000x1000 one, whose 4 MB of weights do not stay in a core's
-cache), or a 1x1 conv to the classes and an average pool over the whole map (SqueezeNet's). Input
-sizes, class counts and heads vary per model, so every kind is seen at several output sizes.
+cache), or a 1x1 conv to the classes and then an average pool over the whole map, or a global average
+pool that the C runs inside the conv (SqueezeNet's head: the `conv_gap` kernel). Input sizes (odd
+ones too), class counts and heads vary per model, so every kind is seen at several output sizes.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
 # name -> (input height = width, classes, head); the sizes the zoo's CPMs run at (224 down to 7) scaled
-# down so a sweep times in seconds, 1000-class heads as the zoo's classifiers have, and both heads:
-# "dense" layers (AlexNet, VGG) or a 1x1 conv to the classes and a whole-map average pool (SqueezeNet).
+# down so a sweep times in seconds, 1000-class heads as the zoo's classifiers have, and three heads:
+# "dense" layers (AlexNet, VGG), or a 1x1 conv to the classes and then a whole-map AveragePool ("conv")
+# or a GlobalAveragePool fused into the conv ("gap", SqueezeNet's).
 SWEEP_MODELS: dict[str, tuple[int, int, str]] = {
     "sweep32": (32, 10, "dense"),
     "sweep64": (64, 100, "conv"),
     "sweep112": (112, 1000, "dense"),
-    "sweep56": (56, 1000, "conv"),
-    "sweep55": (55, 1000, "conv"),  # odd maps (55, 28, 14, 7), as AlexNet's, SqueezeNet's, Inception's
+    "sweep56": (56, 1000, "gap"),
+    "sweep55": (55, 1000, "gap"),  # odd maps (55, 28, 14, 7), as AlexNet's, SqueezeNet's, Inception's
+    "sweep208": (208, 1000, "gap"),  # a 1000-class head on a 13x13 map, as SqueezeNet's
 }
 WIDTH = 16  # backbone channels; the CPM narrows them to C
 
@@ -80,7 +83,7 @@ class _Graph:
 
 
 def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> onnx.ModelProto:
-    """One sweep classifier on a [3, size, size] input, its head "dense" or "conv"."""
+    """One sweep classifier on a [3, size, size] input, its head "dense", "conv" or "gap"."""
     g, c = _Graph(seed), WIDTH
     x = g.conv("input", 3, c, 3)  # the backbone's first layer: never mirrored
     x = g.conv(x, c, c, 1)
@@ -93,12 +96,13 @@ def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> 
     x = g.node("Relu", [g.batchnorm(x, c)])
     x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4)  # Inception's
     x = g.node("AveragePool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
-    if head == "conv":
+    if head == "gap":
+        x = g.node("Flatten", [g.node("GlobalAveragePool", [g.conv(x, c, classes, 1)])], axis=1)
+    elif head == "conv":
         side = size
         for _ in range(4):  # the four stride-2 layers above, each ceil(side / 2)
             side = (side + 1) // 2
-        # an AveragePool over the whole map, as SqueezeNet's: a GlobalAveragePool would be fused into
-        # the conv, a kernel path no zoo CPM takes
+        # an AveragePool over the whole map: the conv's output is stored, then pooled (not fused)
         pooled = g.node("AveragePool", [g.conv(x, c, classes, 1)], kernel_shape=[side, side])
         x = g.node("Flatten", [pooled], axis=1)
     else:

@@ -4,6 +4,7 @@ and the command runs end to end on the simulator."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -52,7 +53,6 @@ def _row(
     window: int = 1,
     out_channels: int = 0,
     in_features: int = 0,
-    weights: int = 0,
 ) -> dict:
     return {
         "kind": kind,
@@ -64,7 +64,6 @@ def _row(
         "window": window,
         "out_channels": out_channels,
         "in_features": in_features,
-        "weights": weights,
     }
 
 
@@ -90,12 +89,12 @@ def test_fit_terms_recovers_per_op_lines() -> None:
 KNOWN_KERNELS = {
     "conv_pointwise": emulator.Terms(per_mac=6e-5, per_float=2e-4, per_out_channel=0.05, per_weight=3e-3, base=0.03),
     "conv_spatial": emulator.Terms(per_mac=8e-5, per_float=5e-4, per_out_channel=0.01, per_weight=1e-3, base=0.1),
-    "conv_strided": emulator.Terms(per_mac=4e-4, per_float=1e-3, per_out_channel=0.02, base=0.2),
+    "conv_strided": emulator.Terms(per_mac=4e-4, per_float=1e-3, per_out_channel=0.02, per_unaligned=2e-4, base=0.2),
     "conv_grouped": emulator.Terms(per_mac=1e-4, per_float=0.0, per_out_channel=0.0, base=0.05),  # zeros stay zero
     "dense": emulator.Terms(per_mac=9e-5, per_float=3e-4, per_in_float=2e-3, base=0.04),
 }
 KNOWN_OTHER = {
-    "AveragePool": emulator.Terms(per_float=1e-4, per_window=6.8e-4, per_in_float=5e-5, base=0.02),
+    "AveragePool": emulator.Terms(per_float=1e-4, per_window=6.8e-4, per_unaligned=5e-5, base=0.02),
     "LRN": emulator.Terms(per_float=2e-3, per_window=1.2e-3, base=0.1),
     "Add": emulator.Terms(per_float=1.4e-4, base=0.02),
     "BatchNormalization": emulator.Terms(per_float=3e-4, per_out_channel=0.02, base=0.03),
@@ -113,21 +112,20 @@ def _synthetic_rows(rng: np.random.Generator) -> list[dict]:
                 int(rng.integers(4, 40_000)),
             )
             oc, ic, wts = (0, chans, 0) if kernel == "dense" else (chans, 0, wts)
+            odd = floats * int(rng.integers(0, 2))  # unaligned planes in half of the layers
             us = t.per_mac * macs + t.per_float * floats + t.per_out_channel * oc + t.per_in_float * ic
-            us += t.per_weight * wts + t.base
-            rows.append(
-                _row(
-                    kernel.split("_")[0], "Conv", macs, floats, us, kernel, out_channels=oc, in_features=ic, weights=wts
-                )
-            )
+            us += t.per_weight * wts + t.per_unaligned * odd + t.base
+            row = _row(kernel.split("_")[0], "Conv", macs, floats, us, kernel, out_channels=oc, in_features=ic)
+            rows.append(dict(row, weights=wts, unaligned_floats=odd))
     for op, t in KNOWN_OTHER.items():
         for _ in range(8):
             floats, window = int(rng.integers(8, 100_000)), int(rng.choice([1, 4, 5, 9, 49]))
             window = window if op in ("AveragePool", "LRN") else 1
-            ins, planes = int(floats * rng.choice([1, 2, 4])), int(rng.integers(1, 64))
-            us = t.per_float * floats + t.per_window * window * floats + t.per_in_float * ins
+            odd, planes = floats * int(rng.integers(0, 2)), int(rng.integers(1, 64))
+            us = t.per_float * floats + t.per_window * window * floats + t.per_unaligned * odd
             us += t.per_out_channel * planes + t.base
-            rows.append(_row("other", op, 0, floats, us, window=window, out_channels=planes, in_features=ins))
+            row = _row("other", op, 0, floats, us, window=window, out_channels=planes)
+            rows.append(dict(row, unaligned_floats=odd))
     return rows
 
 
@@ -141,7 +139,8 @@ def test_fit_terms_recovers_known_kernel_and_window_terms() -> None:
     for fitted, known in [(terms["kernels"][k], t) for k, t in KNOWN_KERNELS.items()] + [
         (terms["other"][op], t) for op, t in KNOWN_OTHER.items()
     ]:
-        for field in ("per_mac", "per_float", "per_window", "per_out_channel", "per_in_float", "per_weight", "base"):
+        for field in dataclasses.fields(emulator.Terms):
+            field = field.name
             got, want = getattr(fitted, field), getattr(known, field)
             assert got >= 0
             worst = max(worst, abs(got - want) / want if want else abs(got))
@@ -173,9 +172,12 @@ def test_fit_call_us_recovers_a_fixed_cost_and_the_timers() -> None:
     # the kernel's terms; 50,000 MACs on an 8x8 map: 781 weights (the inner loops' starts)
     assert np.isclose(dev.layer_us(conv), 8e-5 * 50_000 + 5e-4 * 128 + 0.01 * 2 + 1e-3 * 781 + 0.1)
     dense = Layer("d", "Gemm", "dense", 0, 500, ic=50, oc=10)
-    bn = Layer("b", "BatchNormalization", "other", 0, 0, out_floats=128, in_floats=128, out_planes=2, out_rows=16)
-    sizes = [(emulator.out_channels(x), emulator.in_features(x), emulator.weights(x)) for x in (conv, dense, bn)]
-    assert sizes == [(2, 0, 781), (0, 50, 0), (2, 128, 0)]
+    bn = Layer("b", "BatchNormalization", "other", 0, 0, out_floats=98, out_planes=2)  # two 7x7 planes
+    sizes = [
+        (emulator.out_channels(x), emulator.in_features(x), emulator.weights(x), emulator.unaligned_floats(x))
+        for x in (conv, dense, bn)
+    ]
+    assert sizes == [(2, 0, 781, 0), (0, 50, 0, 0), (2, 0, 0, 98)]
     cpms = []
     for n, m in ((1, 2), (3, 1), (10, 30), (2, 9)):
         total = n * dev.layer_us(conv) + m * dev.layer_us(relu) - 0.02 * (n + m) + 1.5
@@ -371,3 +373,48 @@ def test_profile_optee_fits_the_ta_timers(tmp_path: Path) -> None:
     # a world switch costs something; whether the fit puts it in the base or the per-KB slope depends on
     # this machine's noise (a loaded host once gave base 0), so only the sum is asserted
     assert dev.conv.slope > 0 and min(dev.switch.slope, dev.switch.base) >= 0 < dev.switch.slope + dev.switch.base
+
+
+def test_profile_cli_default_models_are_the_default_sweep() -> None:
+    """`mirrorc profile --models`'s default (a literal, so the CLI starts without numpy) is DEFAULT_MODELS."""
+    option = next(p for p in main.commands["profile"].params if p.name == "models")
+    assert option.default.split(",") == list(profile.DEFAULT_MODELS)
+
+
+def test_a_fused_gap_head_is_its_own_kernel(tmp_path: Path) -> None:
+    """A sweep model with SqueezeNet's head: the C runs ReLU and GlobalAveragePool inside the 1x1 conv,
+    so the scheduled steps hold one conv_gap and no pool; the emulator predicts it with conv_gap's
+    terms, and with conv_pointwise's when a profile has none."""
+    import onnx
+
+    from mirrorc.profile_sweep import sweep_model
+
+    path = tmp_path / "gap.onnx"
+    onnx.save(sweep_model(24, 10, "gap"), path)
+    mirrornet, _ = build_mirrornet(path, channels=1)
+    steps = profile.step_layers(split(mirrornet)[1])
+    kernels = [emulator.kernel_of(x) or x.op_type for x in steps]
+    print(kernels)
+    assert kernels.count("conv_gap") == 1 and "GlobalAveragePool" not in kernels
+    head = steps[kernels.index("conv_gap")]
+    assert head.oc == 10 and head.k == (1, 1)
+    pointwise = emulator.Terms(per_mac=1e-4, base=0.5)
+    only_pointwise = profile.device_of(
+        {
+            "conv": emulator.Linear(0, 0),
+            "dense": emulator.Linear(0, 0),
+            "kernels": {"conv_pointwise": pointwise},
+            "other": {},
+        }
+    )
+    assert np.isclose(only_pointwise.layer_us(head), 1e-4 * head.macs + 0.5)
+    gap = emulator.Terms(per_mac=3e-4, base=0.1)
+    both = profile.device_of(
+        {
+            "conv": emulator.Linear(0, 0),
+            "dense": emulator.Linear(0, 0),
+            "kernels": {"conv_pointwise": pointwise, "conv_gap": gap},
+            "other": {},
+        }
+    )
+    assert np.isclose(both.layer_us(head), 3e-4 * head.macs + 0.1)

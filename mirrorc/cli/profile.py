@@ -25,7 +25,7 @@ def register(main: click.Group) -> None:
     )
     @click.option(
         "--models",
-        default="lenet5,vgg7,sweep32,sweep64,sweep112,sweep56",
+        default="lenet5,vgg7,sweep32,sweep64,sweep112,sweep56,sweep55,sweep208",  # mirrorc.profile.DEFAULT_MODELS
         show_default=True,
         help="Models timed, comma-separated: the examples and the layer-shape sweep (mirrorc.profile_sweep).",
     )

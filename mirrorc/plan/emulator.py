@@ -12,13 +12,15 @@ fields (the bundled rpi3b-optee). A measured profile (`mirrorc profile`) adds, e
                    + per_out_channel * output channels (a conv's loop over output planes)
                    + per_weight * weights (a conv's inner loops start once per weight: a narrow
                    conv on a small map, e.g. DenseNet's 1x1 head, is all loop starts)
-                   + per_in_float * input features (a dense layer's) + base, in place of Eq. 4 / 5:
-                   each kernel runs its own loops, and a narrow CPM's cost is not one line per MAC;
+                   + per_in_float * input features (a dense layer's)
+                   + per_unaligned_float * unaligned output floats (`unaligned_floats`) + base, in
+                   place of Eq. 4 / 5: each kernel runs its own loops, and a narrow CPM's cost is not
+                   one line per MAC;
   other_us         per op type (or "*" for the rest) per_float * output floats
                    + per_window_float * window * output floats (`Layer.window`: a pooling's kernel
-                   area, an LRN's size) + per_in_float * input floats (a strided pooling reads more
-                   than it writes) + per_out_channel * output planes (per-channel loops: an unfolded
-                   BatchNormalization's) + base;
+                   area, an LRN's size) + per_out_channel * output planes (per-channel loops: an
+                   unfolded BatchNormalization's) + per_unaligned_float * unaligned output floats
+                   + base;
   call_us.base     a fixed cost per inference (reset, the calls into the model).
 The coefficients are data: a device profile JSON in mirrorc/plan/devices/ (or any path), never code.
 """
@@ -49,7 +51,8 @@ class Linear:
 class Terms:
     """A measured layer cost in us: per_mac * MACs + per_float * output floats
     + per_window * window * output floats + per_out_channel * output channels (planes)
-    + per_in_float * input features + per_weight * a conv's weights + base."""
+    + per_in_float * input features + per_weight * a conv's weights
+    + per_unaligned * unaligned output floats + base."""
 
     per_mac: float = 0.0
     per_float: float = 0.0
@@ -57,6 +60,7 @@ class Terms:
     per_out_channel: float = 0.0
     per_in_float: float = 0.0
     per_weight: float = 0.0
+    per_unaligned: float = 0.0
     base: float = 0.0
 
     def us(self, layer: Layer) -> float:
@@ -68,6 +72,7 @@ class Terms:
             + self.per_out_channel * out_channels(layer)
             + self.per_in_float * in_features(layer)
             + self.per_weight * weights(layer)
+            + self.per_unaligned * unaligned_floats(layer)
             + self.base
         )
 
@@ -81,10 +86,17 @@ def out_channels(layer: Layer) -> int:
 
 
 def in_features(layer: Layer) -> int:
-    """A dense layer's input numbers per sample (MACs / OC), an "other" layer's input floats; 0 for convs."""
-    if layer.kind in ("dense", "matmul"):
-        return layer.macs // layer.oc if layer.oc else 0
-    return layer.in_floats if layer.kind == "other" else 0
+    """A dense layer's input numbers per sample (MACs / OC); 0 for other layers."""
+    return layer.macs // layer.oc if layer.kind in ("dense", "matmul") and layer.oc else 0
+
+
+def unaligned_floats(layer: Layer) -> int:
+    """Output floats of a layer whose planes are not a multiple of 4 floats (55x55, 27x27, 13x13, 7x7
+    maps): every plane but the first starts off a 16-byte boundary, so the kernels' vector loops load
+    and store unaligned, and end in a scalar tail; 0 for other layers."""
+    if not layer.out_planes or (layer.out_floats // layer.out_planes) % 4 == 0:
+        return 0
+    return layer.out_floats
 
 
 def weights(layer: Layer) -> int:
@@ -94,17 +106,22 @@ def weights(layer: Layer) -> int:
     return layer.macs // max(1, layer.fo[0] * layer.fo[1])
 
 
-KERNELS = ("conv_pointwise", "conv_spatial", "conv_grouped", "conv_strided", "dense")
+KERNELS = ("conv_pointwise", "conv_spatial", "conv_grouped", "conv_strided", "conv_gap", "dense")
+# A kernel a profile may lack -> the one that predicts it then (a profile fitted before it existed)
+KERNEL_FALLBACK = {"conv_gap": "conv_pointwise"}
 
 
 def kernel_of(layer: Layer) -> str | None:
-    """Which of the C's compute loops a layer runs: "conv_strided" (mc_conv2d's strided path),
+    """Which of the C's compute loops a layer runs: "conv_gap" (a conv with its ReLU and global
+    average pool fused in: SqueezeNet's head), "conv_strided" (mc_conv2d's strided path),
     "conv_grouped" (groups > 1), "conv_pointwise" (1x1), "conv_spatial" (mc_conv2d_s1), "dense"
     (mc_gemm and MatMul); None for the other layers."""
     if layer.kind in ("dense", "matmul"):
         return "dense"
     if layer.kind != "conv":
         return None
+    if layer.fused_gap:
+        return "conv_gap"
     if layer.strides != (1, 1):
         return "conv_strided"
     if layer.groups > 1:
@@ -139,7 +156,8 @@ class Device:
     def layer_us(self, layer: Layer) -> float:
         """Secure-world latency of one layer: the profile's terms for its kernel or op type, else Eq. 4 /
         Eq. 5 (scaled); 0 for layers the paper ignores when the profile does not time them."""
-        kernel = dict(self.kernels).get(kernel_of(layer) or "")
+        kernels, name = dict(self.kernels), kernel_of(layer) or ""
+        kernel = kernels.get(name, kernels.get(KERNEL_FALLBACK.get(name, "")))
         if kernel is not None:
             us = kernel.us(layer)
         elif layer.kind in ("conv", "dense", "matmul"):
@@ -220,8 +238,8 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
         {
             "per_float": "per_float",
             "per_window_float": "per_window",
-            "per_in_float": "per_in_float",
             "per_out_channel": "per_out_channel",
+            "per_unaligned_float": "per_unaligned",
             "base": "base",
         },
     )
@@ -234,6 +252,7 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
             "per_out_channel": "per_out_channel",
             "per_weight": "per_weight",
             "per_in_float": "per_in_float",
+            "per_unaligned_float": "per_unaligned",
             "base": "base",
         },
     )

@@ -50,9 +50,10 @@ class Layer:
     out_floats: int = 0  # numbers in the first output per sample; 0 when its shape is unknown
     strides: tuple[int, int] = (1, 1)  # a conv's; the emulator picks the kernel's line by them
     window: int = 1  # inputs read per output number: a pooling's kernel area, an LRN's size
-    in_floats: int = 0  # numbers in the first input per sample; 0 when its shape is unknown
     out_planes: int = 0  # channels of an image-shaped (rank >= 3) first output, else 0
-    out_rows: int = 0  # channels x rows of a rank-4 first output (the rows a kernel's loops start), else 0
+    # a conv whose ReLU -> GlobalAveragePool run inside its kernel (passes.lower_c.fuse_epilogues): its
+    # output map is summed as it is computed, never stored (set by mirrorc.profile.step_layers)
+    fused_gap: bool = False
 
     @property
     def notation(self) -> str:
@@ -240,21 +241,14 @@ def _dense(node: onnx.NodeProto, shapes: Shapes, params: int) -> Layer:
     return Layer(node.name, node.op_type, kind, params, int(rows * ic * oc), ic=int(ic), oc=int(oc))
 
 
-def _sizes(node: onnx.NodeProto, shapes: Shapes) -> dict[str, int]:
-    """The sizes the Performance Emulator's per-float, per-plane and per-row terms count, for the
-    first input and output whose shapes are known (batch dimension left out)."""
-    sizes = {}
-    x = shapes.shape.get(node.input[0]) if node.input and node.input[0] else None
-    if x and None not in x[1:]:
-        sizes["in_floats"] = int(np.prod(x[1:], dtype=np.int64))
+def _with_sizes(layer: Layer, node: onnx.NodeProto, shapes: Shapes) -> Layer:
+    """`layer` with the sizes the Performance Emulator's per-float and per-plane terms count: of the
+    first output, when its shape is known (batch dimension left out)."""
     y = shapes.shape.get(node.output[0]) if node.output else None
-    if y and None not in y[1:]:
-        sizes["out_floats"] = int(np.prod(y[1:], dtype=np.int64))
-        if len(y) >= 3:
-            sizes["out_planes"] = int(y[1])
-        if len(y) == 4:
-            sizes["out_rows"] = int(y[1] * y[2])
-    return sizes
+    if not y or None in y[1:]:
+        return layer
+    planes = int(y[1]) if len(y) >= 3 else 0
+    return dataclasses.replace(layer, out_floats=int(np.prod(y[1:], dtype=np.int64)), out_planes=planes)
 
 
 def layers(model: ModelLike, shapes: Shapes | None = None) -> list[Layer]:
@@ -274,7 +268,7 @@ def layers(model: ModelLike, shapes: Shapes | None = None) -> list[Layer]:
             layer = _dense(node, shapes, params)
         else:
             layer = Layer(node.name, node.op_type, "other", params, 0, window=_window(node, shapes))
-        out.append(dataclasses.replace(layer, **_sizes(node, shapes)))
+        out.append(_with_sizes(layer, node, shapes))
     return out
 
 
