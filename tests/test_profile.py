@@ -418,3 +418,30 @@ def test_a_fused_gap_head_is_its_own_kernel(tmp_path: Path) -> None:
         }
     )
     assert np.isclose(both.layer_us(head), 3e-4 * head.macs + 0.1)
+
+
+def test_the_report_prices_the_steps_the_c_runs(tmp_path: Path) -> None:
+    """`partition --report` on a fitted profile predicts the compute the emulator predicts over the C's
+    scheduled steps (`step_layers`): a conv's fused ReLU / GlobalAveragePool are not priced again, and
+    SqueezeNet's kind of head is priced as conv_gap."""
+    import onnx
+
+    from mirrorc.plan.report import build_report
+    from mirrorc.profile_sweep import sweep_model
+
+    path = tmp_path / "gap.onnx"
+    onnx.save(sweep_model(24, 10, "gap"), path)
+    mirrornet, _ = build_mirrornet(path, channels=2)
+    device = profile.device_of(
+        {
+            "conv": emulator.Linear(0, 0),
+            "dense": emulator.Linear(0, 0),
+            "kernels": {"conv_pointwise": emulator.Terms(per_mac=1e-4, base=0.5), "conv_gap": emulator.Terms(base=7.0)},
+            "other": {"*": emulator.Terms(per_float=1e-3, base=0.25)},
+        }
+    )
+    steps = profile.step_layers(split(mirrornet)[1])
+    want = sum(device.layer_us(x) for x in steps) + device.call_us
+    got = build_report(mirrornet, device)["latency_us"]["compute"]
+    print(f"report {got:.3f} us, steps {want:.3f} us")
+    assert np.isclose(got, want)

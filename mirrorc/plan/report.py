@@ -7,6 +7,7 @@ dict (the `--json` form); `format_report(report)` renders it as aligned text."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from mirrorc.plan import emulator
 from mirrorc.plan import layers as L
 from mirrorc.train.protect import get as get_strategy
 from passes import contract
+from passes.lower_c import EPI_GAP, fuse_epilogues
 
 FINAL_NODES = ("cpm/final_add", "cpm/argmax")  # run by the final command whatever their stage says
 
@@ -38,6 +40,22 @@ def parse_size(text: str | int, field: str = "--tee-memory") -> int:
 
 def _meta(node) -> dict:
     return {p.key: p.value for p in node.metadata_props}
+
+
+def _as_the_c_runs(secure: list[tuple[int, onnx.NodeProto]], all_layers: list[L.Layer]) -> dict[int, L.Layer]:
+    """The secure nodes' layers as the generated C runs them (node index -> Layer): a Conv's ReLU and
+    GlobalAveragePool epilogues run inside its kernel (passes.lower_c.fuse_epilogues), so they have no
+    time of their own (a fitted profile's conv terms hold them), and a conv with a fused global average
+    pool is the conv_gap kernel. The ArgMax to the label is not a step (its time is in the profile's
+    fixed cost per inference), as in `mirrorc.profile.step_layers`."""
+    _, fused = fuse_epilogues(list(secure), {contract.LABEL})
+    absorbed = {name for f in fused.values() for name in f.absorbed}
+    gap_convs = {f.conv_out for f in fused.values() if f.epi & EPI_GAP}
+    return {
+        i: dataclasses.replace(all_layers[i], fused_gap=True) if node.output[0] in gap_convs else all_layers[i]
+        for i, node in secure
+        if (node.name or node.output[0]) not in absorbed and contract.LABEL not in node.output
+    }
 
 
 def _model_meta(model: onnx.ModelProto, where: str) -> tuple[int, int, list[dict]]:
@@ -137,14 +155,15 @@ def build_report(
                 raise MirrorcError(f"{where}: node '{node.name}': 'mirrorc.stage' is not an integer") from None
     backbone = [i for i in world if world[i] == "normal" and not nodes[i].name.startswith("mirrorc/")]
     secure = [(i, nodes[i]) for i in world if world[i] == "secure"]
-    cpm_layers = [all_layers[i] for i, _ in secure]  # predict() skips "other" unless the profile times them
+    timed = _as_the_c_runs(secure, all_layers)
+    cpm_layers = list(timed.values())  # predict() skips "other" unless the profile times them
 
     # Per stage: CPM stage s reads M_{s-1}, so the tap that crosses for it is tap s-1.
     tap_by_index = {int(t["index"]): t for t in taps}
     stage_rows = []
     for s in sorted({stage[i] for i in backbone + [i for i, _ in secure] if i in stage}):
         bb = [all_layers[i] for i in backbone if stage.get(i) == s]
-        cpm = [all_layers[i] for i, node in secure if stage.get(i) == s and node.name not in FINAL_NODES]
+        cpm = [timed[i] for i, node in secure if i in timed and stage.get(i) == s and node.name not in FINAL_NODES]
         tap = tap_by_index.get(s - 1)
         compute_us = sum(dev.layer_us(x) for x in cpm)
         stage_rows.append(
@@ -160,12 +179,14 @@ def build_report(
             }
         )
     logits_bytes = 4 * num_classes
-    final_cpm = [all_layers[i] for i, node in secure if node.name in FINAL_NODES or i not in stage]
+    final_idx = [i for i, node in secure if node.name in FINAL_NODES or i not in stage]
     final = {
         "bytes": logits_bytes,
-        "nodes": [x.name for x in final_cpm],
+        "nodes": [nodes[i].name for i in final_idx],
         # the profile's fixed cost per inference is charged once, here
-        "secure_us": dev.switch_us(logits_bytes) + sum(dev.layer_us(x) for x in final_cpm) + dev.call_us,
+        "secure_us": dev.switch_us(logits_bytes)
+        + sum(dev.layer_us(timed[i]) for i in final_idx if i in timed)
+        + dev.call_us,
     }
 
     prediction = emulator.predict(dev, cpm_layers, [t["bytes"] for t in taps] + [logits_bytes])
