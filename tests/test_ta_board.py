@@ -60,11 +60,13 @@ def cross_objects(ta_dir: Path, out: Path, *, ta_flags: bool = True, extra: tupl
     includes = [f"-I{d}" for d in ta.ta_include_dirs(ta_dir)]
     objects = []
     for subdir in ("model", "kernels"):
-        flags = [*ta.DEV_KIT_CFLAGS, *(ta.ta_cflags(ta_dir, subdir) if ta_flags else []), *extra]
+        # the dev kit's warnings, then the sub.mk's flags (which quiet -Wfloat-equal): as a TA build orders them
+        sub_mk = [*ta.DEV_KIT_WARNINGS, *ta.ta_cflags(ta_dir, subdir)] if ta_flags else ["-Wall"]
+        flags = [*ta.DEV_KIT_CFLAGS, *sub_mk, *extra]
         for src in sorted((ta_dir / subdir).glob("*.c")):
             obj = out / f"{subdir}_{src.stem}.o"
             proc = subprocess.run(
-                [CROSS, *flags, "-ffreestanding", "-Wall", "-Werror", *includes, "-c", str(src), "-o", str(obj)],
+                [CROSS, *flags, "-ffreestanding", "-Werror", *includes, "-c", str(src), "-o", str(obj)],
                 capture_output=True,
                 text=True,
                 cwd=out,
