@@ -315,9 +315,17 @@ void mc_gemm(const float *a, const float *b, const float *c, float *y, int m, in
                 yr[j] = alpha * ((s0 + s1) + (s2 + s3));
             }
         } else {
-            /* B is [k, n]: accumulate rows of B, contiguous in j */
+            /* B is [k, n]: accumulate rows of B, contiguous in j, four rows per pass so that the
+               output row is loaded and stored once per four multiply-adds */
             for (j = 0; j < n; j++) yr[j] = 0.0f;
-            for (p = 0; p < k; p++) {
+            for (p = 0; p + 3 < k; p += 4) {
+                float a0 = a[i * a_is + p * a_ps], a1 = a[i * a_is + (p + 1) * a_ps];
+                float a2 = a[i * a_is + (p + 2) * a_ps], a3 = a[i * a_is + (p + 3) * a_ps];
+                const float *restrict b0 = b + (long)p * n, *restrict b1 = b0 + n, *restrict b2 = b1 + n,
+                                      *restrict b3 = b2 + n;
+                for (j = 0; j < n; j++) yr[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+            }
+            for (; p < k; p++) {
                 float av = a[i * a_is + p * a_ps];
                 const float *br = b + (long)p * n;
                 for (j = 0; j < n; j++) yr[j] += av * br[j];
