@@ -10,11 +10,11 @@ onnx (benchmarks/ta_flags.py's set; all pass `mirrorc check`), at --channels.
 Measured, in --rounds interleaved rounds (every model once per round, so a busy spell of the shared
 machine hits all models alike): the release C's CPU us per batch-1 inference (no timers; fastest of 5
 loops of --iters) and every node's time in the profiling build (lower(profile=True), its mean over
---iters, fastest of 5 such loops: the same statistic). A model's measured time is the median over rounds of the release C; its spread is
-(max - min) / median over the rounds, the measurement's own noise. A node's time is its median over
-rounds. Beside them, the profiling build with its timers compiled as empty functions (median over the
-rounds): the release C's computation in another binary layout, so a gap between it and the release
-C is the layout's, which no per-layer term can see.
+--iters, fastest of 5 such loops: the same statistic). A model's measured time is the median over
+rounds of the release C; its spread is (max - min) / median over the rounds, the measurement's own
+noise. A node's time is its median over rounds. Beside them, the profiling build with its timers
+compiled as empty functions (median over the rounds): the release C's computation in another binary
+layout, so a gap between it and the release C is the layout's, which no per-layer term can see.
 
 Predicted: the profile `mirrorc profile` would fit (mirrorc.profile.fit_device_terms: per kernel and
 per op type terms, a fixed cost per inference, the profiling timers' cost taken out) fitted on the

@@ -267,7 +267,9 @@ def _fit_terms(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> emulat
         "per_weight": lambda r: r.get("weights", 0),
         "per_unaligned": lambda r: r.get("unaligned_floats", 0),
     }
-    cols = [c for c in columns if any(value[c](r) for r in rows)]  # a column of zeros has no coefficient
+    # a column that never varies (zeros, or DenseNet-only plane counts fitted on Inception's 2-plane
+    # Muls) is the base's: given a coefficient of its own it would be extrapolated blind
+    cols = [c for c in columns if len({value[c](r) for r in rows}) > 1]
     a = np.array([[value[c](r) for c in cols] + [1.0] for r in rows], float)
     coef = fit_nonneg(a, [r["us"] for r in rows])
     return emulator.Terms(**dict(zip(cols, map(float, coef))), base=float(coef[-1]))
