@@ -2,7 +2,7 @@
 the zoo's CPMs hold, so that a fitted profile never predicts a kind it has not timed.
 
 LeNet-5 and VGG-7 (the default sweep before) have stride-1 3x3/5x5 convs, 2x2 max pools and dense
-layers only. A sweep model adds, after a first conv that stays in the backbone: 1x1 and 5x5
+layers only. A sweep model adds, after a first conv that stays in the backbone: 1x1, 3x3 and 5x5
 stride-1 convs, LRN, strided convs (3x3 and 5x5, stride 2), a grouped conv, a channel shuffle
 (Reshape-Transpose-Reshape), 3x3 max pools with stride 2 and 1 (Inception's), a two-branch Concat
 followed by an unfused BatchNormalization (DenseNet's pattern), a 3x3 average pool and a head: a
@@ -87,7 +87,7 @@ def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> 
     g, c = _Graph(seed), WIDTH
     x = g.conv("input", 3, c, 3)  # the backbone's first layer: never mirrored
     x = g.conv(x, c, c, 1)
-    x = g.node("LRN", [g.conv(x, c, c, 5)], size=5, alpha=1e-4, beta=0.75, bias=1.0)
+    x = g.node("LRN", [g.conv(g.conv(x, c, c, 3), c, c, 5)], size=5, alpha=1e-4, beta=0.75, bias=1.0)
     x = g.conv(x, c, c, 3, stride=2)
     x = g.shuffle(g.conv(x, c, c, 3, group=4), 4, c, (size + 1) // 2)
     x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)

@@ -7,8 +7,8 @@ Latency is a sum of linear models fitted on the target board, all in microsecond
 times the empirical scale factor of Sec. V-D on the terms the profile names. Other layers (ReLU,
 pooling, Add) are left out, as in the paper. That is the whole model of a profile with only those
 fields (the bundled rpi3b-optee). A measured profile (`mirrorc profile`) adds, each optional:
-  kernels_us       per kernel of the C (`kernel_of`: conv_pointwise, conv_spatial, conv_grouped,
-                   conv_strided, dense) per_mac * MACs + per_out_float * output floats
+  kernels_us       per kernel of the C (`kernel_of`: conv_pointwise, conv_spatial3/5, conv_spatial,
+                   conv_gap, conv_grouped, conv_strided, dense) per_mac * MACs + per_out_float * output floats
                    + per_out_channel * output channels (a conv's loop over output planes)
                    + per_weight * weights (a conv's inner loops start once per weight: a narrow
                    conv on a small map, e.g. DenseNet's 1x1 head, is all loop starts)
@@ -106,16 +106,26 @@ def weights(layer: Layer) -> int:
     return layer.macs // max(1, layer.fo[0] * layer.fo[1])
 
 
-KERNELS = ("conv_pointwise", "conv_spatial", "conv_grouped", "conv_strided", "conv_gap", "dense")
+KERNELS = (
+    "conv_pointwise",
+    "conv_spatial3",
+    "conv_spatial5",
+    "conv_spatial",
+    "conv_grouped",
+    "conv_strided",
+    "conv_gap",
+    "dense",
+)
 # A kernel a profile may lack -> the one that predicts it then (a profile fitted before it existed)
-KERNEL_FALLBACK = {"conv_gap": "conv_pointwise"}
+KERNEL_FALLBACK = {"conv_gap": "conv_pointwise", "conv_spatial3": "conv_spatial", "conv_spatial5": "conv_spatial"}
 
 
 def kernel_of(layer: Layer) -> str | None:
     """Which of the C's compute loops a layer runs: "conv_gap" (a conv with its ReLU and global
     average pool fused in: SqueezeNet's head), "conv_strided" (mc_conv2d's strided path),
-    "conv_grouped" (groups > 1), "conv_pointwise" (1x1), "conv_spatial" (mc_conv2d_s1), "dense"
-    (mc_gemm and MatMul); None for the other layers."""
+    "conv_grouped" (groups > 1), "conv_pointwise" (1x1), "conv_spatial3" / "conv_spatial5"
+    (mc_conv2d_s1 with a kernel 3 or 5 wide: mc_conv_row_s1's unrolled rows), "conv_spatial" (its
+    other widths), "dense" (mc_gemm and MatMul); None for the other layers."""
     if layer.kind in ("dense", "matmul"):
         return "dense"
     if layer.kind != "conv":
@@ -126,7 +136,10 @@ def kernel_of(layer: Layer) -> str | None:
         return "conv_strided"
     if layer.groups > 1:
         return "conv_grouped"
-    return "conv_pointwise" if layer.k == (1, 1) else "conv_spatial"
+    if layer.k == (1, 1):
+        return "conv_pointwise"
+    width = layer.k[1] if layer.k else 0
+    return f"conv_spatial{width}" if width in (3, 5) else "conv_spatial"
 
 
 @dataclasses.dataclass(frozen=True)
