@@ -68,7 +68,7 @@ def register(main: click.Group) -> None:
             )
             click.echo(
                 f"{kernel:<18} {t['per_mac']:.4g} us/MAC + {t['per_out_float']:.4g} us/out float + {loops} "
-                f"+ {t['base']:.4g} us"
+                f"+ {t.get('per_unaligned_float', 0):.4g} us/unaligned float + {t['base']:.4g} us"
             )
         click.echo(f"{'call_us':<18} {profile['call_us']['base']:.4g} us per inference")
         if output is not None:
