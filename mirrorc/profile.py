@@ -43,7 +43,7 @@ from mirrorc.errors import MirrorcError
 from mirrorc.plan import emulator
 from mirrorc.plan.layers import Layer, layers
 from mirrorc.profile_sweep import SWEEP_MODELS
-from passes.lower_c import EPI_GAP, Lowered, lower, plan_secure
+from passes.lower_c import Lowered, lower, plan_secure
 
 # The TA's flags as they mean something on this host: the dev kit's language mode and -Os, then the
 # generated sub.mk's own flags (which override -Os).
@@ -94,12 +94,7 @@ def step_layers(secure: onnx.ModelProto) -> list[Layer]:
     epilogues is marked `fused_gap` (its own kernel, `conv_gap`)."""
     by_name = {x.name: x for x in layers(secure)}
     plan = plan_secure(secure)
-    out = []
-    for _, nd in plan.body:
-        fused = plan.fused.get(nd.output[0])
-        gap = bool(fused and fused.epi & EPI_GAP)
-        out.append(dataclasses.replace(by_name[nd.name], fused_gap=True) if gap else by_name[nd.name])
-    return out
+    return [emulator.as_run(by_name[nd.name], plan.fused.get(nd.output[0])) for _, nd in plan.body]
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> emulator.Linear:

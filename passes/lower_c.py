@@ -142,6 +142,11 @@ class Fused:
     epi: int  # EPI_RELU | EPI_GAP bits
     absorbed: tuple[str, ...]  # names of the absorbed nodes, for the command lists
 
+    @property
+    def pools(self) -> bool:
+        """Whether the chain ends in the GlobalAveragePool: the conv's map is summed, never stored."""
+        return bool(self.epi & EPI_GAP)
+
 
 def _name(node) -> str:
     return node.name or node.output[0]

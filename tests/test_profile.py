@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -381,42 +382,35 @@ def test_profile_cli_default_models_are_the_default_sweep() -> None:
     assert option.default.split(",") == list(profile.DEFAULT_MODELS)
 
 
-def test_a_fused_gap_head_is_its_own_kernel(tmp_path: Path) -> None:
-    """A sweep model with SqueezeNet's head: the C runs ReLU and GlobalAveragePool inside the 1x1 conv,
-    so the scheduled steps hold one conv_gap and no pool; the emulator predicts it with conv_gap's
-    terms, and with conv_pointwise's when a profile has none."""
-    import onnx
-
+def _gap_mirrornet(tmp_path: Path, channels: int) -> onnx.ModelProto:
+    """The mirrornet of a small sweep model with SqueezeNet's head (1x1 conv, ReLU, GlobalAveragePool)."""
     from mirrorc.profile_sweep import sweep_model
 
     path = tmp_path / "gap.onnx"
     onnx.save(sweep_model(24, 10, "gap"), path)
-    mirrornet, _ = build_mirrornet(path, channels=1)
-    steps = profile.step_layers(split(mirrornet)[1])
+    return build_mirrornet(path, channels=channels)[0]
+
+
+def _kernel_device(kernels: dict[str, emulator.Terms], other: dict[str, emulator.Terms]) -> emulator.Device:
+    """A fitted profile's Device with only these kernel and op terms (no Eq. 4 / 5 lines)."""
+    flat = emulator.Linear(0, 0)
+    return profile.device_of({"conv": flat, "dense": flat, "kernels": kernels, "other": other})
+
+
+def test_a_fused_gap_head_is_its_own_kernel(tmp_path: Path) -> None:
+    """A sweep model with SqueezeNet's head: the C runs ReLU and GlobalAveragePool inside the 1x1 conv,
+    so the scheduled steps hold one conv_gap and no pool; the emulator predicts it with conv_gap's
+    terms, and with conv_pointwise's when a profile has none."""
+    steps = profile.step_layers(split(_gap_mirrornet(tmp_path, 1))[1])
     kernels = [emulator.kernel_of(x) or x.op_type for x in steps]
     print(kernels)
     assert kernels.count("conv_gap") == 1 and "GlobalAveragePool" not in kernels
     head = steps[kernels.index("conv_gap")]
     assert head.oc == 10 and head.k == (1, 1)
     pointwise = emulator.Terms(per_mac=1e-4, base=0.5)
-    only_pointwise = profile.device_of(
-        {
-            "conv": emulator.Linear(0, 0),
-            "dense": emulator.Linear(0, 0),
-            "kernels": {"conv_pointwise": pointwise},
-            "other": {},
-        }
-    )
+    only_pointwise = _kernel_device({"conv_pointwise": pointwise}, {})
     assert np.isclose(only_pointwise.layer_us(head), 1e-4 * head.macs + 0.5)
-    gap = emulator.Terms(per_mac=3e-4, base=0.1)
-    both = profile.device_of(
-        {
-            "conv": emulator.Linear(0, 0),
-            "dense": emulator.Linear(0, 0),
-            "kernels": {"conv_pointwise": pointwise, "conv_gap": gap},
-            "other": {},
-        }
-    )
+    both = _kernel_device({"conv_pointwise": pointwise, "conv_gap": emulator.Terms(per_mac=3e-4, base=0.1)}, {})
     assert np.isclose(both.layer_us(head), 3e-4 * head.macs + 0.1)
 
 
@@ -424,21 +418,12 @@ def test_the_report_prices_the_steps_the_c_runs(tmp_path: Path) -> None:
     """`partition --report` on a fitted profile predicts the compute the emulator predicts over the C's
     scheduled steps (`step_layers`): a conv's fused ReLU / GlobalAveragePool are not priced again, and
     SqueezeNet's kind of head is priced as conv_gap."""
-    import onnx
-
     from mirrorc.plan.report import build_report
-    from mirrorc.profile_sweep import sweep_model
 
-    path = tmp_path / "gap.onnx"
-    onnx.save(sweep_model(24, 10, "gap"), path)
-    mirrornet, _ = build_mirrornet(path, channels=2)
-    device = profile.device_of(
-        {
-            "conv": emulator.Linear(0, 0),
-            "dense": emulator.Linear(0, 0),
-            "kernels": {"conv_pointwise": emulator.Terms(per_mac=1e-4, base=0.5), "conv_gap": emulator.Terms(base=7.0)},
-            "other": {"*": emulator.Terms(per_float=1e-3, base=0.25)},
-        }
+    mirrornet = _gap_mirrornet(tmp_path, 2)
+    device = _kernel_device(
+        {"conv_pointwise": emulator.Terms(per_mac=1e-4, base=0.5), "conv_gap": emulator.Terms(base=7.0)},
+        {"*": emulator.Terms(per_float=1e-3, base=0.25)},
     )
     steps = profile.step_layers(split(mirrornet)[1])
     want = sum(device.layer_us(x) for x in steps) + device.call_us

@@ -32,10 +32,13 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mirrorc.errors import MirrorcError
 from mirrorc.plan.layers import Layer
+
+if TYPE_CHECKING:
+    from passes.lower_c import Fused
 
 DEVICES_DIR = Path(__file__).parent / "devices"
 DEFAULT_DEVICE = "rpi3b-optee"
@@ -75,6 +78,12 @@ class Terms:
             + self.per_unaligned * unaligned_floats(layer)
             + self.base
         )
+
+
+def as_run(layer: Layer, fused: Fused | None) -> Layer:
+    """`layer` as the generated C runs it, given its node's fused epilogues (`passes.lower_c.Fused`, or
+    None): a conv whose global average pool runs inside its kernel is `fused_gap` (kernel conv_gap)."""
+    return dataclasses.replace(layer, fused_gap=True) if fused is not None and fused.pools else layer
 
 
 def out_channels(layer: Layer) -> int:

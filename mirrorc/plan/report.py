@@ -7,7 +7,6 @@ dict (the `--json` form); `format_report(report)` renders it as aligned text."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from mirrorc.plan import emulator
 from mirrorc.plan import layers as L
 from mirrorc.train.protect import get as get_strategy
 from passes import contract
-from passes.lower_c import EPI_GAP, fuse_epilogues
+from passes.lower_c import fuse_epilogues
 
 FINAL_NODES = ("cpm/final_add", "cpm/argmax")  # run by the final command whatever their stage says
 
@@ -48,13 +47,11 @@ def _as_the_c_runs(secure: list[tuple[int, onnx.NodeProto]], all_layers: list[L.
     time of their own (a fitted profile's conv terms hold them), and a conv with a fused global average
     pool is the conv_gap kernel. The ArgMax to the label is not a step (its time is in the profile's
     fixed cost per inference), as in `mirrorc.profile.step_layers`."""
-    _, fused = fuse_epilogues(list(secure), {contract.LABEL})
-    absorbed = {name for f in fused.values() for name in f.absorbed}
-    gap_convs = {f.conv_out for f in fused.values() if f.epi & EPI_GAP}
+    run, fused = fuse_epilogues(list(secure), {contract.LABEL})  # each fused Conv writes its chain's end
     return {
-        i: dataclasses.replace(all_layers[i], fused_gap=True) if node.output[0] in gap_convs else all_layers[i]
-        for i, node in secure
-        if (node.name or node.output[0]) not in absorbed and contract.LABEL not in node.output
+        i: emulator.as_run(all_layers[i], fused.get(node.output[0]))
+        for i, node in run
+        if contract.LABEL not in node.output
     }
 
 
