@@ -6,20 +6,24 @@ terms the data needs besides (mirrorc.plan.emulator's module doc):
   (mirrorc.profile_sweep: strided, grouped and 1x1 convs, LRN, poolings, ...) at several widths C,
   lowered with a timer around every scheduled node (`lower(profile=True)`) and built at the TA's
   flags: conv and dense lines in the workload (Eq. 4, 5); per kernel of the C (the conv loops, dense)
-  MAC, output-float, output-channel or input-feature, and base terms (`kernels_us`); for the nodes
+  MAC, output-float, input-float, output-channel, weight and base terms (`kernels_us`); for the nodes
   the paper leaves out (ReLU, pooling, Add, ...) output-float, window and base terms per op type
-  (`other_us`, "*" for op types measured too rarely), all non-negative; and from the release C's
-  measured totals a fixed cost per inference (`call_us`) and the profiling timers' cost per node,
-  taken out of every base;
+  (`other_us`, "*" for op types measured too rarely); terms of the node's place in a cold inference
+  (first of its kernel, arena lines it writes first); fitted together with them, one price of
+  reading an array cold that every kernel and op shares (`cold_read_us`: taps, weights); all
+  non-negative; and from the release C's measured totals a fixed cost per inference (`call_us`) and
+  the profiling timers' cost per node, taken out of every base;
 - transfer: a simulator TA invoked with a command it refuses, carrying buffers of several sizes
   (per-invoke and per-KB cost).
-With `--tee sim` the compute nodes are timed by a host harness around the model C (clock_gettime, ns).
+With `--tee sim` the compute nodes are timed by a host harness around the model C (clock_gettime, ns),
+every inference cold, as on a device whose normal world runs between two of them (`EVICT_BYTES`).
 With `--tee optee` they are timed inside the TA: a calibration build of it (`build_secure(profile=True)`:
 mirrorc_profile_ta.c, compiled only under MIRRORC_TA_PROFILE) counts, per node, the millisecond ticks
 of TEE_GetSystemTime that fall inside it over many back-to-back inferences (ticks * 1000 / runs
-estimates a node's us without bias, however much shorter than a millisecond it is). Here that TA runs
-in the simulator; on a board it would run through libteec once built with the dev kit and installed
-under its own UUID, which mirrorc does not automate yet.
+estimates a node's us without bias, however much shorter than a millisecond it is); those inferences
+run back to back, warm (a TA has no room for a buffer that would evict a host's caches). Here that TA
+runs in the simulator; on a board it would run through libteec once built with the dev kit and
+installed under its own UUID, which mirrorc does not automate yet.
 """
 
 from __future__ import annotations
@@ -43,17 +47,26 @@ from mirrorc.errors import MirrorcError
 from mirrorc.plan import emulator
 from mirrorc.plan.layers import Layer, layers
 from mirrorc.profile_sweep import SWEEP_MODELS
-from passes.lower_c import Lowered, lower, plan_secure
+from passes.lower_c import Lowered, first_touch_floats, lower, plan_secure
 
 # The TA's flags as they mean something on this host: the dev kit's language mode and -Os, then the
 # generated sub.mk's own flags (which override -Os).
 TA_HOST_CFLAGS = (*ta.DEV_KIT_HOST_CFLAGS, *ta.TA_CODE_CFLAGS)
 TEES = ("sim", "optee")
+# On a device the normal world's backbone runs between two CPM inferences (between two of its stages,
+# streaming) and takes the caches: the CPM starts every inference cold, its weights streamed from
+# memory. The host harness times it so: before every inference it touches this much other data,
+# twice this host's last-level cache (32 MB). Back to back instead, a 1000x1000 dense layer's 4 MB
+# found in the shared L3 ran in 70 to 290 us, as other tenants' and the CPM's own traffic left it
+# there; cold it takes 250 to 290 us in any model.
+EVICT_BYTES = 64 << 20
 # A command no mirrorc TA knows: it is refused after the world switch, so its time is the transfer's.
 REFUSED_COMMAND = 0x7FFF
 
 _HARNESS_C = r"""
 #define _POSIX_C_SOURCE 199309L
+#include <stddef.h>
+#include <stdlib.h>
 #include <time.h>
 #include <stdint.h>
 #include "mirrorc_model.h"
@@ -71,19 +84,25 @@ void mirrorc_profile_end(unsigned step) { step_ns[step] = now_ns() - t_begin; }
 /* The mean time of every scheduled node over `iters` back-to-back inferences: the statistic of the
    release C's timing (cbuild.time_lowered), so that node times add up to it. A per-node minimum
    would not: memory-bound nodes (a 4 MB dense layer) vary from inference to inference, and the sum
-   of each node's luckiest run undercuts every real inference by 5-7%. */
-void mirrorc_profile_steps(const float *const *taps, const float *logits, int iters, double *mean_ns)
+   of each node's luckiest run undercuts every real inference by 5-7%. With `evict_bytes`, every
+   inference starts cold, as in cbuild.time_lowered's cold timing (the eviction untimed). -1 when
+   the eviction buffer cannot be allocated, else 0. */
+@EVICT_C@
+int mirrorc_profile_steps(const float *const *taps, const float *logits, int iters, size_t evict_bytes,
+                          double *mean_ns)
 {
     static mirrorc_state_t state;
     int i;
     unsigned k;
     for (k = 0; k < STEPS; k++) mean_ns[k] = 0.0;
     for (i = 0; i < iters; i++) {
+        if (mirrorc_evict(evict_bytes) != 0) return -1;
         mirrorc_reset(&state);
         for (k = 0; k < MIRRORC_NUM_TAPS; k++) mirrorc_run_tap(&state, k, taps[k]);
         (void)mirrorc_run_final(&state, logits);
         for (k = 0; k < STEPS; k++) mean_ns[k] += step_ns[k] / iters;
     }
+    return 0;
 }
 """
 
@@ -94,7 +113,14 @@ def step_layers(secure: onnx.ModelProto) -> list[Layer]:
     epilogues is marked `fused_gap` (its own kernel, `conv_gap`)."""
     by_name = {x.name: x for x in layers(secure)}
     plan = plan_secure(secure)
-    return [emulator.as_run(by_name[nd.name], plan.fused.get(nd.output[0])) for _, nd in plan.body]
+    taps = emulator.first_reads(
+        [(t, int(np.prod(plan.shapes[t]))) for t in nd.input if t in plan.inputs]
+        for _, nd in plan.body  # batch 1
+    )
+    return emulator.first_of_kind(
+        emulator.as_run(by_name[nd.name], plan.fused.get(nd.output[0]), cold, fresh)
+        for (_, nd), cold, fresh in zip(plan.body, taps, first_touch_floats(plan), strict=True)
+    )
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> emulator.Linear:
@@ -115,7 +141,7 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> emulator.Linear:
 
 
 def _timer_library(lowered: Lowered, steps: int) -> ctypes.CDLL:
-    harness = _HARNESS_C.replace("@STEPS@", str(steps))
+    harness = _HARNESS_C.replace("@STEPS@", str(steps)).replace("@EVICT_C@", cbuild.EVICT_C)
     files = dict(lowered.files, **{"model/mirrorc_profile_timer.c": harness})
     return cbuild.load(cbuild.build_lowered(files, name="mirrorc_profiled", debug=False, cflags=TA_HOST_CFLAGS))
 
@@ -126,10 +152,13 @@ def _random_inputs(lowered: Lowered, seed: int = 0) -> tuple[list[np.ndarray], n
     return taps, rng.standard_normal(lowered.num_classes).astype(np.float32)
 
 
-def measure_steps(secure: onnx.ModelProto, name: str, iters: int = 50, repeats: int = 5) -> list[dict[str, Any]]:
+def measure_steps(
+    secure: onnx.ModelProto, name: str, iters: int = 50, repeats: int = 5, evict_bytes: int = EVICT_BYTES
+) -> list[dict[str, Any]]:
     """Every scheduled node of `secure`'s C at the TA's flags: its Layer fields and its time (us): the
     mean over `iters` inferences, the fastest of `repeats` such loops (as `measure_total_us` times the
-    release C: the fastest loop drops the preemptions of a shared machine)."""
+    release C: the fastest loop drops the preemptions of a shared machine); every inference cold after
+    touching `evict_bytes` of other data (0: back to back, warm)."""
     lowered = lower(secure, name, profile=True)
     steps = step_layers(secure)
     lib = _timer_library(lowered, len(steps))
@@ -137,8 +166,12 @@ def measure_steps(secure: onnx.ModelProto, name: str, iters: int = 50, repeats: 
     ptrs = (ctypes.c_void_p * max(1, len(taps)))(*[t.ctypes.data for t in taps])
     best = np.full(max(1, len(steps)), np.inf)
     mean = np.zeros(max(1, len(steps)), np.float64)
+    evict = ctypes.c_size_t(evict_bytes)
     for _ in range(repeats):
-        lib.mirrorc_profile_steps(ptrs, ctypes.c_void_p(logits.ctypes.data), iters, ctypes.c_void_p(mean.ctypes.data))
+        if lib.mirrorc_profile_steps(
+            ptrs, ctypes.c_void_p(logits.ctypes.data), iters, evict, ctypes.c_void_p(mean.ctypes.data)
+        ):
+            raise MirrorcError(f"profile: cannot allocate {evict_bytes} bytes to evict the caches")
         best = np.minimum(best, mean)
     return [step_row(x, 1e-3 * float(t)) for x, t in zip(steps, best)]
 
@@ -155,6 +188,11 @@ def step_row(layer: Layer, us: float) -> dict[str, Any]:
         "in_features": emulator.in_features(layer),
         "weights": emulator.weights(layer),
         "unaligned_floats": emulator.unaligned_floats(layer),
+        "tap_in_floats": layer.tap_in_floats,
+        "tap_inputs": layer.tap_inputs,
+        "params": layer.params,
+        "first_of_kind": int(layer.first_of_kind),
+        "first_touch_floats": layer.first_touch_floats,
         "notation": layer.notation,
         "workload": layer.workload,
         "out_floats": layer.out_floats,
@@ -212,11 +250,14 @@ def measure_steps_in_ta(
     return rows, build_dir, plan["uuid"]
 
 
-def measure_total_us(secure: onnx.ModelProto, name: str, iters: int = 50) -> float:
-    """CPU us per batch-1 inference of the release C (no timers) at the TA's flags, fastest of 5."""
+def measure_total_us(secure: onnx.ModelProto, name: str, iters: int = 50, evict_bytes: int = EVICT_BYTES) -> float:
+    """us per batch-1 inference of the release C (no timers) at the TA's flags, fastest of 5, every
+    inference cold after touching `evict_bytes` of other data (0: back to back; cbuild.time_lowered)."""
     lowered = lower(secure, name)
     taps, logits = _random_inputs(lowered)
-    seconds, _ = cbuild.time_lowered(lowered, taps, logits, iters=iters, repeats=5, cflags=TA_HOST_CFLAGS)
+    seconds, _ = cbuild.time_lowered(
+        lowered, taps, logits, iters=iters, repeats=5, cflags=TA_HOST_CFLAGS, evict_bytes=evict_bytes
+    )
     return 1e6 * seconds
 
 
@@ -251,32 +292,93 @@ def fit_nonneg(
     return x
 
 
+_COLUMN = {  # emulator.Terms field -> its feature in a step row
+    "per_mac": lambda r: r["workload"],
+    "per_float": lambda r: r["out_floats"],
+    "per_window": lambda r: r["window"] * r["out_floats"],
+    "per_out_channel": lambda r: r["out_channels"],
+    "per_in_float": lambda r: r["in_features"],
+    "per_weight": lambda r: r.get("weights", 0),
+    "per_unaligned": lambda r: r.get("unaligned_floats", 0),
+    "per_first": lambda r: r.get("first_of_kind", 0),
+    "per_first_touch": lambda r: r.get("first_touch_floats", 0),
+}
+# Where reading a cold array stops paying its first lines' latency (the head term), in floats: the
+# fit picks the one that fits best
+COLD_HEAD_FLOATS = (1024, 4096, 16384)
+
+
+def _varying(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[str]:
+    """The columns whose feature varies over `rows`: a column that never varies (zeros, or
+    DenseNet-only plane counts fitted on Inception's 2-plane Muls) is the base's; given a coefficient
+    of its own it would be extrapolated blind."""
+    return [c for c in columns if len({_COLUMN[c](r) for r in rows}) > 1]
+
+
 def _fit_terms(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> emulator.Terms:
     """Terms with the named fields (emulator.Terms's; base always) fitted on `rows`."""
-    value = {
-        "per_mac": lambda r: r["workload"],
-        "per_float": lambda r: r["out_floats"],
-        "per_window": lambda r: r["window"] * r["out_floats"],
-        "per_out_channel": lambda r: r["out_channels"],
-        "per_in_float": lambda r: r["in_features"],
-        "per_weight": lambda r: r.get("weights", 0),
-        "per_unaligned": lambda r: r.get("unaligned_floats", 0),
-    }
-    # a column that never varies (zeros, or DenseNet-only plane counts fitted on Inception's 2-plane
-    # Muls) is the base's: given a coefficient of its own it would be extrapolated blind
-    cols = [c for c in columns if len({value[c](r) for r in rows}) > 1]
-    a = np.array([[value[c](r) for c in cols] + [1.0] for r in rows], float)
+    cols = _varying(rows, columns)
+    a = np.array([[_COLUMN[c](r) for c in cols] + [1.0] for r in rows], float)
     coef = fit_nonneg(a, [r["us"] for r in rows])
     return emulator.Terms(**dict(zip(cols, map(float, coef))), base=float(coef[-1]))
 
 
+def _cold_layer(r: dict[str, Any]) -> Layer:
+    """The fields of a step row that `emulator.cold_arrays` reads, as a Layer."""
+    return Layer(
+        "",
+        "",
+        r["kind"],
+        r.get("params", 0),
+        0,
+        tap_in_floats=r.get("tap_in_floats", 0),
+        tap_inputs=r.get("tap_inputs", 0),
+    )
+
+
+def _fit_jointly(
+    groups: dict[tuple[str, str], tuple[list[dict[str, Any]], tuple[str, ...]]], head: int
+) -> tuple[emulator.ColdReads, dict[tuple[str, str], emulator.Terms], float]:
+    """One non-negative least-squares fit of every group's terms (its rows, its columns and a base)
+    and the cold-read price every group shares (emulator.ColdReads with `head`), on relative error;
+    and its sum of squared relative errors."""
+    blocks, ys, layout = [], [], []
+    shared = len(dataclasses.fields(emulator.ColdReads)) - 1  # its prices; head_floats is given
+    width = shared + sum(len(_varying(rows, cols)) + 1 for rows, cols in groups.values())
+    at = shared
+    for key, (rows, cols) in groups.items():
+        varying = _varying(rows, cols)
+        for r in rows:
+            line = np.zeros(width)
+            line[:shared] = emulator.cold_arrays(_cold_layer(r), head)
+            line[at : at + len(varying)] = [_COLUMN[c](r) for c in varying]
+            line[at + len(varying)] = 1.0
+            blocks.append(line)
+            ys.append(r["us"])
+        layout.append((key, varying, at))
+        at += len(varying) + 1
+    a, y = np.array(blocks), np.array(ys, float)
+    coef = fit_nonneg(a, y)
+    sse = float((((a @ coef - y) / np.maximum(y, 1e-12)) ** 2).sum())
+    cold = emulator.ColdReads(*map(float, coef[:shared]), head_floats=head)
+    terms = {
+        key: emulator.Terms(
+            **dict(zip(varying, map(float, coef[at : at + len(varying)]))), base=float(coef[at + len(varying)])
+        )
+        for key, varying, at in layout
+    }
+    return cold, terms, sse
+
+
 def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str, Any]:
     """From `measure_steps` rows: the conv and dense lines (us vs workload, Eq. 4, 5; a kind with no
-    sample gets the other's line); per kernel (`emulator.kernel_of`) with more samples than terms,
-    MAC, output-float, unaligned-float, base and output-channel + weight (conv) or input-feature
-    (dense) terms; per op type of the rest with at least `min_per_op` samples, and for all of them
-    together ("*"), output-float, output-plane, unaligned-float, window and base terms (the window
-    term only where windows differ from 1)."""
+    sample gets the other's line); fitted together, the price of reading cold arrays (taps and
+    weights; emulator.ColdReads, its head length the best of COLD_HEAD_FLOATS) and per kernel
+    (`emulator.kernel_of`) with more samples than terms, MAC, output-float, unaligned-float, base and
+    output-channel + weight (conv) or input-feature (dense) terms, per op type of the rest with at least
+    `min_per_op` samples output-float, output-plane, unaligned-float, window and base terms (the window
+    term only where windows differ from 1); then for all other ops together ("*") the same terms on
+    what the cold reads leave."""
     fits: dict[str, Any] = {}
     for kind in ("conv", "dense"):
         rows = [s for s in steps if s["kind"] == kind]
@@ -286,24 +388,27 @@ def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str,
         raise MirrorcError("profile: no conv or dense layer was measured")
     for kind in ("conv", "dense"):
         fits.setdefault(kind, next(iter(fits.values())))
-    kernels: dict[str, emulator.Terms] = {}
+    groups: dict[tuple[str, str], tuple[list[dict[str, Any]], tuple[str, ...]]] = {}
+    first = ("per_first", "per_first_touch")
     for kernel in emulator.KERNELS:
         rows = [s for s in steps if s.get("kernel") == kernel]
         if len(rows) >= 6:  # more samples than terms (a column of zeros has none)
-            loops = ("per_in_float",) if kernel == "dense" else ("per_out_channel", "per_weight")
-            kernels[kernel] = _fit_terms(rows, ("per_mac", "per_float", *loops, "per_unaligned"))
-    fits["kernels"] = kernels
+            loops = ("per_in_float",) if kernel == "dense" else ("per_in_float", "per_out_channel", "per_weight")
+            groups["kernels", kernel] = (rows, ("per_mac", "per_float", *loops, "per_unaligned", *first))
     others = [s for s in steps if s["kind"] == "other"]
-    other: dict[str, emulator.Terms] = {}
-    sizes = ("per_float", "per_out_channel", "per_unaligned")
-    if others:
-        other["*"] = _fit_terms(others, sizes)
+    sizes = ("per_float", "per_out_channel", "per_unaligned", *first)
     for op in sorted({s["op_type"] for s in others}):
         rows = [s for s in others if s["op_type"] == op]
         if len(rows) >= min_per_op:
             windowed = any(r.get("window", 1) != 1 for r in rows)
-            other[op] = _fit_terms(rows, (*sizes, "per_window") if windowed else sizes)
-    fits["other"] = other
+            groups["other", op] = (rows, (*sizes, "per_window") if windowed else sizes)
+    cold, terms, _ = min((_fit_jointly(groups, head) for head in COLD_HEAD_FLOATS), key=lambda fit: fit[2])
+    fits["cold"] = cold
+    fits["kernels"] = {name: t for (table, name), t in terms.items() if table == "kernels"}
+    fits["other"] = {name: t for (table, name), t in terms.items() if table == "other"}
+    if others:
+        rest = [dict(r, us=max(r["us"] - cold.us(_cold_layer(r)), 0.1 * r["us"])) for r in others]
+        fits["other"]["*"] = _fit_terms(rest, sizes)
     return fits
 
 
@@ -368,6 +473,8 @@ def profile_json(
                 "per_weight": t.per_weight,
                 "per_in_float": t.per_in_float,
                 "per_unaligned_float": t.per_unaligned,
+                "per_first_of_kind": t.per_first,
+                "per_first_touch_float": t.per_first_touch,
                 "base": t.base,
             }
             for k, t in terms.get("kernels", {}).items()
@@ -378,9 +485,17 @@ def profile_json(
                 "per_window_float": t.per_window,
                 "per_out_channel": t.per_out_channel,
                 "per_unaligned_float": t.per_unaligned,
+                "per_first_of_kind": t.per_first,
+                "per_first_touch_float": t.per_first_touch,
                 "base": t.base,
             }
             for op, t in terms["other"].items()
+        },
+        "cold_read_us": {
+            "per_tap": terms.get("cold", emulator.ColdReads()).per_tap,
+            "per_head_float": terms.get("cold", emulator.ColdReads()).per_head_float,
+            "per_float": terms.get("cold", emulator.ColdReads()).per_float,
+            "head_floats": terms.get("cold", emulator.ColdReads()).head_floats,
         },
         "call_us": {
             "base": terms.get("call_us", 0.0),
@@ -449,10 +564,12 @@ def calibrate(
     iters: int = 30,
     name: str | None = None,
     ta_budget_ms: int = 2000,
+    evict_bytes: int = EVICT_BYTES,
 ) -> dict[str, Any]:
     """Measure and fit a device profile (the JSON of mirrorc/plan/devices/*.json, as a dict). `tee`:
-    "sim" times the model C in a host harness, "optee" inside a calibration TA, about `ta_budget_ms`
-    of inferences per model and C (see the module doc)."""
+    "sim" times the model C in a host harness, each inference cold after touching `evict_bytes` of
+    other data (0: back to back, warm), "optee" inside a calibration TA, about `ta_budget_ms` of
+    back-to-back inferences per model and C (see the module doc)."""
     from mirrorc.backend.secure_build import build_secure
     from mirrorc.pipeline import build_mirrornet
     from passes.split import split
@@ -476,8 +593,9 @@ def calibrate(
                         transfer = measure_transfer(build_dir, uuid, transfer_sizes)
                     continue
                 _, secure = split(mirrornet)
-                steps += measure_steps(secure, f"{model}_c{c}", iters)
-                totals.append((step_layers(secure), measure_total_us(secure, f"{model}_c{c}", iters)))
+                steps += measure_steps(secure, f"{model}_c{c}", iters, evict_bytes=evict_bytes)
+                total = measure_total_us(secure, f"{model}_c{c}", iters, evict_bytes=evict_bytes)
+                totals.append((step_layers(secure), total))
                 if not transfer and transfer_sizes:
                     build_dir = Path(tmp) / "ta_build"
                     plan = build_secure(mirrornet, build_dir)
@@ -486,7 +604,11 @@ def calibrate(
         fit_line([b / 1024 for b, _ in transfer], [us for _, us in transfer]) if transfer else emulator.Linear(0, 0)
     )
     resolved = [s for s in steps if s.get("ticks", MIN_TICKS) >= MIN_TICKS]
-    source = f"mirrorc profile --tee {tee}: {len(steps)} nodes of {', '.join(models)} at C={list(channels)}"
+    timing = f"cold, {evict_bytes >> 20} MB touched before each" if tee == "sim" and evict_bytes else "back to back"
+    source = (
+        f"mirrorc profile --tee {tee}: {len(steps)} nodes of {', '.join(models)} at C={list(channels)}, "
+        f"inferences {timing}"
+    )
     if len(resolved) < len(steps):
         source += f" ({len(steps) - len(resolved)} under {MIN_TICKS} TEE_GetSystemTime ticks left out of the fits)"
     terms = fit_device_terms(resolved, totals)

@@ -2,15 +2,17 @@
 the zoo's CPMs hold, so that a fitted profile never predicts a kind it has not timed.
 
 LeNet-5 and VGG-7 (the default sweep before) have stride-1 3x3/5x5 convs, 2x2 max pools and dense
-layers only. A sweep model adds, after a first conv that stays in the backbone: 1x1, 3x3 and 5x5
+layers only. A sweep model adds, after a first conv that stays in the backbone: DenseNet's growth (1x1
+convs each over the concatenation of every map before it, the last 4C planes into C), 3x3 and 5x5
 stride-1 convs, LRN, strided convs (3x3 and 5x5, stride 2), a grouped conv, a channel shuffle
 (Reshape-Transpose-Reshape), 3x3 max pools with stride 2 and 1 (Inception's), a two-branch Concat
 followed by an unfused BatchNormalization (DenseNet's pattern), a 3x3 average pool and a head: a
-global average pool and three dense layers (the CPM's hidden dense layers are as wide as the class
-count, so a 1000-class sweep times a 1000x1000 one, whose 4 MB of weights do not stay in a core's
-cache), or a 1x1 conv to the classes and then an average pool over the whole map, or a global average
-pool that the C runs inside the conv (SqueezeNet's head: the `conv_gap` kernel). Input sizes (odd
-ones too), class counts and heads vary per model, so every kind is seen at several output sizes.
+global average pool and three dense layers, 64 wide, or 1024 wide as AlexNet's and VGG's 4096 (their
+CPMs narrow them to the class count, so a 1000-class sweep times 1000x1000 ones: 4 MB of weights
+streamed from memory, as in AlexNet's, ZFNet's and VGG-19's CPMs), or a 1x1 conv to the classes and
+then an average pool over the whole map, or a global average pool that the C runs inside the conv
+(SqueezeNet's head: the `conv_gap` kernel). Input sizes (odd ones too), class counts and heads vary
+per model, so every kind is seen at several output sizes.
 """
 
 from __future__ import annotations
@@ -24,16 +26,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
 # name -> (input height = width, classes, head); the sizes the zoo's CPMs run at (224 down to 7) scaled
-# down so a sweep times in seconds, 1000-class heads as the zoo's classifiers have, and three heads:
-# "dense" layers (AlexNet, VGG), or a 1x1 conv to the classes and then a whole-map AveragePool ("conv")
-# or a GlobalAveragePool fused into the conv ("gap", SqueezeNet's).
+# down so a sweep times in seconds, 1000-class heads as the zoo's classifiers have, and four heads:
+# "dense" layers, 64 wide, or "wide" ones (AlexNet's, VGG's), or a 1x1 conv to the classes and then a
+# whole-map AveragePool ("conv") or a GlobalAveragePool fused into the conv ("gap", SqueezeNet's).
 SWEEP_MODELS: dict[str, tuple[int, int, str]] = {
     "sweep32": (32, 10, "dense"),
     "sweep64": (64, 100, "conv"),
-    "sweep112": (112, 1000, "dense"),
+    "sweep112": (112, 1000, "wide"),
     "sweep56": (56, 1000, "gap"),
     "sweep55": (55, 1000, "gap"),  # odd maps (55, 28, 14, 7), as AlexNet's, SqueezeNet's, Inception's
     "sweep208": (208, 1000, "gap"),  # a 1000-class head on a 13x13 map, as SqueezeNet's
+    "sweep13": (13, 10, "dense"),  # every kind on small odd maps (13, 7, 4, 2): Inception's, DenseNet's last
 }
 WIDTH = 16  # backbone channels; the CPM narrows them to C
 
@@ -83,10 +86,14 @@ class _Graph:
 
 
 def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> onnx.ModelProto:
-    """One sweep classifier on a [3, size, size] input, its head "dense", "conv" or "gap"."""
+    """One sweep classifier on a [3, size, size] input, its head "dense", "wide", "conv" or "gap"."""
     g, c = _Graph(seed), WIDTH
     x = g.conv("input", 3, c, 3)  # the backbone's first layer: never mirrored
-    x = g.conv(x, c, c, 1)
+    width = c
+    for _ in range(3):  # DenseNet's growth: each 1x1 conv reads every map before it (CPM: C, 2C, 3C planes)
+        x = g.node("Concat", [x, g.conv(x, width, c, 1)], axis=1)
+        width += c
+    x = g.conv(x, width, c, 1)  # a narrow conv over 4C planes
     x = g.node("LRN", [g.conv(g.conv(x, c, c, 3), c, c, 5)], size=5, alpha=1e-4, beta=0.75, bias=1.0)
     x = g.conv(x, c, c, 3, stride=2)
     x = g.shuffle(g.conv(x, c, c, 3, group=4), 4, c, (size + 1) // 2)
@@ -106,9 +113,10 @@ def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> 
         pooled = g.node("AveragePool", [g.conv(x, c, classes, 1)], kernel_shape=[side, side])
         x = g.node("Flatten", [pooled], axis=1)
     else:
+        hidden = 1024 if head == "wide" else 4 * c
         x = g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
-        x = g.node("Relu", [g.dense(g.node("Relu", [g.dense(x, c, 4 * c)]), 4 * c, 4 * c)])
-        x = g.dense(x, 4 * c, classes)
+        x = g.node("Relu", [g.dense(g.node("Relu", [g.dense(x, c, hidden)]), hidden, hidden)])
+        x = g.dense(x, hidden, classes)
     graph = helper.make_graph(
         g.nodes,
         f"sweep{size}",

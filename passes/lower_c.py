@@ -398,6 +398,37 @@ def plan_secure(secure: onnx.ModelProto, fast_conv: bool = True) -> SecurePlan:
     )
 
 
+LINE_FLOATS = 16  # a 64-byte cache line
+
+
+def first_touch_floats(sp: SecurePlan) -> list[int]:
+    """Per step of `sp.body`: the floats of arena and carry lines it writes (outputs, scratch) that no
+    earlier step of the inference touched. An inference that starts with cold caches fetches each such
+    line from memory before writing it (the emulator's per_first_touch_float term); a line written
+    again later is in the cache by then. Carried taps count as touched from the start."""
+    steps, _ = plan_steps(sp.body, sp.shapes, sp.consts, sp.fast_conv, sp.fused)
+    buffers = sp.memory.buffers
+    touched: dict[bool, set[int]] = {False: set(), True: set()}  # carry region? -> lines
+
+    def lines(name: str) -> set[int]:
+        b = buffers[name]
+        return set(range(b.offset // LINE_FLOATS, (b.offset + b.floats + LINE_FLOATS - 1) // LINE_FLOATS))
+
+    for t in sp.taps:
+        if t in buffers:
+            touched[True] |= lines(t)
+    out = []
+    for step in steps:
+        fresh = 0
+        for t in step.outputs:
+            if t in buffers:
+                new = lines(t) - touched[buffers[t].carry]
+                touched[buffers[t].carry] |= new
+                fresh += len(new) * LINE_FLOATS
+        out.append(fresh)
+    return out
+
+
 def lower(
     secure: onnx.ModelProto,
     name: str,

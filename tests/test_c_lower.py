@@ -458,3 +458,41 @@ def test_part_a_cnn_lowers_and_matches_mirrornet(tmp_path):
     lowered = check_against_mirrornet(trained_like(mn, seed=3), 40, "part_a_cnn")
     src = lowered.files["model/mirrorc_model.c"]
     assert "mc_hardswish(" in src and "mc_gelu(" in src and "mc_reduce_axis(" in src and "mc_binary_bcast(" in src
+
+
+def test_first_touch_floats_counts_each_arena_line_once(example_models):
+    """The emulator's first-touch feature on VGG-7's secure plan: every line of every buffer a step
+    writes is counted at the first step that writes it and never again (a bytearray of the arena and
+    carry lines, marked independently), whole lines only; the in-place ReLU after a conv writes no new
+    line."""
+    _, secure = split(build_mirrornet(example_models["vgg7"], channels=2)[0])
+    sp = lower_c.plan_secure(secure)
+    fresh = lower_c.first_touch_floats(sp)
+    assert len(fresh) == len(sp.body) and all(f % lower_c.LINE_FLOATS == 0 for f in fresh)
+    line = lower_c.LINE_FLOATS
+    marked = {False: bytearray(sp.memory.arena_floats // line + 1), True: bytearray(sp.memory.carry_floats // line + 1)}
+    for t in sp.taps:  # carried taps are copied in before any step
+        if t in sp.memory.buffers:
+            b = sp.memory.buffers[t]
+            marked[True][b.offset // line : -(-(b.offset + b.floats) // line)] = b"\1" * (
+                -(-(b.offset + b.floats) // line) - b.offset // line
+            )
+    steps, _ = lower_c.plan_steps(sp.body, sp.shapes, sp.consts, sp.fast_conv, sp.fused)
+    for step, got in zip(steps, fresh, strict=True):
+        new = 0
+        for t in step.outputs:
+            b = sp.memory.buffers.get(t)
+            if b is None:
+                continue
+            for k in range(b.offset // line, -(-(b.offset + b.floats) // line)):
+                new += not marked[b.carry][k]
+                marked[b.carry][k] = 1
+        assert got == line * new
+    assert 0 < sum(fresh) <= line * (len(marked[False]) + len(marked[True]))
+    aliased = [
+        i
+        for i, (_, nd) in enumerate(sp.body)
+        if sp.memory.buffers.get(nd.output[0]) and sp.memory.buffers[nd.output[0]].alias_of
+    ]
+    print(f"first-touch floats per step: {fresh}; in-place steps {aliased}")
+    assert aliased and all(fresh[i] == 0 for i in aliased)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from helpers import EXAMPLE_MODELS
 from mirrorc import profile
-from mirrorc.backend import ta
+from mirrorc.backend import cbuild, ta
 from mirrorc.backend.secure_build import build_secure
 from mirrorc.cli import main
 from mirrorc.pipeline import build_mirrornet
@@ -100,6 +100,8 @@ KNOWN_OTHER = {
     "Add": emulator.Terms(per_float=1.4e-4, base=0.02),
     "BatchNormalization": emulator.Terms(per_float=3e-4, per_out_channel=0.02, base=0.03),
 }
+# ... and the price of cold reads they all share (taps into the Adds, every kernel's weights)
+KNOWN_COLD = emulator.ColdReads(per_tap=0.3, per_head_float=4e-4, per_float=2.5e-4, head_floats=4096)
 
 
 def _synthetic_rows(rng: np.random.Generator) -> list[dict]:
@@ -116,8 +118,10 @@ def _synthetic_rows(rng: np.random.Generator) -> list[dict]:
             odd = floats * int(rng.integers(0, 2))  # unaligned planes in half of the layers
             us = t.per_mac * macs + t.per_float * floats + t.per_out_channel * oc + t.per_in_float * ic
             us += t.per_weight * wts + t.per_unaligned * odd + t.base
+            params = int(rng.integers(4, 200_000))
+            us += KNOWN_COLD.us(Layer("k", "Conv", "conv", params, macs))
             row = _row(kernel.split("_")[0], "Conv", macs, floats, us, kernel, out_channels=oc, in_features=ic)
-            rows.append(dict(row, weights=wts, unaligned_floats=odd))
+            rows.append(dict(row, weights=wts, unaligned_floats=odd, params=params))
     for op, t in KNOWN_OTHER.items():
         for _ in range(8):
             floats, window = int(rng.integers(8, 100_000)), int(rng.choice([1, 4, 5, 9, 49]))
@@ -125,17 +129,21 @@ def _synthetic_rows(rng: np.random.Generator) -> list[dict]:
             odd, planes = floats * int(rng.integers(0, 2)), int(rng.integers(1, 64))
             us = t.per_float * floats + t.per_window * window * floats + t.per_unaligned * odd
             us += t.per_out_channel * planes + t.base
+            tap = floats * int(rng.integers(0, 2)) if op == "Add" else 0  # half the Adds read a tap
+            us += KNOWN_COLD.us(Layer("a", op, "other", 0, 0, tap_in_floats=tap, tap_inputs=int(tap > 0)))
             row = _row("other", op, 0, floats, us, window=window, out_channels=planes)
-            rows.append(dict(row, unaligned_floats=odd))
+            rows.append(dict(row, unaligned_floats=odd, tap_in_floats=tap, tap_inputs=int(tap > 0)))
     return rows
 
 
 def test_fit_terms_recovers_known_kernel_and_window_terms() -> None:
-    """Exact synthetic timings: every kernel's and op's terms come back to 1e-6 (relative, or absolute
-    for a zero term), non-negative; with 1% noise within 10% on the terms that carry the time."""
+    """Exact synthetic timings: every kernel's and op's terms and the shared cold-read price (its head
+    length among the candidates) come back to 1e-6 (relative, or absolute for a zero term),
+    non-negative; with 1% noise within 10% on the terms that carry the time."""
     rng = np.random.default_rng(1)
     terms = profile.fit_terms(_synthetic_rows(rng))
     assert set(terms["kernels"]) == set(KNOWN_KERNELS)
+    assert terms["cold"].head_floats == KNOWN_COLD.head_floats
     worst = 0.0
     for fitted, known in [(terms["kernels"][k], t) for k, t in KNOWN_KERNELS.items()] + [
         (terms["other"][op], t) for op, t in KNOWN_OTHER.items()
@@ -145,6 +153,8 @@ def test_fit_terms_recovers_known_kernel_and_window_terms() -> None:
             got, want = getattr(fitted, field), getattr(known, field)
             assert got >= 0
             worst = max(worst, abs(got - want) / want if want else abs(got))
+    for field in ("per_tap", "per_head_float", "per_float"):
+        worst = max(worst, abs(getattr(terms["cold"], field) / getattr(KNOWN_COLD, field) - 1))
     print(f"largest term error, exact timings: {worst:.2g}")
     assert worst < 1e-6
 
@@ -178,7 +188,7 @@ def test_fit_call_us_recovers_a_fixed_cost_and_the_timers() -> None:
         (emulator.out_channels(x), emulator.in_features(x), emulator.weights(x), emulator.unaligned_floats(x))
         for x in (conv, dense, bn)
     ]
-    assert sizes == [(2, 0, 781, 0), (0, 50, 0, 0), (2, 0, 0, 98)]
+    assert sizes == [(2, 128, 781, 0), (0, 50, 0, 0), (2, 0, 0, 98)]  # the conv reads 2 planes of 8x8
     cpms = []
     for n, m in ((1, 2), (3, 1), (10, 30), (2, 9)):
         total = n * dev.layer_us(conv) + m * dev.layer_us(relu) - 0.02 * (n + m) + 1.5
@@ -300,6 +310,28 @@ def test_profiling_lowering_is_the_release_c_plus_timers() -> None:
     assert len(profile.step_layers(secure)) == steps
 
 
+def test_cold_timing_times_every_node_and_refuses_an_impossible_eviction() -> None:
+    """Timed cold (other data touched before every inference, as a device's normal world does): every
+    conv and dense node has a time, the release C too, and the label is the model's; an eviction
+    buffer that cannot be allocated is a one-line error, not a crash or a silent warm run."""
+    mirrornet, _ = build_mirrornet(EXAMPLE_MODELS / "lenet5.onnx", channels=2)
+    _, secure = split(mirrornet)
+    rows = profile.measure_steps(secure, "lenet5", iters=3, repeats=1, evict_bytes=1 << 20)
+    assert len(rows) == len(profile.step_layers(secure))
+    assert all(r["us"] > 0 for r in rows if r["kind"] != "other")
+    lowered = lower(secure, "lenet5")
+    taps, logits = profile._random_inputs(lowered)
+    warm = cbuild.time_lowered(lowered, taps, logits, iters=2, repeats=1, cflags=profile.TA_HOST_CFLAGS)
+    cold = cbuild.time_lowered(
+        lowered, taps, logits, iters=2, repeats=1, cflags=profile.TA_HOST_CFLAGS, evict_bytes=1 << 20
+    )
+    assert cold[0] > 0 and cold[1] == warm[1]
+    with pytest.raises(emulator.MirrorcError, match="cannot allocate"):
+        profile.measure_steps(secure, "lenet5", iters=1, repeats=1, evict_bytes=1 << 60)
+    with pytest.raises(MemoryError, match="cannot allocate"):
+        cbuild.time_lowered(lowered, taps, logits, iters=1, repeats=1, evict_bytes=1 << 60)
+
+
 def test_profile_command_on_the_simulator(tmp_path: Path) -> None:
     """A tiny sweep end to end: timed nodes, simulator transfers, a profile the report can use."""
     out = tmp_path / "host.json"
@@ -314,6 +346,7 @@ def test_profile_command_on_the_simulator(tmp_path: Path) -> None:
     assert dev.conv.slope > 0 and min(dev.switch.slope, dev.switch.base) >= 0 < dev.switch.slope + dev.switch.base
     assert len(raw["samples"]["transfer_bytes_us"]) == 4 and raw["samples"]["nodes"]
     assert all(row["us"] > 0 for row in raw["samples"]["nodes"] if row["kind"] != "other")
+    assert "inferences cold, 64 MB touched before each" in raw["description"]
     rep = runner.invoke(main, ["partition", str(EXAMPLE_MODELS / "lenet5.onnx"), "--device", str(out), "--json"])
     assert rep.exit_code == 0, rep.output
     report = json.loads(rep.output)
@@ -391,10 +424,13 @@ def _gap_mirrornet(tmp_path: Path, channels: int) -> onnx.ModelProto:
     return build_mirrornet(path, channels=channels)[0]
 
 
-def _kernel_device(kernels: dict[str, emulator.Terms], other: dict[str, emulator.Terms]) -> emulator.Device:
+def _kernel_device(
+    kernels: dict[str, emulator.Terms], other: dict[str, emulator.Terms], cold: emulator.ColdReads | None = None
+) -> emulator.Device:
     """A fitted profile's Device with only these kernel and op terms (no Eq. 4 / 5 lines)."""
     flat = emulator.Linear(0, 0)
-    return profile.device_of({"conv": flat, "dense": flat, "kernels": kernels, "other": other})
+    terms = {"conv": flat, "dense": flat, "kernels": kernels, "other": other, "cold": cold or emulator.ColdReads()}
+    return profile.device_of(terms)
 
 
 def test_a_fused_gap_head_is_its_own_kernel(tmp_path: Path) -> None:
@@ -416,17 +452,28 @@ def test_a_fused_gap_head_is_its_own_kernel(tmp_path: Path) -> None:
 
 def test_the_report_prices_the_steps_the_c_runs(tmp_path: Path) -> None:
     """`partition --report` on a fitted profile predicts the compute the emulator predicts over the C's
-    scheduled steps (`step_layers`): a conv's fused ReLU / GlobalAveragePool are not priced again, and
-    SqueezeNet's kind of head is priced as conv_gap."""
+    scheduled steps (`step_layers`): a conv's fused ReLU / GlobalAveragePool are not priced again,
+    SqueezeNet's kind of head is priced as conv_gap, and both see each node's context alike: the floats
+    it reads cold (the Adds of taps, the final Add of the backbone logits, weights), whether it is the
+    first of its kernel and the arena lines it writes first."""
     from mirrorc.plan.report import build_report
 
     mirrornet = _gap_mirrornet(tmp_path, 2)
     device = _kernel_device(
         {"conv_pointwise": emulator.Terms(per_mac=1e-4, base=0.5), "conv_gap": emulator.Terms(base=7.0)},
-        {"*": emulator.Terms(per_float=1e-3, base=0.25)},
+        {"*": emulator.Terms(per_float=1e-3, per_first=0.5, per_first_touch=1e-3, base=0.25)},
+        KNOWN_COLD,
     )
     steps = profile.step_layers(split(mirrornet)[1])
+    secure = split(mirrornet)[1]
+    sent = sum(int(np.prod([d.dim_value for d in i.type.tensor_type.shape.dim])) for i in secure.graph.input)
+    assert sum(x.tap_in_floats for x in steps) == sent  # every tap and the logits, cold where first read
     want = sum(device.layer_us(x) for x in steps) + device.call_us
     got = build_report(mirrornet, device)["latency_us"]["compute"]
     print(f"report {got:.3f} us, steps {want:.3f} us")
     assert np.isclose(got, want)
+    # the terms of the context a node runs in count, and alike in both
+    assert all(
+        sum(f(x) for x in steps) > 0
+        for f in (device.cold.us, lambda x: x.first_of_kind, lambda x: x.first_touch_floats)
+    )

@@ -21,6 +21,16 @@ fields (the bundled rpi3b-optee). A measured profile (`mirrorc profile`) adds, e
                    area, an LRN's size) + per_out_channel * output planes (per-channel loops: an
                    unfolded BatchNormalization's) + per_unaligned_float * unaligned output floats
                    + base;
+                   + per_first_of_kind if it is the first node of its kernel or op type in the CPM
+                   (`first_of_kind`: a cold inference fetches that loop's code there)
+                   + per_first_touch_float * floats of arena lines it writes first in the inference
+                   (`Layer.first_touch_floats`: a cold line is read from memory before it is written);
+  cold_read_us     per array a layer reads cold (`cold_arrays`: each input the normal world wrote,
+                   its weights) per_head_float * its first head_floats floats (+ per_tap for a tap)
+                   + per_float * all its floats, one price for every kernel and op: on a device the
+                   normal world runs between two CPM inferences, so both come from memory, the first
+                   lines at its latency, the rest as fast as the prefetchers stream (0.5 ns a float
+                   for a 50-float tap on this host, 0.26 for a 170 k one);
   call_us.base     a fixed cost per inference (reset, the calls into the model).
 The coefficients are data: a device profile JSON in mirrorc/plan/devices/ (or any path), never code.
 """
@@ -64,6 +74,8 @@ class Terms:
     per_in_float: float = 0.0
     per_weight: float = 0.0
     per_unaligned: float = 0.0
+    per_first: float = 0.0
+    per_first_touch: float = 0.0
     base: float = 0.0
 
     def us(self, layer: Layer) -> float:
@@ -76,14 +88,70 @@ class Terms:
             + self.per_in_float * in_features(layer)
             + self.per_weight * weights(layer)
             + self.per_unaligned * unaligned_floats(layer)
+            + self.per_first * layer.first_of_kind
+            + self.per_first_touch * layer.first_touch_floats
             + self.base
         )
 
 
-def as_run(layer: Layer, fused: Fused | None) -> Layer:
+def as_run(layer: Layer, fused: Fused | None, taps: Sequence[int] = (), first_touch: int = 0) -> Layer:
     """`layer` as the generated C runs it, given its node's fused epilogues (`passes.lower_c.Fused`, or
-    None): a conv whose global average pool runs inside its kernel is `fused_gap` (kernel conv_gap)."""
-    return dataclasses.replace(layer, fused_gap=True) if fused is not None and fused.pools else layer
+    None), the floats of each input it reads from the normal world's buffers and the floats of arena
+    lines it writes first in an inference: a conv whose global average pool runs inside its kernel is
+    `fused_gap` (kernel conv_gap)."""
+    return dataclasses.replace(
+        layer,
+        fused_gap=fused is not None and fused.pools,
+        tap_in_floats=sum(taps),
+        tap_inputs=len(taps),
+        first_touch_floats=first_touch,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ColdReads:
+    """The price of reading an array of n floats that is not in the caches: per_head_float *
+    min(n, head_floats) + per_float * n, + per_tap for an input the normal world wrote (its own pages;
+    a layer's weights always have such a fixed cost, which its kernel's base holds) (us)."""
+
+    per_tap: float = 0.0
+    per_head_float: float = 0.0
+    per_float: float = 0.0
+    head_floats: int = 0
+
+    def us(self, layer: Layer) -> float:
+        taps, head, floats = cold_arrays(layer, self.head_floats)
+        return self.per_tap * taps + self.per_head_float * head + self.per_float * floats
+
+
+def cold_arrays(layer: Layer, head_floats: int) -> tuple[int, int, int]:
+    """(taps, floats in the first `head_floats` of each array, floats) a layer reads cold: the inputs
+    the normal world wrote that it is first to read (`Layer.tap_in_floats`) and its weights."""
+    head = min(layer.tap_in_floats, head_floats * layer.tap_inputs) + min(layer.params, head_floats)
+    return layer.tap_inputs, head, layer.tap_in_floats + layer.params
+
+
+def first_reads(reads: Iterable[Sequence[tuple[str, int]]]) -> list[list[int]]:
+    """Per node in run order, given the (tensor, floats) it reads from the normal world's buffers: the
+    floats of those it is the first to read (`as_run`'s taps); a tap read again is in the caches."""
+    seen: set[str] = set()
+    out = []
+    for node in reads:
+        out.append([floats for name, floats in node if name not in seen])
+        seen.update(name for name, _ in node)
+    return out
+
+
+def first_of_kind(layers: Iterable[Layer]) -> list[Layer]:
+    """`layers` with the first of each kernel (`kernel_of`) or op type marked `first_of_kind`; a CPM's
+    prediction does not depend on the order (one mark per kind either way)."""
+    seen: set[str] = set()
+    out = []
+    for x in layers:
+        kind = kernel_of(x) or x.op_type
+        out.append(dataclasses.replace(x, first_of_kind=kind not in seen))
+        seen.add(kind)
+    return out
 
 
 def out_channels(layer: Layer) -> int:
@@ -95,7 +163,11 @@ def out_channels(layer: Layer) -> int:
 
 
 def in_features(layer: Layer) -> int:
-    """A dense layer's input numbers per sample (MACs / OC); 0 for other layers."""
+    """A dense layer's input numbers per sample (MACs / OC), a conv's input map (IC x FI); 0 for other
+    layers. A narrow conv over many input planes (DenseNet's 1x1 convs over its growing concatenations,
+    2 outputs from up to 36 planes) does 2 MACs per input float it reads: reading is its cost."""
+    if layer.kind == "conv" and layer.ic and layer.fi:
+        return layer.ic * layer.fi[0] * layer.fi[1]
     return layer.macs // layer.oc if layer.kind in ("dense", "matmul") and layer.oc else 0
 
 
@@ -166,6 +238,7 @@ class Device:
     other: tuple[tuple[str, Terms], ...] = ()  # op type ("*": any other) -> its terms
     kernels: tuple[tuple[str, Terms], ...] = ()  # kernel_of() -> its terms, in place of Eq. 4 / 5
     call_us: float = 0.0  # fixed cost per inference
+    cold: ColdReads = ColdReads()  # the price of what a layer reads cold, with the kernel and op terms
 
     def other_fit(self, op_type: str) -> Terms | None:
         fits = dict(self.other)
@@ -181,13 +254,13 @@ class Device:
         kernels, name = dict(self.kernels), kernel_of(layer) or ""
         kernel = kernels.get(name, kernels.get(KERNEL_FALLBACK.get(name, "")))
         if kernel is not None:
-            us = kernel.us(layer)
+            us = kernel.us(layer) + self.cold.us(layer)
         elif layer.kind in ("conv", "dense", "matmul"):
             fit = self.conv if layer.kind == "conv" else self.dense
             us = fit.slope * layer.workload + fit.base
         else:
             other = self.other_fit(layer.op_type)
-            return other.us(layer) if other else 0.0
+            return other.us(layer) + self.cold.us(layer) if other else 0.0
         kind = "dense" if layer.kind == "matmul" else layer.kind
         return us * self.scale if kind in self.scale_applies_to else us
 
@@ -262,6 +335,8 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
             "per_window_float": "per_window",
             "per_out_channel": "per_out_channel",
             "per_unaligned_float": "per_unaligned",
+            "per_first_of_kind": "per_first",
+            "per_first_touch_float": "per_first_touch",
             "base": "base",
         },
     )
@@ -275,6 +350,8 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
             "per_weight": "per_weight",
             "per_in_float": "per_in_float",
             "per_unaligned_float": "per_unaligned",
+            "per_first_of_kind": "per_first",
+            "per_first_touch_float": "per_first_touch",
             "base": "base",
         },
     )
@@ -283,6 +360,8 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
         raise MirrorcError(f"{path}: field 'kernels_us.{bad}': not a kernel ({', '.join(KERNELS)})")
     if "call_us" in raw and not isinstance(raw["call_us"], dict):
         raise MirrorcError(f"{path}: field 'call_us' must be an object with 'base'")
+    if "cold_read_us" in raw and not isinstance(raw["cold_read_us"], dict):
+        raise MirrorcError(f"{path}: field 'cold_read_us' must be an object of per_tap, per_head_float, ...")
     applies = raw.get("compute_scale", {}).get("applies_to", ["conv", "dense"])
     if not isinstance(applies, list) or not set(applies) <= {"conv", "dense"}:
         raise MirrorcError(f'{path}: field \'compute_scale.applies_to\' must be a list of "conv"/"dense"')
@@ -300,6 +379,14 @@ def device_from_json(raw: Any, path: str | os.PathLike) -> Device:
         other=other,
         kernels=kernels,
         call_us=float(num("call_us", "base")) if "call_us" in raw else 0.0,
+        cold=ColdReads(
+            optional("cold_read_us", "per_tap"),
+            optional("cold_read_us", "per_head_float"),
+            optional("cold_read_us", "per_float"),
+            int(optional("cold_read_us", "head_floats")),
+        )
+        if "cold_read_us" in raw
+        else ColdReads(),
     )
 
 

@@ -54,6 +54,16 @@ class Layer:
     # a conv whose ReLU -> GlobalAveragePool run inside its kernel (passes.lower_c.fuse_epilogues): its
     # output map is summed as it is computed, never stored (set by mirrorc.profile.step_layers)
     fused_gap: bool = False
+    # floats this node reads from what the normal world sent (taps, backbone logits): on a device they
+    # were written by the other world since the CPM last ran, so they are read cold (set, as
+    # fused_gap, by mirrorc.profile.step_layers and the partition report)
+    tap_in_floats: int = 0
+    tap_inputs: int = 0  # how many of its inputs those are
+    # the first node of its kernel (or op type) in the CPM: a cold inference fetches that loop's code
+    # here (mirrorc.plan.emulator.first_of_kind)
+    first_of_kind: bool = False
+    # floats of the arena lines it writes first in an inference (passes.lower_c.first_touch_floats)
+    first_touch_floats: int = 0
 
     @property
     def notation(self) -> str:
@@ -161,6 +171,11 @@ class Shapes:
                 self.const_node.add(i)
                 self.const.update(o for o in node.output if o)
 
+    def sample_floats(self, tensor: str) -> int:
+        """Numbers per sample in `tensor` (batch dimension left out), 0 when its shape is unknown."""
+        s = self.shape.get(tensor)
+        return 0 if not s or None in s[1:] else int(np.prod(s[1:], dtype=np.int64))
+
     def weight_size(self, tensor: str) -> int:
         """Numbers in `tensor` if it is a float weight of known shape, else 0."""
         s = self.shape.get(tensor)
@@ -248,7 +263,7 @@ def _with_sizes(layer: Layer, node: onnx.NodeProto, shapes: Shapes) -> Layer:
     if not y or None in y[1:]:
         return layer
     planes = int(y[1]) if len(y) >= 3 else 0
-    return dataclasses.replace(layer, out_floats=int(np.prod(y[1:], dtype=np.int64)), out_planes=planes)
+    return dataclasses.replace(layer, out_floats=shapes.sample_floats(node.output[0]), out_planes=planes)
 
 
 def layers(model: ModelLike, shapes: Shapes | None = None) -> list[Layer]:

@@ -21,7 +21,8 @@ from mirrorc.plan import emulator
 from mirrorc.plan import layers as L
 from mirrorc.train.protect import get as get_strategy
 from passes import contract
-from passes.lower_c import fuse_epilogues
+from passes.lower_c import SecurePlan, first_touch_floats, fuse_epilogues
+from passes.memplan import MemoryPlan
 
 FINAL_NODES = ("cpm/final_add", "cpm/argmax")  # run by the final command whatever their stage says
 
@@ -41,18 +42,31 @@ def _meta(node) -> dict:
     return {p.key: p.value for p in node.metadata_props}
 
 
-def _as_the_c_runs(secure: list[tuple[int, onnx.NodeProto]], all_layers: list[L.Layer]) -> dict[int, L.Layer]:
+def _as_the_c_runs(
+    secure: list[tuple[int, onnx.NodeProto]], all_layers: list[L.Layer], shapes: L.Shapes, plan: SecurePlan
+) -> dict[int, L.Layer]:
     """The secure nodes' layers as the generated C runs them (node index -> Layer): a Conv's ReLU and
     GlobalAveragePool epilogues run inside its kernel (passes.lower_c.fuse_epilogues), so they have no
     time of their own (a fitted profile's conv terms hold them), and a conv with a fused global average
     pool is the conv_gap kernel. The ArgMax to the label is not a step (its time is in the profile's
-    fixed cost per inference), as in `mirrorc.profile.step_layers`."""
+    fixed cost per inference), as in `mirrorc.profile.step_layers`. A node's inputs that are neither a
+    secure node's outputs nor weights came from the normal world (`Layer.tap_in_floats`); the arena
+    lines each writes first are the secure build's memory plan's (`plan`)."""
     run, fused = fuse_epilogues(list(secure), {contract.LABEL})  # each fused Conv writes its chain's end
-    return {
-        i: emulator.as_run(all_layers[i], fused.get(node.output[0]))
-        for i, node in run
-        if contract.LABEL not in node.output
-    }
+    own = {t for _, node in secure for t in node.output}
+    fresh = {nd.name: f for (_, nd), f in zip(plan.body, first_touch_floats(plan), strict=True)}
+    kept = [(i, node) for i, node in run if contract.LABEL not in node.output]
+    taps = emulator.first_reads(
+        [(t, shapes.sample_floats(t)) for t in node.input if t and t not in own and t not in shapes.const]
+        for _, node in kept
+    )
+    marked = emulator.first_of_kind(
+        [
+            emulator.as_run(all_layers[i], fused.get(node.output[0]), cold, fresh.get(node.name, 0))
+            for (i, node), cold in zip(kept, taps, strict=True)
+        ]
+    )
+    return {i: x for (i, _), x in zip(kept, marked)}
 
 
 def _model_meta(model: onnx.ModelProto, where: str) -> tuple[int, int, list[dict]]:
@@ -85,11 +99,10 @@ def _layer_row(layer: L.Layer) -> dict:
     return {"name": layer.name, "notation": layer.notation, "macs": layer.macs, "params": layer.params}
 
 
-def _secure_memory(model, secure, shapes: L.Shapes, taps, num_classes, node_layers) -> dict:
+def _secure_memory(mp: MemoryPlan, model, secure, shapes: L.Shapes, taps, num_classes, node_layers) -> dict:
     """Weights after BatchNorm folding, and the arena and per-session carry exactly as the C lowering
     will lay them out: the secure pipeline's memory plan of the split, BN-folded secure graph
     (schedule per docs/ARCHITECTURE.md, liveness, in-place steps, conv scratch)."""
-    mp = secure_pipeline(model).plan.memory
     nodes = model.graph.node
     producer = {o: i for i, node in enumerate(nodes) for o in node.output if o}
 
@@ -152,7 +165,8 @@ def build_report(
                 raise MirrorcError(f"{where}: node '{node.name}': 'mirrorc.stage' is not an integer") from None
     backbone = [i for i in world if world[i] == "normal" and not nodes[i].name.startswith("mirrorc/")]
     secure = [(i, nodes[i]) for i in world if world[i] == "secure"]
-    timed = _as_the_c_runs(secure, all_layers)
+    plan = secure_pipeline(model).plan
+    timed = _as_the_c_runs(secure, all_layers, shapes, plan)
     cpm_layers = list(timed.values())  # predict() skips "other" unless the profile times them
 
     # Per stage: CPM stage s reads M_{s-1}, so the tap that crosses for it is tap s-1.
@@ -187,7 +201,7 @@ def build_report(
     }
 
     prediction = emulator.predict(dev, cpm_layers, [t["bytes"] for t in taps] + [logits_bytes])
-    mem = _secure_memory(model, secure, shapes, taps, num_classes, all_layers)
+    mem = _secure_memory(plan.memory, model, secure, shapes, taps, num_classes, all_layers)
     mem["ta_overhead"] = dev.ta_overhead_bytes
     mem["total"] = mem["weights"] + mem["arena"] + mem["carry"] + mem["input_buffer"] + mem["ta_overhead"]
     limit = parse_size(tee_memory) if tee_memory is not None else dev.tee_memory_bytes
