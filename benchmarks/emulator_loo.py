@@ -1,27 +1,32 @@
 """The Performance Emulator against measurement, leave-one-out: predicted vs measured secure-world compute.
 
     python benchmarks/emulator_loo.py [--models lenet5,vgg7,bvlc_alexnet,...] [--channels 2]
-                                      [--rounds 5] [--iters 30]
+                                      [--rounds 5] [--iters 30] [--evict-mb 64]
 
 Per model: mirrornet (pipeline, random CPM weights) -> split -> the CPM's C at the TA's flags
 (mirrorc.profile.TA_HOST_CFLAGS). Models: LeNet-5, VGG-7 and the nine model-zoo files shipped with
 onnx (benchmarks/ta_flags.py's set; all pass `mirrorc check`), at --channels.
 
-Measured, in --rounds interleaved rounds (every model once per round, so a busy spell of the shared
-machine hits all models alike): the release C's CPU us per batch-1 inference (no timers; fastest of 5
-loops of --iters) and every node's time in the profiling build (lower(profile=True), its mean over
---iters, fastest of 5 such loops: the same statistic). A model's measured time is the median over
-rounds of the release C; its spread is (max - min) / median over the rounds, the measurement's own
-noise. A node's time is its median over rounds. Beside them, the profiling build with its timers
-compiled as empty functions (median over the rounds): the release C's computation in another binary
-layout, so a gap between it and the release C is the layout's, which no per-layer term can see.
+Every inference is timed cold, as on a device where the normal world's backbone runs between two CPM
+inferences: --evict-mb of other data touched first, untimed (mirrorc.profile.EVICT_BYTES; 0 times
+them back to back, warm, when a CPM's weights may still sit in the shared last-level cache).
+
+Measured, in --rounds interleaved rounds (every model and every sweep CPM once per round, so a busy
+spell of the shared machine hits the predicted and the predictors alike): the release C's us per
+batch-1 inference (no timers; fastest of 5 loops of --iters) and every node's time in the profiling
+build (lower(profile=True), its mean over --iters, fastest of 5 such loops: the same statistic). A
+model's measured time is the median over rounds of the release C; its spread is (max - min) / median
+over the rounds, the measurement's own noise. A node's time is its median over rounds. Beside them,
+the profiling build with its timers compiled as empty functions (median over the rounds): the
+release C's computation in another binary layout, so a gap between it and the release C is the
+layout's, which no per-layer term can see.
 
 Predicted: the profile `mirrorc profile` would fit (mirrorc.profile.fit_device_terms: per kernel and
-per op type terms, a fixed cost per inference, the profiling timers' cost taken out) fitted on the
-layer-shape sweep (mirrorc.profile_sweep at C = 1, 2, 4, measured once) and the OTHER models' nodes
-and totals only, summed by the emulator over this model's nodes. World switches are in neither figure
-(`mirrorc profile` fits them separately). Per model the error is split by kind (conv kernel or op
-type: predicted minus measured node time), so a miss names the term that misses."""
+per op type terms, the shared price of cold reads, a fixed cost per inference, the profiling timers'
+cost taken out) fitted on the layer-shape sweep (mirrorc.profile_sweep at C = 1, 2, 4) and the OTHER
+models' nodes and totals only, summed by the emulator over this model's nodes. World switches are in
+neither figure (`mirrorc profile` fits them separately). Per model the error is split by kind (conv
+kernel or op type: predicted minus measured node time), so a miss names the term that misses."""
 
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ from mirrorc.backend import cbuild  # noqa: E402
 from mirrorc.pipeline import build_mirrornet  # noqa: E402
 from mirrorc.plan import emulator  # noqa: E402
 from mirrorc.plan.layers import Layer  # noqa: E402
-from mirrorc.profile_sweep import write_sweep_models  # noqa: E402
+from mirrorc.profile_sweep import SWEEP_MODELS, write_sweep_models  # noqa: E402
 from passes.lower_c import lower  # noqa: E402
 from passes.split import split  # noqa: E402
 
@@ -70,13 +75,15 @@ def median_rows(rounds: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 EMPTY_HOOKS = "void mirrorc_profile_begin(void) {}\nvoid mirrorc_profile_end(unsigned step) { (void)step; }\n"
 
 
-def empty_timer_us(secure: Any, name: str, iters: int) -> float:
+def empty_timer_us(secure: Any, name: str, iters: int, evict_bytes: int) -> float:
     """CPU us per inference of the profiling build (lower(profile=True)) with empty timers: the same
     computation as the release C in another binary layout (the timer calls move code and data)."""
     lowered = lower(secure, name, profile=True)
     lowered = dataclasses.replace(lowered, files=dict(lowered.files, **{"model/mirrorc_empty_hooks.c": EMPTY_HOOKS}))
     taps, logits = profile._random_inputs(lowered)
-    seconds, _ = cbuild.time_lowered(lowered, taps, logits, iters=iters, repeats=5, cflags=profile.TA_HOST_CFLAGS)
+    seconds, _ = cbuild.time_lowered(
+        lowered, taps, logits, iters=iters, repeats=5, cflags=profile.TA_HOST_CFLAGS, evict_bytes=evict_bytes
+    )
     return 1e6 * seconds
 
 
@@ -86,6 +93,7 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--evict-mb", type=int, default=profile.EVICT_BYTES >> 20, help="0: warm, back to back")
     ap.add_argument(
         "--measurements",
         type=Path,
@@ -94,40 +102,47 @@ def main() -> None:
     )
     args = ap.parse_args()
     names = args.models.split(",")
+    evict = args.evict_mb << 20
     if args.measurements and args.measurements.exists():
         with open(args.measurements, "rb") as f:
             saved = pickle.load(f)
-        if saved["setup"] != setup_of(args) or not set(names) <= set(saved["measured"]):
+        # the sweep may have grown since: the saved one is made again (`as_the_code_sees_them`)
+        same = {k: v for k, v in saved["setup"].items() if k != "sweep_models"}
+        if same != {k: v for k, v in setup_of(args).items() if k != "sweep_models"} or not set(names) <= set(
+            saved["measured"]
+        ):
             raise SystemExit(f"emulator_loo: {args.measurements} holds other measurements: {saved['setup']}")
-        report(args, names, **{k: v for k, v in saved.items() if k != "setup"})
+        report(args, names, **as_the_code_sees_them(saved, args.channels))
         return
     secure: dict[str, Any] = {}
     nodes: dict[str, list[Layer]] = {}
-    sweep_rows: list[dict[str, Any]] = []
-    sweep_totals: list[tuple[list[Layer], float]] = []
+    sweep: dict[str, Any] = {}  # "sweepN_cC" -> its secure graph, timed in every round as the models are
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in write_sweep_models(Path(tmp)).items():
             for c in SWEEP_CHANNELS:
                 mirrornet, _ = build_mirrornet(path, channels=c)
-                _, sec = split(mirrornet)
-                sweep_rows += profile.measure_steps(sec, f"{name}_c{c}", args.iters)
-                sweep_totals.append((profile.step_layers(sec), profile.measure_total_us(sec, name, args.iters)))
-        print(f"sweep: {len(sweep_rows)} nodes", flush=True)
+                _, sweep[f"{name}_c{c}"] = split(mirrornet)
         for name in names:
             mirrornet, _ = build_mirrornet(model_path(name, Path(tmp)), channels=args.channels)
             _, secure[name] = split(mirrornet)
             nodes[name] = profile.step_layers(secure[name])
     totals: dict[str, list[float]] = {name: [] for name in names}
     empty_timers: dict[str, list[float]] = {name: [] for name in names}
-    node_rounds: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in names}
+    node_rounds: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in [*names, *sweep]}
+    sweep_rounds: dict[str, list[float]] = {name: [] for name in sweep}
     for done in range(args.rounds):
+        for name, sec in sweep.items():
+            sweep_rounds[name].append(profile.measure_total_us(sec, name, args.iters, evict_bytes=evict))
+            node_rounds[name].append(profile.measure_steps(sec, name, args.iters, evict_bytes=evict))
         for name in names:
-            totals[name].append(profile.measure_total_us(secure[name], name, args.iters))
-            empty_timers[name].append(empty_timer_us(secure[name], name, args.iters))
-            node_rounds[name].append(profile.measure_steps(secure[name], name, args.iters))
+            totals[name].append(profile.measure_total_us(secure[name], name, args.iters, evict_bytes=evict))
+            empty_timers[name].append(empty_timer_us(secure[name], name, args.iters, evict))
+            node_rounds[name].append(profile.measure_steps(secure[name], name, args.iters, evict_bytes=evict))
         print(f"round {done + 1}/{args.rounds}", flush=True)
     samples = {name: median_rows(node_rounds[name]) for name in names}
     measured = {name: statistics.median(totals[name]) for name in names}
+    sweep_rows = [r for name in sweep for r in median_rows(node_rounds[name])]
+    sweep_totals = [(profile.step_layers(sec), statistics.median(sweep_rounds[name])) for name, sec in sweep.items()]
     saved = dict(
         sweep_rows=sweep_rows,
         sweep_totals=sweep_totals,
@@ -143,13 +158,49 @@ def main() -> None:
     report(args, names, **saved)
 
 
+def as_the_code_sees_them(saved: dict[str, Any], channels: int) -> dict[str, Any]:
+    """Saved measurements with every node's Layer made again by today's `profile.step_layers` (the
+    times stay): a term that reads a new Layer field refits them without measuring again."""
+    out = {k: v for k, v in saved.items() if k != "setup"}
+    with tempfile.TemporaryDirectory() as tmp:
+        cpms = [
+            (name, path, c)
+            for name, path in write_sweep_models(Path(tmp)).items()
+            if name in saved["setup"]["sweep_models"]
+            for c in saved["setup"]["sweep_channels"]
+        ]
+        if len(cpms) != len(saved["sweep_totals"]):
+            raise SystemExit("emulator_loo: the saved sweep is not today's mirrorc.profile_sweep")
+        out["sweep_totals"] = [
+            (now_layers(path, c, [(x.name, x.notation) for x in old]), total)
+            for (_, path, c), (old, total) in zip(cpms, saved["sweep_totals"])
+        ]
+        out["nodes"] = {
+            n: now_layers(model_path(n, Path(tmp)), channels, [(x.name, x.notation) for x in old])
+            for n, old in saved["nodes"].items()
+        }
+    return out
+
+
+def now_layers(path: Path, channels: int, names: list[tuple[str, str]]) -> list[Layer]:
+    """The scheduled nodes' Layers of `path`'s CPM at `channels`, which must be the nodes `names`
+    ((name, notation) each: the same nodes of the same shapes)."""
+    mirrornet, _ = build_mirrornet(path, channels=channels)
+    layers = profile.step_layers(split(mirrornet)[1])
+    if [(x.name, x.notation) for x in layers] != names:
+        raise SystemExit(f"emulator_loo: {path.name} at C={channels} no longer has the saved nodes")
+    return layers
+
+
 def setup_of(args: argparse.Namespace) -> dict[str, Any]:
     """What the measurements depend on besides the models."""
     return {
         "channels": args.channels,
         "rounds": args.rounds,
         "iters": args.iters,
+        "evict_mb": args.evict_mb,
         "sweep_channels": list(SWEEP_CHANNELS),
+        "sweep_models": list(SWEEP_MODELS),
         "cflags": list(profile.TA_HOST_CFLAGS),
     }
 
