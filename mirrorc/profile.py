@@ -343,7 +343,7 @@ def _fit_jointly(
     and the cold-read price every group shares (emulator.ColdReads with `head`), on relative error;
     and its sum of squared relative errors."""
     blocks, ys, layout = [], [], []
-    shared = len(dataclasses.fields(emulator.ColdReads)) - 1  # its prices; head_floats is given
+    shared = 3  # the cold-read prices, in emulator.cold_arrays' order: per tap, per head float, per float
     width = shared + sum(len(_varying(rows, cols)) + 1 for rows, cols in groups.values())
     at = shared
     for key, (rows, cols) in groups.items():
@@ -360,7 +360,7 @@ def _fit_jointly(
     a, y = np.array(blocks), np.array(ys, float)
     coef = fit_nonneg(a, y)
     sse = float((((a @ coef - y) / np.maximum(y, 1e-12)) ** 2).sum())
-    cold = emulator.ColdReads(*map(float, coef[:shared]), head_floats=head)
+    cold = emulator.ColdReads(float(coef[0]), float(coef[1]), float(coef[2]), head)
     terms = {
         key: emulator.Terms(
             **dict(zip(varying, map(float, coef[at : at + len(varying)]))), base=float(coef[at + len(varying)])
