@@ -106,11 +106,12 @@ def main() -> None:
     if args.measurements and args.measurements.exists():
         with open(args.measurements, "rb") as f:
             saved = pickle.load(f)
+
         # the sweep may have grown since: the saved one is made again (`as_the_code_sees_them`)
-        same = {k: v for k, v in saved["setup"].items() if k != "sweep_models"}
-        if same != {k: v for k, v in setup_of(args).items() if k != "sweep_models"} or not set(names) <= set(
-            saved["measured"]
-        ):
+        def comparable(setup: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in setup.items() if k != "sweep_models"}
+
+        if comparable(saved["setup"]) != comparable(setup_of(args)) or not set(names) <= set(saved["measured"]):
             raise SystemExit(f"emulator_loo: {args.measurements} holds other measurements: {saved['setup']}")
         report(args, names, **as_the_code_sees_them(saved, args.channels))
         return

@@ -342,21 +342,22 @@ def _fit_jointly(
     """One non-negative least-squares fit of every group's terms (its rows, its columns and a base)
     and the cold-read price every group shares (emulator.ColdReads with `head`), on relative error;
     and its sum of squared relative errors."""
-    blocks, ys, layout = [], [], []
     shared = 3  # the cold-read prices, in emulator.cold_arrays' order: per tap, per head float, per float
-    width = shared + sum(len(_varying(rows, cols)) + 1 for rows, cols in groups.values())
-    at = shared
+    layout, at = [], shared  # (group, its varying columns, where its block starts)
     for key, (rows, cols) in groups.items():
         varying = _varying(rows, cols)
-        for r in rows:
+        layout.append((key, varying, at))
+        at += len(varying) + 1
+    width = at
+    blocks, ys = [], []
+    for key, varying, at in layout:
+        for r in groups[key][0]:
             line = np.zeros(width)
             line[:shared] = emulator.cold_arrays(_cold_layer(r), head)
             line[at : at + len(varying)] = [_COLUMN[c](r) for c in varying]
             line[at + len(varying)] = 1.0
             blocks.append(line)
             ys.append(r["us"])
-        layout.append((key, varying, at))
-        at += len(varying) + 1
     a, y = np.array(blocks), np.array(ys, float)
     coef = fit_nonneg(a, y)
     sse = float((((a @ coef - y) / np.maximum(y, 1e-12)) ** 2).sum())
@@ -491,12 +492,7 @@ def profile_json(
             }
             for op, t in terms["other"].items()
         },
-        "cold_read_us": {
-            "per_tap": terms.get("cold", emulator.ColdReads()).per_tap,
-            "per_head_float": terms.get("cold", emulator.ColdReads()).per_head_float,
-            "per_float": terms.get("cold", emulator.ColdReads()).per_float,
-            "head_floats": terms.get("cold", emulator.ColdReads()).head_floats,
-        },
+        "cold_read_us": dataclasses.asdict(terms.get("cold", emulator.ColdReads())),
         "call_us": {
             "base": terms.get("call_us", 0.0),
             "source": "fitted on the release C's totals against the sum of its layers, with "
