@@ -13,6 +13,12 @@ streamed from memory, as in AlexNet's, ZFNet's and VGG-19's CPMs), or a 1x1 conv
 then an average pool over the whole map, or a global average pool that the C runs inside the conv
 (SqueezeNet's head: the `conv_gap` kernel). Input sizes (odd ones too), class counts and heads vary
 per model, so every kind is seen at several output sizes.
+
+A CPM's first node reads the tap cold and writes arena lines no node has touched yet, costs the
+emulator prices per kernel (`first_touch_floats`); so some sweep models put another kernel first (a
+`lead` conv before the growth, mirrored like the rest): the zoo's CPMs start with a 5x5 unpadded
+conv (LeNet-5's), a 3x3 (VGG's), a strided 5x5 (ZFNet's) or a grouped conv (AlexNet's, ShuffleNet's),
+and a kernel never timed first would have that cost extrapolated blind.
 """
 
 from __future__ import annotations
@@ -29,14 +35,23 @@ OPSET = 17
 # down so a sweep times in seconds, 1000-class heads as the zoo's classifiers have, and four heads:
 # "dense" layers, 64 wide, or "wide" ones (AlexNet's, VGG's), or a 1x1 conv to the classes and then a
 # whole-map AveragePool ("conv") or a GlobalAveragePool fused into the conv ("gap", SqueezeNet's).
-SWEEP_MODELS: dict[str, tuple[int, int, str]] = {
-    "sweep32": (32, 10, "dense"),
-    "sweep64": (64, 100, "conv"),
-    "sweep112": (112, 1000, "wide"),
-    "sweep56": (56, 1000, "gap"),
-    "sweep55": (55, 1000, "gap"),  # odd maps (55, 28, 14, 7), as AlexNet's, SqueezeNet's, Inception's
-    "sweep208": (208, 1000, "gap"),  # a 1000-class head on a 13x13 map, as SqueezeNet's
-    "sweep13": (13, 10, "dense"),  # every kind on small odd maps (13, 7, 4, 2): Inception's, DenseNet's last
+# The fourth field is the lead conv, the CPM's first node ("": the growth's 1x1 conv is): a key of LEADS.
+SWEEP_MODELS: dict[str, tuple[int, int, str, str]] = {
+    "sweep32": (32, 10, "dense", "spatial3"),
+    "sweep64": (64, 100, "conv", "strided"),
+    "sweep112": (112, 1000, "wide", ""),
+    "sweep56": (56, 1000, "gap", "grouped"),
+    "sweep55": (55, 1000, "gap", ""),  # odd maps (55, 28, 14, 7), as AlexNet's, SqueezeNet's, Inception's
+    "sweep208": (208, 1000, "gap", ""),  # a 1000-class head on a 13x13 map, as SqueezeNet's
+    # every kind on small odd maps (9, 5, 3, 2): Inception's, DenseNet's last; first LeNet-5's 5x5 (13 to 9)
+    "sweep13": (13, 10, "dense", "valid5"),
+}
+# lead -> (kernel size, stride, group, padded)
+LEADS: dict[str, tuple[int, int, int, bool]] = {
+    "spatial3": (3, 1, 1, True),
+    "valid5": (5, 1, 1, False),
+    "strided": (5, 2, 1, True),
+    "grouped": (3, 1, 4, True),
 }
 WIDTH = 16  # backbone channels; the CPM narrows them to C
 
@@ -58,11 +73,14 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, [f"{name}_out"], name=name, **attrs))
         return f"{name}_out"
 
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1) -> str:
+    def conv(
+        self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1, padded: bool = True
+    ) -> str:
         n = len(self.nodes)
         w = self.rng.normal(0, np.sqrt(2.0 / (cin // group * k * k)), (cout, cin // group, k, k)).astype(np.float32)
         ins = [x, self._const(f"w{n}", w), self._const(f"b{n}", np.zeros(cout, np.float32))]
-        y = self.node("Conv", ins, kernel_shape=[k, k], pads=[k // 2] * 4, strides=[stride] * 2, group=group)
+        pads = [k // 2 if padded else 0] * 4
+        y = self.node("Conv", ins, kernel_shape=[k, k], pads=pads, strides=[stride] * 2, group=group)
         return self.node("Relu", [y])
 
     def dense(self, x: str, cin: int, cout: int) -> str:
@@ -85,10 +103,16 @@ class _Graph:
         return self.node("BatchNormalization", ins, epsilon=1e-5)
 
 
-def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> onnx.ModelProto:
-    """One sweep classifier on a [3, size, size] input, its head "dense", "wide", "conv" or "gap"."""
+def sweep_model(size: int, classes: int, head: str = "dense", lead: str = "", seed: int = 0) -> onnx.ModelProto:
+    """One sweep classifier on a [3, size, size] input, its head "dense", "wide", "conv" or "gap", its
+    CPM's first node the `lead` conv (a key of LEADS) or, with "", the growth's first 1x1 conv."""
     g, c = _Graph(seed), WIDTH
     x = g.conv("input", 3, c, 3)  # the backbone's first layer: never mirrored
+    side = size
+    if lead:
+        k, stride, group, padded = LEADS[lead]
+        x = g.conv(x, c, c, k, stride=stride, group=group, padded=padded)
+        side = (side + 2 * (k // 2 if padded else 0) - k) // stride + 1
     width = c
     for _ in range(3):  # DenseNet's growth: each 1x1 conv reads every map before it (CPM: C, 2C, 3C planes)
         x = g.node("Concat", [x, g.conv(x, width, c, 1)], axis=1)
@@ -96,7 +120,7 @@ def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> 
     x = g.conv(x, width, c, 1)  # a narrow conv over 4C planes
     x = g.node("LRN", [g.conv(g.conv(x, c, c, 3), c, c, 5)], size=5, alpha=1e-4, beta=0.75, bias=1.0)
     x = g.conv(x, c, c, 3, stride=2)
-    x = g.shuffle(g.conv(x, c, c, 3, group=4), 4, c, (size + 1) // 2)
+    x = g.shuffle(g.conv(x, c, c, 3, group=4), 4, c, (side + 1) // 2)
     x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
     x = g.conv(x, c, c, 5, stride=2)
     x = g.node("Concat", [g.conv(x, c, c // 2, 1), g.conv(x, c, c // 2, 3)], axis=1)
@@ -106,7 +130,6 @@ def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> 
     if head == "gap":
         x = g.node("Flatten", [g.node("GlobalAveragePool", [g.conv(x, c, classes, 1)])], axis=1)
     elif head == "conv":
-        side = size
         for _ in range(4):  # the four stride-2 layers above, each ceil(side / 2)
             side = (side + 1) // 2
         # an AveragePool over the whole map: the conv's output is stored, then pooled (not fused)
@@ -133,7 +156,7 @@ def sweep_model(size: int, classes: int, head: str = "dense", seed: int = 0) -> 
 def write_sweep_models(out_dir: Path) -> dict[str, Path]:
     """Every SWEEP_MODELS entry as an ONNX file in `out_dir`: name -> path."""
     paths = {}
-    for name, (size, classes, head) in SWEEP_MODELS.items():
+    for name, (size, classes, head, lead) in SWEEP_MODELS.items():
         paths[name] = out_dir / f"{name}.onnx"
-        onnx.save(sweep_model(size, classes, head), paths[name])
+        onnx.save(sweep_model(size, classes, head, lead), paths[name])
     return paths
