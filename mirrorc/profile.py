@@ -10,7 +10,7 @@ terms the data needs besides (mirrorc.plan.emulator's module doc):
   the paper leaves out (ReLU, pooling, Add, ...) output-float, window and base terms per op type
   (`other_us`, "*" for op types measured too rarely); terms of the node's place in a cold inference
   (first of its kernel, arena lines it writes first); fitted together with them, one price of
-  reading an array cold that every kernel and op shares (`cold_read_us`: taps, weights); all
+  reading a tap cold that every kernel and op shares (`cold_read_us`; weights are their kernel's); all
   non-negative; and from the release C's measured totals a fixed cost per inference (`call_us`) and
   the profiling timers' cost per node, taken out of every base;
 - transfer: a simulator TA invoked with a command it refuses, carrying buffers of several sizes
@@ -329,7 +329,7 @@ def _cold_layer(r: dict[str, Any]) -> Layer:
         "",
         "",
         r["kind"],
-        r.get("params", 0),
+        0,
         0,
         tap_in_floats=r.get("tap_in_floats", 0),
         tap_inputs=r.get("tap_inputs", 0),
@@ -373,8 +373,8 @@ def _fit_jointly(
 
 def fit_terms(steps: Sequence[dict[str, Any]], min_per_op: int = 3) -> dict[str, Any]:
     """From `measure_steps` rows: the conv and dense lines (us vs workload, Eq. 4, 5; a kind with no
-    sample gets the other's line); fitted together, the price of reading cold arrays (taps and
-    weights; emulator.ColdReads, its head length the best of COLD_HEAD_FLOATS) and per kernel
+    sample gets the other's line); fitted together, the price of reading cold taps
+    (emulator.ColdReads, its head length the best of COLD_HEAD_FLOATS) and per kernel
     (`emulator.kernel_of`) with more samples than terms, MAC, output-float, unaligned-float, base and
     output-channel + weight (conv) or input-feature (dense) terms, per op type of the rest with at least
     `min_per_op` samples output-float, output-plane, unaligned-float, window and base terms (the window

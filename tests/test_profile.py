@@ -100,7 +100,7 @@ KNOWN_OTHER = {
     "Add": emulator.Terms(per_float=1.4e-4, base=0.02),
     "BatchNormalization": emulator.Terms(per_float=3e-4, per_out_channel=0.02, base=0.03),
 }
-# ... and the price of cold reads they all share (taps into the Adds, every kernel's weights)
+# ... and the price of cold taps they all share (read by half the Adds and half the kernels' layers)
 KNOWN_COLD = emulator.ColdReads(per_tap=0.3, per_head_float=4e-4, per_float=2.5e-4, head_floats=4096)
 
 
@@ -118,10 +118,10 @@ def _synthetic_rows(rng: np.random.Generator) -> list[dict]:
             odd = floats * int(rng.integers(0, 2))  # unaligned planes in half of the layers
             us = t.per_mac * macs + t.per_float * floats + t.per_out_channel * oc + t.per_in_float * ic
             us += t.per_weight * wts + t.per_unaligned * odd + t.base
-            params = int(rng.integers(4, 200_000))
-            us += KNOWN_COLD.us(Layer("k", "Conv", "conv", params, macs))
+            tap = int(rng.integers(50, 200_000)) * int(rng.integers(0, 2))  # a CPM's first node reads one
+            us += KNOWN_COLD.us(Layer("k", "Conv", "conv", 0, macs, tap_in_floats=tap, tap_inputs=int(tap > 0)))
             row = _row(kernel.split("_")[0], "Conv", macs, floats, us, kernel, out_channels=oc, in_features=ic)
-            rows.append(dict(row, weights=wts, unaligned_floats=odd, params=params))
+            rows.append(dict(row, weights=wts, unaligned_floats=odd, tap_in_floats=tap, tap_inputs=int(tap > 0)))
     for op, t in KNOWN_OTHER.items():
         for _ in range(8):
             floats, window = int(rng.integers(8, 100_000)), int(rng.choice([1, 4, 5, 9, 49]))
@@ -413,6 +413,25 @@ def test_profile_cli_default_models_are_the_default_sweep() -> None:
     """`mirrorc profile --models`'s default (a literal, so the CLI starts without numpy) is DEFAULT_MODELS."""
     option = next(p for p in main.commands["profile"].params if p.name == "models")
     assert option.default.split(",") == list(profile.DEFAULT_MODELS)
+
+
+@pytest.mark.parametrize(
+    ("lead", "kernel", "side"),
+    [("", "conv_pointwise", 24), ("spatial3", "conv_spatial3", 24), ("valid5", "conv_spatial5", 20),
+     ("strided", "conv_strided", 12), ("grouped", "conv_grouped", 24)],
+)
+def test_a_sweep_lead_is_the_cpms_first_node(tmp_path: Path, lead: str, kernel: str, side: int) -> None:
+    """A sweep model's lead conv is its CPM's first node (reads the tap, writes fresh arena lines), run by
+    the named kernel at the map size it makes (LeNet-5's 5x5 unpadded: 24 to 20)."""
+    from mirrorc.profile_sweep import sweep_model
+
+    path = tmp_path / "lead.onnx"
+    onnx.save(sweep_model(24, 10, "conv", lead), path)
+    mirrornet, _ = build_mirrornet(path, channels=2)
+    first = profile.step_layers(split(mirrornet)[1])[0]
+    print(lead or "(none)", first.notation, emulator.kernel_of(first), first.tap_in_floats, first.first_touch_floats)
+    assert emulator.kernel_of(first) == kernel and first.notation.endswith(f", {side}]")
+    assert first.tap_in_floats == 2 * 24 * 24 and first.first_touch_floats >= 2 * side * side
 
 
 def _gap_mirrornet(tmp_path: Path, channels: int) -> onnx.ModelProto:

@@ -25,12 +25,14 @@ fields (the bundled rpi3b-optee). A measured profile (`mirrorc profile`) adds, e
                    (`first_of_kind`: a cold inference fetches that loop's code there)
                    + per_first_touch_float * floats of arena lines it writes first in the inference
                    (`Layer.first_touch_floats`: a cold line is read from memory before it is written);
-  cold_read_us     per array a layer reads cold (`cold_arrays`: each input the normal world wrote,
-                   its weights) per_head_float * its first head_floats floats (+ per_tap for a tap)
-                   + per_float * all its floats, one price for every kernel and op: on a device the
-                   normal world runs between two CPM inferences, so both come from memory, the first
-                   lines at its latency, the rest as fast as the prefetchers stream (0.5 ns a float
-                   for a 50-float tap on this host, 0.26 for a 170 k one);
+  cold_read_us     per input the normal world wrote that a layer is first to read (`cold_arrays`)
+                   per_tap + per_head_float * its first head_floats floats + per_float * all its
+                   floats, one price for every kernel and op: on a device the normal world runs
+                   between two CPM inferences, so a tap comes from memory, its first lines at its
+                   latency, the rest as fast as the prefetchers stream (0.5 ns a float for a 50-float
+                   tap on this host, 0.26 for a 170 k one). A layer's weights are cold too, but its own
+                   loop streams them (a dense layer row by row, a conv a few floats many times over):
+                   their price is its kernel's per-MAC (dense) or per-weight (conv) term;
   call_us.base     a fixed cost per inference (reset, the calls into the model).
 The coefficients are data: a device profile JSON in mirrorc/plan/devices/ (or any path), never code.
 """
@@ -110,9 +112,8 @@ def as_run(layer: Layer, fused: Fused | None, taps: Sequence[int] = (), first_to
 
 @dataclasses.dataclass(frozen=True)
 class ColdReads:
-    """The price of reading an array of n floats that is not in the caches: per_head_float *
-    min(n, head_floats) + per_float * n, + per_tap for an input the normal world wrote (its own pages;
-    a layer's weights always have such a fixed cost, which its kernel's base holds) (us)."""
+    """The price of reading a tap of n floats that is not in the caches (an input the normal world
+    wrote, on its own pages): per_tap + per_head_float * min(n, head_floats) + per_float * n (us)."""
 
     per_tap: float = 0.0
     per_head_float: float = 0.0
@@ -125,10 +126,11 @@ class ColdReads:
 
 
 def cold_arrays(layer: Layer, head_floats: int) -> tuple[int, int, int]:
-    """(taps, floats in the first `head_floats` of each array, floats) a layer reads cold: the inputs
-    the normal world wrote that it is first to read (`Layer.tap_in_floats`) and its weights."""
-    head = min(layer.tap_in_floats, head_floats * layer.tap_inputs) + min(layer.params, head_floats)
-    return layer.tap_inputs, head, layer.tap_in_floats + layer.params
+    """(taps, floats in the first `head_floats` of each, floats) a layer reads cold at the shared price:
+    the inputs the normal world wrote that it is first to read (`Layer.tap_in_floats`). Not its weights:
+    priced with the shared per-float price, the 1000x1000 dense layers (4 MB read row by row) came out
+    10% over in every model while the taps' price held."""
+    return layer.tap_inputs, min(layer.tap_in_floats, head_floats * layer.tap_inputs), layer.tap_in_floats
 
 
 def first_reads(reads: Iterable[Sequence[tuple[str, int]]]) -> list[list[int]]:
