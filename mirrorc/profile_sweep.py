@@ -73,9 +73,7 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, [f"{name}_out"], name=name, **attrs))
         return f"{name}_out"
 
-    def conv(
-        self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1, padded: bool = True
-    ) -> str:
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1, padded: bool = True) -> str:
         n = len(self.nodes)
         w = self.rng.normal(0, np.sqrt(2.0 / (cin // group * k * k)), (cout, cin // group, k, k)).astype(np.float32)
         ins = [x, self._const(f"w{n}", w), self._const(f"b{n}", np.zeros(cout, np.float32))]

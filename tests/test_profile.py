@@ -417,8 +417,13 @@ def test_profile_cli_default_models_are_the_default_sweep() -> None:
 
 @pytest.mark.parametrize(
     ("lead", "kernel", "side"),
-    [("", "conv_pointwise", 24), ("spatial3", "conv_spatial3", 24), ("valid5", "conv_spatial5", 20),
-     ("strided", "conv_strided", 12), ("grouped", "conv_grouped", 24)],
+    [
+        ("", "conv_pointwise", 24),
+        ("spatial3", "conv_spatial3", 24),
+        ("valid5", "conv_spatial5", 20),
+        ("strided", "conv_strided", 12),
+        ("grouped", "conv_grouped", 24),
+    ],
 )
 def test_a_sweep_lead_is_the_cpms_first_node(tmp_path: Path, lead: str, kernel: str, side: int) -> None:
     """A sweep model's lead conv is its CPM's first node (reads the tap, writes fresh arena lines), run by
