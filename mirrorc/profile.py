@@ -303,7 +303,7 @@ _COLUMN = {  # emulator.Terms field -> its feature in a step row
     "per_first": lambda r: r.get("first_of_kind", 0),
     "per_first_touch": lambda r: r.get("first_touch_floats", 0),
 }
-# Where reading a cold array stops paying its first lines' latency (the head term), in floats: the
+# Where reading a cold tap stops paying its first lines' latency (the head term), in floats: the
 # fit picks the one that fits best
 COLD_HEAD_FLOATS = (1024, 4096, 16384)
 
